@@ -1,0 +1,1 @@
+"""Planning, launching and running the chunked tasks of a job."""

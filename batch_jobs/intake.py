@@ -1,0 +1,315 @@
+"""What the storage trigger does with one object event (DESIGN.md, data flow steps 1–8).
+
+1 route (ignore our own writes) → 2 find the manifest(s) the object concerns → 3 validate →
+4 check inputs (else WAITING_FOR_INPUTS) → 5 plan (probe headers) → 6 claim the job id →
+7 launch → 8 record QUEUED. Every step that can fail because of what a user uploaded ends in
+a status record and `.status.json` that say what is wrong and where; nothing raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+from dataclasses import dataclass, field
+
+from batch_jobs.ids import job_id_for
+from batch_jobs.launcher import Launcher
+from batch_jobs.plan import build_plan
+from dropbatch.config import Settings
+from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
+from dropbatch.logs import event
+from dropbatch.status.base import StatusStore
+from dropbatch.status.model import (
+    LAUNCHABLE_STATES,
+    JobError,
+    JobRecord,
+    JobState,
+    VideoInfo,
+)
+from dropbatch.storage.base import NotFound, ObjectStore, folder_of
+from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
+from manifests.model import MAX_INPUTS, Manifest
+from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs
+from processors.media.ffmpeg import MediaError
+from processors.media.probe import probe
+from processors.models.store import ModelMissing, require_models
+
+log = logging.getLogger("dropbatch.intake")
+
+INTERNAL_PREFIX = "_dropbatch/"  # parts and scratch space, per bucket
+# Steps whose processors have not landed yet: a manifest using them cannot run.
+UNAVAILABLE_STEPS = frozenset({"swap", "lipsync"})
+
+
+@dataclass(frozen=True)
+class StorageEvent:
+    """The fields of a Cloud Storage `object.finalized` event that we use."""
+
+    bucket: str
+    name: str
+    generation: int
+    size: int = 0
+    content_type: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_data(cls, data: dict) -> StorageEvent:
+        # Eventarc sends int64 fields (generation, size) as strings.
+        return cls(
+            bucket=str(data["bucket"]),
+            name=str(data["name"]),
+            generation=int(data.get("generation") or 0),
+            size=int(data.get("size") or 0),
+            content_type=str(data.get("contentType") or ""),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+
+def is_own_write(name: str, metadata: dict[str, str]) -> bool:
+    """Outputs, status files and parts: what we write must never start work (no loops)."""
+    if ROLE_KEY in metadata:
+        return True
+    if name.startswith(INTERNAL_PREFIX) or name.endswith(".status.json"):
+        return True
+    return "out" in name.split("/")[:-1]
+
+
+def is_manifest(name: str) -> bool:
+    base = posixpath.basename(name)
+    return name.endswith(MANIFEST_SUFFIXES) and not base.startswith(".")
+
+
+@dataclass
+class Intake:
+    settings: Settings
+    store: ObjectStore
+    status: StatusStore
+    launcher: Launcher
+
+    # -- entry point ---------------------------------------------------------------------
+    def handle(self, ev: StorageEvent) -> list[str]:
+        """Route one event; returns the job ids it evaluated."""
+        if is_own_write(ev.name, ev.metadata):
+            return []
+        if is_manifest(ev.name):
+            return [self.evaluate(ev.bucket, ev.name, ev.generation)]
+        return self.recheck_waiting(ev.bucket, ev.name)
+
+    def recheck_waiting(self, bucket: str, name: str) -> list[str]:
+        """A non-manifest object arrived: re-evaluate manifests waiting in its folder or above."""
+        touched = []
+        folders = []
+        folder = folder_of(name)
+        while True:
+            folders.append(folder)
+            if not folder:
+                break
+            folder = folder_of(folder.rstrip("/"))
+        for record in self.status.recent(
+            200, bucket=bucket, states=[JobState.WAITING_FOR_INPUTS, JobState.RECEIVED]
+        ):
+            if record.folder in folders:
+                touched.append(self.evaluate(bucket, record.manifest, record.manifest_generation))
+        return touched
+
+    def sweep_expired(self, now: float | None = None) -> list[str]:
+        """Manifests that waited longer than `input_wait_seconds` end INVALID."""
+        now = now or time.time()
+        touched = []
+        for record in self.status.recent(500, states=[JobState.WAITING_FOR_INPUTS]):
+            if now - record.created_at >= self.settings.input_wait_seconds:
+                touched.append(
+                    self.evaluate(record.bucket, record.manifest, record.manifest_generation)
+                )
+        return touched
+
+    # -- one manifest --------------------------------------------------------------------
+    def evaluate(self, bucket: str, name: str, generation: int) -> str:
+        job_id = job_id_for(bucket, name, generation)
+        uri = self.store.uri(bucket, name)
+        record = self.status.get(job_id)
+        if record is None:
+            self.status.create(
+                JobRecord(
+                    job_id=job_id,
+                    bucket=bucket,
+                    manifest=name,
+                    manifest_generation=generation,
+                    manifest_uri=uri,
+                )
+            )
+            record = self.status.get(job_id)
+            assert record is not None
+            if record.state == JobState.RECEIVED and not record.history:
+                transition(self.store, self.status, job_id, JobState.RECEIVED)
+        if record.state not in LAUNCHABLE_STATES:
+            return job_id  # a duplicate delivery of an event we already acted on
+        try:
+            current = self.store.stat(bucket, name)
+        except NotFound:
+            self._invalid(job_id, JobError(code="MANIFEST_GONE", message="deleted", uri=uri))
+            return job_id
+        if current.generation != generation:
+            # A newer upload replaced this version before we got to it; its own event runs it.
+            self._fail(
+                job_id,
+                JobState.CANCELLED,
+                JobError(
+                    code="MANIFEST_REPLACED",
+                    message=f"replaced by generation {current.generation}",
+                    uri=uri,
+                ),
+            )
+            return job_id
+        self._evaluate_current(job_id, bucket, name)
+        return job_id
+
+    def _evaluate_current(self, job_id: str, bucket: str, name: str) -> None:
+        uri = self.store.uri(bucket, name)
+        try:
+            manifest = load_manifest(self.store.read_bytes(bucket, name, MAX_MANIFEST_BYTES + 1))
+        except ManifestInvalid as exc:
+            self._invalid(job_id, *[e.model_copy(update={"uri": uri}) for e in exc.errors])
+            return
+        problems = self._model_problems(manifest)
+        if problems:
+            self._invalid(job_id, *problems)
+            return
+        folder = folder_of(name)
+        present = {
+            info.name[len(folder) :]
+            for info in self.store.list(bucket, folder)
+            if not is_own_write(info.name, info.metadata)
+        }
+        resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
+        if resolution.errors:
+            self._invalid(job_id, *resolution.errors)
+            return
+        if resolution.missing:
+            self._wait(job_id, resolution.missing)
+            return
+        probed: list[tuple[ResolvedItem, VideoInfo]] = []
+        errors: list[JobError] = []
+        for item in resolution.items:
+            video_uri = self.store.uri(bucket, folder + item.video)
+            try:
+                with self.store.media_source(bucket, folder + item.video) as source:
+                    probed.append((item, probe(source)))
+            except (MediaError, NotFound) as exc:
+                errors.append(
+                    JobError(
+                        code="INPUT_UNREADABLE",
+                        message=str(exc),
+                        field=f"inputs[{item.index}].video",
+                        uri=video_uri,
+                    )
+                )
+        if errors:
+            self._invalid(job_id, *errors)
+            return
+        plan = build_plan(manifest, folder, probed)
+        self._launch(job_id, plan)
+
+    def _model_problems(self, manifest: Manifest) -> list[JobError]:
+        problems = []
+        for i, step in enumerate(manifest.chain):
+            options = step.options.model_dump(mode="json")
+            where = f"chain[{i}].{step.name}"
+            try:
+                require_models(step.name, options, self.settings.model_store)
+            except ModelMissing as exc:
+                problems.append(
+                    JobError(code="MODEL_MISSING", message=str(exc), field=f"{where}.model")
+                )
+                continue
+            if step.name in UNAVAILABLE_STEPS:
+                problems.append(
+                    JobError(
+                        code="STEP_UNAVAILABLE",
+                        message=f"step {step.name} is not available in this version",
+                        field=where,
+                    )
+                )
+        return problems
+
+    def _launch(self, job_id: str, plan) -> None:
+        total = sum(len(item.chunks) for item in plan.items)
+        claimed = transition(
+            self.store,
+            self.status,
+            job_id,
+            JobState.QUEUED,
+            allowed_from=LAUNCHABLE_STATES,
+            plan=plan,
+            chunks_total=total,
+            waiting_for=[],
+        )
+        if not claimed:
+            return  # a concurrent delivery won the claim and launches
+        record = self.status.get(job_id)
+        assert record is not None
+        try:
+            batch_job = self.launcher.launch(record, self.settings)
+        except Exception as exc:  # the engine refused: say so in the record
+            log.exception("launch failed")
+            self._fail(
+                job_id,
+                JobState.FAILED,
+                JobError(code="LAUNCH_FAILED", message=f"could not start the job: {exc}"),
+            )
+            return
+        self.status.transact(job_id, lambda r: setattr(r, "batch_job", batch_job))
+        publish(self.store, self.status, job_id)
+        event(log, "job launched", job_id=job_id, batch_job=batch_job, tasks=total)
+
+    # -- outcomes ------------------------------------------------------------------------
+    def _invalid(self, job_id: str, *errors: JobError) -> None:
+        first = errors[0]
+        summary = (
+            first
+            if len(errors) == 1
+            else first.model_copy(
+                update={"message": f"{first.message} (and {len(errors) - 1} more problem(s))"}
+            )
+        )
+        transition(
+            self.store,
+            self.status,
+            job_id,
+            JobState.INVALID,
+            allowed_from=LAUNCHABLE_STATES,
+            error=summary,
+            errors=list(errors),
+        )
+
+    def _fail(self, job_id: str, state: JobState, error: JobError) -> None:
+        transition(self.store, self.status, job_id, state, error=error)
+
+    def _wait(self, job_id: str, missing: list[JobError]) -> None:
+        record = self.status.get(job_id)
+        assert record is not None
+        if time.time() - record.created_at >= self.settings.input_wait_seconds:
+            waited = int(self.settings.input_wait_seconds)
+            self._invalid(
+                job_id,
+                *[
+                    m.model_copy(update={"message": f"{m.message} (waited {waited} s)"})
+                    for m in missing
+                ],
+            )
+            return
+        transition(
+            self.store,
+            self.status,
+            job_id,
+            JobState.WAITING_FOR_INPUTS,
+            allowed_from=LAUNCHABLE_STATES,
+            waiting_for=missing,
+        )
+        if record.state == JobState.WAITING_FOR_INPUTS and record.waiting_for != missing:
+            self.status.transact(job_id, lambda r: setattr(r, "waiting_for", missing))
+            publish(self.store, self.status, job_id)
+
+
+__all__ = ["JOB_KEY", "Intake", "StorageEvent", "is_own_write"]

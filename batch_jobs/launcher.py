@@ -1,0 +1,26 @@
+"""Launchers hand a planned job to an engine: Cloud Batch, or the local executor."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from dropbatch.config import Settings
+from dropbatch.status.model import JobRecord
+
+
+class LaunchError(Exception):
+    pass
+
+
+class Launcher(Protocol):
+    def launch(self, record: JobRecord, settings: Settings) -> str:
+        """Start the job's tasks; return the engine's job name. Idempotent per job id."""
+        ...
+
+
+def open_launcher(settings: Settings) -> Launcher:
+    if settings.launcher == "local":
+        from batch_jobs.local_executor import LocalLauncher
+
+        return LocalLauncher.shared()
+    raise NotImplementedError(f"launcher {settings.launcher!r} is not available yet")

@@ -1,0 +1,240 @@
+"""The done-set and the stitch: the task that completes an item's chunks assembles it once."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from dropbatch.config import Settings
+from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
+from dropbatch.logs import event
+from dropbatch.status.base import StatusStore
+from dropbatch.status.model import JobError, JobRecord, JobState, PlannedItem, StitchLease
+from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed
+from processors.media.assemble import audio_offset_for, concat_and_mux, write_preview
+
+log = logging.getLogger("dropbatch.stitch")
+
+
+class OutputConflict(Exception):
+    """The output name is taken by an object we did not write; we never overwrite it."""
+
+
+def part_name(job_id: str, item: int, chunk: int) -> str:
+    return f"_dropbatch/jobs/{job_id}/parts/{item:04d}/part-{chunk:05d}.mp4"
+
+
+def mark_chunk_done(status: StatusStore, job_id: str, item: int, chunk: int) -> bool:
+    """Add the chunk to the item's done-set; True if the item's set is now complete."""
+
+    def mutate(record: JobRecord) -> bool:
+        done = set(record.chunks_done.get(str(item), []))
+        done.add(chunk)
+        record.chunks_done[str(item)] = sorted(done)
+        assert record.plan is not None
+        return len(done) == len(record.plan.items[item].chunks)
+
+    _, complete = status.transact(job_id, mutate)
+    return complete
+
+
+def claim_stitch(status: StatusStore, job_id: str, item: int, owner: str, lease: float) -> str:
+    """'claimed', 'done' (already stitched) or 'held' (a live lease belongs to another)."""
+
+    def mutate(record: JobRecord) -> str:
+        if item in record.items_stitched:
+            return "done"
+        now = time.time()
+        current = record.stitch_leases.get(str(item))
+        if current and current.owner != owner and current.expires_at > now:
+            return "held"
+        granted = StitchLease(owner=owner, expires_at=now + lease)
+        record.stitch_leases[str(item)] = granted
+        record.stitch_claims.append(granted)
+        return "claimed"
+
+    _, outcome = status.transact(job_id, mutate)
+    return outcome
+
+
+def release_stitch(status: StatusStore, job_id: str, item: int, owner: str) -> None:
+    def mutate(record: JobRecord) -> None:
+        lease = record.stitch_leases.get(str(item))
+        if lease and lease.owner == owner:
+            del record.stitch_leases[str(item)]
+
+    status.transact(job_id, mutate)
+
+
+def finish_stitch(status: StatusStore, job_id: str, item: int, outputs: list[str]) -> bool:
+    """Record the item as stitched; True if that completes the whole job."""
+
+    def mutate(record: JobRecord) -> bool:
+        if item not in record.items_stitched:
+            record.items_stitched = sorted({*record.items_stitched, item})
+            record.outputs = [*record.outputs, *[o for o in outputs if o not in record.outputs]]
+        record.stitch_leases.pop(str(item), None)
+        assert record.plan is not None
+        return len(record.items_stitched) == len(record.plan.items)
+
+    _, complete = status.transact(job_id, mutate)
+    return complete
+
+
+def _put_output(
+    store: ObjectStore, bucket: str, name: str, path: Path, content_type: str, job_id: str
+) -> None:
+    """Write an output without ever overwriting a user's object or another stitch of ours."""
+    metadata = {ROLE_KEY: "output", JOB_KEY: job_id}
+    try:
+        existing = store.stat(bucket, name)
+    except NotFound:
+        existing = None
+    if existing is not None and existing.metadata.get(ROLE_KEY) != "output":
+        raise OutputConflict(
+            f"{store.uri(bucket, name)} exists and was not written by dropbatch; "
+            "move it away or set output.prefix"
+        )
+    if existing is not None and existing.metadata.get(JOB_KEY) == job_id:
+        return  # an earlier stitcher of this job got this far before it died
+    generation = existing.generation if existing else 0
+    try:
+        store.upload_file(
+            bucket,
+            name,
+            path,
+            content_type=content_type,
+            metadata=metadata,
+            if_generation_match=generation,
+        )
+    except PreconditionFailed:
+        raise OutputConflict(f"{store.uri(bucket, name)} changed while we wrote it") from None
+
+
+def stitch_item(
+    store: ObjectStore,
+    status: StatusStore,
+    settings: Settings,
+    record: JobRecord,
+    item: PlannedItem,
+) -> None:
+    bucket, job_id = record.bucket, record.job_id
+    info = item.info
+    rate = Fraction(info.fps_num, info.fps_den)
+    transition(
+        store,
+        status,
+        job_id,
+        JobState.STITCHING,
+        allowed_from=frozenset({JobState.QUEUED, JobState.RUNNING, JobState.STITCHING}),
+    )
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="dropbatch-stitch-") as tmp:
+        work = Path(tmp)
+        parts = []
+        for chunk in item.chunks:
+            name = part_name(job_id, item.index, chunk.index)
+            local = store.local_path(bucket, name)
+            if local is None:
+                local = work / f"part-{chunk.index:05d}.mp4"
+                store.download_file(bucket, name, local)
+            parts.append(local)
+        frames = sum(c.end_frame - c.start_frame for c in item.chunks)
+        duration = float(frames / rate)
+        audio_name = item.audio or (item.video if info.has_audio else None)
+        output = work / "output.mp4"
+        with _maybe_source(store, bucket, audio_name) as audio_source:
+            offset = 0.0
+            if audio_name == item.video:
+                offset = audio_offset_for(info.start_time, info.format_start_time, rate)
+            concat_and_mux(
+                parts,
+                output,
+                audio_source=audio_source,
+                audio_offset=offset,
+                duration=duration,
+                audio_bitrate=item.encode.get("audio_bitrate", "192k"),
+            )
+        preview = work / "preview.jpg"
+        with store.media_source(bucket, item.video) as video_source:
+            write_preview(video_source, str(output), duration, preview)
+        _put_output(store, bucket, item.output, output, "video/mp4", job_id)
+        if preview.exists():
+            _put_output(store, bucket, item.preview, preview, "image/jpeg", job_id)
+    outputs = [store.uri(bucket, item.output)]
+    if_complete = finish_stitch(status, job_id, item.index, outputs)
+    event(
+        log,
+        "stitched",
+        job_id=job_id,
+        item=item.index,
+        output=outputs[0],
+        seconds=round(time.time() - started, 3),
+        chunks=len(item.chunks),
+    )
+    for chunk in item.chunks:
+        with contextlib.suppress(NotFound):
+            store.delete(bucket, part_name(job_id, item.index, chunk.index))
+    if if_complete:
+        transition(store, status, job_id, JobState.SUCCEEDED)
+    else:
+        publish(store, status, job_id)
+
+
+class _maybe_source:
+    """`store.media_source` for an optional object name."""
+
+    def __init__(self, store: ObjectStore, bucket: str, name: str | None) -> None:
+        self._cm = store.media_source(bucket, name) if name else None
+
+    def __enter__(self) -> str | None:
+        return self._cm.__enter__() if self._cm else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cm:
+            self._cm.__exit__(*exc)
+
+
+def stitch_when_ready(
+    store: ObjectStore,
+    status: StatusStore,
+    settings: Settings,
+    job_id: str,
+    item_index: int,
+    owner: str,
+) -> None:
+    """Claim the item's stitch; wait out another stitcher's lease if it goes quiet."""
+    while True:
+        outcome = claim_stitch(status, job_id, item_index, owner, settings.stitch_lease_seconds)
+        if outcome == "done":
+            return
+        if outcome == "claimed":
+            record = status.get(job_id)
+            assert record is not None and record.plan is not None
+            try:
+                stitch_item(store, status, settings, record, record.plan.items[item_index])
+            except OutputConflict as exc:
+                transition(
+                    store,
+                    status,
+                    job_id,
+                    JobState.FAILED,
+                    error=JobError(
+                        code="OUTPUT_CONFLICT",
+                        message=str(exc),
+                        uri=store.uri(record.bucket, record.plan.items[item_index].output),
+                    ),
+                )
+            except BaseException:
+                release_stitch(status, job_id, item_index, owner)  # a retry may take over now
+                raise
+            return
+        record = status.get(job_id)
+        assert record is not None
+        lease = record.stitch_leases.get(str(item_index))
+        wait = (lease.expires_at - time.time()) if lease else 0.0
+        time.sleep(min(max(wait, 0.2), 5.0))

@@ -1,0 +1,216 @@
+"""One Batch task: `python -m batch_jobs.task`.
+
+Reads its chunk from the job record by `BATCH_TASK_INDEX`, decodes the chunk (plus the pre-
+and post-roll its processors need), runs the chain, encodes the part with the same encoder
+settings as every other part, stores it, and marks the chunk done in a transaction on a set.
+The task that completes an item's set stitches it (see `batch_jobs.stitch`).
+Exit codes: 0 done, 1 failed (Batch retries it), 2 misconfigured (retrying will not help).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from fractions import Fraction
+from pathlib import Path
+
+from batch_jobs.stitch import mark_chunk_done, part_name, stitch_when_ready
+from dropbatch import logs
+from dropbatch.config import Settings
+from dropbatch.jobstatus import ROLE_KEY, transition
+from dropbatch.logs import event
+from dropbatch.status import open_status
+from dropbatch.status.base import StatusStore
+from dropbatch.status.model import JobState, TaskProgress
+from dropbatch.storage import open_store
+from dropbatch.storage.base import ObjectStore
+from processors.base import ProcessorContext
+from processors.chain import Chain
+from processors.media.frames import EncodeSettings, FrameBatch, FrameReader, FrameWriter
+
+log = logging.getLogger("dropbatch.task")
+PROGRESS_INTERVAL = 1.0  # seconds; Firestore sustains about one write per second per document
+
+
+class ProgressReporter:
+    def __init__(self, status: StatusStore, progress: TaskProgress) -> None:
+        self.status, self.progress = status, progress
+        self._last = 0.0
+        self._started = time.time()
+
+    def update(self, frames_done: int, force: bool = False, **fields: object) -> None:
+        now = time.time()
+        self.progress.frames_done = frames_done
+        self.progress.fps = round(frames_done / max(now - self._started, 1e-6), 2)
+        for key, value in fields.items():
+            setattr(self.progress, key, value)
+        if force or now - self._last >= PROGRESS_INTERVAL:
+            self.progress.updated_at = now
+            self.status.put_progress(self.progress)
+            self._last = now
+
+
+def encode_settings(encode: dict, threads: int | None) -> EncodeSettings:
+    return EncodeSettings(
+        crf=int(encode.get("crf", 20)), preset=str(encode.get("preset", "medium")), threads=threads
+    )
+
+
+def process_chunk(
+    store: ObjectStore,
+    settings: Settings,
+    status: StatusStore,
+    job_id: str,
+    bucket: str,
+    item,
+    chunk,
+    reporter: ProgressReporter,
+    threads: int | None,
+) -> None:
+    info = item.info
+    rate = Fraction(info.fps_num, info.fps_den)
+    first = chunk.start_frame - chunk.preroll
+    count = (chunk.end_frame + chunk.postroll) - first
+    last_chunk = chunk.end_frame >= info.frame_count
+    ctx = ProcessorContext(
+        info=info,
+        rate=rate,
+        width=info.width,
+        height=info.height,
+        model_dir=Path(settings.model_store) if settings.model_store else None,
+    )
+    chain = Chain(item.chain, ctx)
+    wanted = chunk.end_frame - chunk.start_frame
+    with tempfile.TemporaryDirectory(prefix="dropbatch-task-") as tmp:
+        part = Path(tmp) / "part.mp4"
+        with store.media_source(bucket, item.video) as source:
+            reader = FrameReader(
+                source,
+                width=info.width,
+                height=info.height,
+                rate=rate,
+                start_time=info.start_time,
+                first=first,
+                # The last chunk reads to the end: a header's frame count can be one short.
+                count=None if last_chunk else count,
+                threads=threads,
+            )
+            writer = FrameWriter(
+                part,
+                width=chain.width,
+                height=chain.height,
+                rate=rate,
+                settings=encode_settings(item.encode, threads),
+            )
+            done = 0
+
+            def emit(batch: FrameBatch) -> None:
+                nonlocal done
+                writer.write(batch.frames)
+                done += len(batch)
+                reporter.update(done)
+
+            try:
+                emitted = chain.run(reader, emit, keep=(chunk.start_frame, chunk.end_frame))
+            finally:
+                reader.close()
+            writer.close()
+        if emitted != wanted and not (last_chunk and emitted > 0):
+            raise RuntimeError(
+                f"decoded {emitted} of {wanted} frames for chunk {chunk.index} "
+                f"(frames {chunk.start_frame}–{chunk.end_frame}); the video may be truncated"
+            )
+        store.upload_file(
+            bucket,
+            part_name(job_id, item.index, chunk.index),
+            part,
+            content_type="video/mp4",
+            metadata={ROLE_KEY: "part"},
+        )
+        reporter.update(done, force=True)
+
+
+def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
+    store, status = open_store(settings), open_status(settings)
+    record = status.get(job_id)
+    if record is None or record.plan is None:
+        event(log, f"job {job_id} has no plan in the status store", logging.ERROR)
+        return 2
+    tasks = record.plan.tasks()
+    if not 0 <= index < len(tasks):
+        event(log, f"task index {index} outside 0..{len(tasks) - 1}", logging.ERROR)
+        return 2
+    if record.state in (JobState.FAILED, JobState.CANCELLED, JobState.SUCCEEDED):
+        return 0  # nothing left to do for this job
+    item_index, chunk_index = tasks[index]
+    item = record.plan.items[item_index]
+    chunk = item.chunks[chunk_index]
+    logs.bind(job_id=job_id, task_index=index, chunk=chunk_index, item=item_index)
+    transition(store, status, job_id, JobState.RUNNING, allowed_from=frozenset({JobState.QUEUED}))
+    reporter = ProgressReporter(
+        status,
+        TaskProgress(
+            job_id=job_id,
+            task_index=index,
+            item=item_index,
+            chunk=chunk_index,
+            attempt=attempt,
+            frames_total=chunk.end_frame - chunk.start_frame,
+        ),
+    )
+    threads = int(os.environ.get("DROPBATCH_TASK_THREADS", "0")) or None
+    started = time.time()
+    event(log, "task started", attempt=attempt, frames=chunk.end_frame - chunk.start_frame)
+    already = chunk_index in record.chunks_done.get(str(item_index), [])
+    if not already:
+        reporter.update(0, force=True, state="RUNNING")
+        try:
+            process_chunk(
+                store, settings, status, job_id, record.bucket, item, chunk, reporter, threads
+            )
+        except Exception as exc:
+            reporter.update(
+                reporter.progress.frames_done, force=True, state="FAILED", message=str(exc)
+            )
+            event(log, f"task failed: {exc}", logging.ERROR)
+            return 1
+    complete = mark_chunk_done(status, job_id, item_index, chunk_index)
+    elapsed = time.time() - started
+    frames = chunk.end_frame - chunk.start_frame
+    reporter.update(frames, force=True, state="SUCCEEDED")
+    event(
+        log, "task finished", seconds=round(elapsed, 3), fps=round(frames / max(elapsed, 1e-6), 2)
+    )
+    if complete:
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        try:
+            stitch_when_ready(store, status, settings, job_id, item_index, owner)
+        except Exception as exc:
+            event(log, f"stitch failed: {exc}", logging.ERROR)
+            return 1
+    return 0
+
+
+def main() -> int:
+    logs.setup()
+    settings = Settings.from_env()
+    job_id = os.environ.get("DROPBATCH_JOB_ID", "")
+    try:
+        index = int(os.environ["BATCH_TASK_INDEX"])
+    except (KeyError, ValueError):
+        event(log, "BATCH_TASK_INDEX is not set", logging.ERROR)
+        return 2
+    attempt = int(os.environ.get("BATCH_TASK_RETRY_ATTEMPT", "0") or 0)
+    if not job_id:
+        event(log, "DROPBATCH_JOB_ID is not set", logging.ERROR)
+        return 2
+    return run_task(settings, job_id, index, attempt)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

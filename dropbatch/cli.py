@@ -1,0 +1,279 @@
+"""The `dropbatch` command: validate, run, serve, status, jobs, demo, schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from dropbatch.config import Settings
+from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _local_settings(root: Path, **overrides: object) -> Settings:
+    """Settings for the embedded default, rooted at `root`, honouring DROPBATCH_* overrides."""
+    env = dict(os.environ)
+    env.setdefault("DROPBATCH_LOCAL_ROOT", str(root))
+    settings = Settings.from_env(env)
+    return settings.model_copy(update=overrides)
+
+
+def _apply_env(settings: Settings) -> None:
+    os.environ.update(settings.to_env())
+
+
+# -- validate ------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    from manifests.loader import ManifestInvalid, load_manifest
+    from manifests.model import MAX_INPUTS
+    from manifests.resolve import resolve_inputs
+
+    path = Path(args.file)
+    errors = []
+    try:
+        manifest = load_manifest(path.read_bytes())
+    except FileNotFoundError:
+        print(f"{path}: no such file", file=sys.stderr)
+        return EXIT_INVALID
+    except ManifestInvalid as exc:
+        errors = exc.errors
+        manifest = None
+    if manifest is not None and not args.no_files:
+        folder = path.parent
+        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
+        errors = [*resolution.errors, *resolution.missing]
+    if args.json:
+        print(
+            json.dumps(
+                {"valid": not errors, "errors": [e.model_dump(exclude_none=True) for e in errors]},
+                indent=2,
+            )
+        )
+    elif errors:
+        for e in errors:
+            print(f"{path}: {e.line()}")
+    else:
+        print(f"{path}: valid")
+    return EXIT_INVALID if errors else EXIT_OK
+
+
+# -- run -----------------------------------------------------------------------------------
+def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) -> int:
+    from batch_jobs.intake import Intake, StorageEvent
+    from batch_jobs.local_executor import LocalLauncher
+    from dropbatch import logs
+    from dropbatch.status import open_status
+    from dropbatch.storage.local import LocalStore
+
+    manifest = manifest.resolve()
+    if not manifest.is_file():
+        print(f"{manifest}: no such file", file=sys.stderr)
+        return EXIT_INVALID
+    if again:
+        os.utime(manifest)  # a new generation is a new job, as a re-upload would be
+    folder = manifest.parent
+    root, bucket = folder.parent, folder.name
+    settings = _local_settings(root, input_wait_seconds=0.0)
+    if workers:
+        settings = settings.model_copy(update={"local_workers": workers})
+    _apply_env(settings)
+    logs.setup()
+    store, status = LocalStore(settings.local_root), open_status(settings)
+    launcher = LocalLauncher.shared()
+    intake = Intake(settings, store, status, launcher)
+    info = store.stat(bucket, manifest.name)
+    [job_id] = intake.handle(StorageEvent(bucket, manifest.name, info.generation))
+    watch(status, job_id, quiet=quiet, until_done=True)
+    record = status.get(job_id)
+    assert record is not None
+    return report(record)
+
+
+def report(record: JobRecord) -> int:
+    print(f"job {record.job_id}: {record.state.value}")
+    for output in record.outputs:
+        print(f"  output: {output}")
+    problems = record.errors or ([record.error] if record.error else [])
+    for e in problems:
+        print(f"  error: {e.line()}", file=sys.stderr)
+    status_file = record.manifest_uri.rsplit(".", 1)[0] + ".status.json"
+    print(f"  status: {status_file}")
+    if record.state == JobState.SUCCEEDED:
+        return EXIT_OK
+    return EXIT_INVALID if record.state == JobState.INVALID else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return run_manifest(Path(args.manifest), args.workers, args.again, args.quiet)
+
+
+# -- status / jobs -------------------------------------------------------------------------
+def progress_line(record: JobRecord, width: int = 30) -> str:
+    total, done = record.chunks_total, record.done_count
+    fill = int(width * done / total) if total else 0
+    bar = "#" * fill + "-" * (width - fill)
+    return f"{record.state.value:<19} [{bar}] {done}/{total} chunks"
+
+
+def watch(status, job_id: str, *, quiet: bool = False, until_done: bool = True) -> None:
+    last = ""
+    while True:
+        record = status.get(job_id)
+        if record is None:
+            return
+        line = progress_line(record)
+        if not quiet and line != last:
+            tasks = status.progress(job_id)
+            running = [t for t in tasks if t.state == "RUNNING"]
+            extra = (
+                "  "
+                + " ".join(f"t{t.task_index}:{t.frames_done}/{t.frames_total}" for t in running[:6])
+                if running
+                else ""
+            )
+            stream = sys.stderr
+            print(f"\r{line}{extra}".ljust(100), end="" if stream.isatty() else "\n", file=stream)
+            last = line
+        if record.state in TERMINAL_STATES or not until_done:
+            if not quiet and sys.stderr.isatty():
+                print(file=sys.stderr)
+            return
+        time.sleep(0.5)
+
+
+def _open_status_for(target: str | None):
+    from dropbatch.status import open_status
+
+    if target and Path(target).is_file():
+        folder = Path(target).resolve().parent
+        settings = _local_settings(folder.parent)
+        return open_status(settings), settings, (folder.name, Path(target).name)
+    settings = Settings.from_env()
+    return open_status(settings), settings, None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status, _, manifest = _open_status_for(args.target)
+    if manifest is not None:
+        records = status.recent(1, bucket=manifest[0], manifest=manifest[1])
+    elif args.target:
+        one = status.get(args.target)
+        records = [one] if one else []
+    else:
+        records = status.recent(1)
+    if not records:
+        print(f"no job found for {args.target or 'this status store'}", file=sys.stderr)
+        return EXIT_FAILED
+    record = records[0]
+    if args.watch:
+        watch(status, record.job_id)
+        record = status.get(record.job_id) or record
+    if args.json:
+        print(json.dumps(record.summary(), indent=2))
+        return EXIT_OK
+    print(progress_line(record))
+    for task in status.progress(record.job_id):
+        print(
+            f"  task {task.task_index:>3} item {task.item} chunk {task.chunk}: {task.state:<9}"
+            f" {task.frames_done}/{task.frames_total} frames {task.fps:.1f} fps"
+            f"{'  ' + task.message if task.message else ''}"
+        )
+    return report(record)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    status, _, _ = _open_status_for(None)
+    for r in status.recent(args.limit):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+        print(
+            f"{when}  {r.job_id:<50} {r.state.value:<19} {r.done_count}/{r.chunks_total}"
+            f"  {r.manifest_uri}"
+        )
+    return EXIT_OK
+
+
+# -- serve ---------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dropbatch.watcher import serve
+
+    inbox = Path(args.inbox).resolve()
+    inbox.mkdir(parents=True, exist_ok=True)
+    settings = _local_settings(inbox.parent)
+    if args.workers:
+        settings = settings.model_copy(update={"local_workers": args.workers})
+    _apply_env(settings)
+    serve(inbox, settings, poll_seconds=args.poll, once=args.once)
+    return EXIT_OK
+
+
+# -- demo / schema -------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dropbatch.demo import run_demo
+
+    return run_demo(Path(args.dir), workers=args.workers)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from manifests.schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dropbatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a manifest (exit 0 valid, 2 invalid)")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-files", action="store_true", help="do not check that inputs exist")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run one manifest now on this machine")
+    p.add_argument("manifest")
+    p.add_argument("--workers", type=int, help="tasks at a time (default: the manifest's)")
+    p.add_argument("--again", action="store_true", help="run again even if it already ran")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="watch a local inbox folder and run what lands in it")
+    p.add_argument("--inbox", required=True)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between folder scans")
+    p.add_argument("--once", action="store_true", help="handle what is there, then exit")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("status", help="a job's state and progress")
+    p.add_argument("target", nargs="?", help="job id or manifest path (default: newest job)")
+    p.add_argument("--watch", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("jobs", help="recent jobs")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("demo", help="make a sample video, drop it in a local inbox, run it")
+    p.add_argument("--dir", default="demo-inbox")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("schema", help="print the manifest JSON Schema")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

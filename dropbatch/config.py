@@ -1,0 +1,70 @@
+"""Runtime configuration, read from the environment.
+
+Cloud Functions and Cloud Batch tasks both receive their configuration as environment
+variables, so the local tools use the same mechanism: one `Settings` model, one set of
+`DROPBATCH_*` names, passed on unchanged from the trigger to every task it launches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+ENV_PREFIX = "DROPBATCH_"
+
+
+class Settings(BaseModel):
+    """Which backend serves each interface, and where the local ones keep their files."""
+
+    storage: Literal["local", "gcs"] = "local"
+    # Local storage: <local_root>/<bucket>/<object name>. Ignored for gcs.
+    local_root: Path = Path(".dropbatch-data")
+    status: Literal["sqlite", "firestore"] = "sqlite"
+    sqlite_path: Path | None = None  # default: <local_root>/.dropbatch/status.sqlite
+    firestore_database: str = "(default)"
+    firestore_collection: str = "dropbatch_jobs"
+    launcher: Literal["local", "batch"] = "local"
+    # A folder, or a gs://bucket/prefix/ of model files listed in processors/models/catalog.yaml.
+    model_store: str = ""
+    # A manifest whose inputs are still missing after this long ends INVALID.
+    input_wait_seconds: float = Field(default=3600.0, ge=0)
+    # Lease a stitcher holds; a crashed stitcher is replaced once it expires.
+    stitch_lease_seconds: float = Field(default=300.0, gt=0)
+    # Local executor: at most this many tasks at a time on this machine (0: the manifest's).
+    local_workers: int = Field(default=0, ge=0)
+    # The command a task runs (Cloud Batch runs the image's entrypoint; locally, this).
+    task_command: str = ""
+    # Batch settings (used by the Cloud Batch launcher).
+    project: str = ""
+    region: str = "us-central1"
+    image: str = ""
+    job_service_account: str = ""
+    notification_topic: str = ""
+
+    @property
+    def sqlite_file(self) -> Path:
+        return self.sqlite_path or (self.local_root / ".dropbatch" / "status.sqlite")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment a task needs to see the same backends as its launcher."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            env[ENV_PREFIX + name.upper()] = str(value)
+        env[ENV_PREFIX + "SQLITE_PATH"] = str(self.sqlite_file)
+        return env

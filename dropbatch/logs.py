@@ -1,0 +1,49 @@
+"""One JSON object per log line, which Cloud Logging parses into structured entries.
+
+Fields: severity, message, and whatever context the caller binds (job_id, task_index, chunk).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+_CONTEXT: dict[str, Any] = {}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": record.levelname if record.levelname != "WARNING" else "WARNING",
+            "message": record.getMessage(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "logger": record.name,
+        }
+        entry.update(_CONTEXT)
+        entry.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup(level: int = logging.INFO) -> None:
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def bind(**fields: Any) -> None:
+    """Context added to every line this process logs from now on (job_id, task_index…)."""
+    _CONTEXT.update({k: v for k, v in fields.items() if v is not None})
+
+
+def event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields: Any) -> None:
+    logger.log(level, message, extra={"fields": fields})

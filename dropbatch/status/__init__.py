@@ -1,0 +1,31 @@
+"""Job status: the record model, the store interface, and its backends."""
+
+from dropbatch.config import Settings
+from dropbatch.status.base import JobNotFound, StatusStore
+from dropbatch.status.model import (
+    TERMINAL_STATES,
+    JobError,
+    JobRecord,
+    JobState,
+    TaskProgress,
+)
+
+
+def open_status(settings: Settings) -> StatusStore:
+    if settings.status == "sqlite":
+        from dropbatch.status.sqlite import SqliteStatusStore
+
+        return SqliteStatusStore(settings.sqlite_file)
+    raise NotImplementedError(f"status backend {settings.status!r} is not available yet")
+
+
+__all__ = [
+    "TERMINAL_STATES",
+    "JobError",
+    "JobNotFound",
+    "JobRecord",
+    "JobState",
+    "StatusStore",
+    "TaskProgress",
+    "open_status",
+]

@@ -1,0 +1,46 @@
+"""The status store interface: create-if-absent, transactions, and the queries users run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from dropbatch.status.model import JobRecord, JobState, TaskProgress
+
+T = TypeVar("T")
+
+
+class JobNotFound(KeyError):
+    pass
+
+
+class StatusStore(Protocol):
+    def create(self, record: JobRecord) -> bool:
+        """Insert the record unless a job with its id exists. True if this call created it."""
+        ...
+
+    def get(self, job_id: str) -> JobRecord | None: ...
+
+    def transact(self, job_id: str, mutate: Callable[[JobRecord], T]) -> tuple[JobRecord, T]:
+        """Read-modify-write atomically: `mutate` edits the record in place and returns a value.
+
+        The write happens only if the record changed; the stored revision then increases by
+        one. `mutate` may run more than once (optimistic backends retry on contention), so
+        it must not have side effects outside the record.
+        """
+        ...
+
+    def recent(
+        self,
+        limit: int = 20,
+        *,
+        bucket: str | None = None,
+        manifest: str | None = None,
+        states: list[JobState] | None = None,
+    ) -> list[JobRecord]:
+        """Newest first."""
+        ...
+
+    def put_progress(self, progress: TaskProgress) -> None: ...
+
+    def progress(self, job_id: str) -> list[TaskProgress]: ...

@@ -1,0 +1,183 @@
+"""The job record: what the status store holds and what `.status.json` mirrors.
+
+One `JobRecord` per job (a Firestore document, or a SQLite row holding its JSON); per-task
+progress in `TaskProgress`, one per task, because progress is written often and the job record
+is contended by the transactions that count finished chunks.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class JobState(StrEnum):
+    RECEIVED = "RECEIVED"
+    INVALID = "INVALID"
+    WAITING_FOR_INPUTS = "WAITING_FOR_INPUTS"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    STITCHING = "STITCHING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.INVALID, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+)
+# States from which an incoming event may still (re)evaluate the manifest and launch.
+LAUNCHABLE_STATES = frozenset({JobState.RECEIVED, JobState.WAITING_FOR_INPUTS})
+
+
+class JobError(BaseModel):
+    """A user-facing error: a stable code, what is wrong, and where (field path or URI)."""
+
+    code: str
+    message: str
+    field: str | None = None
+    uri: str | None = None
+
+    def line(self) -> str:
+        where = self.field or self.uri
+        return f"{where}: {self.message}" if where else self.message
+
+
+class StateChange(BaseModel):
+    state: JobState
+    at: float
+
+
+class VideoInfo(BaseModel):
+    """What the planner learns from a video's headers."""
+
+    duration: float
+    fps_num: int
+    fps_den: int
+    frame_count: int
+    width: int  # display width, after rotation
+    height: int
+    rotation: int = 0
+    has_audio: bool = False
+    variable_frame_rate: bool = False
+    start_time: float = 0.0  # the video stream's first timestamp
+    format_start_time: float = 0.0  # the file's, which ffmpeg treats as time zero
+    codec: str = ""
+
+    @property
+    def fps(self) -> float:
+        return self.fps_num / self.fps_den
+
+
+class Chunk(BaseModel):
+    index: int
+    start_frame: int  # first frame this chunk emits
+    end_frame: int  # one past the last frame it emits
+    preroll: int = 0  # frames decoded before start_frame for processors' context
+    postroll: int = 0  # frames decoded after end_frame
+
+
+class PlannedItem(BaseModel):
+    """One input video of the job, with where its output goes and how it is chunked."""
+
+    index: int
+    video: str  # object name in the bucket
+    audio: str | None = None
+    output: str  # object name of the stitched MP4
+    preview: str  # object name of the preview image
+    info: VideoInfo
+    chain: list[dict] = Field(default_factory=list)  # processor settings, resolved per item
+    encode: dict = Field(default_factory=dict)
+    chunks: list[Chunk] = Field(default_factory=list)
+
+
+class Plan(BaseModel):
+    items: list[PlannedItem] = Field(default_factory=list)
+    max_parallel_tasks: int = 2
+    max_retries: int = 2
+    gpu: str = "none"
+    spot: bool = False
+    chunk_seconds: float = 10.0
+
+    def tasks(self) -> list[tuple[int, int]]:
+        """Task index → (item index, chunk index), the same order on every machine."""
+        return [(item.index, chunk.index) for item in self.items for chunk in item.chunks]
+
+
+class StitchLease(BaseModel):
+    owner: str
+    expires_at: float
+
+
+class JobRecord(BaseModel):
+    job_id: str
+    bucket: str
+    manifest: str  # object name
+    manifest_generation: int
+    manifest_uri: str
+    state: JobState = JobState.RECEIVED
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    history: list[StateChange] = Field(default_factory=list)
+    error: JobError | None = None
+    errors: list[JobError] = Field(default_factory=list)  # every problem, when there are several
+    waiting_for: list[JobError] = Field(default_factory=list)
+    plan: Plan | None = None
+    chunks_total: int = 0
+    # item index (as str, JSON keys) → chunk indices done; a set so retries never double count.
+    chunks_done: dict[str, list[int]] = Field(default_factory=dict)
+    stitch_leases: dict[str, StitchLease] = Field(default_factory=dict)
+    items_stitched: list[int] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)
+    batch_job: str | None = None
+    stitch_claims: list[StitchLease] = Field(default_factory=list)  # every lease ever granted
+    revision: int = 0
+
+    @property
+    def folder(self) -> str:
+        head, _, _ = self.manifest.rpartition("/")
+        return f"{head}/" if head else ""
+
+    @property
+    def done_count(self) -> int:
+        return sum(len(v) for v in self.chunks_done.values())
+
+    def set_state(self, state: JobState, now: float | None = None) -> None:
+        if state == self.state and self.history:
+            return
+        at = now or time.time()
+        self.state = state
+        self.history.append(StateChange(state=state, at=at))
+
+    def summary(self) -> dict:
+        """What `<manifest-stem>.status.json` mirrors for people who only have gsutil."""
+        return {
+            "job_id": self.job_id,
+            "state": self.state.value,
+            "manifest": self.manifest_uri,
+            "manifest_generation": self.manifest_generation,
+            "outputs": self.outputs,
+            "error": self.error.model_dump(exclude_none=True) if self.error else None,
+            "errors": [e.model_dump(exclude_none=True) for e in self.errors],
+            "waiting_for": [w.model_dump(exclude_none=True) for w in self.waiting_for],
+            "chunks": {"done": self.done_count, "total": self.chunks_total},
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "history": [{"state": h.state.value, "at": h.at} for h in self.history],
+        }
+
+
+class TaskProgress(BaseModel):
+    job_id: str
+    task_index: int
+    item: int
+    chunk: int
+    state: str = "RUNNING"  # RUNNING | SUCCEEDED | FAILED
+    attempt: int = 0
+    frames_done: int = 0
+    frames_total: int = 0
+    fps: float = 0.0
+    message: str = ""
+    updated_at: float = Field(default_factory=time.time)

@@ -1,0 +1,142 @@
+"""Status in one SQLite file: the embedded default, safe across processes on one machine.
+
+`BEGIN IMMEDIATE` takes the write lock before reading, so `transact` is a true
+read-modify-write even when several task processes finish chunks at the same moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from dropbatch.status.base import JobNotFound
+from dropbatch.status.model import JobRecord, JobState, TaskProgress
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC);
+CREATE INDEX IF NOT EXISTS jobs_manifest ON jobs (bucket, manifest, created_at DESC);
+CREATE TABLE IF NOT EXISTS tasks (
+    job_id TEXT NOT NULL,
+    task_index INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (job_id, task_index)
+);
+"""
+
+
+class SqliteStatusStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=60000")
+            yield conn
+        finally:
+            conn.close()
+
+    def create(self, record: JobRecord) -> bool:
+        record.revision = max(record.revision, 1)
+        with self._connect() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.job_id,
+                    record.bucket,
+                    record.manifest,
+                    record.state.value,
+                    record.created_at,
+                    record.updated_at,
+                    record.model_dump_json(),
+                ),
+            )
+            return cur.rowcount == 1
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT doc FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return JobRecord.model_validate_json(row[0]) if row else None
+
+    def transact(self, job_id: str, mutate: Callable[[JobRecord], T]) -> tuple[JobRecord, T]:
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT doc FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise JobNotFound(job_id)
+                record = JobRecord.model_validate_json(row[0])
+                before = record.model_dump_json()
+                result = mutate(record)
+                if record.model_dump_json() != before:
+                    record.revision += 1
+                    record.updated_at = time.time()
+                    conn.execute(
+                        "UPDATE jobs SET state = ?, updated_at = ?, doc = ? WHERE job_id = ?",
+                        (record.state.value, record.updated_at, record.model_dump_json(), job_id),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return record, result
+
+    def recent(
+        self,
+        limit: int = 20,
+        *,
+        bucket: str | None = None,
+        manifest: str | None = None,
+        states: list[JobState] | None = None,
+    ) -> list[JobRecord]:
+        clauses, args = [], []
+        if bucket is not None:
+            clauses.append("bucket = ?")
+            args.append(bucket)
+        if manifest is not None:
+            clauses.append("manifest = ?")
+            args.append(manifest)
+        if states:
+            clauses.append(f"state IN ({','.join('?' for _ in states)})")
+            args.extend(s.value for s in states)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT doc FROM jobs {where} ORDER BY created_at DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [JobRecord.model_validate_json(r[0]) for r in rows]
+
+    def put_progress(self, progress: TaskProgress) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)",
+                (progress.job_id, progress.task_index, progress.model_dump_json()),
+            )
+
+    def progress(self, job_id: str) -> list[TaskProgress]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT doc FROM tasks WHERE job_id = ? ORDER BY task_index", (job_id,)
+            ).fetchall()
+        return [TaskProgress.model_validate_json(r[0]) for r in rows]

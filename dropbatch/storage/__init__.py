@@ -1,0 +1,21 @@
+"""Object storage: one interface, a local-folder backend and (later) Cloud Storage."""
+
+from dropbatch.storage.base import (
+    NotFound,
+    ObjectInfo,
+    ObjectStore,
+    PreconditionFailed,
+    folder_of,
+    join_name,
+)
+from dropbatch.storage.factory import open_store
+
+__all__ = [
+    "NotFound",
+    "ObjectInfo",
+    "ObjectStore",
+    "PreconditionFailed",
+    "folder_of",
+    "join_name",
+    "open_store",
+]

@@ -1,0 +1,121 @@
+"""The storage interface every backend implements, modelled on Cloud Storage.
+
+Objects live in buckets under flat names; every object version has a generation number, and
+writes can be made conditional on it (`if_generation_match=0` means "only if absent") so we
+never overwrite a user's object by accident and never stitch twice into the same output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class NotFound(Exception):
+    """The object does not exist."""
+
+
+class PreconditionFailed(Exception):
+    """A generation precondition did not hold; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    name: str
+    generation: int
+    size: int
+    updated: float  # seconds since the epoch
+    content_type: str = "application/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class ObjectStore(Protocol):
+    """What the trigger, the planner and the tasks need from storage."""
+
+    def uri(self, bucket: str, name: str) -> str:
+        """How a person should see this object in messages (gs://… or a local path)."""
+        ...
+
+    def stat(self, bucket: str, name: str) -> ObjectInfo:
+        """Existence and metadata; raises NotFound."""
+        ...
+
+    def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> list[ObjectInfo]: ...
+
+    def read_bytes(self, bucket: str, name: str, limit: int | None = None) -> bytes:
+        """At most `limit` bytes from the start (a ranged read), the whole object if None."""
+        ...
+
+    def write_bytes(
+        self,
+        bucket: str,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+        if_generation_match: int | None = None,
+    ) -> ObjectInfo: ...
+
+    def upload_file(
+        self,
+        bucket: str,
+        name: str,
+        path: Path,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+        if_generation_match: int | None = None,
+    ) -> ObjectInfo: ...
+
+    def download_file(self, bucket: str, name: str, path: Path) -> None: ...
+
+    def delete(self, bucket: str, name: str) -> None: ...
+
+    def local_path(self, bucket: str, name: str) -> Path | None:
+        """A filesystem path for the object if the backend has one (no copy needed)."""
+        ...
+
+    def media_source(self, bucket: str, name: str) -> contextlib.AbstractContextManager[str]:
+        """Something ffmpeg/ffprobe can open with ranged reads: a path or a URL."""
+        ...
+
+
+def join_name(*parts: str) -> str:
+    return posixpath.join(*[p for p in parts if p])
+
+
+def folder_of(name: str) -> str:
+    """The folder part of an object name, with a trailing slash ('' at the bucket root)."""
+    head = posixpath.dirname(name)
+    return f"{head}/" if head else ""
+
+
+@contextlib.contextmanager
+def fetched_copy(store: ObjectStore, bucket: str, name: str, workdir: Path) -> Iterator[Path]:
+    """A local file for the object: the object itself when local, else a streamed download."""
+    direct = store.local_path(bucket, name)
+    if direct is not None:
+        yield direct
+        return
+    target = workdir / posixpath.basename(name)
+    store.download_file(bucket, name, target)
+    try:
+        yield target
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def copy_stream(src: BinaryIO, dst: BinaryIO, chunk: int = 8 << 20) -> int:
+    total = 0
+    while True:
+        block = src.read(chunk)
+        if not block:
+            return total
+        dst.write(block)
+        total += len(block)

@@ -1,0 +1,93 @@
+"""`dropbatch serve`: a local folder inbox that fires the same CloudEvent function Eventarc
+would, once each object's upload has finished (its size and generation stop changing)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cloudevents.http import CloudEvent
+
+from dropbatch.config import Settings
+from dropbatch.logs import event
+from dropbatch.storage.base import ObjectInfo
+from dropbatch.storage.local import LocalStore
+
+log = logging.getLogger("dropbatch.watcher")
+EVENT_TYPE = "google.cloud.storage.object.v1.finalized"
+
+
+def storage_cloud_event(info: ObjectInfo) -> CloudEvent:
+    """The CloudEvent Eventarc delivers for a finalized object (int64 fields as strings)."""
+    stamp = datetime.fromtimestamp(info.updated, UTC).isoformat().replace("+00:00", "Z")
+    attributes = {
+        "type": EVENT_TYPE,
+        "source": f"//storage.googleapis.com/projects/_/buckets/{info.bucket}",
+        "subject": f"objects/{info.name}",
+        "id": f"{info.bucket}/{info.name}/{info.generation}",
+        "time": stamp,
+    }
+    data = {
+        "bucket": info.bucket,
+        "name": info.name,
+        "generation": str(info.generation),
+        "metageneration": "1",
+        "size": str(info.size),
+        "contentType": info.content_type,
+        "timeCreated": stamp,
+        "updated": stamp,
+        "metadata": info.metadata,
+    }
+    return CloudEvent(attributes, data)
+
+
+class FolderWatcher:
+    """Reports each object version once, when two scans in a row see it unchanged."""
+
+    def __init__(self, store: LocalStore, bucket: str) -> None:
+        self.store, self.bucket = store, bucket
+        self._last: dict[str, tuple[int, int]] = {}
+        self._fired: dict[str, int] = {}
+
+    def scan(self) -> list[ObjectInfo]:
+        ready = []
+        current = {info.name: info for info in self.store.list(self.bucket)}
+        for name, info in current.items():
+            key = (info.generation, info.size)
+            if self._last.get(name) == key and self._fired.get(name) != info.generation:
+                self._fired[name] = info.generation
+                ready.append(info)
+            self._last[name] = key
+        for name in list(self._last):
+            if name not in current:
+                del self._last[name]
+                self._fired.pop(name, None)
+        # Manifests last: the inputs they name in the same scan are then already known.
+        return sorted(ready, key=lambda i: (i.name.endswith((".yaml", ".yml")), i.name))
+
+
+def serve(inbox: Path, settings: Settings, poll_seconds: float = 1.0, once: bool = False) -> None:
+    from dropbatch import logs
+    from triggers.main import intake, on_inbox_object
+
+    logs.setup()
+    store = LocalStore(inbox.parent)
+    watcher = FolderWatcher(store, inbox.name)
+    event(log, "watching", inbox=str(inbox), status=str(settings.sqlite_file))
+    print(f"dropbatch: watching {inbox} (Ctrl-C to stop)", flush=True)
+    try:
+        scans = 0
+        while True:
+            for info in watcher.scan():
+                on_inbox_object(storage_cloud_event(info))
+            intake().sweep_expired()
+            scans += 1
+            if once and scans >= 2:
+                break
+            time.sleep(poll_seconds)
+        if once:
+            intake().launcher.wait_all()  # type: ignore[attr-defined]
+    except KeyboardInterrupt:
+        print("dropbatch: stopped", flush=True)

@@ -1,0 +1,254 @@
+"""Manifest v1: the typed model of what a user asks for.
+
+Every model forbids unknown keys, so a typo (`chunk_second:`) is an error with its field path
+instead of a silently ignored setting. Paths are strings relative to the manifest's folder;
+`manifests.paths` checks that none escapes it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from manifests.paths import check_relative_path
+
+MAX_INPUTS = 500
+
+RelPath = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _checked(value: str) -> str:
+    check_relative_path(value)
+    return value
+
+
+class CropOptions(Strict):
+    """Reframe the video around the person to a target aspect ratio."""
+
+    aspect: str = Field(default="9:16", description="Target aspect W:H, e.g. 9:16, 1:1, 4:5.")
+    detector: Literal["opencv-face", "opencv-hog", "yolo", "yolo-onnx"] = Field(
+        default="opencv-face",
+        description="Person detector. opencv-* need no downloaded weights; yolo* use the "
+        "model store.",
+    )
+    model: str = Field(default="yolov8n", description="Model store name for the yolo detectors.")
+    detect_every: int = Field(default=1, ge=1, le=30, description="Run detection every k-th frame.")
+    smoothing_seconds: float = Field(
+        default=0.5, ge=0, le=5, description="Half-width of the camera path's smoothing window."
+    )
+    padding: float = Field(default=0.15, ge=0, le=1, description="Margin around the subject.")
+    subject: Literal["largest", "center", "all"] = "largest"
+
+    @field_validator("aspect")
+    @classmethod
+    def _aspect(cls, value: str) -> str:
+        match = re.fullmatch(r"\s*(\d{1,4})\s*:\s*(\d{1,4})\s*", value)
+        if not match or int(match[1]) == 0 or int(match[2]) == 0:
+            raise ValueError("must look like W:H with positive integers, e.g. 9:16")
+        return f"{int(match[1])}:{int(match[2])}"
+
+
+class FaceMapEntry(Strict):
+    reference: RelPath = Field(description="An image of the person to replace.")
+    source: RelPath = Field(description="An image of the identity to put in their place.")
+
+    @field_validator("reference", "source")
+    @classmethod
+    def _paths(cls, value: str) -> str:
+        return _checked(value)
+
+
+class SwapOptions(Strict):
+    """Replace faces with a source identity (insightface + inswapper_128)."""
+
+    model: str = "inswapper_128"
+    analyser: str = "buffalo_l"
+    source: list[RelPath] = Field(
+        default_factory=list, description="Image(s) of the new identity; embeddings are averaged."
+    )
+    target: Literal["largest", "all", "reference"] = "largest"
+    reference: RelPath | None = Field(default=None, description="Image of the face to replace.")
+    threshold: float = Field(default=0.6, gt=0, le=2, description="Max embedding distance.")
+    face_map: list[FaceMapEntry] = Field(default_factory=list)
+    mouth_mask: bool = False
+    opacity: float = Field(default=1.0, ge=0, le=1)
+    det_size: int = Field(default=640, ge=160, le=2048)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("source")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        return [_checked(v) for v in value]
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, value: str | None) -> str | None:
+        return None if value is None else _checked(value)
+
+    @model_validator(mode="after")
+    def _needs_identity(self) -> SwapOptions:
+        if not self.source and not self.face_map:
+            raise ValueError("needs `source` image(s) or a `face_map`")
+        if self.target == "reference" and not self.reference:
+            raise ValueError("target `reference` needs a `reference` image")
+        return self
+
+
+class LipsyncOptions(Strict):
+    """Make the person speak the given audio (Wav2Lip, 96×96, ONNX)."""
+
+    model: Literal["wav2lip", "wav2lip_gan"] = "wav2lip_gan"
+    audio: RelPath | None = Field(
+        default=None, description="Speech to sync to; default: the item's audio or the video's."
+    )
+    length_policy: Literal["trim", "pad", "extend"] = Field(
+        default="trim",
+        description="When audio and video lengths differ: trim to the video, pad the audio "
+        "with silence, or extend the video's last frame.",
+    )
+    batch_size: int = Field(default=16, ge=1, le=256)
+    pads: tuple[int, int, int, int] = Field(default=(0, 10, 0, 0), description="top bottom l r")
+
+    @field_validator("audio")
+    @classmethod
+    def _audio(cls, value: str | None) -> str | None:
+        return None if value is None else _checked(value)
+
+
+STEP_MODELS: dict[str, type[Strict]] = {
+    "crop": CropOptions,
+    "swap": SwapOptions,
+    "lipsync": LipsyncOptions,
+}
+STEP_ORDER = ("crop", "swap", "lipsync")
+
+
+class ChainStep(Strict):
+    """One step, written as `- crop: {aspect: "9:16"}` or just `- crop`."""
+
+    crop: CropOptions | None = None
+    swap: SwapOptions | None = None
+    lipsync: LipsyncOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {value: {}}
+        if isinstance(value, dict):
+            if len(value) == 1:  # `- crop:` with nothing after it: all defaults
+                return {k: ({} if v is None else v) for k, v in value.items()}
+            # Several keys: a dump of this model, where the unused steps are None.
+            return {k: v for k, v in value.items() if v is not None}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ChainStep:
+        if sum(x is not None for x in (self.crop, self.swap, self.lipsync)) != 1:
+            raise ValueError("each step names exactly one of: crop, swap, lipsync")
+        return self
+
+    @property
+    def name(self) -> str:
+        return next(n for n in STEP_ORDER if getattr(self, n) is not None)
+
+    @property
+    def options(self) -> Strict:
+        return getattr(self, self.name)
+
+
+class StepOverrides(Strict):
+    crop: dict[str, Any] | None = None
+    swap: dict[str, Any] | None = None
+    lipsync: dict[str, Any] | None = None
+
+
+class InputItem(Strict):
+    video: RelPath = Field(description="Path relative to the manifest's folder, or a glob there.")
+    audio: RelPath | None = Field(default=None, description="Audio for this item (lipsync).")
+    output_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$",
+        description="File name of the output (default: <video-stem>.mp4).",
+    )
+    overrides: StepOverrides = Field(
+        default_factory=StepOverrides, description="Per-item options merged over the chain's."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"video": value} if isinstance(value, str) else value
+
+    @field_validator("video", "audio")
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return None if value is None else _checked(value)
+
+
+class OutputOptions(Strict):
+    prefix: str = Field(
+        default="out/",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,200}/$",
+        description="Folder (relative to the manifest's) for outputs; ends with '/'.",
+    )
+    codec: Literal["h264"] = "h264"
+    crf: int = Field(default=20, ge=0, le=51)
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
+    ] = "medium"
+    audio_bitrate: str = Field(default="192k", pattern=r"^\d{2,3}k$")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        check_relative_path(value.rstrip("/"))
+        return value
+
+
+class ComputeOptions(Strict):
+    gpu: Literal["l4", "none"] = "l4"
+    spot: bool = True
+    chunk_seconds: float = Field(default=10.0, ge=1, le=3600)
+    max_parallel_tasks: int = Field(default=10, ge=1, le=1000)
+    max_retries: int = Field(default=3, ge=0, le=10)
+
+
+class Manifest(Strict):
+    """A dropbatch manifest, version 1."""
+
+    version: Literal[1]
+    inputs: list[InputItem] = Field(min_length=1, max_length=MAX_INPUTS)
+    chain: list[ChainStep] = Field(default_factory=list, max_length=3)
+    output: OutputOptions = Field(default_factory=OutputOptions)
+    compute: ComputeOptions = Field(default_factory=ComputeOptions)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, dict)) else value
+
+    # A field validator, not a model one: it reports under `chain` and runs even when other
+    # fields have errors, so a user sees every problem at once.
+    @field_validator("chain")
+    @classmethod
+    def _chain_order(cls, chain: list[ChainStep]) -> list[ChainStep]:
+        names = [step.name for step in chain]
+        if len(set(names)) != len(names):
+            raise ValueError("each step may appear once")
+        if names != sorted(names, key=STEP_ORDER.index):
+            raise ValueError(f"steps run in the order {' → '.join(STEP_ORDER)}")
+        return chain
+
+    def step(self, name: str) -> Strict | None:
+        return next((s.options for s in self.chain if s.name == name), None)

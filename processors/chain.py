@@ -1,0 +1,95 @@
+"""Build the chain of processors for a planned item and drive frames through it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+import numpy as np
+
+from processors.base import PassThrough, Processor, ProcessorContext
+from processors.media.frames import FrameBatch
+
+
+class ChainSetupError(Exception):
+    """A step cannot be built (missing model, bad side input); the message names it."""
+
+
+def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processor:
+    if name == "crop":
+        from processors.crop.processor import CropProcessor
+
+        return CropProcessor(options, ctx)
+    if name == "noop":
+        return PassThrough(ctx)
+    if name in ("swap", "lipsync"):
+        from processors.models.store import ModelMissing, require_models
+
+        try:
+            require_models(name, options, ctx.model_dir)
+        except ModelMissing as exc:
+            raise ChainSetupError(str(exc)) from None
+        raise ChainSetupError(f"step {name!r} is not available in this build")
+    raise ChainSetupError(f"unknown step {name!r}")
+
+
+class Chain:
+    def __init__(self, steps: list[dict], ctx: ProcessorContext) -> None:
+        self.processors: list[Processor] = []
+        for step in steps:
+            proc = build_processor(step["name"], step.get("options", {}), ctx)
+            self.processors.append(proc)
+            width, height = proc.output_size()
+            ctx = replace(ctx, width=width, height=height)
+        self.width, self.height = ctx.width, ctx.height
+
+    @property
+    def lookbehind(self) -> int:
+        return sum(p.lookbehind for p in self.processors)
+
+    @property
+    def lookahead(self) -> int:
+        return sum(p.lookahead for p in self.processors)
+
+    def run(
+        self,
+        batches: Iterable[FrameBatch],
+        emit: Callable[[FrameBatch], None],
+        keep: tuple[int, int],
+    ) -> int:
+        """Push every batch through; `emit` gets the frames whose index is in [keep)."""
+        lo, hi = keep
+        emitted = 0
+
+        def deliver(batch: FrameBatch) -> None:
+            nonlocal emitted
+            if len(batch) == 0:
+                return
+            mask = (batch.indices >= lo) & (batch.indices < hi)
+            if mask.all():
+                out = batch
+            elif mask.any():
+                out = FrameBatch(batch.frames[mask], batch.indices[mask])
+            else:
+                return
+            emitted += len(out)
+            emit(out)
+
+        def through(batch: FrameBatch, start: int) -> None:
+            for proc in self.processors[start:]:
+                if len(batch) == 0:
+                    return
+                batch = proc.push(batch)
+            deliver(batch)
+
+        for batch in batches:
+            through(batch, 0)
+        for i, proc in enumerate(self.processors):
+            through(proc.flush(), i + 1)
+        return emitted
+
+
+def concat_batches(batches: list[FrameBatch]) -> FrameBatch:
+    return FrameBatch(
+        np.concatenate([b.frames for b in batches]), np.concatenate([b.indices for b in batches])
+    )

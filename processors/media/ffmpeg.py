@@ -1,0 +1,74 @@
+"""ffmpeg command lines composed from small named pieces, and running them with clear errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from fractions import Fraction
+
+
+class MediaError(Exception):
+    """ffmpeg/ffprobe failed on an input; the message is meant for the user."""
+
+
+def binary(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    if name == "ffmpeg":
+        try:  # a static ffmpeg ships in the imageio-ffmpeg wheel; use it when apt's is absent
+            import imageio_ffmpeg
+
+            return imageio_ffmpeg.get_ffmpeg_exe()
+        except ImportError:
+            pass
+    raise MediaError(f"{name} is not installed (apt-get install ffmpeg)")
+
+
+def base(*, threads: int | None = None) -> list[str]:
+    args = [binary("ffmpeg"), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    if threads:
+        args += ["-threads", str(threads)]
+    return args
+
+
+def seek_input(path: str, seconds: float) -> list[str]:
+    """Input seeking keeps absolute timestamps (-copyts) so frames map onto one global grid."""
+    args = ["-copyts"]
+    if seconds > 0:
+        args += ["-ss", f"{seconds:.6f}"]
+    return [*args, "-i", path]
+
+
+def raw_video_input(width: int, height: int, rate: Fraction) -> list[str]:
+    return [
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+        "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",
+    ]  # fmt: skip
+
+
+def raw_video_output() -> list[str]:
+    return ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+
+
+def h264(crf: int, preset: str, threads: int | None = None) -> list[str]:
+    args = ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+    if threads:
+        args += ["-x264-params", f"threads={threads}"]
+    return args
+
+
+def track_timescale(rate: Fraction) -> list[str]:
+    # A timescale that is a multiple of the rate's numerator gives every frame an integer
+    # duration, so parts concatenate without timestamp drift.
+    scale = rate.numerator * max(1, -(-10000 // rate.numerator))
+    return ["-video_track_timescale", str(scale)]
+
+
+def run(args: Sequence[str], what: str, timeout: float | None = None) -> str:
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        detail = (proc.stderr or "").strip().splitlines()
+        raise MediaError(f"{what} failed: {detail[-1] if detail else f'exit {proc.returncode}'}")
+    return proc.stdout

@@ -1,0 +1,100 @@
+"""Learn a video's shape from its headers (ffprobe), without decoding it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from fractions import Fraction
+
+from dropbatch.status.model import VideoInfo
+from processors.media.ffmpeg import MediaError, binary
+
+# Output rates we snap a variable-frame-rate input to (phones record VFR around these).
+STANDARD_RATES = [
+    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
+    Fraction(50), Fraction(60000, 1001), Fraction(60),
+]  # fmt: skip
+
+
+def _fraction(text: str | None) -> Fraction | None:
+    if not text or text in ("0/0", "0/1"):
+        return None
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value > 0 else None
+
+
+def _rotation(stream: dict) -> int:
+    for side in stream.get("side_data_list", []) or []:
+        if "rotation" in side:
+            return round(float(side["rotation"])) % 360
+    tag = (stream.get("tags") or {}).get("rotate")
+    return int(tag) % 360 if tag else 0
+
+
+def choose_rate(r_rate: Fraction | None, avg_rate: Fraction | None) -> tuple[Fraction, bool]:
+    """The constant output rate, and whether the input is variable-frame-rate."""
+    if r_rate and avg_rate and abs(r_rate - avg_rate) / avg_rate < Fraction(1, 1000):
+        return r_rate, False
+    guess = avg_rate or r_rate
+    if guess is None:
+        raise MediaError("no frame rate in the video stream")
+    nearest = min(STANDARD_RATES, key=lambda r: abs(r - guess))
+    if abs(nearest - guess) / guess < Fraction(8, 100):
+        return nearest, r_rate is not None and avg_rate is not None
+    return guess.limit_denominator(1001), True
+
+
+def probe(source: str) -> VideoInfo:
+    args = [
+        binary("ffprobe"), "-v", "error", "-print_format", "json",
+        "-show_format", "-show_streams", source,
+    ]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        last = (proc.stderr or "").strip().splitlines()
+        raise MediaError(f"not a readable video ({last[-1] if last else 'ffprobe failed'})")
+    doc = json.loads(proc.stdout or "{}")
+    streams = doc.get("streams", [])
+    video = next(
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video"
+            and not (s.get("disposition") or {}).get("attached_pic")
+        ),
+        None,
+    )
+    if video is None:
+        raise MediaError("no video stream (is this an audio file or an image?)")
+    rate, vfr = choose_rate(
+        _fraction(video.get("r_frame_rate")), _fraction(video.get("avg_frame_rate"))
+    )
+    fmt = doc.get("format", {})
+    duration = float(video.get("duration") or fmt.get("duration") or 0)
+    if duration <= 0:
+        raise MediaError("the video has no duration (truncated or still being written?)")
+    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+    if width <= 0 or height <= 0:
+        raise MediaError("the video stream has no picture size")
+    rotation = _rotation(video)
+    if rotation in (90, 270):
+        width, height = height, width
+    nb_frames = int(video.get("nb_frames") or 0)
+    frame_count = nb_frames if (nb_frames and not vfr) else round(duration * rate)
+    return VideoInfo(
+        duration=duration,
+        fps_num=rate.numerator,
+        fps_den=rate.denominator,
+        frame_count=max(1, frame_count),
+        width=width,
+        height=height,
+        rotation=rotation,
+        has_audio=any(s.get("codec_type") == "audio" for s in streams),
+        variable_frame_rate=vfr,
+        start_time=float(video.get("start_time") or 0.0),
+        format_start_time=float(fmt.get("start_time") or 0.0),
+        codec=str(video.get("codec_name") or ""),
+    )

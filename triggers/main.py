@@ -1,0 +1,63 @@
+"""Cloud Functions entry points. Thin: parse the event, call the package, log the outcome.
+
+Deployed as gen2 functions (functions-framework, CloudEvents):
+  on_inbox_object  ← Eventarc `google.cloud.storage.object.v1.finalized` on the inbox bucket
+  on_batch_state   ← Pub/Sub messages of Cloud Batch job state changes
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from functools import cache
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from batch_jobs.intake import Intake, StorageEvent
+from batch_jobs.launcher import open_launcher
+from batch_jobs.reconcile import BatchNotification, apply_notification
+from dropbatch import logs
+from dropbatch.config import Settings
+from dropbatch.status import open_status
+from dropbatch.storage import open_store
+
+log = logging.getLogger("dropbatch.trigger")
+
+
+@cache
+def intake() -> Intake:
+    """Built once per function instance, reused by every event it serves."""
+    logs.setup()
+    settings = Settings.from_env()
+    return Intake(settings, open_store(settings), open_status(settings), open_launcher(settings))
+
+
+@functions_framework.cloud_event
+def on_inbox_object(cloud_event: CloudEvent) -> None:
+    ev = StorageEvent.from_data(cloud_event.data)
+    jobs = intake().handle(ev)
+    logs.event(
+        log, "storage event", bucket=ev.bucket, object=ev.name, generation=ev.generation, jobs=jobs
+    )
+
+
+@functions_framework.cloud_event
+def on_batch_state(cloud_event: CloudEvent) -> None:
+    message = (cloud_event.data or {}).get("message", {})
+    attributes = message.get("attributes") or {}
+    reason = ""
+    if message.get("data"):
+        reason = base64.b64decode(message["data"]).decode(errors="replace")
+    if attributes.get("Type", "JOB_STATE_CHANGED") != "JOB_STATE_CHANGED":
+        return  # task-level notifications: per-task progress comes from the tasks themselves
+    note = BatchNotification(
+        job_name=attributes.get("JobName", ""),
+        new_state=attributes.get("NewJobState", ""),
+        reason=attributes.get("StatusMessage", "") or reason,
+    )
+    if not note.job_name:
+        return
+    current = intake()
+    apply_notification(current.store, current.status, note)
+    logs.event(log, "batch state", job_id=note.job_id, state=note.new_state)

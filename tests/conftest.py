@@ -1,0 +1,38 @@
+"""Shared fixtures: a fresh local deployment (storage root, SQLite status) per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """Env for the trigger and its tasks: local storage under tmp, SQLite, local executor."""
+    root = tmp_path / "root"
+    (root / "inbox").mkdir(parents=True)
+    env = {
+        "DROPBATCH_LOCAL_ROOT": str(root),
+        "DROPBATCH_SQLITE_PATH": str(tmp_path / "status.sqlite"),
+        "DROPBATCH_INPUT_WAIT_SECONDS": "3600",
+        "DROPBATCH_STITCH_LEASE_SECONDS": "4",
+        "FAULT_LOG": str(tmp_path / "tasks.log"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from triggers import main as trigger_main
+
+    trigger_main.intake.cache_clear()
+    yield {"root": root, "bucket": "inbox", "inbox": root / "inbox", "tmp": tmp_path}
+    from batch_jobs.local_executor import LocalLauncher
+
+    LocalLauncher.shared().wait_all(timeout=120)
+    trigger_main.intake.cache_clear()

@@ -26,8 +26,10 @@ def main() -> int:
 
     def record(what: str) -> None:
         with open(log, "a") as handle:
-            handle.write(json.dumps({"task": index, "attempt": attempt, "what": what,
-                                     "at": time.time()}) + "\n")
+            handle.write(
+                json.dumps({"task": index, "attempt": attempt, "what": what, "at": time.time()})
+                + "\n"
+            )
 
     record("start")
     if attempt == 0 and index in plan.get("fail_once", []):

@@ -19,8 +19,10 @@ from dropbatch.watcher import storage_cloud_event
 from tests.indexed_video import make_indexed_video
 
 SOURCE = str(Path(__file__).resolve().parent.parent / "triggers" / "main.py")
-CROP = 'version: 1\ninputs: [{video: clip.mp4}]\nchain: [{crop: {aspect: "1:1"}}]\n' \
+CROP = (
+    'version: 1\ninputs: [{video: clip.mp4}]\nchain: [{crop: {aspect: "1:1"}}]\n'
     "compute: {chunk_seconds: 1, max_parallel_tasks: 2}\noutput: {preset: ultrafast}\n"
+)
 
 
 def deliver(store: LocalStore, bucket: str, name: str) -> int:
@@ -108,8 +110,11 @@ def test_duplicate_events_make_one_job(deployment: dict, store: LocalStore) -> N
     assert final.state == JobState.SUCCEEDED, final.error
     assert [h.state for h in final.history].count(JobState.QUEUED) == 1
     assert len(final.stitch_claims) == 1
-    starts = [json.loads(line) for line in Path(deployment["tmp"], "tasks.log").read_text(
-    ).splitlines()] if Path(deployment["tmp"], "tasks.log").exists() else []
+    starts = (
+        [json.loads(line) for line in Path(deployment["tmp"], "tasks.log").read_text().splitlines()]
+        if Path(deployment["tmp"], "tasks.log").exists()
+        else []
+    )
     # Without the fault wrapper nothing logs; the per-task records show one attempt each.
     progress = open_status(Settings.from_env()).progress(record.job_id)
     assert len(progress) == final.chunks_total and all(p.attempt == 0 for p in progress)
@@ -121,31 +126,46 @@ def test_our_own_writes_never_trigger(deployment: dict, store: LocalStore) -> No
     put(deployment, "c4/job.status.json", b"{}")
     put(deployment, "_dropbatch/jobs/x/parts/0000/part-00000.mp4", b"x")
     put(deployment, "c4/out/nested.yaml", CROP.encode())
-    store.write_bytes("inbox", "c4/results/other.yaml", CROP.encode(),
-                      metadata={"dropbatch-role": "output"})
-    for name in ["c4/out/clip.mp4", "c4/job.status.json",
-                 "_dropbatch/jobs/x/parts/0000/part-00000.mp4", "c4/out/nested.yaml",
-                 "c4/results/other.yaml"]:
+    store.write_bytes(
+        "inbox", "c4/results/other.yaml", CROP.encode(), metadata={"dropbatch-role": "output"}
+    )
+    for name in [
+        "c4/out/clip.mp4",
+        "c4/job.status.json",
+        "_dropbatch/jobs/x/parts/0000/part-00000.mp4",
+        "c4/out/nested.yaml",
+        "c4/results/other.yaml",
+    ]:
         deliver(store, "inbox", name)
     assert records(deployment) == []
 
 
-BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
-    for p, c in zip("abcdefgh", "bcdefghi", strict=True)
-) + "version: 1\ninputs: [clip.mp4]\n"
+BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    + "version: 1\ninputs: [clip.mp4]\n"
+)
 
 BAD = {
     "yaml": ("version: 1\ninputs: [clip.mp4\n", "MANIFEST_YAML", "line "),
     "unknown": (CROP + "colour: red\n", "MANIFEST_FIELD", "colour"),
-    "type": (CROP.replace("chunk_seconds: 1", "chunk_seconds: soon"), "MANIFEST_FIELD",
-             "compute.chunk_seconds"),
+    "type": (
+        CROP.replace("chunk_seconds: 1", "chunk_seconds: soon"),
+        "MANIFEST_FIELD",
+        "compute.chunk_seconds",
+    ),
     "dotdot": (CROP.replace("clip.mp4", "../c0/clip.mp4"), "MANIFEST_FIELD", "inputs[0].video"),
     "absolute": (CROP.replace("clip.mp4", "/etc/passwd"), "MANIFEST_FIELD", "inputs[0].video"),
     "huge": (CROP + "#" + "x" * (10 << 20) + "\n", "MANIFEST_TOO_LARGE", None),
     "bomb": (BOMB, "MANIFEST_TOO_LARGE", None),
-    "swap": (CROP.replace('[{crop: {aspect: "1:1"}}]', "[{swap: {source: clip.mp4}}]"),
-             "MODEL_MISSING", "chain[0].swap.model"),
+    "swap": (
+        CROP.replace('[{crop: {aspect: "1:1"}}]', "[{swap: {source: clip.mp4}}]"),
+        "MODEL_MISSING",
+        "chain[0].swap.model",
+    ),
 }
 
 
@@ -166,8 +186,11 @@ def test_bad_manifest_ends_invalid_and_touches_nothing(
     assert JobState.QUEUED not in [h.state for h in record.history]
     mirror = json.loads((deployment["inbox"] / "bad/job.status.json").read_text())
     assert mirror["state"] == "INVALID" and mirror["error"]["code"] == code
-    after = {p: p.stat().st_mtime_ns for p in deployment["inbox"].rglob("*")
-             if p.is_file() and p.name != "job.status.json"}
+    after = {
+        p: p.stat().st_mtime_ns
+        for p in deployment["inbox"].rglob("*")
+        if p.is_file() and p.name != "job.status.json"
+    }
     assert after == before
 
 

@@ -1,0 +1,132 @@
+"""A whole job on one machine: trigger → plan → chunked tasks (separate processes, 2 at a
+time, with faults injected by a wrapping task command) → stitch → output and status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from batch_jobs.intake import StorageEvent
+from dropbatch.config import Settings
+from dropbatch.status import open_status
+from dropbatch.status.model import JobRecord, JobState
+from dropbatch.storage.local import LocalStore
+from tests.indexed_video import decoded_indices, make_indexed_video
+
+FPS = 30
+MANIFEST = """\
+version: 1
+inputs: [clip.mp4]
+chain: [{crop: {aspect: "1:1", smoothing_seconds: 0.2}}]
+output: {preset: ultrafast, crf: 23}
+compute: {chunk_seconds: 10, max_parallel_tasks: 2, max_retries: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def sixty_seconds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("media") / "clip.mp4"
+    make_indexed_video(path, 60 * FPS, fps=FPS, size=(640, 240), audio=True, preset="ultrafast")
+    return path
+
+
+def run_job(deployment: dict, clip: Path, fault_plan: dict | None, monkeypatch) -> JobRecord:
+    from batch_jobs.local_executor import LocalLauncher
+    from triggers.main import intake
+
+    monkeypatch.setenv(
+        "DROPBATCH_TASK_COMMAND", f"python {Path(__file__).parent / 'fault_task.py'}"
+    )
+    monkeypatch.setenv("FAULT_PLAN", json.dumps(fault_plan or {}))
+    intake.cache_clear()
+    folder = deployment["inbox"] / "job"
+    folder.mkdir()
+    (folder / "clip.mp4").symlink_to(clip)
+    (folder / "manifest.yaml").write_text(MANIFEST)
+    store = LocalStore(deployment["root"])
+    info = store.stat("inbox", "job/manifest.yaml")
+    [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
+    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    record = open_status(Settings.from_env()).get(job_id)
+    assert record is not None
+    return record
+
+
+def task_log(deployment: dict) -> list[dict]:
+    return [json.loads(x) for x in Path(deployment["tmp"], "tasks.log").read_text().splitlines()]
+
+
+def max_concurrency(log: list[dict]) -> int:
+    events = sorted(
+        (e["at"], 1 if e["what"] == "start" else -1)
+        for e in log
+        if e["what"] == "start" or e["what"].startswith("end") or e["what"] == "fail"
+    )
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def check_output(deployment: dict, record: JobRecord) -> None:
+    assert record.state == JobState.SUCCEEDED, record.error
+    out = deployment["inbox"] / "job/out/clip.mp4"
+    # No person in the clip: the window holds the centre, where the frame code is.
+    assert decoded_indices(out) == list(range(60 * FPS))
+    streams = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(out)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["streams"]
+    video = next(s for s in streams if s["codec_type"] == "video")
+    audio = next(s for s in streams if s["codec_type"] == "audio")
+    assert (int(video["width"]), int(video["height"])) == (240, 240)
+    assert abs(float(audio["duration"]) - 60.0) <= 1 / FPS + 0.05
+    assert (deployment["inbox"] / "job/out/clip.preview.jpg").stat().st_size > 0
+    assert not list((deployment["inbox"] / "_dropbatch").rglob("*.mp4"))  # parts cleaned up
+    mirror = json.loads((deployment["inbox"] / "job/manifest.status.json").read_text())
+    assert mirror["state"] == "SUCCEEDED" and mirror["chunks"] == {"done": 6, "total": 6}
+
+
+def test_sixty_seconds_in_six_chunks_two_at_a_time(
+    deployment: dict, sixty_seconds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = run_job(deployment, sixty_seconds, None, monkeypatch)
+    assert record.chunks_total == 6 and len(record.plan.tasks()) == 6
+    check_output(deployment, record)
+    log = task_log(deployment)
+    assert sorted(e["task"] for e in log if e["what"] == "start") == list(range(6))
+    assert max_concurrency(log) == 2
+    assert len(record.stitch_claims) == 1
+
+
+def test_failed_and_killed_tasks_are_retried_and_stitch_once(
+    deployment: dict, sixty_seconds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = run_job(
+        deployment, sixty_seconds, {"fail_once": [1], "kill_mid_chunk": [4]}, monkeypatch
+    )
+    log = task_log(deployment)
+    assert any(e["what"] == "fail" and e["task"] == 1 for e in log)
+    assert any(e["what"] == "killed-mid-chunk" and e["task"] == 4 for e in log)
+    assert [e["attempt"] for e in log if e["task"] == 4 and e["what"] == "start"] == [0, 1]
+    check_output(deployment, record)
+    assert len(record.stitch_claims) == 1
+    assert record.chunks_done == {"0": list(range(6))}
+
+
+def test_a_killed_stitcher_is_replaced(
+    deployment: dict, sixty_seconds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = run_job(deployment, sixty_seconds, {"kill_in_stitch": True}, monkeypatch)
+    assert any(e["what"] == "killed-in-stitch" for e in task_log(deployment))
+    check_output(deployment, record)
+    assert len(record.stitch_claims) == 2  # the dead stitcher's lease, then its replacement
+    assert record.items_stitched == [0]

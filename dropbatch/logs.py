@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -30,7 +31,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup(level: int = logging.INFO) -> None:
+def setup(level: int | None = None) -> None:
+    """JSON lines on stderr at DROPBATCH_LOG_LEVEL (default INFO); tasks inherit the level."""
+    if level is None:
+        level = logging.getLevelName(os.environ.get("DROPBATCH_LOG_LEVEL", "INFO").upper())
+        level = level if isinstance(level, int) else logging.INFO
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return

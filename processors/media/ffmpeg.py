@@ -61,9 +61,11 @@ def h264(crf: int, preset: str, threads: int | None = None) -> list[str]:
 
 def track_timescale(rate: Fraction) -> list[str]:
     # A timescale that is a multiple of the rate's numerator gives every frame an integer
-    # duration, so parts concatenate without timestamp drift.
+    # duration, so parts concatenate without timestamp drift. The movie header gets the same
+    # timescale: the concat demuxer offsets each part by the file's duration, which the
+    # default 1/1000 s movie timescale rounds (up to 0.5 ms drift per seam).
     scale = rate.numerator * max(1, -(-10000 // rate.numerator))
-    return ["-video_track_timescale", str(scale)]
+    return ["-video_track_timescale", str(scale), "-movie_timescale", str(scale)]
 
 
 def run(args: Sequence[str], what: str, timeout: float | None = None) -> str:

@@ -44,6 +44,8 @@ def choose_rate(r_rate: Fraction | None, avg_rate: Fraction | None) -> tuple[Fra
     nearest = min(STANDARD_RATES, key=lambda r: abs(r - guess))
     if abs(nearest - guess) / guess < Fraction(8, 100):
         return nearest, r_rate is not None and avg_rate is not None
+    if r_rate in STANDARD_RATES:  # dropped frames pull the average down; the nominal rate holds
+        return r_rate, True
     return guess.limit_denominator(1001), True
 
 
@@ -57,7 +59,11 @@ def probe(source: str) -> VideoInfo:
         last = (proc.stderr or "").strip().splitlines()
         raise MediaError(f"not a readable video ({last[-1] if last else 'ffprobe failed'})")
     doc = json.loads(proc.stdout or "{}")
-    streams = doc.get("streams", [])
+    fmt = doc.get("format", {})
+    # A still image (png_pipe, jpeg_pipe, image2...) decodes as a one-frame "video" stream.
+    format_name = str(fmt.get("format_name") or "")
+    is_image = format_name == "image2" or format_name.endswith("_pipe")
+    streams = [] if is_image else doc.get("streams", [])
     video = next(
         (
             s
@@ -72,7 +78,6 @@ def probe(source: str) -> VideoInfo:
     rate, vfr = choose_rate(
         _fraction(video.get("r_frame_rate")), _fraction(video.get("avg_frame_rate"))
     )
-    fmt = doc.get("format", {})
     duration = float(video.get("duration") or fmt.get("duration") or 0)
     if duration <= 0:
         raise MediaError("the video has no duration (truncated or still being written?)")

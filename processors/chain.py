@@ -22,15 +22,22 @@ def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processo
         return CropProcessor(options, ctx)
     if name == "noop":
         return PassThrough(ctx)
-    if name in ("swap", "lipsync"):
-        from processors.models.store import ModelMissing, require_models
-
-        try:
-            require_models(name, options, ctx.model_dir)
-        except ModelMissing as exc:
-            raise ChainSetupError(str(exc)) from None
+    if name == "swap":
+        _require_models(name, options, ctx)
+        raise ChainSetupError(f"step {name!r} is not available in this build")
+    if name == "lipsync":
+        _require_models(name, options, ctx)
         raise ChainSetupError(f"step {name!r} is not available in this build")
     raise ChainSetupError(f"unknown step {name!r}")
+
+
+def _require_models(name: str, options: dict, ctx: ProcessorContext) -> None:
+    from processors.models.store import ModelMissing, require_models
+
+    try:
+        require_models(name, options, ctx.model_dir)
+    except ModelMissing as exc:
+        raise ChainSetupError(str(exc)) from None
 
 
 class Chain:
@@ -69,7 +76,7 @@ class Chain:
             if mask.all():
                 out = batch
             elif mask.any():
-                out = FrameBatch(batch.frames[mask], batch.indices[mask])
+                out = batch.take(mask)
             else:
                 return
             emitted += len(out)
@@ -90,6 +97,10 @@ class Chain:
 
 
 def concat_batches(batches: list[FrameBatch]) -> FrameBatch:
+    # An annotation survives only if every batch carries it (otherwise frames would misalign).
+    names = set.intersection(*(set(b.annotations) for b in batches)) if batches else set()
     return FrameBatch(
-        np.concatenate([b.frames for b in batches]), np.concatenate([b.indices for b in batches])
+        np.concatenate([b.frames for b in batches]),
+        np.concatenate([b.indices for b in batches]),
+        {n: [x for b in batches for x in b.annotations[n]] for n in sorted(names)},
     )

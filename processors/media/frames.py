@@ -13,7 +13,7 @@ import queue
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -29,13 +29,28 @@ _END = object()
 
 @dataclass(frozen=True)
 class FrameBatch:
-    """Frames [B, H, W, 3] RGB uint8 and their global frame indices."""
+    """Frames [B, H, W, 3] RGB uint8 and their global frame indices.
+
+    `annotations` carries per-frame facts one step hands to a later one (for example the face
+    analysis of `swap`, which `lipsync` reuses instead of detecting again): name -> a list with
+    one entry per frame, in frame order. A step that changes geometry must drop or map them.
+    """
 
     frames: np.ndarray
     indices: np.ndarray
+    annotations: dict[str, list] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def take(self, mask: np.ndarray) -> FrameBatch:
+        """The frames (and their annotations) where the boolean mask is true."""
+        keep = np.flatnonzero(mask)
+        return FrameBatch(
+            self.frames[keep],
+            self.indices[keep],
+            {k: [v[i] for i in keep] for k, v in self.annotations.items()},
+        )
 
     @staticmethod
     def empty(height: int, width: int) -> FrameBatch:

@@ -15,7 +15,8 @@ from dropbatch.logs import event
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import JobError, JobRecord, JobState, PlannedItem, StitchLease
 from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed
-from processors.media.assemble import audio_offset_for, concat_and_mux, write_preview
+from processors.media.assemble import audio_offset_for, concat_and_mux
+from processors.media.preview import contact_sheet, decode_jpeg
 
 log = logging.getLogger("dropbatch.stitch")
 
@@ -24,8 +25,17 @@ class OutputConflict(Exception):
     """The output name is taken by an object we did not write; we never overwrite it."""
 
 
+def parts_folder(job_id: str, item: int) -> str:
+    return f"_dropbatch/jobs/{job_id}/parts/{item:04d}/"
+
+
 def part_name(job_id: str, item: int, chunk: int) -> str:
-    return f"_dropbatch/jobs/{job_id}/parts/{item:04d}/part-{chunk:05d}.mp4"
+    return f"{parts_folder(job_id, item)}part-{chunk:05d}.mp4"
+
+
+def preview_tile_name(job_id: str, item: int, key: str) -> str:
+    """A preview tile a task stores beside its part (`key` from PreviewTap.jpegs)."""
+    return f"{parts_folder(job_id, item)}preview-{key}.jpg"
 
 
 def mark_chunk_done(status: StatusStore, job_id: str, item: int, chunk: int) -> bool:
@@ -160,8 +170,9 @@ def stitch_item(
                 audio_bitrate=item.encode.get("audio_bitrate", "192k"),
             )
         preview = work / "preview.jpg"
-        with store.media_source(bucket, item.video) as video_source:
-            write_preview(video_source, str(output), duration, preview)
+        sheet = _preview_sheet(store, bucket, job_id, item.index)
+        if sheet is not None:
+            preview.write_bytes(sheet)
         _put_output(store, bucket, item.output, output, "video/mp4", job_id)
         if preview.exists():
             _put_output(store, bucket, item.preview, preview, "image/jpeg", job_id)
@@ -176,13 +187,27 @@ def stitch_item(
         seconds=round(time.time() - started, 3),
         chunks=len(item.chunks),
     )
-    for chunk in item.chunks:
+    for leftover in store.list(bucket, parts_folder(job_id, item.index)):
         with contextlib.suppress(NotFound):
-            store.delete(bucket, part_name(job_id, item.index, chunk.index))
+            store.delete(bucket, leftover.name)
     if if_complete:
         transition(store, status, job_id, JobState.SUCCEEDED)
     else:
         publish(store, status, job_id)
+
+
+def _preview_sheet(store: ObjectStore, bucket: str, job_id: str, item: int) -> bytes | None:
+    """Lay out the tiles the tasks stored; a missing tile only shortens the sheet."""
+    tiles: dict[str, dict[str, object]] = {}
+    prefix = parts_folder(job_id, item) + "preview-"
+    for obj in store.list(bucket, prefix):
+        key = obj.name[len(prefix) : -len(".jpg")]
+        index, _, end = key.partition("-")
+        image = decode_jpeg(store.read_bytes(bucket, obj.name))
+        if image is not None:
+            tiles.setdefault(index, {})[end] = image
+    pairs = [tiles[i] for i in sorted(tiles) if {"in", "out"} <= tiles[i].keys()]
+    return contact_sheet([p["in"] for p in pairs], [p["out"] for p in pairs])
 
 
 class _maybe_source:

@@ -19,7 +19,7 @@ import uuid
 from fractions import Fraction
 from pathlib import Path
 
-from batch_jobs.stitch import mark_chunk_done, part_name, stitch_when_ready
+from batch_jobs.stitch import mark_chunk_done, part_name, preview_tile_name, stitch_when_ready
 from dropbatch import logs
 from dropbatch.config import Settings
 from dropbatch.jobstatus import ROLE_KEY, transition
@@ -32,6 +32,7 @@ from dropbatch.storage.base import ObjectStore
 from processors.base import ProcessorContext
 from processors.chain import Chain
 from processors.media.frames import EncodeSettings, FrameBatch, FrameReader, FrameWriter
+from processors.media.preview import PreviewTap, preview_indices
 
 log = logging.getLogger("dropbatch.task")
 PROGRESS_INTERVAL = 1.0  # seconds; Firestore sustains about one write per second per document
@@ -86,6 +87,10 @@ def process_chunk(
     )
     chain = Chain(item.chain, ctx)
     wanted = chunk.end_frame - chunk.start_frame
+    total = sum(c.end_frame - c.start_frame for c in item.chunks)
+    tap = PreviewTap(
+        [i for i in preview_indices(total) if chunk.start_frame <= i < chunk.end_frame]
+    )
     with tempfile.TemporaryDirectory(prefix="dropbatch-task-") as tmp:
         part = Path(tmp) / "part.mp4"
         with store.media_source(bucket, item.video) as source:
@@ -109,14 +114,20 @@ def process_chunk(
             )
             done = 0
 
+            def tapped(batches: FrameReader):
+                for batch in batches:
+                    tap.see_input(batch)
+                    yield batch
+
             def emit(batch: FrameBatch) -> None:
                 nonlocal done
+                tap.see_output(batch)
                 writer.write(batch.frames)
                 done += len(batch)
                 reporter.update(done)
 
             try:
-                emitted = chain.run(reader, emit, keep=(chunk.start_frame, chunk.end_frame))
+                emitted = chain.run(tapped(reader), emit, keep=(chunk.start_frame, chunk.end_frame))
             finally:
                 reader.close()
             writer.close()
@@ -124,6 +135,15 @@ def process_chunk(
             raise RuntimeError(
                 f"decoded {emitted} of {wanted} frames for chunk {chunk.index} "
                 f"(frames {chunk.start_frame}–{chunk.end_frame}); the video may be truncated"
+            )
+        # Tiles first: a part's presence is what marks the chunk's outputs complete.
+        for key, jpeg in tap.jpegs().items():
+            store.write_bytes(
+                bucket,
+                preview_tile_name(job_id, item.index, key),
+                jpeg,
+                content_type="image/jpeg",
+                metadata={ROLE_KEY: "part"},
             )
         store.upload_file(
             bucket,

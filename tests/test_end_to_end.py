@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import cv2
 import pytest
 
 from batch_jobs.intake import StorageEvent
@@ -14,7 +15,7 @@ from dropbatch.config import Settings
 from dropbatch.status import open_status
 from dropbatch.status.model import JobRecord, JobState
 from dropbatch.storage.local import LocalStore
-from tests.indexed_video import decoded_indices, make_indexed_video
+from tests.indexed_video import decoded_indices, make_indexed_video, read_index
 
 FPS = 30
 MANIFEST = """\
@@ -72,6 +73,18 @@ def max_concurrency(log: list[dict]) -> int:
     return peak
 
 
+def check_preview(path: Path, in_width: int, out_width: int) -> None:
+    """Input tiles above output tiles, each showing the frame at the middle of its quarter
+    (the tiles come from different tasks' chunks)."""
+    sheet = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    wanted = [225, 675, 1125, 1575]
+    assert sheet.shape[0] == 2 * 240 + 8
+    top = [sheet[:240, i * in_width : (i + 1) * in_width] for i in range(4)]
+    bottom = [sheet[248:, i * out_width : (i + 1) * out_width] for i in range(4)]
+    assert [read_index(t) for t in top] == wanted
+    assert [read_index(t) for t in bottom] == wanted
+
+
 def check_output(deployment: dict, record: JobRecord) -> None:
     assert record.state == JobState.SUCCEEDED, record.error
     out = deployment["inbox"] / "job/out/clip.mp4"
@@ -89,7 +102,7 @@ def check_output(deployment: dict, record: JobRecord) -> None:
     audio = next(s for s in streams if s["codec_type"] == "audio")
     assert (int(video["width"]), int(video["height"])) == (240, 240)
     assert abs(float(audio["duration"]) - 60.0) <= 1 / FPS + 0.05
-    assert (deployment["inbox"] / "job/out/clip.preview.jpg").stat().st_size > 0
+    check_preview(deployment["inbox"] / "job/out/clip.preview.jpg", in_width=640, out_width=240)
     assert not list((deployment["inbox"] / "_dropbatch").rglob("*.mp4"))  # parts cleaned up
     mirror = json.loads((deployment["inbox"] / "job/manifest.status.json").read_text())
     assert mirror["state"] == "SUCCEEDED" and mirror["chunks"] == {"done": 6, "total": 6}

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
 from fractions import Fraction
 from pathlib import Path
-
-import cv2
-import numpy as np
 
 from processors.media import ffmpeg
 from processors.media.frames import grid_origin
@@ -50,42 +46,3 @@ def concat_and_mux(
 def audio_offset_for(start_time: float, format_start: float, rate: Fraction) -> float:
     """Where output frame 0 sits on the input file's own (zero-based) timeline."""
     return float(Fraction(grid_origin(start_time, rate)) / rate) - format_start
-
-
-def grab_frame(source: str, seconds: float) -> np.ndarray | None:
-    args = [
-        *ffmpeg.base(), "-ss", f"{max(0.0, seconds):.3f}", "-i", source,
-        "-frames:v", "1", "-f", "image2pipe", "-vcodec", "png", "pipe:1",
-    ]  # fmt: skip
-    proc = subprocess.run(args, capture_output=True, timeout=120)
-    if proc.returncode != 0 or not proc.stdout:
-        return None
-    return cv2.imdecode(np.frombuffer(proc.stdout, np.uint8), cv2.IMREAD_COLOR)
-
-
-def _row(images: list[np.ndarray], height: int) -> np.ndarray:
-    scaled = [
-        cv2.resize(img, (max(2, round(img.shape[1] * height / img.shape[0])), height))
-        for img in images
-    ]
-    return np.hstack(scaled)
-
-
-def write_preview(
-    input_source: str, output_source: str, duration: float, target: Path, frames: int = 4
-) -> None:
-    """A JPEG contact sheet: `frames` moments of the input (top row) above the output."""
-    moments = [duration * (i + 0.5) / frames for i in range(frames)]
-    top = [f for f in (grab_frame(input_source, t) for t in moments) if f is not None]
-    bottom = [f for f in (grab_frame(output_source, t) for t in moments) if f is not None]
-    if not top or not bottom:
-        return
-    height = 240
-    rows = [_row(top, height), _row(bottom, height)]
-    width = max(r.shape[1] for r in rows)
-    canvas = np.zeros((height * 2 + 8, width, 3), np.uint8)
-    canvas[:height, : rows[0].shape[1]] = rows[0]
-    canvas[height + 8 :, : rows[1].shape[1]] = rows[1]
-    ok, data = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if ok:
-        target.write_bytes(data.tobytes())

@@ -41,15 +41,17 @@ def seek_input(path: str, seconds: float) -> list[str]:
     return [*args, "-i", path]
 
 
-def raw_video_input(width: int, height: int, rate: Fraction) -> list[str]:
+def raw_video_input(
+    width: int, height: int, rate: Fraction, pix_fmt: str = "rgb24"
+) -> list[str]:
     return [
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+        "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{width}x{height}",
         "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",
     ]  # fmt: skip
 
 
-def raw_video_output() -> list[str]:
-    return ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+def raw_video_output(pix_fmt: str = "rgb24") -> list[str]:
+    return ["-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
 
 
 def h264(crf: int, preset: str, threads: int | None = None) -> list[str]:

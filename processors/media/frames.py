@@ -1,5 +1,11 @@
 """Decode a chunk to RGB frames and encode frames to an H.264 part, each on its own thread.
 
+Frames cross the pipes as planar yuv420p, half the bytes of rgb24, and the RGB conversion
+runs in OpenCV on the pipe threads instead of in ffmpeg's single-threaded swscale: this is
+what keeps the no-op chain close to plain ffmpeg (bench/plumbing.py). Both directions use
+BT.601 limited range, swscale's default for untagged video, so a no-op round trip keeps the
+decoded YUV. Odd frame sizes (no 4:2:0 layout) cross as rgb24.
+
 Every frame of a video has a global index on one constant-rate grid: the decoder runs ffmpeg's
 `fps` filter over absolute timestamps (-copyts) and trims at an exact grid index, so a chunk
 decoded on its own yields the very frames a whole-video decode would — variable-frame-rate
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from processors.media import ffmpeg
@@ -24,7 +31,22 @@ from processors.media.ffmpeg import MediaError
 
 # How far before a chunk to start decoding: enough for any frame gap in VFR input.
 SEEK_MARGIN_SECONDS = 2.0
+# Larger pipe buffers mean fewer wakeups per frame (a 1080p yuv420p frame is 3 MB).
+PIPE_BYTES = 1 << 20
 _END = object()
+
+
+def pipe_format(width: int, height: int) -> str:
+    """The raw pixel format frames of this size cross a pipe in."""
+    return "yuv420p" if width % 2 == 0 and height % 2 == 0 else "rgb24"
+
+
+def _widen_pipe(fd: int) -> None:
+    # F_SETPIPE_SZ (Linux); capped by /proc/sys/fs/pipe-max-size, harmless where refused.
+    with contextlib.suppress(OSError, AttributeError):
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -86,47 +108,57 @@ class FrameReader:
         vf = f"fps=fps={rate.numerator}/{rate.denominator},trim=start_pts={origin + first}"
         # Scale to the probed display size: guards against odd sample aspect ratios.
         vf += f",scale={width}:{height}:flags=bicubic"
+        self._format = pipe_format(width, height)
         args = [
             *ffmpeg.base(threads=threads), *ffmpeg.seek_input(source, seek),
-            "-map", "0:v:0", "-vf", vf, *ffmpeg.raw_video_output(),
+            "-map", "0:v:0", "-vf", vf, *ffmpeg.raw_video_output(self._format),
         ]  # fmt: skip
         self._proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
         )
+        assert self._proc.stdout is not None
+        _widen_pipe(self._proc.stdout.fileno())
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch_batches)
         self._stderr = b""
         self._thread = threading.Thread(target=self._pump, name="decode", daemon=True)
         self._thread.start()
 
-    def _read_frame(self, size: int) -> bytes | None:
+    def _read_into(self, buf: np.ndarray) -> bool:
+        """Fill `buf` with the next raw frame; False at end of stream."""
         assert self._proc.stdout is not None
-        buf = bytearray()
-        while len(buf) < size:
-            piece = self._proc.stdout.read(size - len(buf))
-            if not piece:
-                return None
-            buf += piece
-        return bytes(buf)
+        view = memoryview(buf).cast("B")
+        got = 0
+        while got < len(view):
+            n = self._proc.stdout.readinto(view[got:])
+            if not n:
+                return False
+            got += n
+        return True
 
     def _pump(self) -> None:
-        size = self.width * self.height * 3
+        h, w = self.height, self.width
+        yuv = self._format == "yuv420p"
+        raw = np.empty((h * 3 // 2, w) if yuv else (h, w, 3), np.uint8)
         produced = 0
         try:
             while self.count is None or produced < self.count:
                 want = self.batch_size
                 if self.count is not None:
                     want = min(want, self.count - produced)
-                frames = []
-                for _ in range(want):
-                    data = self._read_frame(size)
-                    if data is None:
+                frames = np.empty((want, h, w, 3), np.uint8)
+                n = 0
+                while n < want:
+                    target = raw if yuv else frames[n]
+                    if not self._read_into(target):
                         break
-                    frames.append(np.frombuffer(data, np.uint8).reshape(self.height, self.width, 3))
-                if frames:
-                    idx = np.arange(self.first + produced, self.first + produced + len(frames))
-                    self._queue.put(FrameBatch(np.stack(frames), idx))
-                    produced += len(frames)
-                if len(frames) < want:
+                    if yuv:
+                        cv2.cvtColor(raw, cv2.COLOR_YUV2RGB_I420, dst=frames[n])
+                    n += 1
+                if n:
+                    idx = np.arange(self.first + produced, self.first + produced + n)
+                    self._queue.put(FrameBatch(frames[:n], idx))
+                    produced += n
+                if n < want:
                     break
         finally:
             if self._proc.poll() is None:
@@ -174,11 +206,13 @@ class FrameWriter:
         self.width, self.height = width, height
         args = [
             *ffmpeg.base(threads=settings.threads),
-            *ffmpeg.raw_video_input(width, height, rate),
+            *ffmpeg.raw_video_input(width, height, rate, pix_fmt="yuv420p"),
             *ffmpeg.h264(settings.crf, settings.preset, settings.threads),
             *ffmpeg.track_timescale(rate), "-an", "-f", "mp4", str(path),
         ]  # fmt: skip
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self._proc.stdin is not None
+        _widen_pipe(self._proc.stdin.fileno())
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self.frames_written = 0
         self._error: BaseException | None = None
@@ -187,12 +221,16 @@ class FrameWriter:
 
     def _pump(self) -> None:
         assert self._proc.stdin is not None
+        yuv = np.empty((self.height * 3 // 2, self.width), np.uint8)
         try:
             while True:
                 item = self._queue.get()
                 if item is _END:
                     break
-                self._proc.stdin.write(np.ascontiguousarray(item).tobytes())
+                for frame in item:
+                    # Converted here, on the encode thread, so it overlaps the chain's work.
+                    cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420, dst=yuv)
+                    self._proc.stdin.write(memoryview(yuv).cast("B"))
                 self.frames_written += len(item)
         except BaseException as exc:  # a broken pipe means ffmpeg died; report it on close
             self._error = exc

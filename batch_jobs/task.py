@@ -94,16 +94,9 @@ def process_chunk(
     with tempfile.TemporaryDirectory(prefix="dropbatch-task-") as tmp:
         part = Path(tmp) / "part.mp4"
         with store.media_source(bucket, item.video) as source:
-            reader = FrameReader(
-                source,
-                width=info.width,
-                height=info.height,
-                rate=rate,
-                start_time=info.start_time,
-                first=first,
-                # The last chunk reads to the end: a header's frame count can be one short.
-                count=None if last_chunk else count,
-                threads=threads,
+            # The last chunk reads to the end: a header's frame count can be one short.
+            reader = FrameReader.for_video(
+                source, info, first, None if last_chunk else count, threads=threads
             )
             writer = FrameWriter(
                 part,

@@ -97,15 +97,8 @@ def split_transcode(
     for n, (start, end) in enumerate(itertools.pairwise(bounds)):
         last = end >= info.frame_count
         chain = Chain([{"name": "noop", "options": {}}], ctx)
-        reader = FrameReader(
-            str(source),
-            width=info.width,
-            height=info.height,
-            rate=rate,
-            start_time=info.start_time,
-            first=start,
-            count=None if last else end - start,
-            batch_size=7,
+        reader = FrameReader.for_video(
+            str(source), info, start, None if last else end - start, batch_size=7
         )
         part = work / f"part-{n:03d}.mp4"
         writer = FrameWriter(

@@ -179,16 +179,7 @@ def run_chain(
     info = item.info
     rate = Fraction(info.fps_num, info.fps_den)
     chain = Chain(item.chain, context(info, rate))
-    reader = FrameReader(
-        str(source),
-        width=info.width,
-        height=info.height,
-        rate=rate,
-        start_time=info.start_time,
-        first=first,
-        count=count,
-        batch_size=5,
-    )
+    reader = FrameReader.for_video(str(source), info, first, count, batch_size=5)
     out: list[FrameBatch] = []
     try:
         chain.run(reader, out.append, keep=keep)

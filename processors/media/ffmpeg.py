@@ -41,9 +41,7 @@ def seek_input(path: str, seconds: float) -> list[str]:
     return [*args, "-i", path]
 
 
-def raw_video_input(
-    width: int, height: int, rate: Fraction, pix_fmt: str = "rgb24"
-) -> list[str]:
+def raw_video_input(width: int, height: int, rate: Fraction, pix_fmt: str = "rgb24") -> list[str]:
     return [
         "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{width}x{height}",
         "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dropbatch.status.model import VideoInfo
 from processors.media import ffmpeg
 from processors.media.ffmpeg import MediaError
 
@@ -122,6 +123,22 @@ class FrameReader:
         self._stderr = b""
         self._thread = threading.Thread(target=self._pump, name="decode", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def for_video(
+        cls, source: str, info: VideoInfo, first: int, count: int | None, **options: object
+    ) -> FrameReader:
+        """Frames of a probed video at its display size on its output frame grid."""
+        return cls(
+            source,
+            width=info.width,
+            height=info.height,
+            rate=Fraction(info.fps_num, info.fps_den),
+            start_time=info.start_time,
+            first=first,
+            count=count,
+            **options,  # type: ignore[arg-type]
+        )
 
     def _read_into(self, buf: np.ndarray) -> bool:
         """Fill `buf` with the next raw frame; False at end of stream."""

@@ -33,7 +33,7 @@ from manifests.model import MAX_INPUTS, Manifest
 from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs
 from processors.media.ffmpeg import MediaError
 from processors.media.probe import probe
-from processors.models.store import ModelMissing, require_models
+from processors.models.store import ModelStoreError, open_model_store, require_models
 
 log = logging.getLogger("dropbatch.intake")
 
@@ -213,14 +213,21 @@ class Intake:
 
     def _model_problems(self, manifest: Manifest) -> list[JobError]:
         problems = []
+        store = None
         for i, step in enumerate(manifest.chain):
             options = step.options.model_dump(mode="json")
             where = f"chain[{i}].{step.name}"
             try:
-                require_models(step.name, options, self.settings.model_store)
-            except ModelMissing as exc:
+                store = store or open_model_store(self.settings.model_store, self.settings)
+                require_models(step.name, options, store, self.settings)
+            except ModelStoreError as exc:
                 problems.append(
-                    JobError(code="MODEL_MISSING", message=str(exc), field=f"{where}.model")
+                    JobError(
+                        code=exc.code,
+                        message=str(exc),
+                        field=f"{where}.model",
+                        uri=getattr(exc, "store", None) or None,
+                    )
                 )
                 continue
             if step.name in UNAVAILABLE_STEPS:

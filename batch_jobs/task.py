@@ -82,7 +82,12 @@ def process_chunk(
         rate=rate,
         width=info.width,
         height=info.height,
-        model_dir=Path(settings.model_store) if settings.model_store else None,
+        model_dir=(
+            Path(settings.model_store)
+            if settings.model_store and not settings.model_store.startswith("gs://")
+            else None
+        ),
+        model_store=settings.model_store,
     )
     chain = Chain(item.chain, ctx)
     wanted = chunk.end_frame - chunk.start_frame

@@ -32,11 +32,11 @@ def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processo
 
 
 def _require_models(name: str, options: dict, ctx: ProcessorContext) -> None:
-    from processors.models.store import ModelMissing, require_models
+    from processors.models.store import ModelStoreError, require_models
 
     try:
-        require_models(name, options, ctx.model_dir)
-    except ModelMissing as exc:
+        require_models(name, options, ctx.model_store or ctx.model_dir)
+    except ModelStoreError as exc:
         raise ChainSetupError(str(exc)) from None
 
 

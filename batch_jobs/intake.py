@@ -39,7 +39,7 @@ log = logging.getLogger("dropbatch.intake")
 
 INTERNAL_PREFIX = "_dropbatch/"  # parts and scratch space, per bucket
 # Steps whose processors have not landed yet: a manifest using them cannot run.
-UNAVAILABLE_STEPS = frozenset({"swap", "lipsync"})
+UNAVAILABLE_STEPS = frozenset({"lipsync"})
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,12 @@ def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processo
         return PassThrough(ctx)
     if name == "swap":
         _require_models(name, options, ctx)
-        raise ChainSetupError(f"step {name!r} is not available in this build")
+        from processors.swap.processor import SwapProcessor, SwapSetupError
+
+        try:
+            return SwapProcessor(options, ctx)
+        except SwapSetupError as exc:
+            raise ChainSetupError(str(exc)) from None
     if name == "lipsync":
         _require_models(name, options, ctx)
         raise ChainSetupError(f"step {name!r} is not available in this build")

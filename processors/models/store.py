@@ -260,7 +260,10 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
 
 
 def default_cache(settings: Settings | None = None) -> Path:
-    if settings is not None and settings.model_cache:
+    from dropbatch.config import Settings
+
+    settings = settings or Settings.from_env()
+    if settings.model_cache:
         return Path(settings.model_cache)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dropbatch" / "models"

@@ -112,7 +112,7 @@ def build_recognizer(path: Path, seed: int = 5) -> Path:
 def build_swapper(path: Path, seed: int = 7) -> Path:
     rng = np.random.default_rng(seed)
     tint = rng.standard_normal((512, 3)).astype(np.float32)
-    emap = rng.standard_normal((512, 512)).astype(np.float32) / np.sqrt(512)
+    emap = (rng.standard_normal((512, 512)) / np.sqrt(512)).astype(np.float32)
     nodes = [
         helper.make_node("Sub", ["one", "target"], ["inv"]),
         helper.make_node("Mul", ["inv", "half"], ["soft"]),

@@ -31,7 +31,7 @@ from dropbatch.status.model import JobState, TaskProgress
 from dropbatch.storage import open_store
 from dropbatch.storage.base import ObjectStore, folder_of
 from processors.base import ProcessorContext
-from processors.chain import Chain
+from processors.chain import Chain, ChainSetupError
 from processors.media.frames import EncodeSettings, FrameBatch, FrameReader, FrameWriter
 
 log = logging.getLogger("dropbatch.task")
@@ -199,7 +199,9 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
                 reporter.progress.frames_done, force=True, state="FAILED", message=str(exc)
             )
             event(log, f"task failed: {exc}", logging.ERROR)
-            return 1
+            # A chain that cannot be set up (bad model, bad side image) fails the same way on
+            # every retry: exit 2 says so.
+            return 2 if isinstance(exc, ChainSetupError) else 1
     complete = mark_chunk_done(status, job_id, item_index, chunk_index)
     elapsed = time.time() - started
     frames = chunk.end_frame - chunk.start_frame

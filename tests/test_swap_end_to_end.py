@@ -86,3 +86,29 @@ def test_swap_manifest_runs_end_to_end(
     assert {p.name for p in stamps} == {
         "test_det.onnx.verified", "test_rec.onnx.verified", "test_swapper.onnx.verified"
     }  # fmt: skip
+
+
+def test_a_source_image_with_two_faces_fails_the_job_naming_the_file(
+    deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from batch_jobs.local_executor import LocalLauncher
+    from triggers.main import intake
+
+    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(build_face_store(tmp_path / "models")))
+    monkeypatch.setenv("DROPBATCH_MODEL_CACHE", str(tmp_path / "model-cache"))
+    intake.cache_clear()
+    folder = deployment["inbox"] / "job"
+    (folder / "faces").mkdir(parents=True)
+    encode_frames(folder / "talk.mp4", [two_people()] * 10, fps=FPS, size=(FRAME_W, FRAME_H))
+    both = cv2.cvtColor(two_people(), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(folder / "faces" / "astronaut.png"), both)  # oops: both people in it
+    cv2.imwrite(str(folder / "faces" / "cameraman.png"), both)
+    (folder / "manifest.yaml").write_text(MANIFEST)
+    info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
+    [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
+    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    record = open_status(Settings.from_env()).get(job_id)
+    assert record is not None and record.state == JobState.FAILED
+    print(record.error, [t.message for t in open_status(Settings.from_env()).progress(job_id)])
+    messages = [t.message for t in open_status(Settings.from_env()).progress(job_id)]
+    assert any("2 faces in faces/astronaut.png" in (m or "") for m in messages)

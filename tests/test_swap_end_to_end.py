@@ -88,27 +88,40 @@ def test_swap_manifest_runs_end_to_end(
     }  # fmt: skip
 
 
-def test_a_source_image_with_two_faces_fails_the_job_naming_the_file(
-    deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize("checked_by", ["trigger", "task"])
+def test_a_source_image_with_two_faces_is_refused_naming_the_file(
+    deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, checked_by: str
 ) -> None:
     from batch_jobs.local_executor import LocalLauncher
     from triggers.main import intake
 
     monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(build_face_store(tmp_path / "models")))
     monkeypatch.setenv("DROPBATCH_MODEL_CACHE", str(tmp_path / "model-cache"))
+    monkeypatch.setenv("DROPBATCH_CHECK_FACES", "1" if checked_by == "trigger" else "0")
     intake.cache_clear()
     folder = deployment["inbox"] / "job"
     (folder / "faces").mkdir(parents=True)
     encode_frames(folder / "talk.mp4", [two_people()] * 10, fps=FPS, size=(FRAME_W, FRAME_H))
     both = cv2.cvtColor(two_people(), cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(folder / "faces" / "astronaut.png"), both)  # oops: both people in it
-    cv2.imwrite(str(folder / "faces" / "cameraman.png"), both)
+    cv2.imwrite(str(folder / "faces" / "cameraman.png"), both[:, ::-1] * 0)  # and nobody here
     (folder / "manifest.yaml").write_text(MANIFEST)
     info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
     [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
+    status = open_status(Settings.from_env())
+    if checked_by == "trigger":
+        record = status.get(job_id)
+        assert record is not None and record.state == JobState.INVALID
+        assert [(e.code, e.field) for e in record.errors] == [
+            ("FACE_IMAGE", "chain[0].swap.source[0]"),
+            ("FACE_IMAGE", "chain[0].swap.reference"),
+        ]
+        assert "2 faces in faces/astronaut.png" in record.errors[0].message
+        assert "no face found in faces/cameraman.png" in record.errors[1].message
+        assert record.errors[0].uri.endswith("job/faces/astronaut.png")
+        assert record.chunks_total == 0 and status.progress(job_id) == []
+        return
     assert LocalLauncher.shared().wait(job_id, timeout=300)
-    record = open_status(Settings.from_env()).get(job_id)
+    record = status.get(job_id)
     assert record is not None and record.state == JobState.FAILED
-    print(record.error, [t.message for t in open_status(Settings.from_env()).progress(job_id)])
-    messages = [t.message for t in open_status(Settings.from_env()).progress(job_id)]
-    assert any("2 faces in faces/astronaut.png" in (m or "") for m in messages)
+    assert "swap.source[0]: 2 faces in faces/astronaut.png" in record.error.message

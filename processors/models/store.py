@@ -441,7 +441,10 @@ def open_model_store(
 
         settings = settings or Settings.from_env()
         bucket, prefix = parse_gs_uri(text)
-        objects = open_store(settings.model_copy(update={"storage": "gcs"}))
+        try:
+            objects = open_store(settings.model_copy(update={"storage": "gcs"}))
+        except NotImplementedError as exc:
+            raise CatalogError(f"model store {text}: {exc}") from None
         where = ObjectStoreLocation(objects, bucket, prefix, f"gs://{bucket}/{prefix}")
         return ModelStore(where, cache_dir or default_cache(settings))
     return ModelStore(FolderLocation(Path(text)), cache_dir or default_cache(settings))

@@ -95,14 +95,17 @@ class SwapProcessor:
             raise SwapSetupError(str(exc)) from None
         pack: FetchedModel = models[opts.analyser]
         providers = choose_providers(tensorrt=opts.tensorrt)
-        self.analyser = FaceAnalyser(
-            pack.module("detection"),
-            pack.module("recognition"),  # source identities always need it
-            det_size=opts.det_size,
-            det_thresh=opts.det_thresh,
-            providers=providers,
-        )
-        self.swapper = Swapper(models[opts.model].path, providers)
+        try:
+            self.analyser = FaceAnalyser(
+                pack.module("detection"),
+                pack.module("recognition"),  # source identities always need it
+                det_size=opts.det_size,
+                det_thresh=opts.det_thresh,
+                providers=providers,
+            )
+            self.swapper = Swapper(models[opts.model].path, providers)
+        except (ValueError, ModelStoreError) as exc:  # a file that is not the model it claims
+            raise SwapSetupError(f"{where}: {exc}") from None
         refs = _image_refs(opts, ctx.folder, where)
         try:
             sources = [identity(self.analyser, images) for images in refs["sources"]]

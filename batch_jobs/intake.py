@@ -33,13 +33,14 @@ from manifests.model import MAX_INPUTS, Manifest
 from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs
 from processors.media.ffmpeg import MediaError
 from processors.media.probe import probe
-from processors.models.store import ModelMissing, require_models
+from processors.models.store import ModelStoreError, open_model_store, require_models
 
 log = logging.getLogger("dropbatch.intake")
 
 INTERNAL_PREFIX = "_dropbatch/"  # parts and scratch space, per bucket
+MAX_IMAGE_BYTES = 50 << 20  # a face image larger than this is not read whole by the trigger
 # Steps whose processors have not landed yet: a manifest using them cannot run.
-UNAVAILABLE_STEPS = frozenset({"swap", "lipsync"})
+UNAVAILABLE_STEPS = frozenset({"lipsync"})
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,10 @@ class Intake:
         if resolution.missing:
             self._wait(job_id, resolution.missing)
             return
+        face_problems = self._face_problems(manifest, bucket, folder)
+        if face_problems:
+            self._invalid(job_id, *face_problems)
+            return
         probed: list[tuple[ResolvedItem, VideoInfo]] = []
         errors: list[JobError] = []
         for item in resolution.items:
@@ -213,14 +218,21 @@ class Intake:
 
     def _model_problems(self, manifest: Manifest) -> list[JobError]:
         problems = []
+        store = None
         for i, step in enumerate(manifest.chain):
             options = step.options.model_dump(mode="json")
             where = f"chain[{i}].{step.name}"
             try:
-                require_models(step.name, options, self.settings.model_store)
-            except ModelMissing as exc:
+                store = store or open_model_store(self.settings.model_store, self.settings)
+                require_models(step.name, options, store, self.settings)
+            except ModelStoreError as exc:
                 problems.append(
-                    JobError(code="MODEL_MISSING", message=str(exc), field=f"{where}.model")
+                    JobError(
+                        code=exc.code,
+                        message=str(exc),
+                        field=f"{where}.model",
+                        uri=getattr(exc, "store", None) or None,
+                    )
                 )
                 continue
             if step.name in UNAVAILABLE_STEPS:
@@ -231,6 +243,42 @@ class Intake:
                         field=where,
                     )
                 )
+        return problems
+
+    def _face_problems(self, manifest: Manifest, bucket: str, folder: str) -> list[JobError]:
+        """Swap's source/reference images must each show one face (checked before any task)."""
+        steps = [(i, s) for i, s in enumerate(manifest.chain) if s.name == "swap"]
+        if not steps or not self.settings.check_faces:
+            return []
+        from processors.swap.checks import check_face_images
+
+        store = open_model_store(self.settings.model_store, self.settings)
+        problems: list[JobError] = []
+        for i, step in steps:
+            options = step.options.model_dump(mode="json")
+            where = f"chain[{i}].swap"
+            try:
+                found = check_face_images(
+                    options,
+                    where,
+                    store,
+                    lambda n: self.store.read_bytes(bucket, folder + n, MAX_IMAGE_BYTES),
+                )
+            except ImportError as exc:
+                event(log, f"faces not checked here ({exc}); the task checks them", logging.WARNING)
+                return []
+            except ModelStoreError as exc:
+                problems.append(JobError(code=exc.code, message=str(exc), field=f"{where}.model"))
+                continue
+            problems += [
+                JobError(
+                    code="FACE_IMAGE",
+                    message=p.message,
+                    field=p.field,
+                    uri=self.store.uri(bucket, folder + p.name),
+                )
+                for p in found
+            ]
         return problems
 
     def _launch(self, job_id: str, plan) -> None:

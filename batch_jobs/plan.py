@@ -16,6 +16,11 @@ def context_frames(step: str, options: dict, rate: Fraction) -> tuple[int, int]:
     if step == "crop":
         radius = max(0, round(float(options.get("smoothing_seconds", 0.5)) * float(rate)))
         return radius, radius
+    if step == "swap":
+        from processors.swap.tracking import context
+
+        n = context(int(options.get("track_window", 5)), int(options.get("max_gap", 2)))
+        return n, n
     return 0, 0
 
 

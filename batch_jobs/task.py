@@ -19,6 +19,7 @@ import uuid
 from fractions import Fraction
 from pathlib import Path
 
+from batch_jobs.side_inputs import fetch_side_inputs
 from batch_jobs.stitch import mark_chunk_done, part_name, preview_tile_name, stitch_when_ready
 from dropbatch import logs
 from dropbatch.config import Settings
@@ -28,9 +29,9 @@ from dropbatch.status import open_status
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import JobState, TaskProgress
 from dropbatch.storage import open_store
-from dropbatch.storage.base import ObjectStore
+from dropbatch.storage.base import ObjectStore, folder_of
 from processors.base import ProcessorContext
-from processors.chain import Chain
+from processors.chain import Chain, ChainSetupError
 from processors.media.frames import EncodeSettings, FrameBatch, FrameReader, FrameWriter
 from processors.media.preview import PreviewTap, preview_indices
 
@@ -72,6 +73,7 @@ def process_chunk(
     chunk,
     reporter: ProgressReporter,
     threads: int | None,
+    folder: Path | None = None,
 ) -> None:
     info = item.info
     rate = Fraction(info.fps_num, info.fps_den)
@@ -83,7 +85,13 @@ def process_chunk(
         rate=rate,
         width=info.width,
         height=info.height,
-        model_dir=Path(settings.model_store) if settings.model_store else None,
+        model_dir=(
+            Path(settings.model_store)
+            if settings.model_store and not settings.model_store.startswith("gs://")
+            else None
+        ),
+        model_store=settings.model_store,
+        folder=folder,
     )
     chain = Chain(item.chain, ctx)
     wanted = chunk.end_frame - chunk.start_frame
@@ -183,15 +191,30 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
     if not already:
         reporter.update(0, force=True, state="RUNNING")
         try:
-            process_chunk(
-                store, settings, status, job_id, record.bucket, item, chunk, reporter, threads
-            )
+            with tempfile.TemporaryDirectory(prefix="dropbatch-side-") as side:
+                fetch_side_inputs(
+                    store, record.bucket, folder_of(record.manifest), item.chain, Path(side)
+                )
+                process_chunk(
+                    store,
+                    settings,
+                    status,
+                    job_id,
+                    record.bucket,
+                    item,
+                    chunk,
+                    reporter,
+                    threads,
+                    folder=Path(side),
+                )
         except Exception as exc:
             reporter.update(
                 reporter.progress.frames_done, force=True, state="FAILED", message=str(exc)
             )
             event(log, f"task failed: {exc}", logging.ERROR)
-            return 1
+            # A chain that cannot be set up (bad model, bad side image) fails the same way on
+            # every retry: exit 2 says so.
+            return 2 if isinstance(exc, ChainSetupError) else 1
     complete = mark_chunk_done(status, job_id, item_index, chunk_index)
     elapsed = time.time() - started
     frames = chunk.end_frame - chunk.start_frame

@@ -1,4 +1,4 @@
-"""The `dropbatch` command: validate, run, serve, status, jobs, demo, schema."""
+"""The `dropbatch` command: validate, run, serve, status, jobs, demo, schema, models."""
 
 from __future__ import annotations
 
@@ -226,6 +226,47 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- models --------------------------------------------------------------------------------
+def _manifest_models(path: Path) -> list[str]:
+    """Every catalog name a manifest's chain (with each item's overrides) needs."""
+    from batch_jobs.plan import resolved_steps
+    from manifests.loader import load_manifest
+    from processors.models.store import models_for_step
+
+    manifest = load_manifest(path.read_bytes())
+    names: list[str] = []
+    for item in manifest.inputs:
+        for step in resolved_steps(manifest, item.overrides.model_dump(exclude_none=True)):
+            names += [n for n in models_for_step(step["name"], step["options"]) if n not in names]
+    return names
+
+
+def cmd_models_check(args: argparse.Namespace) -> int:
+    from manifests.loader import ManifestInvalid
+    from processors.models.store import ModelStoreError, open_model_store
+
+    settings = Settings.from_env()
+    location = args.store or settings.model_store
+    try:
+        store = open_model_store(location, settings)
+        if store is None:
+            print("no model store configured (--store or DROPBATCH_MODEL_STORE)", file=sys.stderr)
+            return EXIT_INVALID
+        names = _manifest_models(Path(args.manifest)) if args.manifest else list(store.entries())
+        reports = store.check(names)
+    except (ModelStoreError, ManifestInvalid, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps({"store": store.uri, "files": [r.__dict__ for r in reports]}, indent=2))
+    else:
+        print(f"model store: {store.uri}")
+        for r in reports:
+            print(f"  {r.model:<16} {r.file:<22} {r.state:<9} {r.detail}")
+    bad = [r for r in reports if r.state in ("missing", "corrupt")]
+    return EXIT_FAILED if bad else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dropbatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -267,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the manifest JSON Schema")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("models", help="the model store")
+    models = p.add_subparsers(dest="models_command", required=True)
+    p = models.add_parser("check", help="which models are present, missing or corrupt")
+    p.add_argument("--manifest", help="only the models this manifest needs")
+    p.add_argument("--store", help="folder or gs://bucket/prefix/ (default DROPBATCH_MODEL_STORE)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_check)
     return parser
 
 

@@ -30,6 +30,12 @@ class Settings(BaseModel):
     launcher: Literal["local", "batch"] = "local"
     # A folder, or a gs://bucket/prefix/ of model files listed in processors/models/catalog.yaml.
     model_store: str = ""
+    # Where a VM keeps verified copies of store models (default: ~/.cache/dropbatch/models).
+    # On Cloud Batch, a host folder shared by the VM's tasks, so each file is fetched once.
+    model_cache: str = ""
+    # The trigger counts the faces in swap's source/reference images (needs insightface and
+    # onnxruntime where it runs; without them it logs and leaves the check to the task).
+    check_faces: bool = True
     # A manifest whose inputs are still missing after this long ends INVALID.
     input_wait_seconds: float = Field(default=3600.0, ge=0)
     # Lease a stitcher holds; a crashed stitcher is replaced once it expires.

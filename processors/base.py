@@ -28,6 +28,7 @@ class ProcessorContext:
     height: int
     folder: Path | None = None  # local copy of the manifest's folder for side inputs
     model_dir: Path | None = None  # local cache of the model store
+    model_store: str = ""  # the configured store (folder or gs://…/models/); wins over model_dir
     audio_path: Path | None = None
 
 

@@ -24,7 +24,12 @@ def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processo
         return PassThrough(ctx)
     if name == "swap":
         _require_models(name, options, ctx)
-        raise ChainSetupError(f"step {name!r} is not available in this build")
+        from processors.swap.processor import SwapProcessor, SwapSetupError
+
+        try:
+            return SwapProcessor(options, ctx)
+        except SwapSetupError as exc:
+            raise ChainSetupError(str(exc)) from None
     if name == "lipsync":
         _require_models(name, options, ctx)
         raise ChainSetupError(f"step {name!r} is not available in this build")
@@ -32,11 +37,11 @@ def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processo
 
 
 def _require_models(name: str, options: dict, ctx: ProcessorContext) -> None:
-    from processors.models.store import ModelMissing, require_models
+    from processors.models.store import ModelStoreError, require_models
 
     try:
-        require_models(name, options, ctx.model_dir)
-    except ModelMissing as exc:
+        require_models(name, options, ctx.model_store or ctx.model_dir)
+    except ModelStoreError as exc:
         raise ChainSetupError(str(exc)) from None
 
 

@@ -1,0 +1,152 @@
+"""Face analysis shared by the face steps: SCRFD detection and ArcFace embedding through
+insightface's own model classes, and the per-frame record later steps reuse.
+
+`FrameBatch.annotations["faces"]` (written by `swap`, read by e.g. `lipsync`): one entry per
+frame, in frame order; each entry is a list of `Face`, largest first. Coordinates are pixels of
+the frame as it leaves the step that wrote them (swap keeps the geometry):
+
+- `box`: float32 [4] x0, y0, x1, y1
+- `kps`: float32 [5, 2] eyes (image left, right), nose tip, mouth corners (left, right)
+- `score`: detector confidence; 0.0 for a `carried` face
+- `embedding`: float32 [512] L2-normalised ArcFace embedding, or None where the step did not
+  need one (targets `largest`/`all`)
+- `track`: id of the face's track, stable within one chunk (not across chunks)
+- `carried`: True when the detector missed this face here and it keeps the landmarks of its
+  last detection (a gap of at most a couple of frames, bridged on both sides)
+- `identity`: index of the source identity swapped onto this face, None if left alone
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger("dropbatch.faces")
+
+ANNOTATION = "faces"
+# The five-point ArcFace template for a 112×112 crop (insightface's `arcface_dst`).
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
+     [70.7299, 92.2041]],
+    np.float32,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Face:
+    box: np.ndarray
+    kps: np.ndarray
+    score: float
+    embedding: np.ndarray | None = None
+    track: int = -1
+    carried: bool = False
+    identity: int | None = None
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+    def with_(self, **changes: object) -> Face:
+        return replace(self, **changes)
+
+
+def template(size: int) -> np.ndarray:
+    """The template for a size×size crop, as insightface scales it (112 or multiples of 128)."""
+    if size % 112 == 0:
+        return ARCFACE_112 * (size / 112.0)
+    ratio = size / 128.0
+    return ARCFACE_112 * ratio + np.array([8.0 * ratio, 0.0], np.float32)
+
+
+def align_matrix(kps: np.ndarray, size: int) -> np.ndarray:
+    """The 2×3 similarity that maps the landmarks onto the template (least squares, Umeyama)."""
+    src = np.asarray(kps, np.float64)
+    dst = template(size).astype(np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1
+    rot = u @ sign @ vt
+    scale = np.trace(np.diag(sig) @ sign) / s.var(0).sum()
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rot
+    matrix[:, 2] = mu_d - scale * rot @ mu_s
+    return matrix
+
+
+def choose_providers(tensorrt: bool = False) -> list[str]:
+    """CUDA when onnxruntime has it, else CPU; TensorRT first only when asked for."""
+    import onnxruntime
+
+    available = set(onnxruntime.get_available_providers())
+    wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if tensorrt:
+        wanted.insert(0, "TensorrtExecutionProvider")
+    chosen = [p for p in wanted if p in available]
+    return chosen or ["CPUExecutionProvider"]
+
+
+def load_insightface_model(path: Path, providers: list[str]):
+    """Load one ONNX file through insightface's routing (detector, recogniser or swapper)."""
+    from insightface.model_zoo import model_zoo
+
+    # insightface prints its routing decisions to stdout; the task's stdout is its log.
+    model = model_zoo.get_model(str(path), providers=providers)
+    if model is None:
+        raise ValueError(f"{path.name}: insightface does not recognise this model's signature")
+    return model
+
+
+class FaceAnalyser:
+    """Detection always; recognition only when asked for (load only what the chain needs)."""
+
+    def __init__(
+        self,
+        detector: Path,
+        recogniser: Path | None,
+        *,
+        det_size: int = 640,
+        det_thresh: float = 0.5,
+        providers: list[str] | None = None,
+    ) -> None:
+        self.providers = providers or choose_providers()
+        self.detector = load_insightface_model(detector, self.providers)
+        if getattr(self.detector, "taskname", "") != "detection":
+            raise ValueError(f"{detector.name} is not a face detector")
+        self.detector.det_thresh = det_thresh
+        self.det_size = (det_size, det_size)
+        self.recogniser = None
+        if recogniser is not None:
+            self.recogniser = load_insightface_model(recogniser, self.providers)
+            if getattr(self.recogniser, "taskname", "") != "recognition":
+                raise ValueError(f"{recogniser.name} is not a face recogniser")
+        threads = os.environ.get("DROPBATCH_TASK_THREADS")
+        if threads:
+            cv2.setNumThreads(int(threads))
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in an RGB frame, largest first."""
+        # insightface's detector takes BGR (it swaps to RGB inside its blob).
+        boxes, kpss = self.detector.detect(np.ascontiguousarray(rgb[..., ::-1]), self.det_size)
+        faces = [
+            Face(box[:4].astype(np.float32), kps.astype(np.float32), float(box[4]))
+            for box, kps in zip(boxes, kpss, strict=True)
+        ]
+        return sorted(faces, key=lambda f: -f.area)
+
+    def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        """The L2-normalised ArcFace embedding of one face of an RGB frame."""
+        if self.recogniser is None:
+            raise RuntimeError("this analyser was built without its recognition module")
+        size = self.recogniser.input_size[0]
+        crop = cv2.warpAffine(rgb, align_matrix(face.kps, size), (size, size), borderValue=0.0)
+        feat = self.recogniser.get_feat(np.ascontiguousarray(crop[..., ::-1])).reshape(-1)
+        return (feat / max(float(np.linalg.norm(feat)), 1e-12)).astype(np.float32)

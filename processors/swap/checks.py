@@ -1,0 +1,83 @@
+"""The trigger's check of a swap step's face images: each must show exactly one face.
+
+Only the detector is needed (det_10g, ~17 MB, on the CPU), so the trigger can refuse a
+manifest whose source or reference image is wrong — INVALID naming the field and the file —
+before any task starts. The task checks again when it builds the identities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from processors.models.store import ModelStore
+
+
+@dataclass(frozen=True)
+class FaceImageProblem:
+    field: str  # e.g. chain[1].swap.source[0]
+    name: str  # the image, relative to the manifest's folder
+    message: str
+
+
+def face_images(options: dict, base: str) -> list[tuple[str, str]]:
+    """(field path, relative path) of every image the swap step learns an identity from."""
+    found = [(f"{base}.source[{j}]", s) for j, s in enumerate(options.get("source") or [])]
+    if options.get("face_map"):
+        for j, entry in enumerate(options["face_map"]):
+            found += [
+                (f"{base}.face_map[{j}].reference", entry["reference"]),
+                (f"{base}.face_map[{j}].source", entry["source"]),
+            ]
+    elif options.get("target") == "reference" and options.get("reference"):
+        found.append((f"{base}.reference", options["reference"]))
+    return found
+
+
+@lru_cache(maxsize=4)
+def _detector(path: str, det_size: int, det_thresh: float):
+    from processors.faces import FaceAnalyser
+
+    return FaceAnalyser(
+        Path(path), None, det_size=det_size, det_thresh=det_thresh,
+        providers=["CPUExecutionProvider"],
+    )  # fmt: skip
+
+
+def check_face_images(
+    options: dict, base: str, store: ModelStore, read: Callable[[str], bytes]
+) -> list[FaceImageProblem]:
+    """Problems with the step's face images (empty when every image shows one face)."""
+    images = face_images(options, base)
+    if not images:
+        return []
+    pack = store.fetch(options.get("analyser", "buffalo_l"))
+    analyser = _detector(
+        str(pack.module("detection")),
+        int(options.get("det_size", 640)),
+        float(options.get("det_thresh", 0.5)),
+    )
+    problems = []
+    for field, name in images:
+        data = np.frombuffer(read(name), np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if image is None:
+            problems.append(FaceImageProblem(field, name, f"{name} is not a readable image"))
+            continue
+        count = len(analyser.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
+        if count == 0:
+            problems.append(FaceImageProblem(field, name, f"no face found in {name}"))
+        elif count > 1:
+            problems.append(
+                FaceImageProblem(
+                    field, name,
+                    f"{count} faces in {name}; use an image of one person (crop it to the face "
+                    "you mean)",
+                )
+            )  # fmt: skip
+    return problems

@@ -158,6 +158,8 @@ def stitch_item(
                 audio_offset=offset,
                 duration=duration,
                 audio_bitrate=item.encode.get("audio_bitrate", "192k"),
+                # Lipsync's speech is the soundtrack of the whole output, however long.
+                pad_audio=item.frames is not None,
             )
         preview = work / "preview.jpg"
         with store.media_source(bucket, item.video) as video_source:

@@ -157,11 +157,13 @@ def make_face_video(
     return path
 
 
-def beep_wav(path: Path, seconds: float, beeps: list[float], rate: int = 48000) -> Path:
+def beep_wav(
+    path: Path, seconds: float, beeps: list[float], *, hz: float = 600.0, rate: int = 48000
+) -> Path:
     samples = np.zeros(round(seconds * rate))
     tone = np.arange(round(0.06 * rate))
     for t in beeps:
         at = round(t * rate)
-        samples[at : at + len(tone)] = 0.5 * np.sin(2 * np.pi * 1000 * tone / rate)
+        samples[at : at + len(tone)] = 0.5 * np.sin(2 * np.pi * hz * tone / rate)
     write_wav(path, samples, rate)
     return path

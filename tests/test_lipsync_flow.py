@@ -24,7 +24,13 @@ from tests.lipsync_fixtures import (
     read_wav,
     speech_wav,
 )
-from tests.media_fixtures import SAMPLE_RATE, beep_onsets, decode_audio, flash_times, make_sync_video
+from tests.media_fixtures import (
+    SAMPLE_RATE,
+    beep_onsets,
+    decode_audio,
+    flash_times,
+    make_sync_video,
+)
 
 FPS = 25
 

@@ -10,6 +10,7 @@ from dropbatch.status.model import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import STEP_MODELS, Manifest
 from manifests.resolve import ResolvedItem
 from processors.lipsync.audio import AudioInfo, output_frames, own_audio_skip
+from processors.lipsync.faces import context_reach
 
 
 def context_frames(step: str, options: dict, rate: Fraction) -> tuple[int, int]:
@@ -17,9 +18,9 @@ def context_frames(step: str, options: dict, rate: Fraction) -> tuple[int, int]:
     if step == "crop":
         radius = max(0, round(float(options.get("smoothing_seconds", 0.5)) * float(rate)))
         return radius, radius
-    if step == "lipsync":  # face boxes are averaged over ±smoothing_frames
-        radius = int(options.get("smoothing_frames", 2))
-        return radius, radius
+    if step == "lipsync":  # face boxes: smoothing window and detection keyframes
+        reach = context_reach(options)
+        return reach, reach
     return 0, 0
 
 

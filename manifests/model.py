@@ -131,6 +131,13 @@ class LipsyncOptions(Strict):
         le=12,
         description="Face boxes are averaged over this many frames on each side.",
     )
+    detect_every: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="Detect faces on every k-th frame and interpolate between (own detection "
+        "only; faces from a swap step are used on every frame).",
+    )
 
     @field_validator("audio")
     @classmethod

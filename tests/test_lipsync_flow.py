@@ -176,3 +176,40 @@ compute: {chunk_seconds: 1, max_parallel_tasks: 2}
             assert abs(v - a) <= 1 / 30, (name, seen, heard)
         samples, start = decode_audio(out)
         assert abs(dominant_hz(samples, heard[0] - start) - hz) < 30, name
+
+
+@pytest.mark.parametrize(
+    ("audio_line", "code", "field"),
+    [
+        ("", "AUDIO_MISSING", "inputs[0].video"),  # a silent video and no lipsync audio
+        ("audio: notes.wav", "INPUT_UNREADABLE", "chain[0].lipsync.audio"),
+    ],
+)
+def test_lipsync_without_usable_speech_is_invalid_with_the_field(
+    deployment: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    audio_line: str,
+    code: str,
+    field: str,
+) -> None:
+    from triggers.main import intake
+
+    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(make_model_store(tmp_path / "models")))
+    intake.cache_clear()
+    folder = deployment["inbox"] / "mute"
+    folder.mkdir()
+    make_face_video(folder / "talk.mp4", 10, fps=FPS)  # no audio track
+    (folder / "notes.wav").write_text("these are not sounds")
+    (folder / "manifest.yaml").write_text(
+        f"version: 1\ninputs: [talk.mp4]\nchain: [{{lipsync: {{{audio_line}}}}}]\n"
+    )
+    store = LocalStore(deployment["root"])
+    info = store.stat("inbox", "mute/manifest.yaml")
+    [job_id] = intake().handle(StorageEvent("inbox", "mute/manifest.yaml", info.generation))
+    record = open_status(Settings.from_env()).get(job_id)
+    assert record is not None and record.state == JobState.INVALID
+    assert record.error is not None
+    assert (record.error.code, record.error.field) == (code, field)
+    mirror = json.loads((folder / "manifest.status.json").read_text())
+    assert mirror["error"]["field"] == field

@@ -18,6 +18,7 @@ from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError, concat_batches
 from processors.lipsync.audio import probe_audio
 from processors.lipsync.blend import lower_face_mask
+from processors.lipsync.faces import context_reach
 from processors.media.frames import FrameBatch, FrameReader
 from processors.media.probe import probe
 from tests.lipsync_fixtures import (
@@ -200,12 +201,23 @@ def test_batch_size_changes_no_frame(whole, material: dict) -> None:
         assert np.array_equal(out.frames, reference.frames[:60]), batch
 
 
-def test_chunked_run_equals_single_run_frame_for_frame(whole, material: dict) -> None:
-    _, single, _ = whole
-    seconds = material["info"].frame_count / FPS / 4 + 0.01
-    item = planned(material, {"batch_size": 8}, chunk_seconds=seconds)
+@pytest.mark.parametrize(
+    "options",
+    [{"batch_size": 8}, {"batch_size": 8, "detect_every": 4, "smoothing_frames": 1}],
+    ids=["every-frame", "keyframes"],
+)
+def test_chunked_run_equals_single_run_frame_for_frame(
+    whole, material: dict, options: dict
+) -> None:
+    frames = material["info"].frame_count
+    single = whole[1]
+    if "detect_every" in options:
+        item = planned(material, options, chunk_seconds=3600)
+        single = run_chain(material, item, 0, None, (0, frames))
+    reach = context_reach(options)
+    item = planned(material, options, chunk_seconds=frames / FPS / 4 + 0.01)
     assert len(item.chunks) == 4
-    assert all(c.preroll == 2 for c in item.chunks[1:]) and item.chunks[0].postroll == 2
+    assert all(c.preroll == reach for c in item.chunks[1:]) and item.chunks[0].postroll == reach
     pieces = []
     for chunk in item.chunks:
         first = chunk.start_frame - chunk.preroll
@@ -218,6 +230,17 @@ def test_chunked_run_equals_single_run_frame_for_frame(whole, material: dict) ->
     assert chunked.indices.tolist() == single.indices.tolist()
     diff = np.abs(chunked.frames.astype(int) - single.frames.astype(int))
     assert diff.max() == 0, f"frames {sorted(set(np.nonzero(diff)[0].tolist()))} differ"
+
+
+def test_keyframe_detection_follows_the_face(material: dict) -> None:
+    item = planned(material, {"detect_every": 5}, chunk_seconds=3600)
+    out = run_chain(material, item, 0, 50, (0, 50))
+    source = decode_all(material)[:50]
+    for i in range(50):
+        ys, xs = np.nonzero(np.abs(out.frames[i].astype(int) - source[i].astype(int)).max(axis=2))
+        x0, y0, x1, y1 = face_box_at(i)
+        assert len(xs) and xs.min() >= x0 - 4 and xs.max() <= x1 + 4, i
+        assert ys.min() >= y0 and ys.max() <= y1 + 14, i
 
 
 def test_faces_from_the_swap_step_are_used_instead_of_detection(material: dict) -> None:

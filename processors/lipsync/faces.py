@@ -77,6 +77,20 @@ class HaarFaces:
         return largest(boxes)
 
 
+def context_reach(options: dict) -> int:
+    """Frames of context each side a lipsync step needs: the smoothing window, plus the gap to
+    the next detection keyframe when only every k-th frame is detected."""
+    return int(options.get("smoothing_frames", 2)) + max(1, int(options.get("detect_every", 1))) - 1
+
+
+def interpolate(before: Box | None, after: Box | None, t: float) -> Box | None:
+    """A box between two keyframes' boxes (t in 0..1), or the nearer one's if they are not the
+    same face (or one has none)."""
+    if before is not None and after is not None and iou(before, after) >= SAME_FACE_IOU:
+        return tuple(b + (a - b) * t for b, a in zip(before, after, strict=True))  # type: ignore[return-value]
+    return before if t <= 0.5 else after
+
+
 def smooth(window: Sequence[Box | None], centre: int) -> Box | None:
     """Mean of the boxes in `window` that show the same face as `window[centre]`.
 

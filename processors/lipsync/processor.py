@@ -18,11 +18,21 @@ import numpy as np
 from processors.base import ProcessorContext
 from processors.lipsync.audio import decode_speech
 from processors.lipsync.blend import paste
-from processors.lipsync.faces import Box, HaarFaces, boxes_from_annotations, crop_box, smooth
+from processors.lipsync.faces import (
+    Box,
+    HaarFaces,
+    boxes_from_annotations,
+    context_reach,
+    crop_box,
+    interpolate,
+    smooth,
+)
 from processors.lipsync.features import MelFeatures, fitted_samples
 from processors.lipsync.model import FACE_SIZE, ModelUnusable, Wav2LipModel
 from processors.media.frames import FrameBatch
 from processors.models.store import catalog
+
+_UNDETECTED = "undetected"  # a frame between detection keyframes (detect_every > 1)
 
 
 class LipsyncSetupError(Exception):
@@ -54,7 +64,11 @@ class LipsyncProcessor:
 
     def __init__(self, options: dict, ctx: ProcessorContext) -> None:
         self.radius = int(options.get("smoothing_frames", 2))
-        self.lookbehind = self.lookahead = self.radius
+        self.every = max(1, int(options.get("detect_every", 1)))
+        # Detection keyframes sit at multiples of `every` in the global frame index, so every
+        # chunk detects on the same frames and interpolates between the same boxes.
+        self.reach = context_reach(options)
+        self.lookbehind = self.lookahead = self.reach
         self.pads = tuple(int(p) for p in options.get("pads", (0, 10, 0, 0)))
         self._size = (ctx.width, ctx.height)
         model_name = str(options.get("model", "wav2lip_gan"))
@@ -70,13 +84,13 @@ class LipsyncProcessor:
                 "lipsync has no audio: set lipsync.audio or the input's audio, "
                 "or use a video with an audio track"
             )
-        total = ctx.frames or ctx.info.frame_count
+        total = self._total = ctx.frames or ctx.info.frame_count
         signal = decode_speech(
             str(ctx.audio_path), skip=ctx.audio_skip, samples=fitted_samples(total, ctx.rate)
         )
         self.mel = MelFeatures(signal, ctx.rate)
         self._detector: HaarFaces | None = None
-        self._boxes: dict[int, Box | None] = {}  # raw boxes of recent frames, for smoothing
+        self._boxes: dict[int, Box | str | None] = {}  # raw boxes of recent frames
         self._waiting: list[_Frame] = []  # frames whose smoothing window is not complete yet
         self._ready: list[_Frame] = []  # frames with their final crop, waiting for a batch
         self._last_seen = -1
@@ -85,18 +99,38 @@ class LipsyncProcessor:
         return self._size
 
     # -- faces ----------------------------------------------------------------------------
-    def _raw_boxes(self, batch: FrameBatch) -> list[Box | None]:
+    def _raw_boxes(self, batch: FrameBatch) -> list[Box | str | None]:
         faces = batch.annotations.get("faces")
         if faces is not None:
-            return boxes_from_annotations(faces)
+            return list(boxes_from_annotations(faces))
         if self._detector is None:
             self._detector = HaarFaces()
-        return [self._detector.largest(frame) for frame in batch.frames]
+        return [
+            self._detector.largest(frame) if index % self.every == 0 else _UNDETECTED
+            for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True)
+        ]
+
+    def _box_at(self, index: int) -> Box | None:
+        raw = self._boxes[index]
+        if raw != _UNDETECTED:
+            return raw  # type: ignore[return-value]
+        before = index - index % self.every
+        after = before + self.every
+        known = {
+            k: self._boxes[k]
+            for k in (before, after)
+            if k < self._total and self._boxes.get(k, _UNDETECTED) != _UNDETECTED
+        }
+        if before in known and after in known:
+            t = (index - before) / self.every
+            return interpolate(known[before], known[after], t)  # type: ignore[arg-type]
+        # Only at the very ends of the video (or of what was decoded): the keyframe there is.
+        return next(iter(known.values()), None)  # type: ignore[return-value]
 
     def _settle(self, frame: _Frame) -> None:
         lo, hi = frame.index - self.radius, frame.index + self.radius
         indices = [i for i in range(lo, hi + 1) if i in self._boxes]
-        box = smooth([self._boxes[i] for i in indices], indices.index(frame.index))
+        box = smooth([self._box_at(i) for i in indices], indices.index(frame.index))
         if box is not None:
             height, width = frame.pixels.shape[:2]
             frame.crop = crop_box(box, self.pads, width, height)
@@ -105,14 +139,14 @@ class LipsyncProcessor:
     def _advance(self, final: bool) -> None:
         keep = 0
         for frame in self._waiting:
-            if final or frame.index + self.radius <= self._last_seen:
+            if final or frame.index + self.reach <= self._last_seen:
                 self._settle(frame)
                 keep += 1
             else:
                 break
         del self._waiting[:keep]
         oldest = self._waiting[0].index if self._waiting else self._last_seen + 1
-        for i in [i for i in self._boxes if i < oldest - self.radius]:
+        for i in [i for i in self._boxes if i < oldest - self.reach]:
             del self._boxes[i]
 
     # -- inference ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Lipsync step benchmark: frames per second of the step itself, batch 1 vs batch 32.
 
     python bench/lipsync.py [--width 1280 --height 720] [--frames 96] [--repeats 2]
+                            [--detect-every 1]
 
 Runs `processors.lipsync.processor.LipsyncProcessor` (through `Chain`, as a task does) over
 frames already in memory — decoding and encoding are the plumbing benchmark's business — with
@@ -49,9 +50,10 @@ def frames_at(width: int, height: int, count: int) -> np.ndarray:
     )
 
 
-def run_step(ctx: ProcessorContext, frames: np.ndarray, batch: int) -> float:
+def run_step(ctx: ProcessorContext, frames: np.ndarray, batch: int, every: int) -> float:
     """Seconds for the step over all frames, fed 8 at a time as the decoder does."""
-    chain = Chain([{"name": "lipsync", "options": {"batch_size": batch}}], ctx)
+    options = {"batch_size": batch, "detect_every": every}
+    chain = Chain([{"name": "lipsync", "options": options}], ctx)
     started = time.perf_counter()
     out: list[FrameBatch] = []
     batches = (
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--frames", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--detect-every", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-lipsync-") as tmp:
         work = Path(tmp)
@@ -107,11 +110,14 @@ def main() -> None:
             frames=args.frames,
         )
         providers = Wav2LipModel(store / "wav2lip_gan.onnx", 1).providers
-        print(f"{args.frames} frames {args.width}x{args.height}, providers {providers}")
+        print(
+            f"{args.frames} frames {args.width}x{args.height}, detect_every "
+            f"{args.detect_every}, providers {providers}"
+        )
         best: dict[int, float] = {1: float("inf"), 32: float("inf")}
         for r in range(args.repeats):
             for batch in (1, 32):
-                seconds = run_step(ctx, frames, batch)
+                seconds = run_step(ctx, frames, batch, args.detect_every)
                 best[batch] = min(best[batch], seconds)
                 print(f"  run {r + 1}: batch {batch:2d}: {args.frames / seconds:7.1f} fps")
         for batch in (1, 32):

@@ -29,10 +29,19 @@ FACE_IN_PORTRAIT = (175, 60, 275, 185)
 DARKEN = 0.8  # how far full-scale speech darkens the test model's output
 
 
-def build_test_model(path: Path, *, convs: int = 0, opset: int = 17) -> Path:
-    mel = helper.make_tensor_value_info("mel", TensorProto.FLOAT, ["batch", 1, 80, 16])
-    face = helper.make_tensor_value_info("face", TensorProto.FLOAT, ["batch", 6, 96, 96])
-    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3, 96, 96])
+def build_test_model(
+    path: Path,
+    *,
+    convs: int = 0,
+    opset: int = 17,
+    batch: int | str = "batch",
+    names: tuple[str, str] = ("mel", "face"),
+) -> Path:
+    """`batch`: a symbolic or fixed batch dimension; `names`: the two inputs' names."""
+    mel_name, face_name = names
+    mel = helper.make_tensor_value_info(mel_name, TensorProto.FLOAT, [batch, 1, 80, 16])
+    face = helper.make_tensor_value_info(face_name, TensorProto.FLOAT, [batch, 6, 96, 96])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, 3, 96, 96])
     const = {
         "starts": np.array([3], np.int64),
         "ends": np.array([6], np.int64),
@@ -43,8 +52,8 @@ def build_test_model(path: Path, *, convs: int = 0, opset: int = 17) -> Path:
         "tiny": np.array(1e-3, np.float32),
     }
     nodes = [
-        helper.make_node("Slice", ["face", "starts", "ends", "axes"], ["reference"]),
-        helper.make_node("ReduceMean", ["mel"], ["level"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Slice", [face_name, "starts", "ends", "axes"], ["reference"]),
+        helper.make_node("ReduceMean", [mel_name], ["level"], axes=[1, 2, 3], keepdims=1),
         # level in −4..4 → darkening in 0..DARKEN
         helper.make_node("Add", ["level", "four"], ["shifted"]),
         helper.make_node("Mul", ["shifted", "eighth"], ["dark"]),
@@ -54,7 +63,7 @@ def build_test_model(path: Path, *, convs: int = 0, opset: int = 17) -> Path:
     rng = np.random.default_rng(7)
     last = "darkened"
     if convs:
-        channels, prev = 32, "face"
+        channels, prev = 32, face_name
         for k in range(convs):
             cout = 3 if k == convs - 1 else channels
             cin = 6 if k == 0 else channels

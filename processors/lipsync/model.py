@@ -38,7 +38,9 @@ class Wav2LipModel:
             raise ModelUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
         self.mel_input, self.face_input = _signature(self.session, path.name)
         self.output = self.session.get_outputs()[0].name
-        self.batch_size = batch_size
+        # Some exports fix the batch dimension (often to 1); that size is then the only one.
+        fixed = self.session.get_inputs()[0].shape[0]
+        self.batch_size = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
         self.providers = self.session.get_providers()
 
     def run(self, mels: np.ndarray, faces: np.ndarray) -> np.ndarray:

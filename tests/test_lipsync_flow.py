@@ -213,3 +213,21 @@ def test_lipsync_without_usable_speech_is_invalid_with_the_field(
     assert (record.error.code, record.error.field) == (code, field)
     mirror = json.loads((folder / "manifest.status.json").read_text())
     assert mirror["error"]["field"] == field
+
+
+def test_hold_last_frame_fills_past_the_video_end() -> None:
+    from batch_jobs.task import hold_last_frame
+    from processors.media.frames import FrameBatch
+
+    frames = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    decoded = [FrameBatch(frames[i : i + 4], np.arange(i, min(i + 4, 10))) for i in (0, 4, 8)]
+    out = list(hold_last_frame(decoded, 7, 15))
+    indices = np.concatenate([b.indices for b in out]).tolist()
+    values = np.concatenate([b.frames[:, 0, 0, 0] for b in out]).tolist()
+    assert indices == list(range(7, 15))
+    assert values == [7, 8, 9, 9, 9, 9, 9, 9]
+    # A chunk wholly past the end decodes only the last frame and holds it.
+    only_last = [FrameBatch(frames[9:10], np.array([9]))]
+    out = list(hold_last_frame(only_last, 12, 15))
+    assert np.concatenate([b.indices for b in out]).tolist() == [12, 13, 14]
+    assert all((b.frames == 9).all() for b in out)

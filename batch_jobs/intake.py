@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from batch_jobs.ids import job_id_for
 from batch_jobs.launcher import Launcher
-from batch_jobs.plan import build_plan
+from batch_jobs.plan import build_plan, lipsync_options, resolved_steps, speech_file
 from dropbatch.config import Settings
 from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
 from dropbatch.logs import event
@@ -31,6 +31,7 @@ from dropbatch.storage.base import NotFound, ObjectStore, folder_of
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
 from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs
+from processors.lipsync.audio import AudioInfo, probe_audio
 from processors.media.ffmpeg import MediaError
 from processors.media.probe import probe
 from processors.models.store import ModelStoreError, open_model_store, require_models
@@ -39,8 +40,6 @@ log = logging.getLogger("dropbatch.intake")
 
 INTERNAL_PREFIX = "_dropbatch/"  # parts and scratch space, per bucket
 MAX_IMAGE_BYTES = 50 << 20  # a face image larger than this is not read whole by the trigger
-# Steps whose processors have not landed yet: a manifest using them cannot run.
-UNAVAILABLE_STEPS = frozenset({"lipsync"})
 
 
 @dataclass(frozen=True)
@@ -210,11 +209,50 @@ class Intake:
                         uri=video_uri,
                     )
                 )
+        speech = self._probe_speech(bucket, folder, manifest, probed, errors)
         if errors:
             self._invalid(job_id, *errors)
             return
-        plan = build_plan(manifest, folder, probed)
+        plan = build_plan(manifest, folder, probed, speech)
         self._launch(job_id, plan)
+
+    def _probe_speech(
+        self,
+        bucket: str,
+        folder: str,
+        manifest: Manifest,
+        probed: list[tuple[ResolvedItem, VideoInfo]],
+        errors: list[JobError],
+    ) -> list[AudioInfo | None]:
+        """The audio each lipsync item follows (its length decides the output's)."""
+        found: list[AudioInfo | None] = []
+        for item, _ in probed:
+            steps = resolved_steps(manifest, item.overrides)
+            if lipsync_options(steps) is None:
+                found.append(None)
+                continue
+            name, where = speech_file(item, steps)
+            name = folder + (name or item.video)
+            try:
+                with self.store.media_source(bucket, name) as source:
+                    found.append(probe_audio(source))
+            except (MediaError, NotFound) as exc:
+                own = name == folder + item.video
+                errors.append(
+                    JobError(
+                        code="AUDIO_MISSING" if own else "INPUT_UNREADABLE",
+                        message=(
+                            "lipsync needs speech: the video has no audio track; "
+                            "set lipsync.audio or the input's audio"
+                            if own
+                            else f"lipsync audio: {exc}"
+                        ),
+                        field=where,
+                        uri=self.store.uri(bucket, name),
+                    )
+                )
+                found.append(None)
+        return found
 
     def _model_problems(self, manifest: Manifest) -> list[JobError]:
         problems = []
@@ -232,15 +270,6 @@ class Intake:
                         message=str(exc),
                         field=f"{where}.model",
                         uri=getattr(exc, "store", None) or None,
-                    )
-                )
-                continue
-            if step.name in UNAVAILABLE_STEPS:
-                problems.append(
-                    JobError(
-                        code="STEP_UNAVAILABLE",
-                        message=f"step {step.name} is not available in this version",
-                        field=where,
                     )
                 )
         return problems

@@ -9,6 +9,8 @@ from fractions import Fraction
 from dropbatch.status.model import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import STEP_MODELS, Manifest
 from manifests.resolve import ResolvedItem
+from processors.lipsync.audio import AudioInfo, output_frames, own_audio_skip
+from processors.lipsync.faces import context_reach
 
 
 def context_frames(step: str, options: dict, rate: Fraction) -> tuple[int, int]:
@@ -21,7 +23,25 @@ def context_frames(step: str, options: dict, rate: Fraction) -> tuple[int, int]:
 
         n = context(int(options.get("track_window", 5)), int(options.get("max_gap", 2)))
         return n, n
+    if step == "lipsync":  # face boxes: smoothing window and detection keyframes
+        reach = context_reach(options)
+        return reach, reach
     return 0, 0
+
+
+def lipsync_options(steps: list[dict]) -> dict | None:
+    return next((s["options"] for s in steps if s["name"] == "lipsync"), None)
+
+
+def speech_file(item: ResolvedItem, steps: list[dict]) -> tuple[str | None, str]:
+    """For a chain with lipsync: the side audio file it follows (None: the video's own track)
+    and the manifest field that names it. An input's own `audio` wins over the step's."""
+    if item.audio:
+        return item.audio, f"inputs[{item.index}].audio"
+    for i, step in enumerate(steps):
+        if step["name"] == "lipsync" and step["options"].get("audio"):
+            return str(step["options"]["audio"]), f"chain[{i}].lipsync.audio"
+    return None, f"inputs[{item.index}].video"
 
 
 def resolved_steps(manifest: Manifest, overrides: dict[str, dict]) -> list[dict]:
@@ -36,21 +56,25 @@ def resolved_steps(manifest: Manifest, overrides: dict[str, dict]) -> list[dict]
     return steps
 
 
-def chunk_frames(info: VideoInfo, chunk_seconds: float, before: int, after: int) -> list[Chunk]:
+def chunk_frames(
+    info: VideoInfo, chunk_seconds: float, before: int, after: int, total: int | None = None
+) -> list[Chunk]:
+    """`total`: the output's frame count when a step changes it (default: the video's)."""
     rate = Fraction(info.fps_num, info.fps_den)
+    frames = info.frame_count if total is None else total
     size = max(1, round(chunk_seconds * rate))
-    count = max(1, math.ceil(info.frame_count / size))
+    count = max(1, math.ceil(frames / size))
     chunks = []
     for i in range(count):
         start = i * size
-        end = min(info.frame_count, start + size)
+        end = min(frames, start + size)
         chunks.append(
             Chunk(
                 index=i,
                 start_frame=start,
                 end_frame=end,
                 preroll=min(before, start),
-                postroll=min(after, info.frame_count - end),
+                postroll=min(after, frames - end),
             )
         )
     return chunks
@@ -64,8 +88,12 @@ def output_names(folder: str, prefix: str, item: ResolvedItem) -> tuple[str, str
 
 
 def build_plan(
-    manifest: Manifest, folder: str, items: list[tuple[ResolvedItem, VideoInfo]]
+    manifest: Manifest,
+    folder: str,
+    items: list[tuple[ResolvedItem, VideoInfo]],
+    speech: list[AudioInfo | None] | None = None,
 ) -> Plan:
+    """`speech[n]`: the probed audio item n lip-syncs to (chains with lipsync only)."""
     planned = []
     for n, (item, info) in enumerate(items):
         steps = resolved_steps(manifest, item.overrides)
@@ -75,17 +103,29 @@ def build_plan(
             b, a = context_frames(step["name"], step["options"], rate)
             before, after = before + b, after + a
         output, preview = output_names(folder, manifest.output.prefix, item)
+        audio = item.audio
+        frames, skip = None, 0.0
+        lipsync = lipsync_options(steps)
+        heard = speech[n] if speech else None
+        if lipsync is not None and heard is not None:
+            audio, _ = speech_file(item, steps)
+            if audio is None:  # the video's own track: frame 0 is partway into it
+                skip = own_audio_skip(info.start_time, heard.start_time, rate)
+            policy = str(lipsync.get("length_policy", "trim"))
+            frames = output_frames(policy, info.frame_count, heard.duration - skip, rate)
         planned.append(
             PlannedItem(
                 index=n,
                 video=folder + item.video,
-                audio=folder + item.audio if item.audio else None,
+                audio=folder + audio if audio else None,
                 output=output,
                 preview=preview,
                 info=info,
                 chain=steps,
                 encode=manifest.output.model_dump(mode="json"),
-                chunks=chunk_frames(info, manifest.compute.chunk_seconds, before, after),
+                chunks=chunk_frames(info, manifest.compute.chunk_seconds, before, after, frames),
+                frames=frames,
+                audio_skip=skip,
             )
         )
     compute = manifest.compute

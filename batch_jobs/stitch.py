@@ -168,6 +168,8 @@ def stitch_item(
                 audio_offset=offset,
                 duration=duration,
                 audio_bitrate=item.encode.get("audio_bitrate", "192k"),
+                # Lipsync's speech is the soundtrack of the whole output, however long.
+                pad_audio=item.frames is not None,
             )
         preview = work / "preview.jpg"
         sheet = _preview_sheet(store, bucket, job_id, item.index)

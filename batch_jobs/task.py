@@ -9,6 +9,7 @@ Exit codes: 0 done, 1 failed (Batch retries it), 2 misconfigured (retrying will 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -16,8 +17,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
+
+import numpy as np
 
 from batch_jobs.side_inputs import fetch_side_inputs
 from batch_jobs.stitch import mark_chunk_done, part_name, preview_tile_name, stitch_when_ready
@@ -63,6 +67,30 @@ def encode_settings(encode: dict, threads: int | None) -> EncodeSettings:
     )
 
 
+def hold_last_frame(batches: Iterable[FrameBatch], first: int, end: int) -> Iterator[FrameBatch]:
+    """The decoded batches from index `first` on, then copies of the last frame up to `end`.
+
+    Lipsync's `extend` policy makes the output longer than the video: the frames past its end
+    are its last frame held (the mouth keeps moving with the audio).
+    """
+    last: FrameBatch | None = None
+    upto = first
+    for batch in batches:
+        if len(batch) and batch.indices[-1] >= first:
+            last = batch.take(batch.indices >= first) if batch.indices[0] < first else batch
+            upto = int(last.indices[-1]) + 1
+            yield last
+        elif len(batch):
+            last = batch
+    if last is None:
+        return
+    frame = last.frames[-1]
+    while upto < end:
+        n = min(8, end - upto)
+        yield FrameBatch(np.repeat(frame[None], n, axis=0), np.arange(upto, upto + n))
+        upto += n
+
+
 def process_chunk(
     store: ObjectStore,
     settings: Settings,
@@ -79,33 +107,47 @@ def process_chunk(
     rate = Fraction(info.fps_num, info.fps_den)
     first = chunk.start_frame - chunk.preroll
     count = (chunk.end_frame + chunk.postroll) - first
-    last_chunk = chunk.end_frame >= info.frame_count
-    ctx = ProcessorContext(
-        info=info,
-        rate=rate,
-        width=info.width,
-        height=info.height,
-        model_dir=(
-            Path(settings.model_store)
-            if settings.model_store and not settings.model_store.startswith("gs://")
-            else None
-        ),
-        model_store=settings.model_store,
-        folder=folder,
-    )
-    chain = Chain(item.chain, ctx)
+    total = item.frames or info.frame_count  # a lipsync length policy may change it
+    last_chunk = chunk.end_frame >= total
+    # Past the video's end (lipsync `extend`): decode up to its last frame, then hold it.
+    holds = first + count > info.frame_count and total > info.frame_count
+    read_first = min(first, info.frame_count - 1) if holds else first
+    speech = (item.audio or item.video) if any(s["name"] == "lipsync" for s in item.chain) else None
+    with store.media_source(bucket, speech) if speech else contextlib.nullcontext() as audio:
+        ctx = ProcessorContext(
+            info=info,
+            rate=rate,
+            width=info.width,
+            height=info.height,
+            model_dir=(
+                Path(settings.model_store)
+                if settings.model_store and not settings.model_store.startswith("gs://")
+                else None
+            ),
+            model_store=settings.model_store,
+            folder=folder,
+            audio_path=audio,
+            audio_skip=item.audio_skip,
+            frames=item.frames,
+        )
+        chain = Chain(item.chain, ctx)  # lipsync reads its audio features here
     wanted = chunk.end_frame - chunk.start_frame
-    total = sum(c.end_frame - c.start_frame for c in item.chunks)
+    out_frames = sum(c.end_frame - c.start_frame for c in item.chunks)
     tap = PreviewTap(
-        [i for i in preview_indices(total) if chunk.start_frame <= i < chunk.end_frame]
+        [i for i in preview_indices(out_frames) if chunk.start_frame <= i < chunk.end_frame]
     )
     with tempfile.TemporaryDirectory(prefix="dropbatch-task-") as tmp:
         part = Path(tmp) / "part.mp4"
         with store.media_source(bucket, item.video) as source:
             # The last chunk reads to the end: a header's frame count can be one short.
             reader = FrameReader.for_video(
-                source, info, first, None if last_chunk else count, threads=threads
+                source,
+                info,
+                read_first,
+                info.frame_count - read_first if holds else None if last_chunk else count,
+                threads=threads,
             )
+            batches = hold_last_frame(reader, first, first + count) if holds else reader
             writer = FrameWriter(
                 part,
                 width=chain.width,
@@ -115,8 +157,8 @@ def process_chunk(
             )
             done = 0
 
-            def tapped(batches: FrameReader):
-                for batch in batches:
+            def tapped(frames: Iterable[FrameBatch]) -> Iterator[FrameBatch]:
+                for batch in frames:
                     tap.see_input(batch)
                     yield batch
 
@@ -128,7 +170,9 @@ def process_chunk(
                 reporter.update(done)
 
             try:
-                emitted = chain.run(tapped(reader), emit, keep=(chunk.start_frame, chunk.end_frame))
+                emitted = chain.run(
+                    tapped(batches), emit, keep=(chunk.start_frame, chunk.end_frame)
+                )
             finally:
                 reader.close()
             writer.close()

@@ -32,7 +32,12 @@ def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processo
             raise ChainSetupError(str(exc)) from None
     if name == "lipsync":
         _require_models(name, options, ctx)
-        raise ChainSetupError(f"step {name!r} is not available in this build")
+        from processors.lipsync.processor import LipsyncProcessor, LipsyncSetupError
+
+        try:
+            return LipsyncProcessor(options, ctx)
+        except LipsyncSetupError as exc:
+            raise ChainSetupError(str(exc)) from None
     raise ChainSetupError(f"unknown step {name!r}")
 
 

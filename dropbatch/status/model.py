@@ -91,6 +91,10 @@ class PlannedItem(BaseModel):
     chain: list[dict] = Field(default_factory=list)  # processor settings, resolved per item
     encode: dict = Field(default_factory=dict)
     chunks: list[Chunk] = Field(default_factory=list)
+    # Set by lipsync: the output's frame count under its length policy (None: the video's),
+    # and where output frame 0 sits in the speech audio (seconds; 0 for a separate file).
+    frames: int | None = None
+    audio_skip: float = 0.0
 
 
 class Plan(BaseModel):

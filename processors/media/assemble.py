@@ -17,12 +17,14 @@ def concat_and_mux(
     audio_offset: float,
     duration: float,
     audio_bitrate: str = "192k",
+    pad_audio: bool = False,
 ) -> None:
     """parts (same encoder settings) → one MP4; audio from `audio_source` re-timed to frame 0.
 
     `audio_offset` is where frame 0 of the output sits on the audio source's timeline
     (seconds), so the audio is cut to start there and to last no longer than the video:
-    the video's frame count never changes in the mux.
+    the video's frame count never changes in the mux. `pad_audio` fills a shorter audio with
+    silence up to the video's end (lipsync's `pad` and `extend` policies).
     """
     listing = output.with_suffix(".concat.txt")
     listing.write_text("".join(f"file '{p.resolve()}'\n" for p in parts))
@@ -34,6 +36,8 @@ def concat_and_mux(
             args += ["-itsoffset", f"{-audio_offset:.6f}"]
         args += ["-t", f"{duration + max(0.0, -audio_offset):.6f}", "-i", audio_source]
         args += ["-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", audio_bitrate]
+        if pad_audio:
+            args += ["-af", f"apad=whole_dur={duration:.6f}"]
     else:
         args += ["-map", "0:v:0"]
     args += ["-c:v", "copy", "-movflags", "+faststart", "-f", "mp4", str(output)]

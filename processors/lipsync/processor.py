@@ -1,0 +1,199 @@
+"""The lipsync step: Wav2Lip's mouth for the speech, pasted into each frame with a face.
+
+Per frame: a face box (swap's analysis or our own detection), smoothed over
+±`smoothing_frames` neighbours (declared as look-behind/look-ahead, so a chunk sees the same
+window a whole-video run does), padded, cut out at 96×96 with its lower half masked; the mel
+window for that frame's time; the model, in fixed-size batches; the lower face blended back.
+A frame without a face passes through byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from processors.base import ProcessorContext
+from processors.lipsync.audio import decode_speech
+from processors.lipsync.blend import paste
+from processors.lipsync.faces import (
+    Box,
+    HaarFaces,
+    boxes_from_annotations,
+    context_reach,
+    crop_box,
+    interpolate,
+    smooth,
+)
+from processors.lipsync.features import MelFeatures, fitted_samples
+from processors.lipsync.model import FACE_SIZE, ModelUnusable, Wav2LipModel
+from processors.media.frames import FrameBatch
+from processors.models.store import catalog
+
+_UNDETECTED = "undetected"  # a frame between detection keyframes (detect_every > 1)
+
+
+class LipsyncSetupError(Exception):
+    """The step cannot run (no audio, unusable model); the message says what to fix."""
+
+
+@dataclass
+class _Frame:
+    index: int
+    pixels: np.ndarray
+    crop: tuple[int, int, int, int] | None = None
+
+
+def face_input(frame: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
+    """[6, 96, 96] in 0..1: the face with its lower half masked, then the face whole.
+
+    Channels are BGR: the model was trained on images read by OpenCV.
+    """
+    x1, y1, x2, y2 = crop
+    face = cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE))[:, :, ::-1]
+    masked = face.copy()
+    masked[FACE_SIZE // 2 :] = 0
+    both = np.concatenate([masked, face], axis=2).astype(np.float32) / 255.0
+    return both.transpose(2, 0, 1)
+
+
+class LipsyncProcessor:
+    name = "lipsync"
+
+    def __init__(self, options: dict, ctx: ProcessorContext) -> None:
+        self.radius = int(options.get("smoothing_frames", 2))
+        self.every = max(1, int(options.get("detect_every", 1)))
+        # Detection keyframes sit at multiples of `every` in the global frame index, so every
+        # chunk detects on the same frames and interpolates between the same boxes.
+        self.reach = context_reach(options)
+        self.lookbehind = self.lookahead = self.reach
+        self.pads = tuple(int(p) for p in options.get("pads", (0, 10, 0, 0)))
+        self._size = (ctx.width, ctx.height)
+        model_name = str(options.get("model", "wav2lip_gan"))
+        if ctx.model_dir is None:
+            raise LipsyncSetupError("lipsync needs a model store (DROPBATCH_MODEL_STORE)")
+        path = Path(ctx.model_dir) / catalog()[model_name]["files"][0]
+        try:
+            self.model = Wav2LipModel(path, int(options.get("batch_size", 16)))
+        except ModelUnusable as exc:
+            raise LipsyncSetupError(str(exc)) from None
+        if ctx.audio_path is None:
+            raise LipsyncSetupError(
+                "lipsync has no audio: set lipsync.audio or the input's audio, "
+                "or use a video with an audio track"
+            )
+        total = self._total = ctx.frames or ctx.info.frame_count
+        signal = decode_speech(
+            str(ctx.audio_path), skip=ctx.audio_skip, samples=fitted_samples(total, ctx.rate)
+        )
+        self.mel = MelFeatures(signal, ctx.rate)
+        self._detector: HaarFaces | None = None
+        self._boxes: dict[int, Box | str | None] = {}  # raw boxes of recent frames
+        self._waiting: list[_Frame] = []  # frames whose smoothing window is not complete yet
+        self._ready: list[_Frame] = []  # frames with their final crop, waiting for a batch
+        self._last_seen = -1
+
+    def output_size(self) -> tuple[int, int]:
+        return self._size
+
+    # -- faces ----------------------------------------------------------------------------
+    def _raw_boxes(self, batch: FrameBatch) -> list[Box | str | None]:
+        faces = batch.annotations.get("faces")
+        if faces is not None:
+            return list(boxes_from_annotations(faces))
+        if self._detector is None:
+            self._detector = HaarFaces()
+        return [
+            self._detector.largest(frame) if index % self.every == 0 else _UNDETECTED
+            for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True)
+        ]
+
+    def _box_at(self, index: int) -> Box | None:
+        raw = self._boxes[index]
+        if raw != _UNDETECTED:
+            return raw  # type: ignore[return-value]
+        before = index - index % self.every
+        after = before + self.every
+        known = {
+            k: self._boxes[k]
+            for k in (before, after)
+            if k < self._total and self._boxes.get(k, _UNDETECTED) != _UNDETECTED
+        }
+        if before in known and after in known:
+            t = (index - before) / self.every
+            return interpolate(known[before], known[after], t)  # type: ignore[arg-type]
+        # Only at the very ends of the video (or of what was decoded): the keyframe there is.
+        return next(iter(known.values()), None)  # type: ignore[return-value]
+
+    def _settle(self, frame: _Frame) -> None:
+        lo, hi = frame.index - self.radius, frame.index + self.radius
+        indices = [i for i in range(lo, hi + 1) if i in self._boxes]
+        box = smooth([self._box_at(i) for i in indices], indices.index(frame.index))
+        if box is not None:
+            height, width = frame.pixels.shape[:2]
+            frame.crop = crop_box(box, self.pads, width, height)
+        self._ready.append(frame)
+
+    def _advance(self, final: bool) -> None:
+        keep = 0
+        for frame in self._waiting:
+            if final or frame.index + self.reach <= self._last_seen:
+                self._settle(frame)
+                keep += 1
+            else:
+                break
+        del self._waiting[:keep]
+        oldest = self._waiting[0].index if self._waiting else self._last_seen + 1
+        for i in [i for i in self._boxes if i < oldest - self.reach]:
+            del self._boxes[i]
+
+    # -- inference ------------------------------------------------------------------------
+    def _infer(self, frames: list[_Frame]) -> None:
+        with_face = [f for f in frames if f.crop is not None]
+        if not with_face:
+            return
+        mels = np.stack([self.mel.window(f.index) for f in with_face])
+        faces = np.stack([face_input(f.pixels, f.crop) for f in with_face])  # type: ignore[arg-type]
+        out = self.model.run(mels, faces)
+        for frame, pred in zip(with_face, out, strict=True):
+            rgb = np.clip(pred.transpose(1, 2, 0)[:, :, ::-1] * 255.0, 0, 255)
+            frame.pixels = frame.pixels.copy()
+            paste(frame.pixels, np.ascontiguousarray(rgb, np.float32), frame.crop)  # type: ignore[arg-type]
+
+    def _emit(self, final: bool) -> FrameBatch:
+        done: list[_Frame] = []
+        while True:
+            positions = [k for k, f in enumerate(self._ready) if f.crop is not None]
+            if len(positions) >= self.model.batch_size:
+                cut = positions[self.model.batch_size - 1] + 1
+            elif final or not positions:  # the end, or only faceless frames: all can go
+                cut = len(self._ready)
+            else:
+                cut = positions[0]  # faceless frames before the first face can go now
+            if cut == 0:
+                break
+            group, self._ready = self._ready[:cut], self._ready[cut:]
+            self._infer(group)
+            done += group
+        if not done:
+            return FrameBatch.empty(self._size[1], self._size[0])
+        return FrameBatch(
+            np.stack([f.pixels for f in done]), np.array([f.index for f in done], np.int64)
+        )
+
+    # -- the processor contract -----------------------------------------------------------
+    def push(self, batch: FrameBatch) -> FrameBatch:
+        for index, pixels, box in zip(
+            batch.indices.tolist(), batch.frames, self._raw_boxes(batch), strict=True
+        ):
+            self._boxes[index] = box
+            self._waiting.append(_Frame(index, pixels))
+            self._last_seen = index
+        self._advance(final=False)
+        return self._emit(final=False)
+
+    def flush(self) -> FrameBatch:
+        self._advance(final=True)
+        return self._emit(final=True)

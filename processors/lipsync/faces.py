@@ -78,9 +78,11 @@ class HaarFaces:
 
 
 def context_reach(options: dict) -> int:
-    """Frames of context each side a lipsync step needs: the smoothing window, plus the gap to
-    the next detection keyframe when only every k-th frame is detected."""
-    return int(options.get("smoothing_frames", 2)) + max(1, int(options.get("detect_every", 1))) - 1
+    """Frames of context each side a lipsync step needs: the smoothing window, plus, when only
+    every k-th frame is detected, the gap to the next keyframe and the keyframe after it (a
+    keyframe is checked against its neighbours)."""
+    every = max(1, int(options.get("detect_every", 1)))
+    return int(options.get("smoothing_frames", 2)) + (2 * every - 1 if every > 1 else 0)
 
 
 def interpolate(before: Box | None, after: Box | None, t: float) -> Box | None:
@@ -91,16 +93,45 @@ def interpolate(before: Box | None, after: Box | None, t: float) -> Box | None:
     return before if t <= 0.5 else after
 
 
-def smooth(window: Sequence[Box | None], centre: int) -> Box | None:
-    """Mean of the boxes in `window` that show the same face as `window[centre]`.
+def checked_keyframe(raw: Box | None, before: Box | None, after: Box | None) -> Box | None:
+    """A keyframe's box, unless both neighbouring keyframes agree on a face it does not show
+    (a false detection or a miss): then the mean of theirs."""
+    if before is None or after is None or iou(before, after) < SAME_FACE_IOU:
+        return raw
+    if raw is not None and iou(raw, before) >= SAME_FACE_IOU:
+        return raw
+    return tuple((b + a) / 2 for b, a in zip(before, after, strict=True))  # type: ignore[return-value]
 
-    None when the centre frame has no face: that frame passes through untouched.
+
+def smooth(window: Sequence[Box | None], centre: int, bridge: bool = True) -> Box | None:
+    """Mean of the boxes in `window` that show the face most of the window agrees on.
+
+    The face is chosen by vote (the box with the most same-face boxes around it, the centre's
+    own on a tie), so one frame where the detector jumps to a false face is outvoted by its
+    neighbours. A centre frame with no box gets one only when the same face is on both sides
+    of it inside the window (a detector miss of a frame or two) and `bridge` is set; otherwise
+    it has no face and passes through untouched.
     """
+    present = [b for b in window if b is not None]
+
+    def support(box: Box) -> list[Box]:
+        return [b for b in present if iou(b, box) >= SAME_FACE_IOU]
+
     middle = window[centre]
     if middle is None:
-        return None
-    same = [b for b in window if b is not None and iou(b, middle) >= SAME_FACE_IOU]
-    return tuple(float(v) for v in np.mean(np.array(same), axis=0))  # type: ignore[return-value]
+        if not bridge:
+            return None
+        after = [b for b in window[centre + 1 :] if b is not None]
+        bridging = [
+            b
+            for b in window[:centre]
+            if b is not None and any(iou(b, a) >= SAME_FACE_IOU for a in after)
+        ]
+        if not bridging:
+            return None
+        middle = bridging[-1]
+    anchor = max(present, key=lambda b: (len(support(b)), b is middle))
+    return tuple(float(v) for v in np.mean(np.array(support(anchor)), axis=0))  # type: ignore[return-value]
 
 
 def crop_box(

@@ -22,6 +22,7 @@ from processors.lipsync.faces import (
     Box,
     HaarFaces,
     boxes_from_annotations,
+    checked_keyframe,
     context_reach,
     crop_box,
     interpolate,
@@ -94,6 +95,7 @@ class LipsyncProcessor:
         self._waiting: list[_Frame] = []  # frames whose smoothing window is not complete yet
         self._ready: list[_Frame] = []  # frames with their final crop, waiting for a batch
         self._last_seen = -1
+        self._bridge = True
 
     def output_size(self) -> tuple[int, int]:
         return self._size
@@ -101,6 +103,8 @@ class LipsyncProcessor:
     # -- faces ----------------------------------------------------------------------------
     def _raw_boxes(self, batch: FrameBatch) -> list[Box | str | None]:
         faces = batch.annotations.get("faces")
+        # The swap step already carried its misses; its "no face" is a decision, not a miss.
+        self._bridge = faces is None
         if faces is not None:
             return list(boxes_from_annotations(faces))
         if self._detector is None:
@@ -110,14 +114,23 @@ class LipsyncProcessor:
             for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True)
         ]
 
+    def _keyframe(self, k: int) -> Box | str | None:
+        raw = self._boxes.get(k, _UNDETECTED)
+        if self.every == 1 or raw == _UNDETECTED:
+            return raw
+        near = [self._boxes.get(j, _UNDETECTED) for j in (k - self.every, k + self.every)]
+        if _UNDETECTED in near:
+            return raw  # the video's ends: nothing to check against
+        return checked_keyframe(raw, *near)  # type: ignore[arg-type]
+
     def _box_at(self, index: int) -> Box | None:
         raw = self._boxes[index]
         if raw != _UNDETECTED:
-            return raw  # type: ignore[return-value]
+            return self._keyframe(index)  # type: ignore[return-value]
         before = index - index % self.every
         after = before + self.every
         known = {
-            k: self._boxes[k]
+            k: self._keyframe(k)
             for k in (before, after)
             if k < self._total and self._boxes.get(k, _UNDETECTED) != _UNDETECTED
         }
@@ -130,7 +143,9 @@ class LipsyncProcessor:
     def _settle(self, frame: _Frame) -> None:
         lo, hi = frame.index - self.radius, frame.index + self.radius
         indices = [i for i in range(lo, hi + 1) if i in self._boxes]
-        box = smooth([self._box_at(i) for i in indices], indices.index(frame.index))
+        box = smooth(
+            [self._box_at(i) for i in indices], indices.index(frame.index), bridge=self._bridge
+        )
         if box is not None:
             height, width = frame.pixels.shape[:2]
             frame.crop = crop_box(box, self.pads, width, height)

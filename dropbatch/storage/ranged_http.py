@@ -2,8 +2,9 @@
 
 ffmpeg's http protocol seeks with `Range` requests, so probing a video reads its headers and
 a task decodes only its chunk. Each request is answered from storage in growing windows
-(256 KiB doubling to 8 MiB): the first reads after a seek stay small, a long sequential read
-gets large requests, and when ffmpeg hangs up after a seek at most one window was wasted.
+(64 KiB doubling to 2 MiB): the first reads after a seek stay small, a long sequential read
+gets large requests, and when ffmpeg hangs up (it does, at every seek) we notice before
+fetching the next window, so at most the window in flight is wasted.
 Reading through our own client (instead of a signed URL) needs no signing permission and
 works the same against an emulator.
 """
@@ -15,6 +16,8 @@ import logging
 import posixpath
 import re
 import secrets
+import select
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,8 +26,8 @@ from urllib.parse import quote
 
 log = logging.getLogger("dropbatch.storage.http")
 
-FIRST_WINDOW = 256 << 10
-MAX_WINDOW = 8 << 20
+FIRST_WINDOW = 64 << 10
+MAX_WINDOW = 2 << 20
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 # (start, end inclusive) -> the bytes of the object in that range
@@ -105,6 +108,8 @@ def _handler(path: str, size: int, content_type: str, read: ReadRange, transfer:
             with lock:
                 transfer.requests += 1
             while position <= end:
+                if position > start and self._reader_left():
+                    return
                 last = min(end, position + window - 1)
                 data = read(position, last)
                 with lock:
@@ -119,6 +124,16 @@ def _handler(path: str, size: int, content_type: str, read: ReadRange, transfer:
                     return  # the object ended early (it cannot change: reads are pinned)
                 position = last + 1
                 window = min(window * 2, MAX_WINDOW)
+
+        def _reader_left(self) -> bool:
+            """ffmpeg sends nothing after its request: a readable socket means it hung up."""
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            try:
+                return self.connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
 
     return Handler
 

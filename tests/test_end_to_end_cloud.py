@@ -219,3 +219,32 @@ def test_the_same_event_posted_twenty_times_creates_one_job(cloud: Deployment, c
         if json.loads(line)["what"] == "start"
     ]
     assert sorted(e["task"] for e in starts if e["at"] >= record.created_at) == [0, 1, 2]
+
+
+def test_an_unreadable_video_ends_invalid_naming_its_gs_uri(cloud: Deployment) -> None:
+    cloud.upload("c3/clip.mp4", data=b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    cloud.upload("c3/job.yaml", data=MANIFEST.encode())
+    assert cloud.post_event("c3/job.yaml") == 200
+    generation = cloud.store.stat(cloud.bucket, "c3/job.yaml").generation
+    record = cloud.wait_terminal(job_id_for(cloud.bucket, "c3/job.yaml", generation))
+    assert record.state == JobState.INVALID
+    assert record.error is not None and record.error.code == "INPUT_UNREADABLE"
+    assert record.error.uri == f"gs://{cloud.bucket}/c3/clip.mp4"
+    assert record.error.field == "inputs[0].video"
+    mirror = json.loads(cloud.store.read_bytes(cloud.bucket, "c3/job.status.json"))
+    assert mirror["error"]["uri"] == f"gs://{cloud.bucket}/c3/clip.mp4"
+
+
+def test_a_users_object_at_the_output_name_is_never_overwritten(
+    cloud: Deployment, clip: Path
+) -> None:
+    cloud.upload("c4/clip.mp4", clip)
+    cloud.upload("c4/out/clip.mp4", data=b"the user's own edit")
+    cloud.upload("c4/job.yaml", data=MANIFEST.encode())
+    assert cloud.post_event("c4/job.yaml") == 200
+    generation = cloud.store.stat(cloud.bucket, "c4/job.yaml").generation
+    record = cloud.wait_terminal(job_id_for(cloud.bucket, "c4/job.yaml", generation))
+    assert record.state == JobState.FAILED
+    assert record.error is not None and record.error.code == "OUTPUT_CONFLICT"
+    assert record.error.uri == f"gs://{cloud.bucket}/c4/out/clip.mp4"
+    assert cloud.store.read_bytes(cloud.bucket, "c4/out/clip.mp4") == b"the user's own edit"

@@ -175,12 +175,14 @@ class FirestoreStatusStore:
             if progress.state == last_state:
                 return  # a newer frame count follows within the second; this one can go
             time.sleep(wait)  # a state change must land, one interval after the last write
-        started = time.time()  # before the write, so the caller's own 1 s pacing never drops
         self._ref(progress.job_id).collection("tasks").document(f"{progress.task_index:06d}").set(
             progress.model_dump(mode="json")
         )
+        # Timed once the write has returned: the server committed it by then, so the next
+        # commit lands a full interval later; a caller pacing itself 1 s after its own call
+        # returns (ProgressReporter) is never dropped.
         with self._written_lock:
-            self._written[key] = (started, progress.state)
+            self._written[key] = (time.time(), progress.state)
 
     def progress(self, job_id: str) -> list[TaskProgress]:
         tasks = self._ref(job_id).collection("tasks").order_by("task_index")

@@ -93,5 +93,5 @@ def test_decoding_one_chunk_fetches_about_that_chunk(
     print(f"\none 1 s chunk of {SECONDS} s: {fetched} of {size} bytes ({fetched / size:.2%})")
     assert frames == 30
     # From the keyframe before the 2 s seek margin (GOP 250 = 8.3 s) to the chunk's end, plus
-    # the stream analysis at open and what sat in socket buffers when the decoder was stopped.
+    # the stream analysis at open and the window in flight when the decoder was stopped.
     assert fetched < size * 0.25

@@ -28,6 +28,7 @@ log = logging.getLogger("dropbatch.storage.http")
 
 FIRST_WINDOW = 64 << 10
 MAX_WINDOW = 2 << 20
+SEND_BUFFER = 256 << 10
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 # (start, end inclusive) -> the bytes of the object in that range
@@ -73,6 +74,11 @@ def _handler(path: str, size: int, content_type: str, read: ReadRange, transfer:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             pass  # ffmpeg opens a connection per seek; one log line each would be noise
+
+        def setup(self) -> None:
+            super().setup()
+            # Little in flight: what ffmpeg never reads before a seek is not fetched for it.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
         def do_HEAD(self) -> None:
             self._answer(body=False)

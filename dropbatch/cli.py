@@ -1,15 +1,16 @@
-"""The `dropbatch` command: validate, run, serve, status, jobs, demo, schema, models."""
+"""The `dropbatch` command: validate, run, serve, submit, status, jobs, demo, schema, models."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import mimetypes
 import os
 import sys
 import time
 from pathlib import Path
 
-from dropbatch.config import Settings
+from dropbatch.config import ConfigFileError, Settings, load_settings
 from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -113,6 +114,62 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_manifest(Path(args.manifest), args.workers, args.again, args.quiet)
 
 
+# -- submit --------------------------------------------------------------------------------
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Upload videos and side files first and manifests last, so the manifest's own event
+    finds its inputs already there (any order works, this one starts sooner)."""
+    from manifests.loader import ManifestInvalid, load_manifest
+    from manifests.resolve import MANIFEST_SUFFIXES
+
+    files = [Path(f) for f in args.files]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        for f in missing:
+            print(f"{f}: no such file", file=sys.stderr)
+        return EXIT_INVALID
+    manifests = [f for f in files if f.name.endswith(MANIFEST_SUFFIXES)]
+    for manifest in manifests:  # refuse before uploading anything
+        try:
+            load_manifest(manifest.read_bytes())
+        except ManifestInvalid as exc:
+            for e in exc.errors:
+                print(f"{manifest}: {e.line()}", file=sys.stderr)
+            return EXIT_INVALID
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        print("two files with the same name would land on one object", file=sys.stderr)
+        return EXIT_INVALID
+    store, bucket, folder = _destination(args.destination)
+    ordered = [f for f in files if f not in manifests] + manifests
+    for path in ordered:
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        name = f"{folder}{path.name}"
+        # No metadata of ours: an object carrying it is one the trigger ignores.
+        store.upload_file(bucket, name, path, content_type=content_type)
+        print(f"uploaded {store.uri(bucket, name)}")
+    for manifest in manifests:
+        target = store.uri(bucket, f"{folder}{manifest.name}")
+        print(f"follow it: dropbatch status {target} --watch")
+    return EXIT_OK
+
+
+def _destination(destination: str):
+    """(store, bucket, folder/) for gs://BUCKET/FOLDER/ or a local inbox folder."""
+    if destination.startswith("gs://"):
+        from dropbatch.storage.gcs import GcsStore
+
+        bucket, folder = split_gs_uri(destination)
+        if folder and not folder.endswith("/"):
+            folder += "/"
+        return GcsStore(project=load_settings().project or None), bucket, folder
+    from dropbatch.storage.local import LocalStore
+
+    # A local folder: written through LocalStore so each file appears whole (temp + rename).
+    target = Path(destination).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    return LocalStore(target.parent), target.name, ""
+
+
 # -- status / jobs -------------------------------------------------------------------------
 def progress_line(record: JobRecord, width: int = 30) -> str:
     total, done = record.chunks_total, record.done_count
@@ -147,6 +204,15 @@ def watch(status, job_id: str, *, quiet: bool = False, until_done: bool = True) 
         time.sleep(0.5)
 
 
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """gs://bucket/some/name -> (bucket, some/name); the name may be empty or a folder/."""
+    rest = uri[len("gs://") :]
+    bucket, _, name = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"{uri}: no bucket in the URI")
+    return bucket, name
+
+
 def _open_status_for(target: str | None):
     from dropbatch.status import open_status
 
@@ -154,7 +220,9 @@ def _open_status_for(target: str | None):
         folder = Path(target).resolve().parent
         settings = _local_settings(folder.parent)
         return open_status(settings), settings, (folder.name, Path(target).name)
-    settings = Settings.from_env()
+    settings = load_settings()
+    if target and target.startswith("gs://"):
+        return open_status(settings), settings, split_gs_uri(target)
     return open_status(settings), settings, None
 
 
@@ -291,8 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="handle what is there, then exit")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser(
+        "submit", help="upload files to gs://BUCKET/FOLDER/ or a local inbox, manifests last"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("destination", metavar="DEST", help="gs://BUCKET/FOLDER/ or a local folder")
+    p.set_defaults(func=cmd_submit)
+
     p = sub.add_parser("status", help="a job's state and progress")
-    p.add_argument("target", nargs="?", help="job id or manifest path (default: newest job)")
+    p.add_argument(
+        "target", nargs="?", help="job id, manifest path or gs:// URI (default: newest job)"
+    )
     p.add_argument("--watch", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
@@ -321,7 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigFileError as exc:
+        print(f"dropbatch: {exc}", file=sys.stderr)
+        return EXIT_INVALID
 
 
 if __name__ == "__main__":

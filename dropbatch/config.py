@@ -3,11 +3,15 @@
 Cloud Functions and Cloud Batch tasks both receive their configuration as environment
 variables, so the local tools use the same mechanism: one `Settings` model, one set of
 `DROPBATCH_*` names, passed on unchanged from the trigger to every task it launches.
+The `dropbatch` commands that talk to a deployment (submit, status, jobs) also read an
+optional TOML file with the same names in lower case (`status = "firestore"`); the
+environment wins over the file. Functions and tasks read the environment only.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -74,3 +78,40 @@ class Settings(BaseModel):
             env[ENV_PREFIX + name.upper()] = str(value)
         env[ENV_PREFIX + "SQLITE_PATH"] = str(self.sqlite_file)
         return env
+
+
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+
+class ConfigFileError(ValueError):
+    """The config file is unreadable or names a setting that does not exist."""
+
+
+def config_file_candidates(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """$DROPBATCH_CONFIG, else ./dropbatch.toml, else ~/.config/dropbatch/config.toml."""
+    env = os.environ if environ is None else environ
+    if env.get(CONFIG_ENV):
+        return [Path(env[CONFIG_ENV]).expanduser()]
+    config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return [Path("dropbatch.toml"), config_home / "dropbatch" / "config.toml"]
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the first config file that exists, overridden by DROPBATCH_* variables."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for path in config_file_candidates(env):
+        if not path.is_file():
+            if env.get(CONFIG_ENV):
+                raise ConfigFileError(f"{path}: no such config file ({CONFIG_ENV})")
+            continue
+        try:
+            values = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigFileError(f"{path}: {exc}") from None
+        unknown = sorted(set(values) - set(Settings.model_fields))
+        if unknown:
+            raise ConfigFileError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+        break
+    from_env = Settings.from_env(env).model_dump(exclude_unset=True)
+    return Settings(**{**values, **from_env})

@@ -36,3 +36,22 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
 
     LocalLauncher.shared().wait_all(timeout=120)
     trigger_main.intake.cache_clear()
+
+
+# -- Google Cloud stand-ins (tests/servers.py), one of each per test session -----------------
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """STORAGE_EMULATOR_HOST of a fake-gcs-server that lives for the whole session."""
+    from tests.servers import fake_gcs_server
+
+    with fake_gcs_server(tmp_path_factory.mktemp("fake-gcs")) as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """FIRESTORE_EMULATOR_HOST of the npm Firestore emulator for the whole session."""
+    from tests.servers import firestore_emulator as start
+
+    with start(tmp_path_factory.mktemp("firestore")) as host:
+        yield host

@@ -16,7 +16,15 @@ def open_status(settings: Settings) -> StatusStore:
         from dropbatch.status.sqlite import SqliteStatusStore
 
         return SqliteStatusStore(settings.sqlite_file)
-    raise NotImplementedError(f"status backend {settings.status!r} is not available yet")
+    if settings.status == "firestore":
+        from dropbatch.status.firestore import FirestoreStatusStore
+
+        return FirestoreStatusStore(
+            settings.firestore_collection,
+            project=settings.project or None,
+            database=settings.firestore_database,
+        )
+    raise NotImplementedError(f"status backend {settings.status!r} is not available")
 
 
 __all__ = [

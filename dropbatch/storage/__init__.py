@@ -1,4 +1,4 @@
-"""Object storage: one interface, a local-folder backend and (later) Cloud Storage."""
+"""Object storage: one interface, a local-folder backend and Cloud Storage."""
 
 from dropbatch.storage.base import (
     NotFound,

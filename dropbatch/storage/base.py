@@ -11,7 +11,7 @@ import contextlib
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
 
@@ -45,7 +45,10 @@ class ObjectStore(Protocol):
         """Existence and metadata; raises NotFound."""
         ...
 
-    def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> list[ObjectInfo]: ...
+    def list(self, bucket: str, prefix: str = "", recursive: bool = True) -> list[ObjectInfo]:
+        """Objects whose names start with `prefix`, sorted by name, hidden names skipped;
+        `recursive=False` stops at the next '/'. A missing bucket lists as empty."""
+        ...
 
     def read_bytes(self, bucket: str, name: str, limit: int | None = None) -> bytes:
         """At most `limit` bytes from the start (a ranged read), the whole object if None."""
@@ -84,6 +87,19 @@ class ObjectStore(Protocol):
     def media_source(self, bucket: str, name: str) -> contextlib.AbstractContextManager[str]:
         """Something ffmpeg/ffprobe can open with ranged reads: a path or a URL."""
         ...
+
+
+def check_name(name: str) -> None:
+    """Reject names that could leave a bucket folder: every backend refuses the same ones."""
+    parts = PurePosixPath(name).parts
+    if not name or name.startswith("/") or ".." in parts or "\\" in name:
+        raise ValueError(f"invalid object name {name!r}")
+
+
+def is_hidden(name: str) -> bool:
+    """A name with a part starting with '.': our temporaries, editor swap files, .DS_Store.
+    Listings skip them on every backend so a folder means the same thing everywhere."""
+    return any(part.startswith(".") for part in name.split("/"))
 
 
 def join_name(*parts: str) -> str:

@@ -11,4 +11,8 @@ def open_store(settings: Settings) -> ObjectStore:
         from dropbatch.storage.local import LocalStore
 
         return LocalStore(settings.local_root)
-    raise NotImplementedError(f"storage backend {settings.storage!r} is not available yet")
+    if settings.storage == "gcs":
+        from dropbatch.storage.gcs import GcsStore
+
+        return GcsStore(project=settings.project or None)
+    raise NotImplementedError(f"storage backend {settings.storage!r} is not available")

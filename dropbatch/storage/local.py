@@ -18,17 +18,12 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from dropbatch.storage.base import NotFound, ObjectInfo, PreconditionFailed
+from dropbatch.storage.base import NotFound, ObjectInfo, PreconditionFailed, is_hidden
+from dropbatch.storage.base import check_name as _check_name
 
 STATE_DIR = ".dropbatch"
-
-
-def _check_name(name: str) -> None:
-    parts = PurePosixPath(name).parts
-    if not name or name.startswith("/") or ".." in parts or "\\" in name:
-        raise ValueError(f"invalid object name {name!r}")
 
 
 class LocalStore:
@@ -104,7 +99,7 @@ class LocalStore:
         found: list[ObjectInfo] = []
         walker = start.rglob("*") if recursive else start.glob("*")
         for path in walker:
-            if not path.is_file() or any(p.startswith(".") for p in path.relative_to(base).parts):
+            if not path.is_file() or is_hidden(path.relative_to(base).as_posix()):
                 continue  # hidden files are our temporaries or the user's editor swap files
             name = path.relative_to(base).as_posix()
             if not name.startswith(prefix):

@@ -1,0 +1,189 @@
+"""Status in Firestore: one document per job, one per task, in a configurable collection and
+database. It behaves exactly as the SQLite store (the contract tests hold both to it).
+
+Layout, under `<collection>/<job_id>`:
+- the job document: the fields people filter and read in the console (state, bucket,
+  manifest, timings, outputs, error) and `record`, the whole JobRecord as zlib-compressed JSON
+  (the plan of a manifest with hundreds of inputs stays far below the 1 MiB document limit,
+  and its thousands of chunk entries are not index entries);
+- `tasks/<index>`: per-task progress, written at most once a second per document, the rate a
+  Firestore document sustains;
+- `revisions/<n>`: one empty document per committed revision of the job record.
+
+`transact` is a read-modify-write in a Firestore transaction that also *creates*
+`revisions/<n+1>`. Creating a document that exists fails the whole commit, so of two writers
+that read revision n only one can commit revision n+1, whatever the server's concurrency mode
+(the npm emulator runs transactions without isolation; this guard is what it does enforce);
+the loser re-reads and tries again.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as google_errors
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from dropbatch.status.base import JobNotFound
+from dropbatch.status.model import JobRecord, JobState, TaskProgress
+
+T = TypeVar("T")
+
+PROGRESS_INTERVAL = 1.0  # seconds between writes to one task document
+MAX_RECORD_BYTES = 900_000  # compressed; a document may hold 1 MiB including field names
+COMMIT_ATTEMPTS = 50  # revision races before giving up (each loser re-reads and retries)
+
+
+class RecordTooLarge(ValueError):
+    pass
+
+
+class StatusContention(RuntimeError):
+    """Too many writers raced for the same job record; nothing was written."""
+
+
+def _encode(record: JobRecord) -> dict[str, Any]:
+    packed = zlib.compress(record.model_dump_json().encode(), 6)
+    if len(packed) > MAX_RECORD_BYTES:
+        raise RecordTooLarge(
+            f"job {record.job_id}: status record is {len(packed)} bytes compressed, over the "
+            f"{MAX_RECORD_BYTES} a Firestore document holds; split the manifest"
+        )
+    return {
+        "job_id": record.job_id,
+        "bucket": record.bucket,
+        "manifest": record.manifest,
+        "manifest_uri": record.manifest_uri,
+        "manifest_generation": record.manifest_generation,
+        "state": record.state.value,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "revision": record.revision,
+        "chunks_total": record.chunks_total,
+        "chunks_done": record.done_count,
+        "outputs": list(record.outputs),
+        "error": record.error.model_dump(exclude_none=True) if record.error else None,
+        "batch_job": record.batch_job,
+        "record": packed,
+    }
+
+
+def _decode(fields: dict[str, Any]) -> JobRecord:
+    return JobRecord.model_validate_json(zlib.decompress(fields["record"]))
+
+
+class FirestoreStatusStore:
+    def __init__(
+        self,
+        collection: str = "dropbatch_jobs",
+        *,
+        project: str | None = None,
+        database: str = "(default)",
+        client: firestore.Client | None = None,
+    ) -> None:
+        # FIRESTORE_EMULATOR_HOST, when set, is honoured by the client library itself.
+        self.client = client or firestore.Client(project=project or None, database=database)
+        self.jobs = self.client.collection(collection)
+        self._written: dict[tuple[str, int], tuple[float, str]] = {}
+        self._written_lock = threading.Lock()
+
+    def _ref(self, job_id: str) -> firestore.DocumentReference:
+        return self.jobs.document(job_id)
+
+    # -- create and get ------------------------------------------------------------------
+    def create(self, record: JobRecord) -> bool:
+        record.revision = max(record.revision, 1)
+        try:
+            self._ref(record.job_id).create(_encode(record))
+        except google_errors.AlreadyExists:
+            return False
+        return True
+
+    def get(self, job_id: str) -> JobRecord | None:
+        snapshot = self._ref(job_id).get()
+        return _decode(snapshot.to_dict()) if snapshot.exists else None
+
+    # -- transact ------------------------------------------------------------------------
+    def transact(self, job_id: str, mutate: Callable[[JobRecord], T]) -> tuple[JobRecord, T]:
+        ref = self._ref(job_id)
+
+        @firestore.transactional
+        def attempt(transaction: firestore.Transaction) -> tuple[JobRecord, T]:
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists:
+                raise JobNotFound(job_id)
+            record = _decode(snapshot.to_dict())
+            before = record.model_dump_json()
+            result = mutate(record)
+            if record.model_dump_json() != before:
+                record.revision += 1
+                record.updated_at = time.time()
+                guard = ref.collection("revisions").document(f"{record.revision:010d}")
+                transaction.create(guard, {"at": record.updated_at})  # first, see module doc
+                transaction.set(ref, _encode(record))
+            return record, result
+
+        for tries in range(COMMIT_ATTEMPTS):
+            try:
+                return attempt(self.client.transaction(max_attempts=10))
+            except google_errors.AlreadyExists:
+                # Another writer committed this revision first: read again, apply again.
+                time.sleep(random.uniform(0, 0.02 * min(tries + 1, 10)))
+        raise StatusContention(f"job {job_id}: {COMMIT_ATTEMPTS} writers in a row won the race")
+
+    # -- queries -------------------------------------------------------------------------
+    def recent(
+        self,
+        limit: int = 20,
+        *,
+        bucket: str | None = None,
+        manifest: str | None = None,
+        states: list[JobState] | None = None,
+    ) -> list[JobRecord]:
+        filters = []
+        if bucket is not None:
+            filters.append(FieldFilter("bucket", "==", bucket))
+        if manifest is not None:
+            filters.append(FieldFilter("manifest", "==", manifest))
+        if states:
+            filters.append(FieldFilter("state", "in", [s.value for s in states]))
+        if not filters:
+            newest = self.jobs.order_by("created_at", direction=firestore.Query.DESCENDING)
+            return [_decode(s.to_dict()) for s in newest.limit(limit).stream()]
+        # Filtered queries (one manifest's jobs, the waiting ones) match few documents: they
+        # are sorted here, so no composite index has to be deployed for each combination.
+        query: Any = self.jobs
+        for condition in filters:
+            query = query.where(filter=condition)
+        found = [_decode(s.to_dict()) for s in query.stream()]
+        found.sort(key=lambda r: r.created_at, reverse=True)
+        return found[:limit]
+
+    # -- progress ------------------------------------------------------------------------
+    def put_progress(self, progress: TaskProgress) -> None:
+        key = (progress.job_id, progress.task_index)
+        with self._written_lock:
+            last_at, last_state = self._written.get(key, (0.0, ""))
+        wait = last_at + PROGRESS_INTERVAL - time.time()
+        if wait > 0:
+            if progress.state == last_state:
+                return  # a newer frame count follows within the second; this one can go
+            time.sleep(wait)  # a state change must land, one interval after the last write
+        self._ref(progress.job_id).collection("tasks").document(f"{progress.task_index:06d}").set(
+            progress.model_dump(mode="json")
+        )
+        # Timed once the write has returned: the server committed it by then, so the next
+        # commit lands a full interval later; a caller pacing itself 1 s after its own call
+        # returns (ProgressReporter) is never dropped.
+        with self._written_lock:
+            self._written[key] = (time.time(), progress.state)
+
+    def progress(self, job_id: str) -> list[TaskProgress]:
+        tasks = self._ref(job_id).collection("tasks").order_by("task_index")
+        return [TaskProgress.model_validate(s.to_dict()) for s in tasks.stream()]

@@ -1,0 +1,333 @@
+"""The StatusStore contract, held by SQLite and by Firestore (the npm emulator): the same tests
+and assertions for both — create-if-absent, transactions that lose no update across processes,
+the queries behind `dropbatch status` / `dropbatch jobs`, per-task progress."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+
+import pytest
+
+from dropbatch.config import Settings
+from dropbatch.status import open_status
+from dropbatch.status.base import JobNotFound, StatusStore
+from dropbatch.status.model import (
+    Chunk,
+    JobError,
+    JobRecord,
+    JobState,
+    Plan,
+    PlannedItem,
+    TaskProgress,
+    VideoInfo,
+)
+from tests.contract.backends import StatusBackend
+
+PROCESSES = 4
+APPENDS_PER_PROCESS = 15
+
+
+def record(
+    job_id: str = "job-1",
+    *,
+    bucket: str = "inbox",
+    manifest: str = "c7/manifest.yaml",
+    state: JobState = JobState.RECEIVED,
+    created_at: float = 1000.0,
+) -> JobRecord:
+    return JobRecord(
+        job_id=job_id,
+        bucket=bucket,
+        manifest=manifest,
+        manifest_generation=1_795_288_545_046_154,  # Cloud Storage generations are µs stamps
+        manifest_uri=f"gs://{bucket}/{manifest}",
+        state=state,
+        created_at=created_at,
+        updated_at=created_at,
+    )
+
+
+# -- create and get ----------------------------------------------------------------------------
+
+
+def test_create_only_if_absent(status: StatusStore) -> None:
+    assert status.create(record(state=JobState.QUEUED)) is True
+    assert status.create(record(state=JobState.FAILED)) is False
+    stored = status.get("job-1")
+    assert stored is not None
+    assert stored.state == JobState.QUEUED
+
+
+def test_concurrent_creates_have_exactly_one_winner(status: StatusStore) -> None:
+    barrier = threading.Barrier(8)
+    results: list[bool] = []
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        results.append(status.create(record(created_at=1000.0 + i)))
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results) == [False] * 7 + [True]
+
+
+def test_get_returns_what_was_created(status: StatusStore) -> None:
+    original = record()
+    original.error = JobError(code="X", message="y", field="chain[0]")
+    original.chunks_done = {"0": [1, 2]}
+    status.create(original)
+    stored = status.get("job-1")
+    assert stored is not None
+    assert stored.revision >= 1
+    assert stored.model_dump(exclude={"revision"}) == original.model_dump(exclude={"revision"})
+
+
+def test_a_plan_with_hundreds_of_inputs_round_trips(status: StatusStore) -> None:
+    info = VideoInfo(duration=600.0, fps_num=30000, fps_den=1001, frame_count=17982, width=1920,
+                     height=1080, has_audio=True, codec="h264")  # fmt: skip
+    items = [
+        PlannedItem(
+            index=i,
+            video=f"c7/clips/take-{i:03d}.mp4",
+            output=f"c7/out/take-{i:03d}.mp4",
+            preview=f"c7/out/take-{i:03d}.preview.jpg",
+            info=info,
+            chain=[{"crop": {"aspect": "9:16", "smoothing_seconds": 0.5}}],
+            encode={"crf": 20, "preset": "medium"},
+            chunks=[
+                Chunk(
+                    index=c,
+                    start_frame=c * 300,
+                    end_frame=min((c + 1) * 300, 17982),
+                    preroll=15 if c else 0,
+                    postroll=15,
+                )
+                for c in range(60)
+            ],
+        )
+        for i in range(500)
+    ]
+    big = record()
+    big.plan = Plan(items=items, max_parallel_tasks=100)
+    big.chunks_total = 500 * 60
+    assert status.create(big)
+    stored = status.get("job-1")
+    assert stored is not None and stored.plan == big.plan
+    status.transact("job-1", lambda r: r.chunks_done.setdefault("499", []).append(59))
+    assert status.get("job-1").chunks_done == {"499": [59]}
+
+
+def test_get_of_unknown_job_is_none(status: StatusStore) -> None:
+    assert status.get("nobody") is None
+
+
+def test_records_survive_reopening_the_store(status_backend: StatusBackend) -> None:
+    status_backend.open().create(record())
+    reopened = status_backend.open()
+    assert reopened.get("job-1") is not None
+    assert reopened.create(record()) is False
+
+
+# -- transact ------------------------------------------------------------------------------------
+
+
+def test_transact_increments_revision_only_when_the_record_changed(status: StatusStore) -> None:
+    status.create(record())
+    start = status.get("job-1")
+    assert start is not None
+
+    unchanged, result = status.transact("job-1", lambda r: r.state)
+    assert result == JobState.RECEIVED
+    assert unchanged.revision == start.revision
+    assert status.get("job-1").revision == start.revision
+
+    def to_queued(r: JobRecord) -> str:
+        r.set_state(JobState.QUEUED, now=2000.0)
+        return "moved"
+
+    changed, result = status.transact("job-1", to_queued)
+    assert result == "moved"
+    assert changed.revision == start.revision + 1
+    stored = status.get("job-1")
+    assert stored.revision == start.revision + 1
+    assert stored.state == JobState.QUEUED
+    assert stored.updated_at >= start.updated_at
+
+    again, _ = status.transact("job-1", to_queued)  # already QUEUED: set_state is a no-op
+    assert again.revision == start.revision + 1
+
+
+def test_transact_on_unknown_job_raises(status: StatusStore) -> None:
+    with pytest.raises(JobNotFound):
+        status.transact("nobody", lambda r: None)
+
+
+def test_transact_that_raises_writes_nothing(status: StatusStore) -> None:
+    status.create(record())
+
+    def half_done(r: JobRecord) -> None:
+        r.set_state(JobState.RUNNING)
+        raise RuntimeError("task crashed mid-update")
+
+    with pytest.raises(RuntimeError):
+        status.transact("job-1", half_done)
+    stored = status.get("job-1")
+    assert stored.state == JobState.RECEIVED
+    assert stored.revision == 1
+    status.transact("job-1", lambda r: r.set_state(JobState.RUNNING))  # nothing left locked
+    assert status.get("job-1").state == JobState.RUNNING
+
+
+def test_marking_a_chunk_done_twice_counts_once(status: StatusStore) -> None:
+    status.create(record())
+
+    def mark(r: JobRecord) -> None:
+        done = r.chunks_done.setdefault("0", [])
+        if 3 not in done:
+            done.append(3)
+
+    first, _ = status.transact("job-1", mark)
+    retry, _ = status.transact("job-1", mark)
+    assert retry.chunks_done == {"0": [3]}
+    assert retry.revision == first.revision
+
+
+def _append_many(
+    settings_json: str, env: dict[str, str], worker: int, barrier: multiprocessing.Barrier
+) -> None:
+    os.environ.update(env)
+    store = open_status(Settings.model_validate_json(settings_json))
+    barrier.wait()
+    for i in range(APPENDS_PER_PROCESS):
+        value = worker * APPENDS_PER_PROCESS + i
+        store.transact("job-1", lambda r, v=value: r.chunks_done.setdefault("0", []).append(v))
+
+
+def test_concurrent_transactions_from_several_processes_lose_no_update(
+    status_backend: StatusBackend,
+) -> None:
+    store = status_backend.open()
+    store.create(record())
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(PROCESSES)
+    args = (status_backend.settings.model_dump_json(), status_backend.env)
+    workers = [
+        context.Process(target=_append_many, args=(*args, w, barrier)) for w in range(PROCESSES)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert [w.exitcode for w in workers] == [0] * PROCESSES
+
+    stored = store.get("job-1")
+    total = PROCESSES * APPENDS_PER_PROCESS
+    assert sorted(stored.chunks_done["0"]) == list(range(total))
+    assert stored.revision == 1 + total
+
+
+def test_the_stitch_lease_goes_to_one_of_many_claimants(status: StatusStore) -> None:
+    from batch_jobs.stitch import claim_stitch
+
+    status.create(record())
+    barrier = threading.Barrier(6)
+    outcomes: dict[str, str] = {}
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        outcomes[owner] = claim_stitch(status, "job-1", 0, owner, lease=60)
+
+    threads = [threading.Thread(target=claim, args=(f"task-{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(outcomes.values()) == ["claimed"] + ["held"] * 5
+    stored = status.get("job-1")
+    [winner] = [owner for owner, outcome in outcomes.items() if outcome == "claimed"]
+    assert stored.stitch_leases["0"].owner == winner
+    assert [c.owner for c in stored.stitch_claims] == [winner]
+
+
+# -- recent ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def history(status: StatusStore) -> StatusStore:
+    jobs = [
+        record("a", bucket="inbox", manifest="c7/m.yaml", state=JobState.SUCCEEDED, created_at=1),
+        record("b", bucket="inbox", manifest="c8/m.yaml", state=JobState.FAILED, created_at=3),
+        record("c", bucket="other", manifest="c7/m.yaml", state=JobState.RUNNING, created_at=2),
+        record("d", bucket="inbox", manifest="c7/m.yaml", state=JobState.RUNNING, created_at=4),
+    ]
+    for job in jobs:
+        assert status.create(job)
+    return status
+
+
+def ids(records: list[JobRecord]) -> list[str]:
+    return [r.job_id for r in records]
+
+
+def test_recent_is_newest_first_and_limited(history: StatusStore) -> None:
+    assert ids(history.recent()) == ["d", "b", "c", "a"]
+    assert ids(history.recent(limit=2)) == ["d", "b"]
+
+
+def test_recent_filters_by_bucket_manifest_and_state(history: StatusStore) -> None:
+    assert ids(history.recent(bucket="inbox")) == ["d", "b", "a"]
+    assert ids(history.recent(manifest="c7/m.yaml")) == ["d", "c", "a"]
+    assert ids(history.recent(bucket="inbox", manifest="c7/m.yaml")) == ["d", "a"]
+    assert ids(history.recent(1, bucket="inbox", manifest="c7/m.yaml")) == ["d"]
+    assert ids(history.recent(states=[JobState.RUNNING])) == ["d", "c"]
+    assert ids(history.recent(states=[JobState.FAILED, JobState.SUCCEEDED])) == ["b", "a"]
+    assert ids(history.recent(bucket="other", states=[JobState.FAILED])) == []
+    assert ids(history.recent(states=[])) == ["d", "b", "c", "a"]
+
+
+def test_recent_sees_state_changed_by_transact(history: StatusStore) -> None:
+    history.transact("c", lambda r: r.set_state(JobState.CANCELLED))
+    assert ids(history.recent(states=[JobState.RUNNING])) == ["d"]
+    assert ids(history.recent(states=[JobState.CANCELLED])) == ["c"]
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+def test_progress_is_listed_by_task_index_and_kept_per_task(status: StatusStore) -> None:
+    for task in (2, 0, 1, 10):
+        status.put_progress(TaskProgress(job_id="job-1", task_index=task, item=0, chunk=task))
+    status.put_progress(TaskProgress(job_id="job-2", task_index=0, item=0, chunk=0))
+    listed = status.progress("job-1")
+    assert [p.task_index for p in listed] == [0, 1, 2, 10]
+    assert [p.chunk for p in listed] == [0, 1, 2, 10]
+    assert [p.job_id for p in status.progress("job-2")] == ["job-2"]
+    assert status.progress("nobody") == []
+
+
+def test_a_task_finishing_right_after_a_progress_update_ends_finished(status: StatusStore) -> None:
+    """However often a task reports, the state it ends in is the one that is stored."""
+    started = TaskProgress(job_id="job-1", task_index=3, item=0, chunk=3, frames_total=300)
+    status.put_progress(started)
+    for frames in range(0, 300, 30):  # a burst, faster than anyone should write
+        status.put_progress(started.model_copy(update={"frames_done": frames}))
+    status.put_progress(
+        started.model_copy(update={"frames_done": 300, "state": "SUCCEEDED", "fps": 41.5})
+    )
+    [stored] = status.progress("job-1")
+    assert (stored.state, stored.frames_done, stored.fps) == ("SUCCEEDED", 300, 41.5)
+
+
+def test_a_failed_task_keeps_its_message(status: StatusStore) -> None:
+    running = TaskProgress(job_id="job-1", task_index=0, item=0, chunk=0, frames_done=10)
+    status.put_progress(running)
+    status.put_progress(running.model_copy(update={"state": "FAILED", "message": "decode: EOF"}))
+    [stored] = status.progress("job-1")
+    assert (stored.state, stored.message, stored.frames_done) == ("FAILED", "decode: EOF", 10)
+    assert abs(stored.updated_at - time.time()) < 60

@@ -153,7 +153,7 @@ def _last_message(tail: str) -> str:
         except ValueError:
             continue
         if entry.get("severity") in ("ERROR", "CRITICAL"):
-            return str(entry.get("message"))
+            return str(entry.get("reason") or entry.get("message"))
     lines = tail.strip().splitlines()
     return lines[-1] if lines else "no output"
 

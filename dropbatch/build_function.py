@@ -140,7 +140,7 @@ def package_data(packages: set[str], root: Path = ROOT) -> list[Path]:
     return files
 
 
-MAIN = '''"""Cloud Functions entry points (built by dropbatch.build_function from triggers/main.py)."""
+MAIN = '''"""Cloud Functions entry points, built from triggers/main.py."""
 
 from triggers.main import {names}
 

@@ -73,10 +73,15 @@ class BatchStandin:
         self,
         *,
         run_jobs: bool = True,
+        hold: bool = False,
         on_notification: Notification | None = None,
         python: str = sys.executable,
     ) -> None:
         self.run_jobs = run_jobs
+        # Jobs wait in SCHEDULED (as for VMs) until `release` is set.
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
         self.on_notification = on_notification
         self.python = python  # what the image's `python` is on these "VMs"
         self.requests: list[batch_v1.CreateJobRequest] = []  # every CreateJob on the wire
@@ -220,6 +225,7 @@ class BatchStandin:
 
     # -- running a job -------------------------------------------------------------------
     def _run(self, name: str) -> None:
+        self.release.wait(600)
         job = self.jobs[name]
         group = job.task_groups[0]
         spec = group.task_spec

@@ -226,6 +226,34 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    from dropbatch.cost import Throughput, estimate_cost
+    from manifests.loader import ManifestInvalid, load_manifest
+    from manifests.model import ComputeOptions
+
+    compute = ComputeOptions()
+    if args.manifest:
+        try:
+            compute = load_manifest(Path(args.manifest).read_bytes()).compute
+        except ManifestInvalid as exc:
+            for error in exc.errors:
+                print(error.line(), file=sys.stderr)
+            return EXIT_INVALID
+    est = estimate_cost(
+        compute,
+        args.minutes * 60,
+        fps=args.fps,
+        throughput=Throughput(frames_per_second=args.processing_fps),
+    )
+    print(
+        f"{args.minutes:g} min of {args.fps:g} fps video, chunks of {compute.chunk_seconds:g} s: "
+        f"{est.tasks} tasks on {est.vms} {est.provisioning} {est.machine_type} VM(s), "
+        f"about {est.wall_seconds / 60:.0f} min, {est.vm_hours:.2f} VM-hours "
+        f"at ${est.hourly_usd:.3f}/h = ${est.usd:.2f}"
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dropbatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -267,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the manifest JSON Schema")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("cost", help="estimate a Cloud Batch run's cost from compute settings")
+    p.add_argument("manifest", nargs="?", help="take `compute` from this manifest")
+    p.add_argument("--minutes", type=float, default=10.0, help="minutes of video")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--processing-fps", type=float, default=30.0, help="chain speed on one VM")
+    p.set_defaults(func=cmd_cost)
     return parser
 
 

@@ -56,3 +56,23 @@ def test_the_cost_command_quotes_the_estimate(capsys: pytest.CaptureFixture[str]
     est = estimate_cost(ComputeOptions(), 600, throughput=Throughput(frames_per_second=8))
     assert f"{est.tasks} tasks on {est.vms} spot g2-standard-8" in line
     assert f"= ${est.usd:.2f}" in line
+
+
+def test_readme_cost_table_is_what_the_estimate_says() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = re.findall(
+        r"^\| (\d+) min \| (\d+) \| (\d+) \| ~(\d+) min \| ([\d.]+) "
+        r"\| \$([\d.]+) \| \$([\d.]+) \|$",
+        readme,
+        re.M,
+    )
+    assert len(rows) == 3
+    for minutes, tasks, vms, wall, hours, spot, standard in rows:
+        s = estimate_cost(ComputeOptions(), int(minutes) * 60)
+        t = estimate_cost(ComputeOptions(spot=False), int(minutes) * 60)
+        assert (s.tasks, s.vms, round(s.wall_seconds / 60)) == (int(tasks), int(vms), int(wall))
+        assert f"{s.vm_hours:.2f}" == hours
+        assert (f"{s.usd:.2f}", f"{t.usd:.2f}") == (spot, standard)

@@ -76,4 +76,6 @@ class BatchLauncher:
         try:
             return failure_reason(self.client.get_job(name=full))
         except exceptions.GoogleAPICallError as exc:
-            return f"could not read batch job {full}: {exc.message}"
+            # Deleted already, or unreachable: the notification's own text has to do.
+            event(log, "batch job unreadable", logging.WARNING, batch_job=full, error=exc.message)
+            return ""

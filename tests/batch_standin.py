@@ -140,8 +140,8 @@ class BatchStandin:
         return self.jobs[name]
 
     def wait_all(self, timeout: float = 300) -> None:
-        for name in list(self._threads):
-            self.wait(name, timeout)
+        for thread in list(self._threads.values()):
+            thread.join(timeout)
 
     # -- BatchService --------------------------------------------------------------------
     def create_job(
@@ -226,7 +226,9 @@ class BatchStandin:
     # -- running a job -------------------------------------------------------------------
     def _run(self, name: str) -> None:
         self.release.wait(600)
-        job = self.jobs[name]
+        job = self.jobs.get(name)
+        if job is None:
+            return  # deleted before its VMs started
         group = job.task_groups[0]
         spec = group.task_spec
         container = spec.runnables[0].container

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from google.cloud import batch_v1
 
+from batch_jobs.batch_launcher import batch_client
 from batch_jobs.reconcile import BatchNotification
 from dropbatch.build_function import build
 from dropbatch.config import Settings
@@ -222,3 +223,29 @@ def test_a_notification_naming_the_full_job_resource_is_understood(cloud: dict) 
     assert note is not None and note.job_id == record.job_id
     task_level = {"JobName": record.job_id, "NewTaskState": "FAILED", "Type": "TASK_STATE_CHANGED"}
     assert BatchNotification.from_pubsub(task_level, "") is None
+
+
+@pytest.mark.parametrize("cloud", [True], indirect=True)
+def test_deleting_the_batch_job_cancels_the_record(cloud: dict) -> None:
+    upload(cloud, "c5/clip.mp4", frames=FRAMES)
+    upload(cloud, "c5/job.yaml", MANIFEST.encode())
+    record = the_record(cloud)
+    client = batch_client(Settings.from_env())
+    tasks = client.list_tasks(parent=f"{record.batch_job}/taskGroups/group0")
+    assert [t.status.state.name for t in tasks] == ["PENDING"] * 3
+    client.delete_job(name=record.batch_job).result(timeout=60)
+    final = the_record(cloud)
+    assert final.state == JobState.CANCELLED
+    assert final.error is not None and final.error.code == "CANCELLED"
+    assert "deleted" in final.error.message.lower()
+
+
+def test_list_tasks_reports_each_tasks_exit(cloud: dict) -> None:
+    upload(cloud, "c6/clip.mp4", frames=FRAMES)
+    upload(cloud, "c6/job.yaml", MANIFEST.encode())
+    record = the_record(cloud)
+    cloud["standin"].wait(record.batch_job)
+    client = batch_client(Settings.from_env())
+    tasks = list(client.list_tasks(parent=f"{record.batch_job}/taskGroups/group0"))
+    assert [t.status.state.name for t in tasks] == ["SUCCEEDED"] * 3
+    assert all(t.status.status_events[-1].task_execution.exit_code == 0 for t in tasks)

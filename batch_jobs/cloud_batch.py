@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 
 from google.cloud import batch_v1
 from google.protobuf import duration_pb2
@@ -30,14 +31,14 @@ TASK_FAILED_RETRYABLE = 1  # batch_jobs.task: this attempt failed, another may n
 RETRY_EXIT_CODES = (SPOT_PREEMPTED, TASK_FAILED_RETRYABLE)
 
 
+@dataclass(frozen=True)
 class MachineShape:
     """A VM for one task: machine type, its GPU, and what the task may use of it."""
 
-    def __init__(self, machine_type: str, accelerator: str, cpu_milli: int, memory_mib: int):
-        self.machine_type = machine_type
-        self.accelerator = accelerator  # "" for none
-        self.cpu_milli = cpu_milli
-        self.memory_mib = memory_mib
+    machine_type: str
+    accelerator: str  # "" for none
+    cpu_milli: int
+    memory_mib: int
 
 
 # gpu: l4 → g2-standard-8: one NVIDIA L4, 8 vCPU, 32 GB (decode and x264 encode run on the CPU).

@@ -76,6 +76,7 @@ class BatchStandin:
         hold: bool = False,
         on_notification: Notification | None = None,
         python: str = sys.executable,
+        vm_env: dict[str, str] | None = None,
     ) -> None:
         self.run_jobs = run_jobs
         # Jobs wait in SCHEDULED (as for VMs) until `release` is set.
@@ -84,6 +85,9 @@ class BatchStandin:
             self.release.set()
         self.on_notification = on_notification
         self.python = python  # what the image's `python` is on these "VMs"
+        # What a real VM has that no Job carries: credentials, or here emulator hosts
+        # (STORAGE_EMULATOR_HOST, FIRESTORE_EMULATOR_HOST) when the backends are emulated.
+        self.vm_env = dict(vm_env or {})
         self.requests: list[batch_v1.CreateJobRequest] = []  # every CreateJob on the wire
         self.jobs: dict[str, batch_v1.Job] = {}
         self.notifications: list[CloudEvent] = []
@@ -242,6 +246,7 @@ class BatchStandin:
         base_env = {
             k: os.environ[k] for k in ("PATH", "HOME", "LANG", "PYTHONPATH") if k in os.environ
         }
+        base_env.update(self.vm_env)
         executor = LocalExecutor(
             job_name=name,
             task_count=group.task_count,

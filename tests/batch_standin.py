@@ -88,6 +88,10 @@ class BatchStandin:
         # What a real VM has that no Job carries: credentials, or here emulator hosts
         # (STORAGE_EMULATOR_HOST, FIRESTORE_EMULATOR_HOST) when the backends are emulated.
         self.vm_env = dict(vm_env or {})
+        # Cleared: CreateJob calls wait before acting (an in-flight create whose caller can die).
+        self.admit_creates = threading.Event()
+        self.admit_creates.set()
+        self.creates_arrived = 0
         self.requests: list[batch_v1.CreateJobRequest] = []  # every CreateJob on the wire
         self.jobs: dict[str, batch_v1.Job] = {}
         self.notifications: list[CloudEvent] = []
@@ -156,6 +160,8 @@ class BatchStandin:
         if batch_v1.Job.serialize(request.job).__len__() >= 1 << 20:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job definition over 1 MB")
         name = f"{request.parent}/jobs/{request.job_id}"
+        self.creates_arrived += 1
+        self.admit_creates.wait(600)
         with self._lock:
             self.requests.append(request)
             if name in self.jobs:

@@ -3,7 +3,9 @@ own process whose imports come from that folder only (no repository on its path)
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -57,6 +59,9 @@ class FunctionServer:
                 env=function_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # Its own process group: the server may fork a worker, and stopping or killing
+                # it must take the whole group.
+                start_new_session=True,
             )
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -80,11 +85,24 @@ class FunctionServer:
         except urllib.error.HTTPError as exc:
             return exc.code
 
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """The instance dies at once (SIGKILL), whatever it is doing."""
+        self._signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(20)
+
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(20)
+        if self.proc is None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.proc.wait(20)
+        self._signal(signal.SIGKILL)  # a forked worker that outlived its parent

@@ -6,9 +6,11 @@ backends (the Cloud Storage / Firestore ones plug in by configuration)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,7 +176,10 @@ def test_the_same_storage_event_20_times_creates_one_batch_job(cloud: dict) -> N
     codes.extend(cloud["inbox_fn"].post(event) for _ in range(10))
     assert codes == [200] * 20
     standin = cloud["standin"]
-    assert len(standin.jobs) == 1 and len(standin.requests) == 1
+    # Deliveries that found the claim taken but no job recorded yet launch again: the same
+    # job id and request id, so Batch holds one job.
+    assert len(standin.jobs) == 1
+    assert len({(r.job_id, r.request_id) for r in standin.requests}) == 1
     [name] = standin.jobs
     standin.wait(name)
     final = the_record(cloud)
@@ -249,3 +254,41 @@ def test_list_tasks_reports_each_tasks_exit(cloud: dict) -> None:
     tasks = list(client.list_tasks(parent=f"{record.batch_job}/taskGroups/group0"))
     assert [t.status.state.name for t in tasks] == ["SUCCEEDED"] * 3
     assert all(t.status.status_events[-1].task_execution.exit_code == 0 for t in tasks)
+
+
+def test_a_function_killed_mid_launch_is_recovered_by_the_redelivery(cloud: dict) -> None:
+    standin = cloud["standin"]
+    upload(cloud, "c7/clip.mp4", frames=FRAMES)
+    (cloud["inbox"] / "c7/job.yaml").write_text(MANIFEST)
+    event = storage_cloud_event(cloud["store"].stat("inbox", "c7/job.yaml"))
+    standin.admit_creates.clear()
+    def deliver_into_a_dying_instance() -> None:
+        with contextlib.suppress(OSError):  # the connection dies with the instance
+            cloud["inbox_fn"].post(event, timeout=60)
+
+    first = threading.Thread(target=deliver_into_a_dying_instance)
+    first.start()
+    deadline = time.time() + 120
+    while standin.creates_arrived == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert standin.creates_arrived == 1
+    cloud["inbox_fn"].kill()  # the instance dies with CreateJob in flight
+    claimed = the_record(cloud)
+    assert claimed.state == JobState.QUEUED and claimed.batch_job is None
+    standin.admit_creates.set()  # Batch did create it; the answer never reached anyone
+    first.join(120)
+    deadline = time.time() + 120  # its tasks start and move the record on, nameless
+    while the_record(cloud).state == JobState.QUEUED and time.time() < deadline:
+        time.sleep(0.1)
+    assert the_record(cloud).batch_job is None
+    cloud["inbox_fn"].start()
+    assert cloud["inbox_fn"].post(event) == 200
+    print(
+        "DEBUG after", the_record(cloud).state, the_record(cloud).batch_job, standin.creates_arrived
+    )  # Eventarc delivers the event again
+    record = the_record(cloud)
+    assert record.batch_job and len(standin.jobs) == 1
+    assert standin.creates_arrived == 2  # the redelivery launched again, with the same ids
+    assert len({(r.job_id, r.request_id) for r in standin.requests}) == 1
+    standin.wait(record.batch_job)
+    assert the_record(cloud).state == JobState.SUCCEEDED

@@ -157,7 +157,7 @@ class BatchStandin:
     ) -> batch_v1.Job:
         if not JOB_ID_RE.match(request.job_id):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"job_id {request.job_id!r}")
-        if batch_v1.Job.serialize(request.job).__len__() >= 1 << 20:
+        if len(batch_v1.Job.serialize(request.job)) >= 1 << 20:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job definition over 1 MB")
         name = f"{request.parent}/jobs/{request.job_id}"
         self.creates_arrived += 1
@@ -183,13 +183,17 @@ class BatchStandin:
             thread.start()
         return self.jobs[name]
 
-    def get_job(self, request: batch_v1.GetJobRequest, context: grpc.ServicerContext):
+    def get_job(
+        self, request: batch_v1.GetJobRequest, context: grpc.ServicerContext
+    ) -> batch_v1.Job:
         job = self.jobs.get(request.name)
         if job is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.name} not found")
         return job
 
-    def list_tasks(self, request: batch_v1.ListTasksRequest, context: grpc.ServicerContext):
+    def list_tasks(
+        self, request: batch_v1.ListTasksRequest, context: grpc.ServicerContext
+    ) -> batch_v1.ListTasksResponse:
         job_name = request.parent.split("/taskGroups/")[0]
         job = self.jobs.get(job_name)
         if job is None:
@@ -221,7 +225,9 @@ class BatchStandin:
             )
         return batch_v1.ListTasksResponse(tasks=tasks)
 
-    def delete_job(self, request: batch_v1.DeleteJobRequest, context: grpc.ServicerContext):
+    def delete_job(
+        self, request: batch_v1.DeleteJobRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         if request.name not in self.jobs:
             context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.name} not found")
         self._change(request.name, State.DELETION_IN_PROGRESS, "Job is being deleted")

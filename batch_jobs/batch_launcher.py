@@ -46,7 +46,7 @@ def failure_reason(job: batch_v1.Job) -> str:
     }
     parts = []
     if counts:
-        parts.append("tasks " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        parts.append("tasks: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     parts.extend(events[-1:])  # the event that ended the job
     return "; ".join(parts)
 

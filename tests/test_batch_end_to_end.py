@@ -262,6 +262,7 @@ def test_a_function_killed_mid_launch_is_recovered_by_the_redelivery(cloud: dict
     (cloud["inbox"] / "c7/job.yaml").write_text(MANIFEST)
     event = storage_cloud_event(cloud["store"].stat("inbox", "c7/job.yaml"))
     standin.admit_creates.clear()
+
     def deliver_into_a_dying_instance() -> None:
         with contextlib.suppress(OSError):  # the connection dies with the instance
             cloud["inbox_fn"].post(event, timeout=60)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from dropbatch.jobstatus import transition
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobError, JobState
+from dropbatch.status.model import TERMINAL_STATES, JobError, JobState
 from dropbatch.storage.base import ObjectStore
 
 
@@ -67,8 +67,8 @@ def apply_notification(
     engine_reason: EngineReason | None = None,
 ) -> None:
     record = status.get(note.job_id)
-    if record is None:
-        return
+    if record is None or record.state in TERMINAL_STATES:
+        return  # not ours, or settled: late and out-of-order notifications change nothing
     state = note.new_state.upper()
     if state in ("FAILED", "CANCELLED", "DELETION_IN_PROGRESS"):
         note = BatchNotification(

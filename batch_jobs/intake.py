@@ -40,6 +40,8 @@ log = logging.getLogger("dropbatch.intake")
 
 INTERNAL_PREFIX = "_dropbatch/"  # parts and scratch space, per bucket
 MAX_IMAGE_BYTES = 50 << 20  # a face image larger than this is not read whole by the trigger
+# Claimed states in which an engine job should exist.
+ENGINE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.STITCHING})
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,14 @@ class Intake:
             assert record is not None
             if record.state == JobState.RECEIVED and not record.history:
                 transition(self.store, self.status, job_id, JobState.RECEIVED)
+        if record.state in ENGINE_STATES and record.batch_job is None:
+            # Claimed but no engine job recorded: the delivery that claimed it died before
+            # recording one (its job may be running already), or is launching right now.
+            # Launching is idempotent per job id (Batch: same job id and request id,
+            # ALREADY_EXISTS read back), so launch again; a failure here raises, and the
+            # event is delivered again.
+            self._submit(job_id)
+            return job_id
         if record.state not in LAUNCHABLE_STATES:
             return job_id  # a duplicate delivery of an event we already acted on
         try:
@@ -294,7 +304,8 @@ class Intake:
                     lambda n: self.store.read_bytes(bucket, folder + n, MAX_IMAGE_BYTES),
                 )
             except ImportError as exc:
-                event(log, f"faces not checked here ({exc}); the task checks them", logging.WARNING)
+                # The function may be deployed without insightface: the task checks instead.
+                event(log, "faces unchecked", logging.WARNING, reason=str(exc))
                 return []
             except ModelStoreError as exc:
                 problems.append(JobError(code=exc.code, message=str(exc), field=f"{where}.model"))
@@ -324,10 +335,8 @@ class Intake:
         )
         if not claimed:
             return  # a concurrent delivery won the claim and launches
-        record = self.status.get(job_id)
-        assert record is not None
         try:
-            batch_job = self.launcher.launch(record, self.settings)
+            self._submit(job_id)
         except Exception as exc:  # the engine refused: say so in the record
             log.exception("launch failed")
             self._fail(
@@ -335,10 +344,15 @@ class Intake:
                 JobState.FAILED,
                 JobError(code="LAUNCH_FAILED", message=f"could not start the job: {exc}"),
             )
-            return
+
+    def _submit(self, job_id: str) -> None:
+        """Hand the claimed job to the engine and record the engine's job name."""
+        record = self.status.get(job_id)
+        assert record is not None
+        batch_job = self.launcher.launch(record, self.settings)
         self.status.transact(job_id, lambda r: setattr(r, "batch_job", batch_job))
         publish(self.store, self.status, job_id)
-        event(log, "job launched", job_id=job_id, batch_job=batch_job, tasks=total)
+        event(log, "job launched", job_id=job_id, batch_job=batch_job, tasks=record.chunks_total)
 
     # -- outcomes ------------------------------------------------------------------------
     def _invalid(self, job_id: str, *errors: JobError) -> None:

@@ -17,10 +17,18 @@ class Launcher(Protocol):
         """Start the job's tasks; return the engine's job name. Idempotent per job id."""
         ...
 
+    def failure_reason(self, job_name: str) -> str:
+        """Why the engine's job ended, as far as the engine knows ('' if it cannot say)."""
+        ...
+
 
 def open_launcher(settings: Settings) -> Launcher:
     if settings.launcher == "local":
         from batch_jobs.local_executor import LocalLauncher
 
         return LocalLauncher.shared()
-    raise NotImplementedError(f"launcher {settings.launcher!r} is not available yet")
+    if settings.launcher == "batch":
+        from batch_jobs.batch_launcher import BatchLauncher
+
+        return BatchLauncher(settings)
+    raise NotImplementedError(f"launcher {settings.launcher!r} is not available")

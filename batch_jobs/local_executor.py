@@ -52,6 +52,8 @@ class LocalExecutor:
         env: dict[str, str],
         command: list[str],
         notify: Notify,
+        retry_exit_codes: frozenset[int] | None = None,
+        base_env: dict[str, str] | None = None,
     ) -> None:
         self.job_name = job_name
         self.task_count = task_count
@@ -60,10 +62,16 @@ class LocalExecutor:
         self.env = env
         self.command = command
         self.notify = notify
+        # None: retry any failure (the local default); else only these exit codes, the way a
+        # Cloud Batch RETRY_TASK lifecycle policy does.
+        self.retry_exit_codes = retry_exit_codes
+        self.outcomes: list[TaskOutcome] = []
+        # The environment tasks start from (None: this process's); a container's is its own.
+        self.base_env = base_env
 
     def _attempt(self, index: int, attempt: int) -> tuple[int, str]:
         env = {
-            **os.environ,
+            **(os.environ if self.base_env is None else self.base_env),
             **self.env,
             "BATCH_TASK_INDEX": str(index),
             "BATCH_TASK_COUNT": str(self.task_count),
@@ -86,6 +94,8 @@ class LocalExecutor:
             code, tail = self._attempt(index, attempt)
             if code == 0:
                 return TaskOutcome(index, attempt + 1, 0, tail)
+            if self.retry_exit_codes is not None and code not in self.retry_exit_codes:
+                return TaskOutcome(index, attempt + 1, code, tail)
             event(
                 log,
                 "task attempt failed",
@@ -102,7 +112,7 @@ class LocalExecutor:
         pending: queue.Queue[int] = queue.Queue()
         for i in range(self.task_count):
             pending.put(i)
-        outcomes: list[TaskOutcome] = []
+        outcomes = self.outcomes
         lock = threading.Lock()
 
         def worker() -> None:
@@ -143,7 +153,7 @@ def _last_message(tail: str) -> str:
         except ValueError:
             continue
         if entry.get("severity") in ("ERROR", "CRITICAL"):
-            return str(entry.get("message"))
+            return str(entry.get("reason") or entry.get("message"))
     lines = tail.strip().splitlines()
     return lines[-1] if lines else "no output"
 
@@ -196,6 +206,9 @@ class LocalLauncher:
             self._jobs[record.job_id] = thread
             thread.start()
         return name
+
+    def failure_reason(self, job_name: str) -> str:
+        return ""  # the executor's own notifications already carry the reason
 
     def wait(self, job_id: str, timeout: float | None = None) -> bool:
         thread = self._jobs.get(job_id)

@@ -3,11 +3,12 @@ the status record, so a job whose tasks all failed never stays RUNNING forever."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dropbatch.jobstatus import transition
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobError, JobState
+from dropbatch.status.model import TERMINAL_STATES, JobError, JobState
 from dropbatch.storage.base import ObjectStore
 
 
@@ -15,20 +16,64 @@ from dropbatch.storage.base import ObjectStore
 class BatchNotification:
     """What a Cloud Batch JOB_STATE_CHANGED notification carries (attributes of the message)."""
 
-    job_name: str  # projects/…/locations/…/jobs/<job_id>, or local/<job_id>
+    job_name: str  # projects/…/locations/…/jobs/<job_id>, <job_id>, or local/<job_id>
     new_state: str  # QUEUED, SCHEDULED, RUNNING, SUCCEEDED, FAILED, DELETION_IN_PROGRESS, …
     reason: str = ""
+    job_uid: str = ""
+
+    @classmethod
+    def from_pubsub(cls, attributes: dict[str, str], text: str) -> BatchNotification | None:
+        """A Batch Pub/Sub message (attributes JobUID, JobName, NewJobState, Type); None for
+        task-level messages, whose progress the tasks report themselves."""
+        if attributes.get("Type", "JOB_STATE_CHANGED") != "JOB_STATE_CHANGED":
+            return None
+        if not attributes.get("JobName") or not attributes.get("NewJobState"):
+            return None
+        return cls(
+            job_name=attributes["JobName"],
+            new_state=attributes["NewJobState"],
+            reason=text.strip(),
+            job_uid=attributes.get("JobUID", ""),
+        )
 
     @property
     def job_id(self) -> str:
         return self.job_name.rsplit("/", 1)[-1]
 
 
-def apply_notification(store: ObjectStore, status: StatusStore, note: BatchNotification) -> None:
+EngineReason = Callable[[str], str]  # job name → why the engine says it ended
+
+
+def ending_reason(
+    status: StatusStore, note: BatchNotification, engine_reason: EngineReason | None
+) -> str:
+    """The engine's account (Batch: the job's status events via GetJob) and, when a task said
+    why it failed, the first such task's own words."""
+    reason = (engine_reason(note.job_name) if engine_reason else "") or note.reason
+    failed = sorted(
+        (p for p in status.progress(note.job_id) if p.state == "FAILED" and p.message),
+        key=lambda p: p.task_index,
+    )
+    if failed and failed[0].message not in reason:
+        first = failed[0]
+        reason = f"{reason}; task {first.task_index} (chunk {first.chunk}): {first.message}"
+    return reason.strip("; ")
+
+
+def apply_notification(
+    store: ObjectStore,
+    status: StatusStore,
+    note: BatchNotification,
+    engine_reason: EngineReason | None = None,
+) -> None:
     record = status.get(note.job_id)
-    if record is None:
-        return
+    if record is None or record.state in TERMINAL_STATES:
+        return  # not ours, or settled: late and out-of-order notifications change nothing
     state = note.new_state.upper()
+    if state in ("FAILED", "CANCELLED", "DELETION_IN_PROGRESS"):
+        note = BatchNotification(
+            note.job_name, note.new_state, ending_reason(status, note, engine_reason), note.job_uid
+        )
     if state in ("SCHEDULED", "RUNNING"):
         transition(
             store, status, note.job_id, JobState.RUNNING, allowed_from=frozenset({JobState.QUEUED})

@@ -200,15 +200,33 @@ def process_chunk(
         reporter.update(done, force=True)
 
 
+def failure_text(exc: BaseException) -> str:
+    """What went wrong, in words a user can act on; the exception's kind when it is terse."""
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and text:
+        return text  # our own messages already say what happened
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
     store, status = open_store(settings), open_status(settings)
     record = status.get(job_id)
     if record is None or record.plan is None:
-        event(log, f"job {job_id} has no plan in the status store", logging.ERROR)
+        event(
+            log,
+            "task failed",
+            logging.ERROR,
+            reason=f"job {job_id} has no plan in the status store",
+        )
         return 2
     tasks = record.plan.tasks()
     if not 0 <= index < len(tasks):
-        event(log, f"task index {index} outside 0..{len(tasks) - 1}", logging.ERROR)
+        event(
+            log,
+            "task failed",
+            logging.ERROR,
+            reason=f"task index {index} outside 0..{len(tasks) - 1}",
+        )
         return 2
     if record.state in (JobState.FAILED, JobState.CANCELLED, JobState.SUCCEEDED):
         return 0  # nothing left to do for this job
@@ -252,10 +270,11 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
                     folder=Path(side),
                 )
         except Exception as exc:
+            reason = failure_text(exc)
             reporter.update(
-                reporter.progress.frames_done, force=True, state="FAILED", message=str(exc)
+                reporter.progress.frames_done, force=True, state="FAILED", message=reason
             )
-            event(log, f"task failed: {exc}", logging.ERROR)
+            event(log, "task failed", logging.ERROR, reason=reason, attempt=attempt)
             # A chain that cannot be set up (bad model, bad side image) fails the same way on
             # every retry: exit 2 says so.
             return 2 if isinstance(exc, ChainSetupError) else 1
@@ -271,7 +290,7 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
         try:
             stitch_when_ready(store, status, settings, job_id, item_index, owner)
         except Exception as exc:
-            event(log, f"stitch failed: {exc}", logging.ERROR)
+            event(log, "stitch failed", logging.ERROR, reason=failure_text(exc))
             return 1
     return 0
 
@@ -283,11 +302,11 @@ def main() -> int:
     try:
         index = int(os.environ["BATCH_TASK_INDEX"])
     except (KeyError, ValueError):
-        event(log, "BATCH_TASK_INDEX is not set", logging.ERROR)
+        event(log, "task failed", logging.ERROR, reason="BATCH_TASK_INDEX is not set")
         return 2
     attempt = int(os.environ.get("BATCH_TASK_RETRY_ATTEMPT", "0") or 0)
     if not job_id:
-        event(log, "DROPBATCH_JOB_ID is not set", logging.ERROR)
+        event(log, "task failed", logging.ERROR, reason="DROPBATCH_JOB_ID is not set")
         return 2
     return run_task(settings, job_id, index, attempt)
 

@@ -333,6 +333,32 @@ def cmd_models_check(args: argparse.Namespace) -> int:
             print(f"  {r.model:<16} {r.file:<22} {r.state:<9} {r.detail}")
     bad = [r for r in reports if r.state in ("missing", "corrupt")]
     return EXIT_FAILED if bad else EXIT_OK
+def cmd_cost(args: argparse.Namespace) -> int:
+    from dropbatch.cost import Throughput, estimate_cost
+    from manifests.loader import ManifestInvalid, load_manifest
+    from manifests.model import ComputeOptions
+
+    compute = ComputeOptions()
+    if args.manifest:
+        try:
+            compute = load_manifest(Path(args.manifest).read_bytes()).compute
+        except ManifestInvalid as exc:
+            for error in exc.errors:
+                print(error.line(), file=sys.stderr)
+            return EXIT_INVALID
+    est = estimate_cost(
+        compute,
+        args.minutes * 60,
+        fps=args.fps,
+        throughput=Throughput(frames_per_second=args.processing_fps),
+    )
+    print(
+        f"{args.minutes:g} min of {args.fps:g} fps video, chunks of {compute.chunk_seconds:g} s: "
+        f"{est.tasks} tasks on {est.vms} {est.provisioning} {est.machine_type} VM(s), "
+        f"about {est.wall_seconds / 60:.0f} min, {est.vm_hours:.2f} VM-hours "
+        f"at ${est.hourly_usd:.3f}/h = ${est.usd:.2f}"
+    )
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="folder or gs://bucket/prefix/ (default DROPBATCH_MODEL_STORE)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models_check)
+    p = sub.add_parser("cost", help="estimate a Cloud Batch run's cost from compute settings")
+    p.add_argument("manifest", nargs="?", help="take `compute` from this manifest")
+    p.add_argument("--minutes", type=float, default=10.0, help="minutes of video")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--processing-fps", type=float, default=30.0, help="chain speed on one VM")
+    p.set_defaults(func=cmd_cost)
     return parser
 
 

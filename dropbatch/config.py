@@ -53,7 +53,13 @@ class Settings(BaseModel):
     region: str = "us-central1"
     image: str = ""
     job_service_account: str = ""
-    notification_topic: str = ""
+    notification_topic: str = ""  # projects/P/topics/T (or T, in `project`)
+    # Where a Batch job may place its VMs (comma-separated `regions/…` or `zones/…`);
+    # empty: anywhere in `region`.
+    allowed_locations: str = ""
+    # host:port of a Batch API reached over plaintext gRPC instead of batch.googleapis.com
+    # (a private endpoint or a local stand-in); empty: Google's endpoint with Google credentials.
+    batch_endpoint: str = ""
 
     @property
     def sqlite_file(self) -> Path:

@@ -1,6 +1,8 @@
 """One JSON object per log line, which Cloud Logging parses into structured entries.
 
-Fields: severity, message, and whatever context the caller binds (job_id, task_index, chunk).
+Fields: severity, message, time, and whatever context the caller binds (job_id, task_index,
+chunk). `message` is a fixed event name ("task finished") and the details are fields, so a
+search for an event never depends on its details; README lists the events.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from typing import Any
 
 _CONTEXT: dict[str, Any] = {}
+LABELS_KEY = "logging.googleapis.com/labels"
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,6 +29,10 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update(_CONTEXT)
         entry.update(getattr(record, "fields", {}) or {})
+        if entry.get("job_id"):
+            # Cloud Logging turns this into entry labels: `labels.dropbatch_job="…"` finds
+            # every line of a job, from the function and from its Batch tasks alike.
+            entry[LABELS_KEY] = {"dropbatch_job": str(entry["job_id"])}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

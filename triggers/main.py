@@ -44,20 +44,12 @@ def on_inbox_object(cloud_event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def on_batch_state(cloud_event: CloudEvent) -> None:
+    """A Cloud Batch job-state notification, delivered from Pub/Sub by Eventarc."""
     message = (cloud_event.data or {}).get("message", {})
-    attributes = message.get("attributes") or {}
-    reason = ""
-    if message.get("data"):
-        reason = base64.b64decode(message["data"]).decode(errors="replace")
-    if attributes.get("Type", "JOB_STATE_CHANGED") != "JOB_STATE_CHANGED":
-        return  # task-level notifications: per-task progress comes from the tasks themselves
-    note = BatchNotification(
-        job_name=attributes.get("JobName", ""),
-        new_state=attributes.get("NewJobState", ""),
-        reason=attributes.get("StatusMessage", "") or reason,
-    )
-    if not note.job_name:
+    text = base64.b64decode(message.get("data") or b"").decode(errors="replace")
+    note = BatchNotification.from_pubsub(message.get("attributes") or {}, text)
+    if note is None:
         return
     current = intake()
-    apply_notification(current.store, current.status, note)
+    apply_notification(current.store, current.status, note, current.launcher.failure_reason)
     logs.event(log, "batch state", job_id=note.job_id, state=note.new_state)

@@ -1,0 +1,81 @@
+"""Submit the Job to Cloud Batch, and read back why a job ended.
+
+Submission is idempotent: the job id derives from the manifest version and the request id from
+the job id, so a retried or duplicated launch either creates the job or meets ALREADY_EXISTS,
+which means an earlier, ambiguous attempt created it: we read that job back and carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.api_core import exceptions, retry
+from google.cloud import batch_v1
+from google.cloud.batch_v1.services.batch_service.transports import BatchServiceGrpcTransport
+
+from batch_jobs.cloud_batch import build_job, job_name, job_parent, request_id_for
+from dropbatch.config import Settings
+from dropbatch.logs import event
+from dropbatch.status.model import JobRecord
+
+log = logging.getLogger("dropbatch.batch")
+
+# Safe to retry because the request id makes CreateJob idempotent on Batch's side.
+CREATE_RETRY = retry.Retry(
+    predicate=retry.if_exception_type(exceptions.ServiceUnavailable, exceptions.DeadlineExceeded),
+    initial=1.0,
+    maximum=10.0,
+    timeout=120.0,
+)
+
+
+def batch_client(settings: Settings) -> batch_v1.BatchServiceClient:
+    """Google's endpoint with Google credentials, or `batch_endpoint` over plaintext gRPC."""
+    if settings.batch_endpoint:
+        channel = grpc.insecure_channel(settings.batch_endpoint)
+        return batch_v1.BatchServiceClient(transport=BatchServiceGrpcTransport(channel=channel))
+    return batch_v1.BatchServiceClient()
+
+
+def failure_reason(job: batch_v1.Job) -> str:
+    """Why a job ended, from its status events (newest last) and its task counts."""
+    events = [e.description for e in job.status.status_events if e.description]
+    counts = {
+        state: n for group in job.status.task_groups.values() for state, n in group.counts.items()
+    }
+    parts = []
+    if counts:
+        parts.append("tasks: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    parts.extend(events[-1:])  # the event that ended the job
+    return "; ".join(parts)
+
+
+class BatchLauncher:
+    def __init__(self, settings: Settings, client: batch_v1.BatchServiceClient | None = None):
+        self.settings = settings
+        self.client = client or batch_client(settings)
+
+    def launch(self, record: JobRecord, settings: Settings) -> str:
+        job = build_job(record, settings)
+        request = batch_v1.CreateJobRequest(
+            parent=job_parent(settings),
+            job_id=record.job_id,
+            job=job,
+            request_id=request_id_for(record.job_id),
+        )
+        try:
+            created = self.client.create_job(request=request, retry=CREATE_RETRY)
+        except exceptions.AlreadyExists:
+            created = self.client.get_job(name=job_name(settings, record.job_id))
+            event(log, "batch job exists", job_id=record.job_id, batch_job=created.name)
+        return created.name
+
+    def failure_reason(self, name: str) -> str:
+        full = name if name.startswith("projects/") else job_name(self.settings, name)
+        try:
+            return failure_reason(self.client.get_job(name=full))
+        except exceptions.GoogleAPICallError as exc:
+            # Deleted already, or unreachable: the notification's own text has to do.
+            event(log, "batch job unreadable", logging.WARNING, batch_job=full, error=exc.message)
+            return ""

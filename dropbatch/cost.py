@@ -1,0 +1,88 @@
+"""What a run costs on Cloud Batch, estimated from a manifest's `compute` settings.
+
+Batch starts `parallelism` VMs (one task per VM: one GPU each) and runs the chunks on them one
+after another, so the bill is the VMs' start-up once per VM plus every chunk's processing time,
+at the hourly rate of the machine (Spot or standard). Prices change (Spot prices daily): the
+rate table is a default to replace with your region's current prices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from batch_jobs.cloud_batch import BOOT_DISK_GB, MACHINES
+from manifests.model import ComputeOptions
+
+# USD per VM hour in us-central1 (machine incl. its GPU), as listed when this was written.
+# Spot rates move daily; pass your own `Rates` for a real quote.
+VM_HOURLY_USD = {
+    ("g2-standard-8", "standard"): 0.8536,
+    ("g2-standard-8", "spot"): 0.3400,
+    ("n2-standard-8", "standard"): 0.3885,
+    ("n2-standard-8", "spot"): 0.0940,
+}
+DISK_GB_MONTH_USD = 0.10  # pd-balanced
+HOURS_PER_MONTH = 730
+
+
+@dataclass(frozen=True)
+class Rates:
+    vm_hourly: dict[tuple[str, str], float]
+    disk_gb_month: float = DISK_GB_MONTH_USD
+
+
+DEFAULT_RATES = Rates(VM_HOURLY_USD)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """How fast the chain runs on one VM and how long a VM takes to be ready."""
+
+    frames_per_second: float = 30.0  # processing speed of the chain on one VM
+    vm_startup_seconds: float = 240.0  # boot, GPU driver install, image pull
+    task_setup_seconds: float = 30.0  # per task: model fetch and load, probe, part upload
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    tasks: int
+    vms: int
+    vm_hours: float
+    wall_seconds: float
+    usd: float
+    machine_type: str
+    provisioning: str
+    hourly_usd: float
+
+
+def estimate_cost(
+    compute: ComputeOptions,
+    video_seconds: float,
+    fps: float = 30.0,
+    throughput: Throughput | None = None,
+    rates: Rates = DEFAULT_RATES,
+) -> CostEstimate:
+    """The cost of processing `video_seconds` of video at `fps` with these compute settings."""
+    speed = throughput or Throughput()
+    machine = MACHINES[compute.gpu].machine_type
+    provisioning = "spot" if compute.spot else "standard"
+    hourly = rates.vm_hourly[(machine, provisioning)]
+    hourly += BOOT_DISK_GB * rates.disk_gb_month / HOURS_PER_MONTH
+    tasks = max(1, math.ceil(video_seconds / compute.chunk_seconds))
+    vms = min(tasks, compute.max_parallel_tasks)
+    chunk_frames = compute.chunk_seconds * fps
+    task_seconds = speed.task_setup_seconds + chunk_frames / speed.frames_per_second
+    busy_seconds = tasks * task_seconds + vms * speed.vm_startup_seconds
+    wall = speed.vm_startup_seconds + math.ceil(tasks / vms) * task_seconds
+    vm_hours = busy_seconds / 3600
+    return CostEstimate(
+        tasks=tasks,
+        vms=vms,
+        vm_hours=vm_hours,
+        wall_seconds=wall,
+        usd=vm_hours * hourly,
+        machine_type=machine,
+        provisioning=provisioning,
+        hourly_usd=hourly,
+    )

@@ -1,0 +1,102 @@
+data "archive_file" "function_source" {
+  type        = "zip"
+  source_dir  = var.function_source_dir
+  output_path = "${path.module}/.build/function.zip"
+}
+
+resource "google_storage_bucket_object" "function_source" {
+  # Content-addressed, so a changed build redeploys both functions.
+  name   = "function-${data.archive_file.function_source.output_md5}.zip"
+  bucket = google_storage_bucket.function_source.name
+  source = data.archive_file.function_source.output_path
+}
+
+locals {
+  image = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/task:${var.image_tag}"
+  # Settings (dropbatch/config.py); the trigger passes them on to every Batch task.
+  function_env = {
+    DROPBATCH_STORAGE             = "gcs"
+    DROPBATCH_STATUS              = "firestore"
+    DROPBATCH_FIRESTORE_DATABASE  = var.firestore_database
+    DROPBATCH_LAUNCHER            = "batch"
+    DROPBATCH_PROJECT             = var.project_id
+    DROPBATCH_REGION              = var.region
+    DROPBATCH_IMAGE               = local.image
+    DROPBATCH_JOB_SERVICE_ACCOUNT = google_service_account.job.email
+    DROPBATCH_NOTIFICATION_TOPIC  = google_pubsub_topic.batch_state.id
+    DROPBATCH_MODEL_STORE         = "gs://${google_storage_bucket.models.name}/"
+    DROPBATCH_ALLOWED_LOCATIONS   = join(",", var.batch_allowed_locations)
+  }
+}
+
+resource "google_cloudfunctions2_function" "on_inbox_object" {
+  name     = "dropbatch-on-inbox-object"
+  location = var.region
+
+  build_config {
+    runtime     = "python311"
+    entry_point = "on_inbox_object"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = google_storage_bucket_object.function_source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email = google_service_account.function.email
+    available_memory      = "1Gi"
+    timeout_seconds       = 540
+    max_instance_count    = 20
+    environment_variables = local.function_env
+  }
+
+  # Every finalized object in the inbox; the function routes (and ignores its own writes).
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.storage.object.v1.finalized"
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.function.email
+    event_filters {
+      attribute = "bucket"
+      value     = google_storage_bucket.inbox.name
+    }
+  }
+
+  depends_on = [google_project_iam_member.storage_agent_publishes, google_project_iam_member.function_event_receiver]
+}
+
+resource "google_cloudfunctions2_function" "on_batch_state" {
+  name     = "dropbatch-on-batch-state"
+  location = var.region
+
+  build_config {
+    runtime     = "python311"
+    entry_point = "on_batch_state"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = google_storage_bucket_object.function_source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email = google_service_account.function.email
+    available_memory      = "512Mi"
+    timeout_seconds       = 120
+    environment_variables = local.function_env
+  }
+
+  # Cloud Batch job-state notifications (the Job's notification names this topic).
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+    pubsub_topic          = google_pubsub_topic.batch_state.id
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.function.email
+  }
+
+  depends_on = [google_project_iam_member.function_event_receiver]
+}

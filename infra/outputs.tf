@@ -1,0 +1,30 @@
+output "inbox" {
+  description = "Upload videos and manifests here."
+  value       = "gs://${google_storage_bucket.inbox.name}/"
+}
+
+output "model_store" {
+  description = "Copy model files listed in processors/models/catalog.yaml here."
+  value       = "gs://${google_storage_bucket.models.name}/"
+}
+
+output "image" {
+  description = "Build and push Dockerfile.gpu to this name."
+  value       = local.image
+}
+
+output "batch_state_topic" {
+  value = google_pubsub_topic.batch_state.id
+}
+
+output "function_service_account" {
+  value = google_service_account.function.email
+}
+
+output "job_service_account" {
+  value = google_service_account.job.email
+}
+
+output "functions" {
+  value = [google_cloudfunctions2_function.on_inbox_object.name, google_cloudfunctions2_function.on_batch_state.name]
+}

@@ -1,0 +1,56 @@
+variable "project_id" {
+  description = "The Google Cloud project to deploy into."
+  type        = string
+}
+
+variable "region" {
+  description = "Region for the buckets, the functions, Batch jobs and the image repository (L4 GPUs must be offered there)."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "inbox_bucket" {
+  description = "Name of the inbox bucket users upload videos and manifests to (globally unique)."
+  type        = string
+}
+
+variable "models_bucket" {
+  description = "Name of the bucket holding model files listed in processors/models/catalog.yaml."
+  type        = string
+}
+
+variable "firestore_database" {
+  description = "Firestore database for job status; \"(default)\" or a named database."
+  type        = string
+  default     = "(default)"
+}
+
+variable "firestore_location" {
+  description = "Firestore location (a region or multi-region such as nam5)."
+  type        = string
+  default     = "nam5"
+}
+
+variable "image_tag" {
+  description = "Tag of the task image pushed to the dropbatch Artifact Registry repository."
+  type        = string
+  default     = "latest"
+}
+
+variable "function_source_dir" {
+  description = "Folder written by `python -m dropbatch.build_function`."
+  type        = string
+  default     = "../build/function"
+}
+
+variable "batch_allowed_locations" {
+  description = "Where Batch may place task VMs, e.g. [\"zones/us-central1-a\"]; empty: anywhere in the region."
+  type        = list(string)
+  default     = []
+}
+
+variable "leftover_parts_days" {
+  description = "Delete chunk parts and scratch objects under _dropbatch/ after this many days."
+  type        = number
+  default     = 3
+}

@@ -1,0 +1,205 @@
+"""The Cloud Batch Job we send, as the real BatchServiceClient puts it on the wire to the local
+stand-in: GPU, Spot, retry policy, parallelism, notification, environment, ids and size."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from google.cloud import batch_v1
+
+from batch_jobs.batch_launcher import BatchLauncher, batch_client
+from batch_jobs.cloud_batch import (
+    RETRY_EXIT_CODES,
+    SPOT_PREEMPTED,
+    build_job,
+    max_run_seconds,
+    request_id_for,
+)
+from batch_jobs.ids import JOB_ID_RE, job_id_for
+from batch_jobs.launcher import LaunchError, open_launcher
+from dropbatch.config import Settings
+from dropbatch.status.model import Chunk, JobRecord, Plan, PlannedItem, VideoInfo
+from tests.batch_standin import BatchStandin
+
+INFO = VideoInfo(duration=95.0, fps_num=30, fps_den=1, frame_count=2850, width=1920, height=1080)
+
+
+def record_with(
+    chunks_per_item: list[int],
+    *,
+    gpu: str = "l4",
+    spot: bool = True,
+    max_parallel: int = 10,
+    retries: int = 3,
+    chunk_seconds: float = 10.0,
+    bucket: str = "acme.inbox",
+) -> JobRecord:
+    items = [
+        PlannedItem(
+            index=n,
+            video=f"campaign-7/clips/{'long-name-' * 8}{n:04d}.mp4",
+            output=f"campaign-7/out/{'long-name-' * 8}{n:04d}.mp4",
+            preview=f"campaign-7/out/{'long-name-' * 8}{n:04d}.preview.jpg",
+            info=INFO,
+            chain=[{"name": "crop", "options": {"aspect": "9:16"}}],
+            chunks=[Chunk(index=i, start_frame=i * 300, end_frame=(i + 1) * 300) for i in range(c)],
+        )
+        for n, c in enumerate(chunks_per_item)
+    ]
+    plan = Plan(
+        items=items,
+        max_parallel_tasks=max_parallel,
+        max_retries=retries,
+        gpu=gpu,
+        spot=spot,
+        chunk_seconds=chunk_seconds,
+    )
+    manifest = "campaign-7/manifest.yaml"
+    return JobRecord(
+        job_id=job_id_for(bucket, manifest, 1700000000000001),
+        bucket=bucket,
+        manifest=manifest,
+        manifest_generation=1700000000000001,
+        manifest_uri=f"gs://{bucket}/{manifest}",
+        plan=plan,
+    )
+
+
+@pytest.fixture
+def standin() -> Iterator[BatchStandin]:
+    server = BatchStandin(run_jobs=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(standin: BatchStandin) -> Settings:
+    return Settings(
+        launcher="batch",
+        project="acme-video",
+        region="us-central1",
+        image="us-central1-docker.pkg.dev/acme-video/dropbatch/task:1",
+        job_service_account="dropbatch-job@acme-video.iam.gserviceaccount.com",
+        notification_topic="dropbatch-batch-state",
+        allowed_locations="zones/us-central1-a,zones/us-central1-b",
+        batch_endpoint=standin.endpoint,
+    )
+
+
+def test_the_job_on_the_wire_has_gpu_spot_retries_parallelism_and_notification(
+    standin: BatchStandin, settings: Settings
+) -> None:
+    record = record_with([7, 5], max_parallel=4, retries=2, chunk_seconds=10)
+    name = open_launcher(settings).launch(record, settings)
+
+    [request] = standin.requests
+    assert name == f"projects/acme-video/locations/us-central1/jobs/{record.job_id}"
+    assert request.parent == "projects/acme-video/locations/us-central1"
+    assert request.job_id == record.job_id and JOB_ID_RE.match(request.job_id)
+    assert uuid.UUID(request.request_id) == uuid.UUID(request_id_for(record.job_id))
+    job = request.job
+    [group] = job.task_groups
+    assert group.task_count == 12  # one task per chunk, over both items
+    assert group.parallelism == 4  # min(12 chunks, max_parallel_tasks 4)
+    assert group.task_count_per_node == 1
+    spec = group.task_spec
+    [runnable] = spec.runnables
+    assert runnable.container.image_uri == settings.image
+    assert [runnable.container.entrypoint, *runnable.container.commands] == [
+        "python",
+        "-m",
+        "batch_jobs.task",
+    ]
+    assert spec.max_retry_count == 2
+    [policy] = spec.lifecycle_policies
+    assert policy.action == batch_v1.LifecyclePolicy.Action.RETRY_TASK
+    assert SPOT_PREEMPTED == 50001 and 50001 in policy.action_condition.exit_codes
+    assert list(policy.action_condition.exit_codes) == list(RETRY_EXIT_CODES)
+    assert spec.max_run_duration.seconds == max_run_seconds(record.plan)
+    assert spec.max_run_duration.seconds >= 10 * 30  # scales with the chunk length
+    env = spec.environment.variables
+    assert env["DROPBATCH_JOB_ID"] == record.job_id
+    assert env == {**settings.to_env(), "DROPBATCH_JOB_ID": record.job_id}
+
+    [instance] = job.allocation_policy.instances
+    assert instance.install_gpu_drivers
+    assert instance.policy.machine_type.startswith("g2-standard-")
+    [gpu] = instance.policy.accelerators
+    assert (gpu.type_, gpu.count) == ("nvidia-l4", 1)
+    assert instance.policy.provisioning_model == batch_v1.AllocationPolicy.ProvisioningModel.SPOT
+    assert list(job.allocation_policy.location.allowed_locations) == [
+        "zones/us-central1-a",
+        "zones/us-central1-b",
+    ]
+    assert job.allocation_policy.service_account.email == settings.job_service_account
+    assert job.logs_policy.destination == batch_v1.LogsPolicy.Destination.CLOUD_LOGGING
+    assert job.labels["dropbatch-job"] == record.job_id
+    assert job.labels["dropbatch-inbox"] == "acme-inbox"  # dots are not allowed in labels
+    [note] = job.notifications
+    assert note.pubsub_topic == "projects/acme-video/topics/dropbatch-batch-state"
+    assert note.message.type_ == batch_v1.JobNotification.Type.JOB_STATE_CHANGED
+
+
+def test_standard_vms_without_gpu_when_the_manifest_says_so(settings: Settings) -> None:
+    job = build_job(record_with([3], gpu="none", spot=False, max_parallel=10), settings)
+    [instance] = job.allocation_policy.instances
+    assert not instance.install_gpu_drivers and not instance.policy.accelerators
+    assert instance.policy.provisioning_model == (
+        batch_v1.AllocationPolicy.ProvisioningModel.STANDARD
+    )
+    assert job.task_groups[0].parallelism == 3  # fewer chunks than max_parallel_tasks
+    assert list(job.allocation_policy.location.allowed_locations) == [
+        "zones/us-central1-a",
+        "zones/us-central1-b",
+    ]
+
+
+def test_job_definition_stays_under_1_mb_with_500_inputs(settings: Settings) -> None:
+    record = record_with([40] * 500)  # 20 000 tasks, long names
+    size = len(batch_v1.Job.serialize(build_job(record, settings)))
+    assert record.plan is not None and len(record.plan.model_dump_json()) > 1 << 20
+    assert size < 16 << 10  # the plan stays in the status store; the Job names the job id
+
+
+def test_launching_twice_creates_one_job(standin: BatchStandin, settings: Settings) -> None:
+    record = record_with([2])
+    launcher = BatchLauncher(settings)
+    first = launcher.launch(record, settings)
+    again = launcher.launch(record, settings)
+    assert first == again
+    assert len(standin.requests) == 2 and len(standin.jobs) == 1
+    assert {r.request_id for r in standin.requests} == {request_id_for(record.job_id)}
+
+
+def test_already_exists_is_success_and_reads_the_job_back(
+    standin: BatchStandin, settings: Settings
+) -> None:
+    record = record_with([2])
+    # An earlier attempt created the job under another request id (say, an older version).
+    client = batch_client(settings)
+    earlier = client.create_job(
+        request=batch_v1.CreateJobRequest(
+            parent="projects/acme-video/locations/us-central1",
+            job_id=record.job_id,
+            job=build_job(record, settings),
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    name = BatchLauncher(settings).launch(record, settings)
+    assert name == earlier.name
+    assert len(standin.jobs) == 1 and len(standin.requests) == 2
+
+
+def test_missing_batch_settings_are_named(settings: Settings) -> None:
+    incomplete = settings.model_copy(update={"image": "", "notification_topic": ""})
+    with pytest.raises(LaunchError, match="DROPBATCH_IMAGE, DROPBATCH_NOTIFICATION_TOPIC"):
+        build_job(record_with([1]), incomplete)
+
+
+def test_long_manifest_names_still_give_batch_job_ids() -> None:
+    for manifest in ["A" * 300 + ".yaml", "Ünïcode/ファイル.yaml", "9-starts-with-digit.yml"]:
+        job_id = job_id_for("bucket", manifest, 1)
+        assert JOB_ID_RE.match(job_id) and len(job_id) <= 63

@@ -1,0 +1,232 @@
+"""Static checks of infra/ (terraform init cannot run here): the wiring the deployment needs
+and least-privilege IAM for both service accounts, exactly as README lists it. The IAM check
+is also run on mutated copies, to show it fails when a role is widened."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import hcl2
+import pytest
+
+INFRA = Path(__file__).resolve().parent.parent / "infra"
+
+FUNCTION_ROLES = {
+    ("inbox", "roles/storage.objectViewer", None),
+    ("inbox", "roles/storage.objectUser", 'resource.name.endsWith(".status.json")'),
+    ("models", "roles/storage.objectViewer", None),
+    ("project", "roles/batch.jobsEditor", None),
+    ("job-account", "roles/iam.serviceAccountUser", None),
+    ("project", "roles/datastore.user", None),
+    ("project", "roles/logging.logWriter", None),
+    ("project", "roles/eventarc.eventReceiver", None),
+    ("function-service", "roles/run.invoker", None),
+}
+JOB_ROLES = {
+    ("inbox", "roles/storage.objectUser", None),
+    ("models", "roles/storage.objectViewer", None),
+    ("project", "roles/datastore.user", None),
+    ("project", "roles/logging.logWriter", None),
+    ("project", "roles/batch.agentReporter", None),
+    ("images", "roles/artifactregistry.reader", None),
+    ("batch-topic", "roles/pubsub.publisher", None),
+}
+FORBIDDEN = re.compile(
+    r"roles/(owner|editor|viewer)$|\.admin$|roles/iam\.serviceAccountTokenCreator"
+)
+
+
+def _clean(value):
+    """python-hcl2 keeps HCL quoting and block markers; give plain Python values."""
+    if isinstance(value, str):
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1].replace('\\"', '"')
+        return value
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items() if k != "__is_block__"}
+    return value
+
+
+def load(folder: Path) -> dict[str, dict[str, dict]]:
+    """{resource or data type: {name: attributes}} over every .tf file in `folder`."""
+    found: dict[str, dict[str, dict]] = {}
+    for path in sorted(folder.glob("*.tf")):
+        with open(path) as handle:
+            parsed = _clean(hcl2.load(handle))
+        for kind in ("resource", "data"):
+            for block in parsed.get(kind, []):
+                for rtype, named in block.items():
+                    for name, attrs in named.items():
+                        found.setdefault(f"{kind}.{rtype}", {})[name] = attrs
+    return found
+
+
+def scope_of(rtype: str, attrs: dict) -> str:
+    if rtype == "google_project_iam_member":
+        return "project"
+    if rtype == "google_storage_bucket_iam_member":
+        return {
+            "${google_storage_bucket.inbox.name}": "inbox",
+            "${google_storage_bucket.models.name}": "models",
+        }.get(attrs["bucket"], attrs["bucket"])
+    if rtype == "google_service_account_iam_member":
+        return {"${google_service_account.job.name}": "job-account"}.get(
+            attrs["service_account_id"], attrs["service_account_id"]
+        )
+    if rtype == "google_artifact_registry_repository_iam_member":
+        return "images" if "artifact_registry_repository.images" in attrs["repository"] else "?"
+    if rtype == "google_pubsub_topic_iam_member":
+        return "batch-topic" if "pubsub_topic.batch_state" in attrs["topic"] else "?"
+    if rtype == "google_cloud_run_v2_service_iam_member":
+        return "function-service" if "cloudfunctions2_function" in attrs["name"] else "?"
+    return rtype
+
+
+def grants(infra: dict) -> dict[str, set[tuple[str, str, str | None]]]:
+    """member → {(scope, role, condition expression)} over every IAM member resource."""
+    members = {
+        "${local.function_member}": "function",
+        "${local.job_member}": "job",
+    }
+    out: dict[str, set] = {}
+    for kind, named in infra.items():
+        rtype = kind.split(".", 1)[1]
+        if not rtype.endswith("_iam_member"):
+            continue
+        for attrs in named.values():
+            who = members.get(attrs["member"], attrs["member"])
+            condition = attrs.get("condition")
+            expression = condition[0]["expression"] if condition else None
+            out.setdefault(who, set()).add((scope_of(rtype, attrs), attrs["role"], expression))
+    return out
+
+
+def check_iam(infra: dict) -> None:
+    found = grants(infra)
+    for who, roles in found.items():
+        for _, role, _ in roles:
+            assert not FORBIDDEN.search(role), f"{who} is granted {role}"
+    assert found["function"] == FUNCTION_ROLES
+    assert found["job"] == JOB_ROLES
+
+
+@pytest.fixture(scope="module")
+def infra() -> dict:
+    return load(INFRA)
+
+
+def test_service_accounts_have_least_privilege(infra: dict) -> None:
+    check_iam(infra)
+    agent = infra["resource.google_project_iam_member"]["storage_agent_publishes"]
+    assert agent["role"] == "roles/pubsub.publisher"
+    assert "google_storage_project_service_account.gcs_agent" in agent["member"]
+
+
+@pytest.mark.parametrize(
+    "original,widened",
+    [
+        ('role    = "roles/batch.jobsEditor"', 'role    = "roles/editor"'),
+        ('role    = "roles/datastore.user"', 'role    = "roles/owner"'),
+        ('role   = "roles/storage.objectViewer"', 'role   = "roles/storage.admin"'),
+        ('expression = "resource.name.endsWith(\\".status.json\\")"', 'expression = "true"'),
+    ],
+)
+def test_the_iam_check_fails_when_a_role_is_widened(
+    tmp_path: Path, original: str, widened: str
+) -> None:
+    copy = tmp_path / "infra"
+    shutil.copytree(INFRA, copy, ignore=shutil.ignore_patterns(".terraform", ".build"))
+    source = (copy / "iam.tf").read_text()
+    assert original in source
+    (copy / "iam.tf").write_text(source.replace(original, widened, 1))
+    with pytest.raises(AssertionError):
+        check_iam(load(copy))
+
+
+def test_required_apis_are_enabled(infra: dict) -> None:
+    locals_text = (INFRA / "apis.tf").read_text()
+    for api in [
+        "batch",
+        "compute",
+        "cloudfunctions",
+        "run",
+        "eventarc",
+        "pubsub",
+        "firestore",
+        "artifactregistry",
+        "storage",
+        "logging",
+        "cloudbuild",
+    ]:
+        assert f'"{api}.googleapis.com"' in locals_text
+    assert infra["resource.google_project_service"]["apis"]["for_each"] == "${local.apis}"
+
+
+def test_inbox_deletes_leftover_parts_and_buckets_are_private(infra: dict) -> None:
+    buckets = infra["resource.google_storage_bucket"]
+    rules = buckets["inbox"]["lifecycle_rule"]
+    parts = [r for r in rules if r["condition"][0].get("matches_prefix") == ["_dropbatch/"]]
+    assert parts and parts[0]["action"][0]["type"] == "Delete"
+    for name in ("inbox", "models"):
+        assert buckets[name]["uniform_bucket_level_access"] is True
+        assert buckets[name]["public_access_prevention"] == "enforced"
+    assert infra["resource.google_firestore_database"]["status"]["type"] == "FIRESTORE_NATIVE"
+    assert infra["resource.google_artifact_registry_repository"]["images"]["format"] == "DOCKER"
+
+
+def test_inbox_event_reaches_the_trigger_function_with_retries(infra: dict) -> None:
+    fn = infra["resource.google_cloudfunctions2_function"]["on_inbox_object"]
+    assert fn["build_config"][0]["entry_point"] == "on_inbox_object"
+    [trigger] = fn["event_trigger"]
+    assert trigger["event_type"] == "google.cloud.storage.object.v1.finalized"
+    assert trigger["retry_policy"] == "RETRY_POLICY_RETRY"
+    assert trigger["event_filters"][0]["attribute"] == "bucket"
+    assert trigger["event_filters"][0]["value"] == "${google_storage_bucket.inbox.name}"
+    assert fn["service_config"][0]["service_account_email"] == (
+        "${google_service_account.function.email}"
+    )
+
+
+def test_batch_notifications_reach_the_reconcile_function(infra: dict) -> None:
+    fn = infra["resource.google_cloudfunctions2_function"]["on_batch_state"]
+    assert fn["build_config"][0]["entry_point"] == "on_batch_state"
+    [trigger] = fn["event_trigger"]
+    assert trigger["event_type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert trigger["pubsub_topic"] == "${google_pubsub_topic.batch_state.id}"
+    assert trigger["retry_policy"] == "RETRY_POLICY_RETRY"
+
+
+def test_functions_get_the_settings_the_batch_launcher_needs(infra: dict) -> None:
+    from batch_jobs.cloud_batch import require_settings  # noqa: F401 (names below)
+    from dropbatch.config import Settings
+
+    env_text = (INFRA / "functions.tf").read_text()
+    for name in (
+        "launcher",
+        "project",
+        "region",
+        "image",
+        "job_service_account",
+        "notification_topic",
+        "storage",
+        "status",
+        "model_store",
+    ):
+        assert name in Settings.model_fields
+        assert f"DROPBATCH_{name.upper()} " in env_text or f"DROPBATCH_{name.upper()}=" in env_text
+    assert "DROPBATCH_NOTIFICATION_TOPIC  = google_pubsub_topic.batch_state.id" in env_text
+    assert "DROPBATCH_JOB_SERVICE_ACCOUNT = google_service_account.job.email" in env_text
+
+
+def test_example_tfvars_sets_every_variable_without_a_default(infra: dict) -> None:
+    with open(INFRA / "variables.tf") as handle:
+        variables = _clean(hcl2.load(handle))["variable"]
+    required = {
+        name for block in variables for name, attrs in block.items() if "default" not in attrs
+    }
+    example = (INFRA / "terraform.tfvars.example").read_text()
+    assert required and all(re.search(rf"^{name}\s*=", example, re.M) for name in required)

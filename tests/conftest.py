@@ -22,7 +22,9 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
         "DROPBATCH_LOCAL_ROOT": str(root),
         "DROPBATCH_SQLITE_PATH": str(tmp_path / "status.sqlite"),
         "DROPBATCH_INPUT_WAIT_SECONDS": "3600",
-        "DROPBATCH_STITCH_LEASE_SECONDS": "4",
+        # Short enough that a killed stitcher is replaced quickly, long enough that a slow
+        # stitch on a loaded CI machine keeps its lease.
+        "DROPBATCH_STITCH_LEASE_SECONDS": "12",
         "FAULT_LOG": str(tmp_path / "tasks.log"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from processors.crop.detectors import DETECT_WIDTH
-
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
 # A Haar box stops around the lower lip; face detectors the model was trained with (S3FD)
 # reach the chin. Extending it by this share of its height makes up the difference.
 HAAR_CHIN = 0.12
+# Haar looks at a copy this wide: cheap on 1080p/4K input (the crop step's detectors do the
+# same). Defined here so the trigger, which plans lipsync context, needs no crop code.
+DETECT_WIDTH = 480
 SAME_FACE_IOU = 0.3  # neighbours' boxes below this overlap belong to someone else (a cut)
 
 

@@ -14,8 +14,9 @@ from manifests.resolve import ResolvedItem
 def context_frames(step: str, options: dict, rate: Fraction) -> tuple[int, int]:
     """Frames of context (before, after) a step needs around the frames it emits."""
     if step == "crop":
-        radius = max(0, round(float(options.get("smoothing_seconds", 0.5)) * float(rate)))
-        return radius, radius
+        from processors.crop.processor import context_frames as crop_context
+
+        return crop_context(options, rate)
     return 0, 0
 
 

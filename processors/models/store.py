@@ -10,10 +10,11 @@ import yaml
 
 
 class ModelMissing(Exception):
-    def __init__(self, model: str, store: str, files: list[str]) -> None:
+    def __init__(self, model: str, store: str, files: list[str], any_of: bool = False) -> None:
+        expected = ("one of " if any_of else "") + ", ".join(files)
         super().__init__(
             f"model {model} not in the model store {store or '(none configured)'}: "
-            f"expected {', '.join(files)} (see README, 'Filling the model store')"
+            f"expected {expected} (see README, 'Filling the model store')"
         )
         self.model = model
         self.store = store
@@ -40,8 +41,30 @@ def models_for_step(step: str, options: dict) -> list[str]:
     return []
 
 
+def crop_weights(options: dict, store: Path | str | None) -> Path:
+    """The weights file the crop's yolo detector loads: for `yolo` (ultralytics) the first of
+    the catalog's `weights` the store holds (a TensorRT engine beats .pt beats .onnx), for
+    `yolo-onnx` the model's .onnx file. Raises ModelMissing when there is none."""
+    name = options.get("model", "yolov8n")
+    entry = catalog().get(name)
+    if entry is None:
+        raise ModelMissing(name, str(store or ""), [f"{name}.onnx"])
+    if options.get("detector") == "yolo":
+        candidates = entry.get("weights", entry["files"])
+    else:
+        candidates = [f for f in entry["files"] if f.endswith(".onnx")]
+    if store and not str(store).startswith("gs://"):
+        for file in candidates:
+            if (Path(store) / file).is_file():
+                return Path(store) / file
+    raise ModelMissing(name, str(store or ""), candidates, any_of=len(candidates) > 1)
+
+
 def require_models(step: str, options: dict, store: Path | str | None) -> None:
     """Raise ModelMissing for the first model of the step that the store lacks."""
+    if step == "crop" and models_for_step(step, options):
+        crop_weights(options, store)
+        return
     for name in models_for_step(step, options):
         entry = catalog().get(name)
         files = entry["files"] if entry else [f"{name}.onnx"]

@@ -17,8 +17,7 @@ SAMPLE_WIDTH = 96  # a strided view this wide is plenty for a histogram, and cos
 
 
 def histogram(frame: np.ndarray) -> np.ndarray:
-    height, width = frame.shape[:2]
-    step = max(1, width // SAMPLE_WIDTH)
+    step = max(1, frame.shape[1] // SAMPLE_WIDTH)
     sample = frame[::step, ::step] >> SHIFT
     counts = np.stack([np.bincount(sample[..., c].ravel(), minlength=BINS) for c in range(3)])
     return counts / counts.sum(axis=1, keepdims=True)

@@ -141,7 +141,6 @@ class CameraPath:
 
     def __init__(self, settings: PathSettings) -> None:
         self.s = settings
-        fw, fh = settings.frame
         ww, wh = settings.window
         self._ratio = ww / wh
         self._min_h = max(2.0, settings.min_crop_ratio * wh)

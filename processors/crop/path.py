@@ -228,24 +228,44 @@ class CameraPath:
             )  # fmt: skip
             return
         span = self._span(d, self.s.vote_radius)
-        after = [j for j in range(d + 1, span.stop) if j in self._boxes]
-        before = [j for j in range(d - 1, span.start - 1, -1) if j in self._boxes]
-        best, best_score = boxes[0], -math.inf
-        for box in boxes:
-            score = self._metric(box)
-            for frames in (after, before):
-                current = box
-                for j in frames:
-                    others = self._boxes[j]
-                    if not others:
-                        continue
-                    match = max(others, key=lambda b, c=current: iou(c, b))
-                    if iou(current, match) >= LINK_IOU:
-                        current = match
-                        score += self._metric(match)
-            if score > best_score:
-                best, best_score = box, score
+        frames = [j for j in span if j in self._boxes]
+        here = frames.index(d)
+        # Tracks start from this frame's boxes and from those of the nearest detection frames
+        # with anyone in them on either side: if the person the window is about was missed
+        # here, their track does not pass through d and d gets no subject (its neighbours are
+        # interpolated across) rather than whoever else happens to be in the frame.
+        starts = [d]
+        for side in (frames[here - 1 :: -1] if here else [], frames[here + 1 :]):
+            nearest = next((j for j in side if self._boxes[j]), None)
+            if nearest is not None:
+                starts.append(nearest)
+        best, best_score = None, -math.inf
+        for start in starts:
+            for box in self._boxes[start]:
+                score, at_d = self._track(start, box, frames, d)
+                if score > best_score:
+                    best, best_score = at_d, score
         self._subject[d] = best
+
+    def _track(self, start: int, box: Box, frames: list[int], d: int) -> tuple[float, Box | None]:
+        """IoU-link `box` at frame `start` through the window's detection frames, forwards and
+        backwards; its score over the window, and its box at frame d (None: not seen there)."""
+        score = self._metric(box)
+        at_d = box if start == d else None
+        k = frames.index(start)
+        for side in (frames[k + 1 :], frames[k - 1 :: -1] if k else []):
+            current = box
+            for j in side:
+                others = self._boxes[j]
+                if not others:
+                    continue
+                match = max(others, key=lambda b, c=current: iou(c, b))
+                if iou(current, match) >= LINK_IOU:
+                    current = match
+                    score += self._metric(match)
+                    if j == d:
+                        at_d = match
+        return score, at_d
 
     def _metric(self, box: Box) -> float:
         return _metric(box, self.s.subject, self.s.frame)

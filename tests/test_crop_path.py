@@ -3,6 +3,7 @@ subject, no person — fast enough to run a minute of video in six chunks many t
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
@@ -111,9 +112,7 @@ def test_six_chunks_give_the_single_task_path_over_a_minute(options: dict) -> No
     cuts, boxes, _ = MINUTE
     single = run_path(s, cuts, boxes)
     chunked = run_chunked(s, cuts, boxes, chunks=6)
-    diff = max(
-        max(abs(a - b) for a, b in zip(single[i], chunked[i], strict=True)) for i in single
-    )
+    diff = max(max(abs(a - b) for a, b in zip(single[i], chunked[i], strict=True)) for i in single)
     assert diff <= 1, f"chunked path differs from the single path by {diff} px"
     # Not by accident: the camera moved a lot over the minute.
     xs = [single[i].x for i in single]
@@ -180,7 +179,7 @@ def test_the_dead_zone_ignores_a_swaying_speaker() -> None:
     def spread(**options) -> int:
         path = run_path(settings(**options), cuts, boxes)
         xs = [path[i].x for i in range(FPS, n - FPS)]
-        assert max(abs(a - b) for a, b in zip(xs, xs[1:])) <= 2
+        assert max(abs(a - b) for a, b in itertools.pairwise(xs)) <= 2
         return max(xs) - min(xs)
 
     assert spread() <= 3

@@ -119,5 +119,5 @@ def test_the_store_gives_the_onnx_file_and_names_what_is_missing(
     assert crop_weights(yolo, store) == store / "yolov8n.onnx"
     (tmp_path / "yolov8n.pt").write_bytes(b"weights")
     assert crop_weights(yolo, tmp_path) == tmp_path / "yolov8n.pt"
-    with pytest.raises(ModelMissing, match="one of yolov8n.engine, yolov8n.pt, yolov8n.onnx"):
+    with pytest.raises(ModelMissing, match=r"one of yolov8n\.engine, yolov8n\.pt, yolov8n\.onnx"):
         crop_weights(yolo, tmp_path / "empty")

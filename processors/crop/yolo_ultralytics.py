@@ -40,6 +40,15 @@ class UltralyticsYoloDetector:
         self.confidence = confidence
         self.batch_size = 32 if self.on_gpu else 4
         self._torch = torch
+        from ultralytics.cfg import DEFAULT_CFG_DICT
+
+        # ultralytics ≥ 8.4 names precision `quantize`; earlier releases take `half`.
+        if not self.half:
+            self._precision: dict = {}
+        elif "quantize" in DEFAULT_CFG_DICT:
+            self._precision = {"quantize": "fp16"}
+        else:
+            self._precision = {"half": True}
         try:
             self._model = YOLO(str(weights), task="detect")
         except Exception as exc:
@@ -59,10 +68,10 @@ class UltralyticsYoloDetector:
             iou=IOU_THRESHOLD,
             classes=[PERSON],
             max_det=MAX_DETECTIONS,
-            half=self.half,
             device=self.device,
             imgsz=INPUT_SIZE,
             verbose=False,
+            **self._precision,
         )
         out: list[list[Box]] = []
         for fit, result in zip(fits, results, strict=True):

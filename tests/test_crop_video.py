@@ -157,7 +157,7 @@ def test_zooming_in_keeps_the_output_size_and_follows_the_subjects_size(
     assert np.corrcoef(heights, sizes)[0, 1] > 0.8  # nearer subject, wider shot
     for i, place in enumerate(MOVING):
         x, y, w, h = windows[i]
-        assert 0 <= x and x + w <= CANVAS[0] and 0 <= y and y + h <= CANVAS[1]
+        assert x >= 0 and x + w <= CANVAS[0] and y >= 0 and y + h <= CANVAS[1]
         assert inside(face_box(*place), windows[i]), f"frame {i}: {windows[i]}"
 
 

@@ -149,6 +149,7 @@ class CameraPath:
         self._scene: dict[int, int] = {}  # index of the frame that starts i's scene
         self._boxes: dict[int, list[Box]] = {}  # detection frames only
         self._subject: dict[int, Box | None] = {}
+        self._links: dict[tuple[int, Box], Box | None] = {}
         self._target: dict[int, Target] = {}
         self._smooth: dict[int, Target] = {}
         self._final: dict[int, Target] = {}
@@ -171,7 +172,7 @@ class CameraPath:
         self._cut[index] = cut
         self._scene[index] = index if cut else self._scene[index - 1]
         if boxes is not None:
-            self._boxes[index] = list(boxes)
+            self._boxes[index] = [tuple(map(float, b)) for b in boxes]  # type: ignore[misc]
 
     def finish(self) -> None:
         """No more frames: the windows near the end use what there is."""
@@ -256,16 +257,26 @@ class CameraPath:
         for side in (frames[k + 1 :], frames[k - 1 :: -1] if k else []):
             current = box
             for j in side:
-                others = self._boxes[j]
-                if not others:
-                    continue
-                match = max(others, key=lambda b, c=current: iou(c, b))
-                if iou(current, match) >= LINK_IOU:
+                match = self._link(current, j)
+                if match is not None:
                     current = match
                     score += self._metric(match)
                     if j == d:
                         at_d = match
         return score, at_d
+
+    def _link(self, box: Box, j: int) -> Box | None:
+        """The box of frame j that continues `box` (best IoU, at least LINK_IOU), if any.
+        Tracks from neighbouring frames walk the same links: they are worked out once."""
+        key = (j, box)
+        if key not in self._links:
+            best, best_iou = None, -1.0
+            for other in self._boxes[j]:
+                overlap = iou(box, other)
+                if overlap > best_iou:
+                    best, best_iou = other, overlap
+            self._links[key] = best if best_iou >= LINK_IOU else None
+        return self._links[key]
 
     def _metric(self, box: Box) -> float:
         return _metric(box, self.s.subject, self.s.frame)
@@ -368,3 +379,5 @@ class CameraPath:
         ):  # fmt: skip
             for key in [k for k in table if k < before]:
                 del table[key]
+        for link in [k for k in self._links if k[0] < before]:
+            del self._links[link]

@@ -3,6 +3,8 @@ letterbox maths, the [84, N] decode, the person-class filter and NMS, proved exa
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from processors.models.store import ModelMissing, crop_weights, require_models
 from tests.yolo_test_model import build
 
 DARK = 30
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +124,26 @@ def test_the_store_gives_the_onnx_file_and_names_what_is_missing(
     assert crop_weights(yolo, tmp_path) == tmp_path / "yolov8n.pt"
     with pytest.raises(ModelMissing, match=r"one of yolov8n\.engine, yolov8n\.pt, yolov8n\.onnx"):
         crop_weights(yolo, tmp_path / "empty")
+
+
+def test_the_ultralytics_detector_without_ultralytics_says_what_to_do(store: Path) -> None:
+    # A CPU machine without the GPU image's packages (hidden here even where installed).
+    code = (
+        "import sys; sys.modules['ultralytics'] = None; sys.modules['torch'] = None\n"
+        "from fractions import Fraction\n"
+        "from dropbatch.status.model import VideoInfo\n"
+        "from processors.base import ProcessorContext\n"
+        "from processors.chain import ChainSetupError, build_processor\n"
+        "info = VideoInfo(duration=1, fps_num=30, fps_den=1, frame_count=30, width=64, height=64)\n"
+        f"ctx = ProcessorContext(info, Fraction(30), 64, 64, model_dir={str(store)!r})\n"
+        "try:\n"
+        "    build_processor('crop', {'detector': 'yolo'}, ctx)\n"
+        "except ChainSetupError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "detector yolo needs ultralytics and torch" in proc.stdout
+    assert "yolo-onnx" in proc.stdout  # the way out on such a machine

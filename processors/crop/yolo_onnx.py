@@ -39,7 +39,13 @@ class OnnxYoloDetector:
                 "onnxruntime-gpu on a GPU machine)"
             ) from None
         try:
-            self._session = ort.InferenceSession(str(weights), providers=_providers(device))
+            options = ort.SessionOptions()
+            # Idle worker threads would otherwise spin between runs, taking the CPU the
+            # decoder thread and the rest of the crop need.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._session = ort.InferenceSession(
+                str(weights), sess_options=options, providers=_providers(device)
+            )
         except DetectorSetupError:
             raise
         except Exception as exc:

@@ -28,16 +28,17 @@ DECOYS = {
 }
 
 
-def decoy_columns() -> np.ndarray:
+def decoy_columns(decoys: bool = True) -> np.ndarray:
     cols = np.zeros((4 + CLASSES, ANCHORS - 1), np.float32)
-    for n, (cx, cy, w, h, scores) in enumerate(DECOYS.values()):
+    for n, (cx, cy, w, h, scores) in enumerate(DECOYS.values() if decoys else []):
         cols[:4, 100 + 37 * n] = (cx, cy, w, h)
         for cls, score in scores.items():
             cols[4 + cls, 100 + 37 * n] = score
     return cols
 
 
-def build(path: Path, dynamic_batch: bool = False) -> Path:
+def build(path: Path, dynamic_batch: bool = False, decoys: bool = True) -> Path:
+    """Write the model to `path`; without `decoys` only the computed column can fire."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -52,7 +53,7 @@ def build(path: Path, dynamic_batch: bool = False) -> Path:
         const("half", np.float32(0.5)),
         const("score", np.float32(MARKER_SCORE)),
         const("zeros79", np.zeros((1, CLASSES - 1), np.float32)),
-        const("decoys", decoy_columns()[None]),
+        const("decoys", decoy_columns(decoys)[None]),
         const("tail", np.asarray([4 + CLASSES, ANCHORS - 1], np.int64)),
         const("starts", np.asarray([0], np.int64)),
         const("ends", np.asarray([1], np.int64)),

@@ -11,12 +11,14 @@ from manifests.model import STEP_MODELS, Manifest
 from manifests.resolve import ResolvedItem
 
 
-def context_frames(step: str, options: dict, rate: Fraction) -> tuple[int, int]:
+def context_frames(
+    step: str, options: dict, rate: Fraction, frame: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """Frames of context (before, after) a step needs around the frames it emits."""
     if step == "crop":
         from processors.crop.processor import context_frames as crop_context
 
-        return crop_context(options, rate)
+        return crop_context(options, rate, frame)
     return 0, 0
 
 
@@ -68,7 +70,7 @@ def build_plan(
         rate = Fraction(info.fps_num, info.fps_den)
         before = after = 0
         for step in steps:
-            b, a = context_frames(step["name"], step["options"], rate)
+            b, a = context_frames(step["name"], step["options"], rate, (info.width, info.height))
             before, after = before + b, after + a
         output, preview = output_names(folder, manifest.output.prefix, item)
         planned.append(

@@ -89,14 +89,10 @@ class PathSettings:
 
 
 def radii(
-    rate: Fraction,
-    *,
-    detect_every: int,
-    smoothing_seconds: float,
-    hold_seconds: float,
-    max_speed: float,
+    rate: Fraction, *, detect_every: int, smoothing_seconds: float, hold_seconds: float
 ) -> dict[str, int]:
-    """Window radii in frames; the planner sizes pre- and post-roll from the same numbers."""
+    """Window radii in frames of the first three stages (the speed stage's depends on the
+    frame size: see `speed_radius`)."""
     fps = float(rate)
     smooth = max(0, round(smoothing_seconds * fps))
     return {
@@ -104,10 +100,23 @@ def radii(
         # Interpolating between detections needs at least the detection spacing.
         "hold": max(detect_every, round(hold_seconds * fps)),
         "smooth_radius": smooth,
-        # `max_speed` is in frame lengths per second; no centre or size moves further than a
-        # frame length, so this many frames of v px each always suffice (see module doc).
-        "speed_radius": math.ceil(fps / max_speed),
     }
+
+
+def speed_radius(
+    frame: tuple[int, int], window: tuple[int, int], min_crop_ratio: float, speed: float
+) -> int:
+    """Frames of the speed stage's window: the path's largest possible range over v.
+
+    Every centre and size the path holds lies in a known interval (a centre keeps a window
+    of at least the smallest size inside the frame; a size lies between the smallest and
+    the largest window), so no envelope term further away than range / v can win."""
+    fw, fh = frame
+    ww, wh = window
+    min_h = max(2.0, min_crop_ratio * wh)
+    min_w = min_h * ww / wh
+    span = max(fw - min_w, fh - min_h, wh - min_h, 0.0)
+    return math.ceil(span / speed) if span > 0 else 0
 
 
 def _metric(box: Box, mode: str, frame: tuple[int, int]) -> float:

@@ -13,11 +13,14 @@ from processors.lipsync.audio import AudioInfo, output_frames, own_audio_skip
 from processors.lipsync.faces import context_reach
 
 
-def context_frames(step: str, options: dict, rate: Fraction) -> tuple[int, int]:
+def context_frames(
+    step: str, options: dict, rate: Fraction, frame: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """Frames of context (before, after) a step needs around the frames it emits."""
     if step == "crop":
-        radius = max(0, round(float(options.get("smoothing_seconds", 0.5)) * float(rate)))
-        return radius, radius
+        from processors.crop.processor import context_frames as crop_context
+
+        return crop_context(options, rate, frame)
     if step == "swap":
         from processors.swap.tracking import context
 
@@ -100,7 +103,7 @@ def build_plan(
         rate = Fraction(info.fps_num, info.fps_den)
         before = after = 0
         for step in steps:
-            b, a = context_frames(step["name"], step["options"], rate)
+            b, a = context_frames(step["name"], step["options"], rate, (info.width, info.height))
             before, after = before + b, after + a
         output, preview = output_names(folder, manifest.output.prefix, item)
         audio = item.audio

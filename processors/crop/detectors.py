@@ -1,26 +1,36 @@
-"""Person detectors behind one interface. The defaults ship inside the opencv wheel.
+"""Person detectors behind one interface, chosen by `crop.detector`.
 
-`opencv-face` finds frontal faces with a Haar cascade and extends each to the upper body a
-talking-head framing needs; `opencv-hog` is OpenCV's HOG people detector for full bodies.
-Detection runs on a copy scaled to `DETECT_WIDTH`, which keeps it cheap on 1080p/4K input.
+Every backend takes a batch of RGB frames and returns, per frame, the person boxes in that
+frame's pixels. `opencv-face` (Haar cascade, extended from the face to the upper body a
+talking-head framing needs) and `opencv-hog` (OpenCV's HOG people detector) ship inside the
+opencv wheel and need no model store; `yolo-onnx` runs an exported YOLO through onnxruntime;
+`yolo` runs YOLO through ultralytics (the GPU image), from `.engine`, `.pt` or `.onnx` weights.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 
-DETECT_WIDTH = 480
+DETECT_WIDTH = 480  # the opencv detectors look at a copy this wide: cheap on 1080p/4K input
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels
 
 
 class Detector(Protocol):
-    def detect(self, frame: np.ndarray) -> list[Box]:
-        """Person boxes in an RGB frame."""
+    batch_size: int  # frames per call that keeps this backend busy
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Box]]:
+        """Person boxes in each RGB frame [H, W, 3] uint8."""
         ...
+
+
+class DetectorSetupError(Exception):
+    """A detector cannot be built (model file missing or unreadable, runtime absent)."""
 
 
 def _scaled_gray(frame: np.ndarray) -> tuple[np.ndarray, float]:
@@ -39,13 +49,18 @@ def _scaled_gray(frame: np.ndarray) -> tuple[np.ndarray, float]:
 class HaarFaceDetector:
     """Faces → person boxes (a face spans about a third of the shoulders' width)."""
 
+    batch_size = 8
+
     def __init__(self) -> None:
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
-            raise RuntimeError(f"cannot load {path}")
+            raise DetectorSetupError(f"cannot load {path}")
 
-    def detect(self, frame: np.ndarray) -> list[Box]:
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Box]]:
+        return [self._one(frame) for frame in frames]
+
+    def _one(self, frame: np.ndarray) -> list[Box]:
         gray, scale = _scaled_gray(frame)
         faces = self._cascade.detectMultiScale(
             gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24)
@@ -66,11 +81,16 @@ class HaarFaceDetector:
 
 
 class HogPeopleDetector:
+    batch_size = 8
+
     def __init__(self) -> None:
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
-    def detect(self, frame: np.ndarray) -> list[Box]:
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Box]]:
+        return [self._one(frame) for frame in frames]
+
+    def _one(self, frame: np.ndarray) -> list[Box]:
         gray, scale = _scaled_gray(frame)
         rects, weights = self._hog.detectMultiScale(gray, winStride=(8, 8), scale=1.05)
         return [
@@ -80,9 +100,36 @@ class HogPeopleDetector:
         ]
 
 
-def make_detector(name: str) -> Detector:
+def make_detector(
+    name: str,
+    *,
+    weights: Path | None = None,
+    device: str = "auto",
+    batch_size: int = 0,
+    confidence: float = 0.25,
+) -> Detector:
+    """The backend `name`; `weights` is the model file the store resolved for yolo backends.
+
+    `batch_size` 0 lets the backend choose (32 on a GPU, a few frames on a CPU).
+    """
+    detector: Detector
     if name == "opencv-face":
-        return HaarFaceDetector()
-    if name == "opencv-hog":
-        return HogPeopleDetector()
-    raise ValueError(f"detector {name!r} needs the model store (not available in this build)")
+        detector = HaarFaceDetector()
+    elif name == "opencv-hog":
+        detector = HogPeopleDetector()
+    elif name in ("yolo", "yolo-onnx"):
+        if weights is None:
+            raise DetectorSetupError(f"detector {name!r} needs a model file from the model store")
+        if name == "yolo-onnx":
+            from processors.crop.yolo_onnx import OnnxYoloDetector
+
+            detector = OnnxYoloDetector(weights, device=device, confidence=confidence)
+        else:
+            from processors.crop.yolo_ultralytics import UltralyticsYoloDetector
+
+            detector = UltralyticsYoloDetector(weights, device=device, confidence=confidence)
+    else:
+        raise DetectorSetupError(f"unknown detector {name!r}")
+    if batch_size:
+        detector.batch_size = batch_size
+    return detector

@@ -1,24 +1,53 @@
-"""The virtual camera: where the crop window sits in each frame.
+"""The virtual camera: where the crop window sits in each frame, from the person detections.
 
-The window centre at frame i is a Gaussian-weighted mean of the subject centres detected in
-frames [i - r, i + r]. Because it depends only on that bounded window of detections, a chunk
-that decodes r frames of pre- and post-roll computes exactly the path a single task would, so
-chunk seams are invisible. Frames with no detection in their window fall back to the centre.
+Every quantity at frame i is a function of a bounded window of frames around i, never of
+state carried from the start of the video. A task that decodes `lookbehind` frames before
+its chunk and `lookahead` after it therefore computes, for every frame it keeps, exactly the
+path a single task over the whole video computes: chunk seams are invisible. The stages,
+each over frames of the same scene only (a scene cut bounds every window):
+
+1. subject (detection frames, ±vote_radius): each box is linked by IoU to the boxes of the
+   other detection frames in the window (an IoU tracker run forwards and backwards from
+   this frame), and the box whose linked track scores best over the whole window (area for
+   `largest`, closeness to the centre for `center`) is the subject. A person who is larger
+   in one stray frame does not take the camera; `all` is the union of the boxes.
+2. target (every frame, ±hold): the subject box interpolated between the detection frames
+   either side (detection runs every k-th frame); with a person on one side only, that box
+   is held; with none within `hold` frames, the target is the frame's centre at full size.
+   The box becomes a target: its centre (aimed a little above the middle: heads belong in
+   the upper part of the frame) and the window height that frames it with `padding`.
+3. smooth (±smooth_radius): a two-sided exponential moving average (an EMA run forwards and
+   backwards, truncated where its weight has fallen to e^-3) gives the responsive path p;
+   the plain mean over the same window is where the camera rests, a. The dead zone ignores
+   the part of p - a smaller than `dead_zone` (a soft threshold): jitter and small shifts of
+   the subject around where it has been do not move the camera, larger moves do.
+4. speed (±speed_radius): the path is made v-Lipschitz (it moves at most v px per frame) by
+   averaging its lower and upper v-Lipschitz envelopes, min_j(c_j + v|i-j|) and
+   max_j(c_j - v|i-j|). Where the path is already slow enough both equal it; a jump becomes
+   a ramp centred on it. A term with |i-j| > range/v can never be the min or max, so a
+   window of range/v frames gives the exact envelope: the speed limit, too, is a bounded
+   window function — unlike a rate limiter that carries its state along the video.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import NamedTuple
 
-import numpy as np
+from processors.crop.detectors import Box
+
+LINK_IOU = 0.3  # two boxes in nearby detection frames are the same person above this
+AIM = 0.4  # the window centre sits this far down the subject box (headroom above)
+Target = tuple[float, float, float]  # centre x, centre y, window height
 
 
-def gaussian_weights(radius: int) -> np.ndarray:
-    if radius == 0:
-        return np.ones(1)
-    sigma = max(radius / 2.0, 1e-6)
-    offsets = np.arange(-radius, radius + 1)
-    return np.exp(-0.5 * (offsets / sigma) ** 2)
+class Window(NamedTuple):
+    x: int
+    y: int
+    width: int
+    height: int
 
 
 def window_size(width: int, height: int, aspect: tuple[int, int]) -> tuple[int, int]:
@@ -34,33 +63,330 @@ def window_size(width: int, height: int, aspect: tuple[int, int]) -> tuple[int, 
     return even(w, width), even(h, height)
 
 
-def smoothed_centre(
-    centres: dict[int, tuple[float, float] | None],
-    index: int,
-    radius: int,
-    weights: np.ndarray,
-    fallback: tuple[float, float],
-) -> tuple[float, float]:
-    total = 0.0
-    sx = sy = 0.0
-    for offset in range(-radius, radius + 1):
-        centre = centres.get(index + offset)
-        if centre is None:
-            continue
-        w = float(weights[offset + radius])
-        total += w
-        sx += w * centre[0]
-        sy += w * centre[1]
-    if total == 0.0:
-        return fallback
-    return sx / total, sy / total
+@dataclass(frozen=True)
+class PathSettings:
+    frame: tuple[int, int]  # frame width, height
+    window: tuple[int, int]  # the largest window of the aspect: the output size
+    min_crop_ratio: float = 1.0  # the smallest window, as a fraction of `window`
+    padding: float = 0.15  # margin around the subject, as a fraction of its size
+    subject: str = "largest"
+    detect_every: int = 1
+    vote_radius: int = 0
+    hold: int = 0
+    smooth_radius: int = 0
+    dead_zone: float = 0.0  # fraction of the window's size
+    speed: float = math.inf  # px per frame
+    speed_radius: int = 0
+
+    @property
+    def lookahead(self) -> int:
+        return self.vote_radius + self.hold + self.smooth_radius + self.speed_radius
+
+    @property
+    def lookbehind(self) -> int:
+        # +1: a frame's scene-cut flag compares it with the frame before.
+        return self.lookahead + 1
 
 
-def place_window(
-    centre: tuple[float, float], size: tuple[int, int], frame: tuple[int, int]
-) -> tuple[int, int]:
-    """Top-left corner of a window centred on `centre`, kept inside the frame."""
-    (cx, cy), (w, h), (fw, fh) = centre, size, frame
-    x0 = min(max(0, round(cx - w / 2)), fw - w)
-    y0 = min(max(0, round(cy - h / 2)), fh - h)
-    return int(x0), int(y0)
+def radii(
+    rate: Fraction, *, detect_every: int, smoothing_seconds: float, hold_seconds: float
+) -> dict[str, int]:
+    """Window radii in frames of the first three stages (the speed stage's depends on the
+    frame size: see `speed_radius`)."""
+    fps = float(rate)
+    smooth = max(0, round(smoothing_seconds * fps))
+    return {
+        "vote_radius": smooth,
+        # Interpolating between detections needs at least the detection spacing.
+        "hold": max(detect_every, round(hold_seconds * fps)),
+        "smooth_radius": smooth,
+    }
+
+
+def speed_radius(
+    frame: tuple[int, int], window: tuple[int, int], min_crop_ratio: float, speed: float
+) -> int:
+    """Frames of the speed stage's window: the path's largest possible range over v.
+
+    Every centre and size the path holds lies in a known interval (a centre keeps a window
+    of at least the smallest size inside the frame; a size lies between the smallest and
+    the largest window), so no envelope term further away than range / v can win."""
+    fw, fh = frame
+    ww, wh = window
+    min_h = max(2.0, min_crop_ratio * wh)
+    min_w = min_h * ww / wh
+    span = max(fw - min_w, fh - min_h, wh - min_h, 0.0)
+    return math.ceil(span / speed) if span > 0 else 0
+
+
+def _metric(box: Box, mode: str, frame: tuple[int, int]) -> float:
+    fw, fh = frame
+    if mode == "center":
+        dx = (box[0] + box[2]) / 2 - fw / 2
+        dy = (box[1] + box[3]) / 2 - fh / 2
+        return 1.0 - math.hypot(dx, dy) / math.hypot(fw / 2, fh / 2)
+    return (box[2] - box[0]) * (box[3] - box[1]) / (fw * fh)
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _lerp(a: Box, b: Box, t: float) -> Box:
+    return tuple(x + (y - x) * t for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+
+
+def _soft_threshold(x: float, dz: float) -> float:
+    return math.copysign(max(abs(x) - dz, 0.0), x)
+
+
+class CameraPath:
+    """Frames go in (in index order, with their cut flag and, on detection frames, boxes);
+    windows come out once every frame within the lookahead of theirs has gone in."""
+
+    def __init__(self, settings: PathSettings) -> None:
+        self.s = settings
+        ww, wh = settings.window
+        self._ratio = ww / wh
+        self._min_h = max(2.0, settings.min_crop_ratio * wh)
+        self._dead = (settings.dead_zone * ww, settings.dead_zone * wh, settings.dead_zone * wh)
+        self._cut: dict[int, bool] = {}
+        self._scene: dict[int, int] = {}  # index of the frame that starts i's scene
+        self._boxes: dict[int, list[Box]] = {}  # detection frames only
+        self._subject: dict[int, Box | None] = {}
+        self._links: dict[tuple[int, Box], Box | None] = {}
+        self._target: dict[int, Target] = {}
+        self._smooth: dict[int, Target] = {}
+        self._final: dict[int, Target] = {}
+        self._first: int | None = None
+        self._last = -1
+        self._ended = False
+        self._next = [0, 0, 0, 0, 0]  # next frame each stage computes; the last: emitted
+
+    # -- input ---------------------------------------------------------------------------
+
+    def feed(self, index: int, cut: bool, boxes: list[Box] | None) -> None:
+        """Frame `index` (the next one); `boxes` is None on frames where detection did not run."""
+        if self._first is None:
+            self._first = index
+            self._next = [index] * 5
+            cut = True  # nothing before it in this stream: it starts a scene here
+        elif index != self._last + 1:
+            raise ValueError(f"frame {index} after {self._last}: frames must arrive in order")
+        self._last = index
+        self._cut[index] = cut
+        self._scene[index] = index if cut else self._scene[index - 1]
+        if boxes is not None:
+            self._boxes[index] = [tuple(map(float, b)) for b in boxes]  # type: ignore[misc]
+
+    def finish(self) -> None:
+        """No more frames: the windows near the end use what there is."""
+        self._ended = True
+
+    def ready(self) -> list[tuple[int, Window]]:
+        """Windows of the frames that can be placed now, in index order (each once)."""
+        if self._first is None:
+            return []
+        s = self.s
+        stages = (
+            (s.vote_radius, self._stage_subject),
+            (s.hold, self._stage_target),
+            (s.smooth_radius, self._stage_smooth),
+            (s.speed_radius, self._stage_speed),
+        )
+        known = self._last  # frames whose input is complete
+        for n, (radius, compute) in enumerate(stages):
+            upto = known if self._ended else known - radius
+            while self._next[n] <= upto:
+                compute(self._next[n])
+                self._next[n] += 1
+            known = self._next[n] - 1
+        out = []
+        while self._next[4] <= known:
+            i = self._next[4]
+            out.append((i, self._window(self._final[i])))
+            self._next[4] += 1
+        self._forget(self._next[4] - s.lookbehind - 1)
+        return out
+
+    # -- stages --------------------------------------------------------------------------
+
+    def _span(self, i: int, radius: int) -> range:
+        """Frames within `radius` of i in i's scene (and in this stream)."""
+        lo = max(self._scene[i], i - radius)
+        hi = i
+        end = min(i + radius, self._last)
+        while hi < end and not self._cut[hi + 1]:
+            hi += 1
+        return range(lo, hi + 1)
+
+    def _stage_subject(self, d: int) -> None:
+        boxes = self._boxes.get(d)
+        if boxes is None:
+            return
+        if not boxes:
+            self._subject[d] = None
+            return
+        if self.s.subject == "all":
+            self._subject[d] = (
+                min(b[0] for b in boxes), min(b[1] for b in boxes),
+                max(b[2] for b in boxes), max(b[3] for b in boxes),
+            )  # fmt: skip
+            return
+        span = self._span(d, self.s.vote_radius)
+        frames = [j for j in span if j in self._boxes]
+        here = frames.index(d)
+        # Tracks start from this frame's boxes and from those of the nearest detection frames
+        # with anyone in them on either side: if the person the window is about was missed
+        # here, their track does not pass through d and d gets no subject (its neighbours are
+        # interpolated across) rather than whoever else happens to be in the frame.
+        starts = [d]
+        for side in (frames[here - 1 :: -1] if here else [], frames[here + 1 :]):
+            nearest = next((j for j in side if self._boxes[j]), None)
+            if nearest is not None:
+                starts.append(nearest)
+        best, best_score = None, -math.inf
+        for start in starts:
+            for box in self._boxes[start]:
+                score, at_d = self._track(start, box, frames, d)
+                if score > best_score:
+                    best, best_score = at_d, score
+        self._subject[d] = best
+
+    def _track(self, start: int, box: Box, frames: list[int], d: int) -> tuple[float, Box | None]:
+        """IoU-link `box` at frame `start` through the window's detection frames, forwards and
+        backwards; its score over the window, and its box at frame d (None: not seen there)."""
+        score = self._metric(box)
+        at_d = box if start == d else None
+        k = frames.index(start)
+        for side in (frames[k + 1 :], frames[k - 1 :: -1] if k else []):
+            current = box
+            for j in side:
+                match = self._link(current, j)
+                if match is not None:
+                    current = match
+                    score += self._metric(match)
+                    if j == d:
+                        at_d = match
+        return score, at_d
+
+    def _link(self, box: Box, j: int) -> Box | None:
+        """The box of frame j that continues `box` (best IoU, at least LINK_IOU), if any.
+        Tracks from neighbouring frames walk the same links: they are worked out once."""
+        key = (j, box)
+        if key not in self._links:
+            best, best_iou = None, -1.0
+            for other in self._boxes[j]:
+                overlap = iou(box, other)
+                if overlap > best_iou:
+                    best, best_iou = other, overlap
+            self._links[key] = best if best_iou >= LINK_IOU else None
+        return self._links[key]
+
+    def _metric(self, box: Box) -> float:
+        return _metric(box, self.s.subject, self.s.frame)
+
+    def _stage_target(self, i: int) -> None:
+        span = self._span(i, self.s.hold)
+        before = after = None
+        for j in range(i, span.start - 1, -1):
+            if self._subject.get(j) is not None:
+                before = j
+                break
+        for j in range(i, span.stop):
+            if self._subject.get(j) is not None:
+                after = j
+                break
+        if before is not None and after is not None:
+            a, b = self._subject[before], self._subject[after]
+            assert a is not None and b is not None
+            box = a if after == before else _lerp(a, b, (i - before) / (after - before))
+        elif before is not None or after is not None:
+            box = self._subject[before if before is not None else after]  # type: ignore[index]
+        else:
+            box = None
+        self._target[i] = self._aim(box)
+
+    def _aim(self, box: Box | None) -> Target:
+        """Where the window wants to be for this subject box (the centre when there is none)."""
+        fw, fh = self.s.frame
+        wh = self.s.window[1]
+        if box is None:
+            cx, cy, h = fw / 2, fh / 2, float(wh)
+        else:
+            x0, y0, x1, y1 = box
+            grow = 1 + 2 * self.s.padding
+            needed = max((y1 - y0) * grow, (x1 - x0) * grow / self._ratio)
+            h = min(float(wh), max(self._min_h, needed))
+            cx, cy = (x0 + x1) / 2, y0 + (y1 - y0) * AIM
+        w = h * self._ratio
+        cx = min(max(cx, w / 2), fw - w / 2)
+        cy = min(max(cy, h / 2), fh - h / 2)
+        return cx, cy, h
+
+    def _stage_smooth(self, i: int) -> None:
+        radius = self.s.smooth_radius
+        span = self._span(i, radius)
+        rate = 3.0 / radius if radius else 0.0
+        ema = [0.0, 0.0, 0.0]
+        mean = [0.0, 0.0, 0.0]
+        total = 0.0
+        for j in span:
+            t = self._target[j]
+            w = math.exp(-rate * abs(j - i))
+            total += w
+            for k in range(3):
+                ema[k] += w * t[k]
+                mean[k] += t[k]
+        n = len(span)
+        out = []
+        for k in range(3):
+            p, a = ema[k] / total, mean[k] / n
+            out.append(a + _soft_threshold(p - a, self._dead[k]))
+        self._smooth[i] = (out[0], out[1], out[2])
+
+    def _stage_speed(self, i: int) -> None:
+        v = self.s.speed
+        if math.isinf(v):
+            self._final[i] = self._smooth[i]
+            return
+        lower = [math.inf] * 3
+        upper = [-math.inf] * 3
+        for j in self._span(i, self.s.speed_radius):
+            c = self._smooth[j]
+            reach = v * abs(i - j)
+            for k in range(3):
+                lower[k] = min(lower[k], c[k] + reach)
+                upper[k] = max(upper[k], c[k] - reach)
+        self._final[i] = (
+            (lower[0] + upper[0]) / 2, (lower[1] + upper[1]) / 2, (lower[2] + upper[2]) / 2
+        )  # fmt: skip
+
+    # -- output --------------------------------------------------------------------------
+
+    def _window(self, target: Target) -> Window:
+        fw, fh = self.s.frame
+        ww, wh = self.s.window
+        cx, cy, h = target
+        if h >= wh - 0.5:
+            width, height = ww, wh
+        else:
+            height = min(fh, max(2, round(h)))
+            width = min(fw, max(2, round(height * self._ratio)))
+        x = min(max(0, round(cx - width / 2)), fw - width)
+        y = min(max(0, round(cy - height / 2)), fh - height)
+        return Window(int(x), int(y), width, height)
+
+    def _forget(self, before: int) -> None:
+        for table in (
+            self._cut, self._scene, self._boxes, self._subject,
+            self._target, self._smooth, self._final,
+        ):  # fmt: skip
+            for key in [k for k in table if k < before]:
+                del table[key]
+        for link in [k for k in self._links if k[0] < before]:
+            del self._links[link]

@@ -1,89 +1,149 @@
-"""The crop step: detect the person, smooth the camera path, cut the target aspect."""
+"""The crop step: detect the person, place a smooth virtual camera, cut the target aspect.
+
+Frames wait in the step until the detector has seen a full batch of detection frames and
+the camera path knows their window (it looks `lookahead` frames ahead). Each frame is
+touched once on its way out: a slice copy, or one resize when the camera has zoomed in.
+"""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import math
+from dataclasses import replace
+from fractions import Fraction
 
+import cv2
 import numpy as np
 
 from manifests.model import CropOptions
 from processors.base import ProcessorContext
-from processors.crop.detectors import Box, make_detector
-from processors.crop.path import gaussian_weights, place_window, smoothed_centre, window_size
+from processors.crop.cuts import CutDetector
+from processors.crop.detectors import Detector, DetectorSetupError, make_detector
+from processors.crop.path import CameraPath, PathSettings, radii, speed_radius, window_size
 from processors.media.frames import FrameBatch
 
 
-def choose_subject(boxes: list[Box], frame: tuple[int, int], mode: str) -> Box | None:
-    if not boxes:
-        return None
-    if mode == "all":
-        return (
-            min(b[0] for b in boxes), min(b[1] for b in boxes),
-            max(b[2] for b in boxes), max(b[3] for b in boxes),
-        )  # fmt: skip
-    if mode == "center":
-        fx, fy = frame[0] / 2, frame[1] / 2
-        return min(
-            boxes, key=lambda b: ((b[0] + b[2]) / 2 - fx) ** 2 + ((b[1] + b[3]) / 2 - fy) ** 2
+def path_settings(options: CropOptions, frame: tuple[int, int], rate: Fraction) -> PathSettings:
+    aw, ah = (int(v) for v in options.aspect.split(":"))
+    window = window_size(frame[0], frame[1], (aw, ah))
+    # `max_speed` is in frame lengths (the longer side) per second.
+    speed = options.max_speed * max(frame) / float(rate)
+    return PathSettings(
+        frame=frame,
+        window=window,
+        min_crop_ratio=options.min_crop_ratio,
+        padding=options.padding,
+        subject=options.subject,
+        detect_every=options.detect_every,
+        dead_zone=options.dead_zone,
+        speed=speed,
+        speed_radius=speed_radius(frame, window, options.min_crop_ratio, speed),
+        **radii(
+            rate,
+            detect_every=options.detect_every,
+            smoothing_seconds=options.smoothing_seconds,
+            hold_seconds=options.hold_seconds,
+        ),
+    )
+
+
+def context_frames(
+    options: dict, rate: Fraction, frame: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """Frames of context (before, after) the crop needs: what the planner decodes around a
+    chunk — the processor's own lookbehind/lookahead for this frame size. Without a size,
+    a bound that holds for any: no centre or size travels more than a frame length."""
+    crop = CropOptions.model_validate(options)
+    settings = path_settings(crop, frame or (2, 2), rate)
+    if frame is None:
+        settings = replace(settings, speed_radius=math.ceil(float(rate) / crop.max_speed))
+    return settings.lookbehind, settings.lookahead
+
+
+def load_detector(options: CropOptions, ctx: ProcessorContext) -> Detector:
+    from processors.chain import ChainSetupError
+    from processors.models.store import ModelStoreError, crop_weights
+
+    weights = None
+    try:
+        if options.detector.startswith("yolo"):
+            weights = crop_weights(
+                options.model_dump(mode="json"), ctx.model_store or ctx.model_dir
+            )
+        return make_detector(
+            options.detector,
+            weights=weights,
+            device=options.device,
+            batch_size=options.batch_size,
+            confidence=options.confidence,
         )
-    return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+    except (ModelStoreError, DetectorSetupError) as exc:
+        raise ChainSetupError(f"crop: {exc}") from None
 
 
 class CropProcessor:
     name = "crop"
 
-    def __init__(self, options: dict, ctx: ProcessorContext) -> None:
+    def __init__(
+        self, options: dict, ctx: ProcessorContext, detector: Detector | None = None
+    ) -> None:
         self.options = CropOptions.model_validate(options)
-        aw, ah = (int(v) for v in self.options.aspect.split(":"))
         self.frame = (ctx.width, ctx.height)
-        self.size = window_size(ctx.width, ctx.height, (aw, ah))
-        self.radius = max(0, round(self.options.smoothing_seconds * float(ctx.rate)))
-        self.lookbehind = self.radius
-        self.lookahead = self.radius
-        self.weights = gaussian_weights(self.radius)
-        self.detector = make_detector(self.options.detector)
-        self.fallback = (ctx.width / 2, ctx.height / 2)
-        self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._centres: dict[int, tuple[float, float] | None] = {}
-        self._last_index = -1
+        self.settings = path_settings(self.options, self.frame, ctx.rate)
+        self.size = self.settings.window
+        self.lookbehind = self.settings.lookbehind
+        self.lookahead = self.settings.lookahead
+        self.detector = detector or load_detector(self.options, ctx)
+        self.path = CameraPath(self.settings)
+        self.cuts = CutDetector(self.options.cut_threshold)
+        self._frames: dict[int, np.ndarray] = {}
+        self._pending: list[tuple[int, bool, bool]] = []  # index, cut, detect here
+        self._to_detect = 0
+        self.windows: dict[int, tuple[int, int, int, int]] = {}  # last windows, for callers
 
     def output_size(self) -> tuple[int, int]:
         return self.size
-
-    def _centre(self, frame: np.ndarray) -> tuple[float, float] | None:
-        box = choose_subject(self.detector.detect(frame), self.frame, self.options.subject)
-        if box is None:
-            return None
-        x0, y0, x1, y1 = box
-        # Aim a little above the box centre: heads belong in the upper part of the frame.
-        return (x0 + x1) / 2, y0 + (y1 - y0) * 0.4
-
-    def _cut(self, index: int) -> np.ndarray:
-        centre = smoothed_centre(self._centres, index, self.radius, self.weights, self.fallback)
-        x0, y0 = place_window(centre, self.size, self.frame)
-        w, h = self.size
-        return self._frames[index][y0 : y0 + h, x0 : x0 + w]
-
-    def _release(self, upto: int) -> FrameBatch:
-        ready = [i for i in self._frames if i <= upto]
-        if not ready:
-            return FrameBatch.empty(self.size[1], self.size[0])
-        out = np.stack([self._cut(i) for i in ready])
-        for i in ready:
-            del self._frames[i]
-        for i in [k for k in self._centres if k < ready[-1] - self.radius]:
-            del self._centres[i]
-        return FrameBatch(out, np.asarray(ready, np.int64))
 
     def push(self, batch: FrameBatch) -> FrameBatch:
         k = self.options.detect_every
         for frame, index in zip(batch.frames, batch.indices, strict=True):
             i = int(index)
+            cut = self.cuts.is_cut(frame)
+            # Detect on a global grid of frames (and on every cut), so every chunk detects
+            # on the same frames a single run does.
+            detect = i % k == 0 or cut
             self._frames[i] = frame
-            # Detect on a global grid of frames so every chunk detects on the same ones.
-            self._centres[i] = self._centre(frame) if i % k == 0 else None
-            self._last_index = i
-        return self._release(self._last_index - self.radius)
+            self._pending.append((i, cut, detect))
+            self._to_detect += detect
+            if self._to_detect >= self.detector.batch_size:
+                self._run_detector()
+        return self._release()
 
     def flush(self) -> FrameBatch:
-        return self._release(self._last_index)
+        self._run_detector()
+        self.path.finish()
+        return self._release()
+
+    def _run_detector(self) -> None:
+        wanted = [i for i, _, detect in self._pending if detect]
+        found = dict(
+            zip(wanted, self.detector.detect([self._frames[i] for i in wanted]), strict=True)
+        )
+        for i, cut, detect in self._pending:
+            self.path.feed(i, cut, found[i] if detect else None)
+        self._pending.clear()
+        self._to_detect = 0
+
+    def _release(self) -> FrameBatch:
+        ready = self.path.ready()
+        width, height = self.size
+        if not ready:
+            return FrameBatch.empty(height, width)
+        out = np.empty((len(ready), height, width, 3), np.uint8)
+        for n, (i, (x, y, w, h)) in enumerate(ready):
+            view = self._frames.pop(i)[y : y + h, x : x + w]
+            if (w, h) == (width, height):
+                out[n] = view
+            else:  # zoomed in: scale the smaller window up to the output size
+                out[n] = cv2.resize(view, (width, height), interpolation=cv2.INTER_LINEAR)
+            self.windows[i] = (x, y, w, h)
+        return FrameBatch(out, np.asarray([i for i, _ in ready], np.int64))

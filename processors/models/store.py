@@ -41,10 +41,11 @@ class ModelStoreError(Exception):
 class ModelMissing(ModelStoreError):
     code = "MODEL_MISSING"
 
-    def __init__(self, model: str, store: str, files: list[str]) -> None:
+    def __init__(self, model: str, store: str, files: list[str], any_of: bool = False) -> None:
+        expected = ("one of " if any_of else "") + ", ".join(files)
         super().__init__(
             f"model {model} not in the model store {store or '(none configured)'}: "
-            f"expected {', '.join(files)} ({HELP})"
+            f"expected {expected} ({HELP})"
         )
         self.model = model
         self.store = store
@@ -459,10 +460,55 @@ def require_models(
     """Raise ModelMissing (or ModelCorrupt, on a wrong size) for the step's first bad model."""
     opened = open_model_store(store, settings)
     for name in models_for_step(step, options):
+        if step == "crop" and options.get("detector") == "yolo":
+            _require_any_weights(name, opened)
+            continue
         if opened is None:
             raw = catalog().get(name)
             raise ModelMissing(name, "", list(raw["files"]) if raw else [f"{name}.onnx"])
         opened.require(name)
+
+
+def _yolo_candidates(name: str) -> list[str]:
+    """ultralytics loads a TensorRT engine, a .pt or an .onnx: best first."""
+    raw = catalog().get(name) or {}
+    return list(raw.get("weights") or raw.get("files") or [f"{name}.onnx"])
+
+
+def _require_any_weights(name: str, opened: ModelStore | None) -> None:
+    # Presence only (the trigger must not download weights); the task verifies what it loads.
+    candidates = _yolo_candidates(name)
+    if opened is None or not any(opened.location.stat(f) for f in candidates):
+        raise ModelMissing(name, opened.uri if opened else "", candidates, any_of=True)
+
+
+def crop_weights(
+    options: dict, store: ModelStore | Path | str | None, settings: Settings | None = None
+) -> Path:
+    """The weights file the crop's yolo detector loads.
+
+    `yolo-onnx`: the model's .onnx, fetched and verified like every model. `yolo`
+    (ultralytics): the first of the catalog's `weights` the store holds — a TensorRT engine
+    beats .pt beats .onnx. Engines and .pt files are built per GPU or per training run, so
+    they are not pinned: they are used in place from a folder store; from a gs:// store the
+    verified .onnx is what ultralytics loads.
+    """
+    name = str(options.get("model", "yolov8n"))
+    if options.get("detector") != "yolo":
+        return fetch_models("crop", options, store, settings)[name].path
+    opened = open_model_store(store, settings)
+    candidates = _yolo_candidates(name)
+    if opened is not None:
+        pinned = {f.name for f in opened.entry(name).files}
+        for file in candidates:
+            if opened.location.stat(file) is None:
+                continue
+            if file in pinned:
+                return opened.fetch(name).paths[file]
+            local = opened.location.in_place(file)
+            if local is not None:
+                return local
+    raise ModelMissing(name, opened.uri if opened else "", candidates, any_of=True)
 
 
 def fetch_models(

@@ -1,0 +1,91 @@
+"""YOLO exported to ONNX, run directly through onnxruntime (CPU or CUDA provider, no torch).
+
+The model takes `[B, 3, 640, 640]` float RGB in 0..1 and returns `[B, 84, N]` (N = 8400 for
+a 640 input). A model exported with a fixed batch of 1 is fed one frame at a time; one with a
+dynamic (or larger fixed) batch gets whole batches. A float16 export gets float16 input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from processors.crop.detectors import Box, DetectorSetupError
+from processors.crop.yolo import INPUT_SIZE, Letterbox, decode_head, letterbox
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise DetectorSetupError(
+            f"crop.device cuda: onnxruntime has no CUDA provider here (has {available})"
+        )
+    return ["CPUExecutionProvider"]
+
+
+class OnnxYoloDetector:
+    def __init__(self, weights: Path, *, device: str = "auto", confidence: float = 0.25) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DetectorSetupError(
+                "detector yolo-onnx needs onnxruntime (pip install onnxruntime, or "
+                "onnxruntime-gpu on a GPU machine)"
+            ) from None
+        try:
+            options = ort.SessionOptions()
+            # Idle worker threads would otherwise spin between runs, taking the CPU the
+            # decoder thread and the rest of the crop need.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._session = ort.InferenceSession(
+                str(weights), sess_options=options, providers=_providers(device)
+            )
+        except DetectorSetupError:
+            raise
+        except Exception as exc:
+            raise DetectorSetupError(f"cannot load YOLO model {weights}: {exc}") from None
+        self.on_gpu = self._session.get_providers()[0] == "CUDAExecutionProvider"
+        self.confidence = confidence
+        inp = self._session.get_inputs()[0]
+        self._input = inp.name
+        self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        batch, _, height, width = inp.shape
+        if isinstance(height, int) and isinstance(width, int):
+            if height != width:
+                raise DetectorSetupError(f"{weights}: expected a square input, got {inp.shape}")
+            self.size = height
+        else:
+            self.size = INPUT_SIZE
+        # A fixed batch dimension is the most the model accepts per run.
+        self._max_batch = batch if isinstance(batch, int) else None
+        self.batch_size = 32 if self.on_gpu else 4
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Box]]:
+        results: list[list[Box]] = []
+        step = self._max_batch or len(frames) or 1
+        for start in range(0, len(frames), step):
+            results.extend(self._run(frames[start : start + step]))
+        return results
+
+    def _run(self, frames: Sequence[np.ndarray]) -> list[list[Box]]:
+        n = len(frames)
+        # One uint8 letterboxed copy per frame, then one HWC→CHW float conversion per batch.
+        images = np.empty((self._max_batch or n, self.size, self.size, 3), np.uint8)
+        boxes: list[Letterbox] = []
+        for i, frame in enumerate(frames):
+            boxes.append(letterbox(frame, self.size, out=images[i])[1])
+        if len(images) > n:  # a fixed-batch model given fewer frames: pad with grey
+            images[n:] = 114
+        tensor = images.transpose(0, 3, 1, 2).astype(self._dtype) / self._dtype(255)
+        head = self._session.run(None, {self._input: tensor})[0]
+        out: list[list[Box]] = []
+        for i, fit in enumerate(boxes):
+            xyxy, _ = decode_head(np.asarray(head[i], np.float32), self.confidence)
+            out.append([tuple(map(float, b)) for b in fit.to_frame(xyxy)])
+        return out

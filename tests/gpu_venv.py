@@ -1,0 +1,63 @@
+"""The separate Python environment the ultralytics tests run in.
+
+ultralytics pulls CUDA torch (about 6 GB): it must not land in the interpreter everything
+else uses, so it lives in its own venv, built once and reused (`.cache/venv-gpu` in the
+repository, or `DROPBATCH_GPU_VENV`). The test session builds it when it is missing, and
+fails loudly when it cannot; `.ci/run` builds it ahead (`python tests/gpu_venv.py`).
+Our code reaches it through PYTHONPATH, so the venv holds only third-party packages.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ["ultralytics", "onnxruntime", "onnx", "onnxslim", "lap", "pydantic", "pyyaml"]
+READY = ".dropbatch-ready"
+
+
+class VenvError(RuntimeError):
+    pass
+
+
+def venv_dir() -> Path:
+    return Path(os.environ.get("DROPBATCH_GPU_VENV") or ROOT / ".cache" / "venv-gpu")
+
+
+def venv_python(path: Path | None = None) -> Path:
+    return (path or venv_dir()) / "bin" / "python"
+
+
+def ensure_venv(path: Path | None = None, timeout: float = 3600) -> Path:
+    """The venv's python, building the venv first if it is not complete."""
+    path = path or venv_dir()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once build it once
+        marker = path / READY
+        if marker.is_file() and venv_python(path).is_file():
+            return venv_python(path)
+        venv.EnvBuilder(with_pip=True, clear=True).create(path)
+        proc = subprocess.run(
+            [str(venv_python(path)), "-m", "pip", "install", "-q", *PACKAGES],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise VenvError(
+                f"could not build the ultralytics venv at {path} "
+                f"(pip install {' '.join(PACKAGES)}):\n{proc.stderr[-4000:]}"
+            )
+        marker.write_text(" ".join(PACKAGES) + "\n")
+    return venv_python(path)
+
+
+if __name__ == "__main__":
+    print(ensure_venv())
+    sys.exit(0)

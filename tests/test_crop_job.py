@@ -1,0 +1,91 @@
+"""A whole local job with the yolo-onnx crop: the model comes from the model store the
+settings name, the tasks (separate processes) find it there; without it the manifest is
+INVALID at trigger time, naming the field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from batch_jobs.intake import StorageEvent
+from dropbatch.config import Settings
+from dropbatch.samples import make_talking_video
+from dropbatch.status import open_status
+from dropbatch.status.model import JobRecord, JobState
+from dropbatch.storage.local import LocalStore
+from tests.yolo_test_model import build
+
+MANIFEST = """\
+version: 1
+inputs: talk.mp4
+chain: [{crop: {aspect: "9:16", detector: yolo-onnx, detect_every: 2}}]
+output: {preset: ultrafast, crf: 23}
+compute: {chunk_seconds: 2, max_parallel_tasks: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("media") / "talk.mp4"
+    make_talking_video(path, duration=5, fps=15, canvas=(640, 360), subject=240, audio="tone")
+    return path
+
+
+def submit(deployment: dict, talk: Path, monkeypatch: pytest.MonkeyPatch, store: Path) -> str:
+    from triggers.main import intake
+
+    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(store))
+    intake.cache_clear()
+    folder = deployment["inbox"] / "job"
+    folder.mkdir()
+    (folder / "talk.mp4").symlink_to(talk)
+    (folder / "manifest.yaml").write_text(MANIFEST)
+    info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
+    [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
+    return job_id
+
+
+def record_of(job_id: str) -> JobRecord:
+    record = open_status(Settings.from_env()).get(job_id)
+    assert record is not None
+    return record
+
+
+def test_a_yolo_onnx_crop_job_runs_with_the_model_from_the_store(
+    deployment: dict, talk: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from batch_jobs.local_executor import LocalLauncher
+
+    store = tmp_path / "models"
+    build(store / "yolov8n.onnx")
+    job_id = submit(deployment, talk, monkeypatch, store)
+    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    record = record_of(job_id)
+    assert record.state == JobState.SUCCEEDED, record.error
+    assert record.chunks_total == 3
+    out = deployment["inbox"] / "job/out/talk.mp4"
+    streams = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(out)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )["streams"]  # fmt: skip
+    video = next(s for s in streams if s["codec_type"] == "video")
+    assert (video["width"], video["height"]) == (202, 360)
+    assert int(video["nb_read_frames"]) == 75
+
+
+def test_a_yolo_crop_without_its_model_is_invalid_at_trigger_time(
+    deployment: dict, talk: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    empty = tmp_path / "models"
+    empty.mkdir()
+    job_id = submit(deployment, talk, monkeypatch, empty)
+    record = record_of(job_id)
+    assert record.state == JobState.INVALID
+    assert record.error is not None and record.error.code == "MODEL_MISSING"
+    assert record.error.field == "chain[0].crop.model"
+    assert "yolov8n.onnx" in record.error.message

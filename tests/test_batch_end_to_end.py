@@ -307,6 +307,8 @@ def test_on_the_emulators_one_upload_runs_once_on_batch_and_failures_reach_fires
     assert second.job_id != record.job_id
     assert sorted(standin.jobs) == sorted([record.batch_job, second.batch_job])
     assert len({(r.job_id, r.request_id) for r in standin.requests}) == 2
+    log = (cloud["tmp"] / "inbox-fn.log").read_text().splitlines()
+    assert sum('"job launched"' in line and second.job_id in line for line in log) == 1
     standin.wait(second.batch_job)
     second = the_record(cloud, "c2/job.yaml")
     assert second.state == JobState.SUCCEEDED, second.error

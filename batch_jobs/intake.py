@@ -350,20 +350,20 @@ class Intake:
         record = self.status.get(job_id)
         assert record is not None
         batch_job = self.launcher.launch(record, self.settings)
-        # Concurrent deliveries may all launch (idempotent per job id); the one that records
-        # the engine job first reports the launch, so "job launched" means one job.
-        def record_engine_job(r: JobRecord) -> bool:
-            if r.batch_job is not None:
-                return False
-            r.batch_job = batch_job
-            return True
 
-        _, first = self.status.transact(job_id, record_engine_job)
-        if not first:
-            event(log, "batch job exists", job_id=job_id, batch_job=batch_job)
-            return
+        def record_name(r: JobRecord) -> bool:
+            first = r.batch_job is None
+            r.batch_job = batch_job
+            return first
+
+        _, first = self.status.transact(job_id, record_name)
         publish(self.store, self.status, job_id)
-        event(log, "job launched", job_id=job_id, batch_job=batch_job, tasks=record.chunks_total)
+        # Redeliveries may submit again (the engine answers with the same job); the event a
+        # user searches for is logged once, by the delivery that recorded the engine's name.
+        if first:
+            event(
+                log, "job launched", job_id=job_id, batch_job=batch_job, tasks=record.chunks_total
+            )
 
     # -- outcomes ------------------------------------------------------------------------
     def _invalid(self, job_id: str, *errors: JobError) -> None:

@@ -10,7 +10,7 @@ from dropbatch.status.model import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import STEP_MODELS, Manifest
 from manifests.resolve import ResolvedItem
 from processors.lipsync.audio import AudioInfo, output_frames, own_audio_skip
-from processors.lipsync.faces import context_reach
+from processors.lipsync.reach import context_reach
 
 
 def context_frames(

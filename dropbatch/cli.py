@@ -333,6 +333,8 @@ def cmd_models_check(args: argparse.Namespace) -> int:
             print(f"  {r.model:<16} {r.file:<22} {r.state:<9} {r.detail}")
     bad = [r for r in reports if r.state in ("missing", "corrupt")]
     return EXIT_FAILED if bad else EXIT_OK
+
+
 def cmd_cost(args: argparse.Namespace) -> int:
     from dropbatch.cost import Throughput, estimate_cost
     from manifests.loader import ManifestInvalid, load_manifest

@@ -2,19 +2,23 @@
 `dropbatch.build_function`, served by functions-framework over HTTP, launches on the Batch
 stand-in, which runs the Job's own command and environment as the tasks; Batch-style Pub/Sub
 notifications reach `on_batch_state` from the same build. Storage and status are the local
-backends (the Cloud Storage / Firestore ones plug in by configuration)."""
+backends, or (`cloud` fixture with "emulators") Cloud Storage on fake-gcs-server and Firestore on
+its emulator: the same code, chosen by configuration only."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cloudevents.http import CloudEvent
 from google.cloud import batch_v1
 
 from batch_jobs.batch_launcher import batch_client
@@ -23,6 +27,7 @@ from dropbatch.build_function import build
 from dropbatch.config import Settings
 from dropbatch.status import open_status
 from dropbatch.status.model import JobRecord, JobState
+from dropbatch.storage.gcs import GcsStore
 from dropbatch.storage.local import LocalStore
 from dropbatch.watcher import storage_cloud_event
 from tests.batch_standin import BatchStandin, pubsub_event
@@ -65,23 +70,48 @@ def test_the_build_is_self_contained(built_function: Path) -> None:
     assert (built_function / "processors" / "models" / "catalog.yaml").is_file()
 
 
+# What a real VM has that no Job carries (its credentials); here, where the emulators listen.
+EMULATOR_HOSTS = ("STORAGE_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")
+
+
 @pytest.fixture
 def cloud(
     deployment: dict, built_function: Path, monkeypatch: pytest.MonkeyPatch, request
 ) -> Iterator[dict]:
-    hold = getattr(request, "param", False)
-    standin = BatchStandin(hold=hold)
-    standin.start()
-    for key, value in {
+    """The built functions and the Batch stand-in. Indirect params (a tuple): "hold" keeps jobs
+    waiting for VMs until `standin.release`; "emulators" puts the inbox bucket on
+    fake-gcs-server and the status on the Firestore emulator instead of the local backends."""
+    options = set(getattr(request, "param", ()))
+    env = {
         "DROPBATCH_LAUNCHER": "batch",
-        "DROPBATCH_BATCH_ENDPOINT": standin.endpoint,
         "DROPBATCH_PROJECT": "acme-video",
         "DROPBATCH_REGION": "us-central1",
         "DROPBATCH_IMAGE": "us-central1-docker.pkg.dev/acme-video/dropbatch/task:test",
         "DROPBATCH_JOB_SERVICE_ACCOUNT": "dropbatch-job@acme-video.iam.gserviceaccount.com",
         "DROPBATCH_NOTIFICATION_TOPIC": "projects/acme-video/topics/dropbatch-batch-state",
-    }.items():
+    }
+    if "emulators" in options:
+        env.update(
+            STORAGE_EMULATOR_HOST=request.getfixturevalue("gcs_emulator"),
+            FIRESTORE_EMULATOR_HOST=request.getfixturevalue("firestore_emulator"),
+            DROPBATCH_STORAGE="gcs",
+            DROPBATCH_STATUS="firestore",
+            DROPBATCH_FIRESTORE_COLLECTION=f"batch-e2e-{uuid.uuid4().hex[:10]}",
+        )
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
+    if "emulators" in options:
+        store = GcsStore(project="acme-video")
+        bucket = f"inbox-{uuid.uuid4().hex[:10]}"
+        store.client.create_bucket(bucket)
+    else:
+        store, bucket = LocalStore(deployment["root"]), deployment["bucket"]
+    standin = BatchStandin(
+        hold="hold" in options,
+        vm_env={k: os.environ[k] for k in EMULATOR_HOSTS if k in os.environ},
+    )
+    standin.start()
+    monkeypatch.setenv("DROPBATCH_BATCH_ENDPOINT", standin.endpoint)
     logs = deployment["tmp"]
     inbox_fn = FunctionServer(built_function, "on_inbox_object", logs / "inbox-fn.log").start()
     state_fn = FunctionServer(built_function, "on_batch_state", logs / "state-fn.log").start()
@@ -92,7 +122,8 @@ def cloud(
             "standin": standin,
             "inbox_fn": inbox_fn,
             "state_fn": state_fn,
-            "store": LocalStore(deployment["root"]),
+            "store": store,
+            "bucket": bucket,
         }
     finally:
         standin.release.set()
@@ -105,18 +136,29 @@ def _expect_ok(code: int) -> None:
     assert code == 200, code
 
 
-def upload(cloud: dict, name: str, data: bytes | None = None, frames: int = 0) -> int:
-    path = cloud["inbox"] / name
-    path.parent.mkdir(parents=True, exist_ok=True)
+def put(cloud: dict, name: str, data: bytes = b"", frames: int = 0) -> None:
+    """What `gsutil cp` (or a copy into the folder) does: a plain object, none of our metadata."""
+    store, bucket = cloud["store"], cloud["bucket"]
     if frames:
+        path = cloud["tmp"] / "videos" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         make_indexed_video(path, frames, audio=True, preset="ultrafast")
+        store.upload_file(bucket, name, path, content_type="video/mp4")
     else:
-        path.write_bytes(data or b"")
-    return cloud["inbox_fn"].post(storage_cloud_event(cloud["store"].stat("inbox", name)))
+        store.write_bytes(bucket, name, data, content_type="application/x-yaml")
 
 
-def the_record(cloud: dict) -> JobRecord:
-    [record] = open_status(Settings.from_env()).recent(10)
+def event_for(cloud: dict, name: str) -> CloudEvent:
+    return storage_cloud_event(cloud["store"].stat(cloud["bucket"], name))
+
+
+def upload(cloud: dict, name: str, data: bytes | None = None, frames: int = 0) -> int:
+    put(cloud, name, data or b"", frames)
+    return cloud["inbox_fn"].post(event_for(cloud, name))
+
+
+def the_record(cloud: dict, manifest: str | None = None) -> JobRecord:
+    [record] = open_status(Settings.from_env()).recent(10, manifest=manifest)
     return record
 
 
@@ -124,25 +166,31 @@ def states_notified(standin: BatchStandin) -> list[str]:
     return [e.data["message"]["attributes"]["NewJobState"] for e in standin.notifications]
 
 
-def test_upload_runs_on_batch_and_the_job_on_the_wire_is_what_was_asked(cloud: dict) -> None:
-    assert upload(cloud, "c1/clip.mp4", frames=FRAMES) == 200
-    assert upload(cloud, "c1/job.yaml", MANIFEST.encode()) == 200
-    record = the_record(cloud)
+def download(cloud: dict, name: str) -> Path:
+    path = cloud["tmp"] / "downloads" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cloud["store"].download_file(cloud["bucket"], name, path)
+    return path
+
+
+def run_to_success(cloud: dict, folder: str) -> JobRecord:
+    """Upload a video and its manifest; the job runs on the stand-in and ends SUCCEEDED with
+    every frame of the video, in order, in the output object."""
+    assert upload(cloud, f"{folder}/clip.mp4", frames=FRAMES) == 200
+    assert upload(cloud, f"{folder}/job.yaml", MANIFEST.encode()) == 200
+    record = the_record(cloud, f"{folder}/job.yaml")
     assert record.batch_job == f"projects/acme-video/locations/us-central1/jobs/{record.job_id}"
     job = cloud["standin"].wait(record.batch_job)
     final = open_status(Settings.from_env()).get(record.job_id)
     assert final is not None and final.state == JobState.SUCCEEDED, final and final.error
     assert job.status.state == batch_v1.JobStatus.State.SUCCEEDED
-    out = cloud["inbox"] / "c1/out/clip.mp4"
-    assert decoded_indices(out) == list(range(FRAMES))
-    assert states_notified(cloud["standin"]) == [
-        "QUEUED",
-        "SCHEDULED",
-        "RUNNING",
-        "SUCCEEDED",
-    ]
+    assert final.outputs == [cloud["store"].uri(cloud["bucket"], f"{folder}/out/clip.mp4")]
+    assert decoded_indices(download(cloud, f"{folder}/out/clip.mp4")) == list(range(FRAMES))
+    return final
 
-    [request] = cloud["standin"].requests
+
+def assert_the_job_is_what_the_manifest_asked(request: batch_v1.CreateJobRequest) -> None:
+    """MANIFEST's compute: gpu l4, spot, 3 chunks 2 at a time, max_retries 1."""
     wire = request.job
     [group] = wire.task_groups
     assert (group.task_count, group.parallelism) == (3, 2)
@@ -159,11 +207,8 @@ def test_upload_runs_on_batch_and_the_job_on_the_wire_is_what_was_asked(cloud: d
     assert note.message.type_ == batch_v1.JobNotification.Type.JOB_STATE_CHANGED
 
 
-def test_the_same_storage_event_20_times_creates_one_batch_job(cloud: dict) -> None:
-    upload(cloud, "c2/clip.mp4", frames=FRAMES)
-    path = cloud["inbox"] / "c2/job.yaml"
-    path.write_text(MANIFEST)
-    event = storage_cloud_event(cloud["store"].stat("inbox", "c2/job.yaml"))
+def post_twenty_times(cloud: dict, event: CloudEvent) -> list[int]:
+    """Eventarc's at-least-once delivery at its worst: 10 copies at once, then 10 more."""
     codes: list[int] = []
     threads = [
         threading.Thread(target=lambda: codes.append(cloud["inbox_fn"].post(event)))
@@ -174,27 +219,19 @@ def test_the_same_storage_event_20_times_creates_one_batch_job(cloud: dict) -> N
     for thread in threads:
         thread.join()
     codes.extend(cloud["inbox_fn"].post(event) for _ in range(10))
-    assert codes == [200] * 20
+    return codes
+
+
+def fail_on_batch(cloud: dict, folder: str) -> JobRecord:
+    """A job whose input vanishes while it waits for VMs: every task fails, Batch says FAILED
+    through Pub/Sub to `on_batch_state`, and the record ends FAILED with Batch's reason."""
     standin = cloud["standin"]
-    # Deliveries that found the claim taken but no job recorded yet launch again: the same
-    # job id and request id, so Batch holds one job.
-    assert len(standin.jobs) == 1
-    assert len({(r.job_id, r.request_id) for r in standin.requests}) == 1
-    [name] = standin.jobs
-    standin.wait(name)
-    final = the_record(cloud)
-    assert final.state == JobState.SUCCEEDED, final.error
-    assert [h.state for h in final.history].count(JobState.QUEUED) == 1
-
-
-@pytest.mark.parametrize("cloud", [True], indirect=True)
-def test_a_failed_batch_job_moves_the_record_to_failed_with_the_reason(cloud: dict) -> None:
-    standin = cloud["standin"]  # holds jobs in SCHEDULED until released
-    upload(cloud, "c3/clip.mp4", frames=FRAMES)
-    upload(cloud, "c3/job.yaml", MANIFEST.encode())
-    record = the_record(cloud)
+    standin.release.clear()  # jobs created from now on wait in SCHEDULED
+    put(cloud, f"{folder}/clip.mp4", frames=FRAMES)
+    assert upload(cloud, f"{folder}/job.yaml", MANIFEST.encode()) == 200
+    record = the_record(cloud, f"{folder}/job.yaml")
     assert record.state == JobState.QUEUED
-    (cloud["inbox"] / "c3/clip.mp4").unlink()  # the input vanishes before the VMs start
+    cloud["store"].delete(cloud["bucket"], f"{folder}/clip.mp4")
     standin.release.set()
     job = standin.wait(record.batch_job)
     assert job.status.state == batch_v1.JobStatus.State.FAILED
@@ -207,8 +244,77 @@ def test_a_failed_batch_job_moves_the_record_to_failed_with_the_reason(cloud: di
     assert states_notified(standin)[-1] == "FAILED"
     progress = open_status(Settings.from_env()).progress(record.job_id)
     assert {p.attempt for p in progress} == {1}  # exit 1 is retried, max_retries (1) times
-    mirror = (cloud["inbox"] / "c3/job.status.json").read_text()
+    mirror = cloud["store"].read_bytes(cloud["bucket"], f"{folder}/job.status.json").decode()
     assert '"FAILED"' in mirror and "exited with code 1" in mirror
+    return final
+
+
+def test_upload_runs_on_batch_and_the_job_on_the_wire_is_what_was_asked(cloud: dict) -> None:
+    run_to_success(cloud, "c1")
+    assert states_notified(cloud["standin"]) == [
+        "QUEUED",
+        "SCHEDULED",
+        "RUNNING",
+        "SUCCEEDED",
+    ]
+    [request] = cloud["standin"].requests
+    assert_the_job_is_what_the_manifest_asked(request)
+
+
+def test_the_same_storage_event_20_times_creates_one_batch_job(cloud: dict) -> None:
+    put(cloud, "c2/clip.mp4", frames=FRAMES)
+    put(cloud, "c2/job.yaml", MANIFEST.encode())
+    assert post_twenty_times(cloud, event_for(cloud, "c2/job.yaml")) == [200] * 20
+    standin = cloud["standin"]
+    # Deliveries that found the claim taken but no job recorded yet launch again: the same
+    # job id and request id, so Batch holds one job.
+    assert len(standin.jobs) == 1
+    assert len({(r.job_id, r.request_id) for r in standin.requests}) == 1
+    [name] = standin.jobs
+    standin.wait(name)
+    final = the_record(cloud)
+    assert final.state == JobState.SUCCEEDED, final.error
+    assert [h.state for h in final.history].count(JobState.QUEUED) == 1
+
+
+def test_a_failed_batch_job_moves_the_record_to_failed_with_the_reason(cloud: dict) -> None:
+    fail_on_batch(cloud, "c3")
+
+
+@pytest.mark.parametrize("cloud", [("emulators",)], indirect=True)
+def test_on_the_emulators_one_upload_runs_once_on_batch_and_failures_reach_firestore(
+    cloud: dict,
+) -> None:
+    """The issue's whole path on the Google Cloud stand-ins: fake-gcs-server holds the bucket,
+    the Firestore emulator the status, the built functions run over HTTP, the Batch stand-in's
+    "VMs" run the Job's own command and environment (plus the emulator hosts, as a VM has its
+    credentials)."""
+    standin = cloud["standin"]
+    assert cloud["store"].uri(cloud["bucket"], "x").startswith("gs://")
+    # An upload ends stitched in the bucket and SUCCEEDED in Firestore; the Job asked for
+    # what the manifest asks for.
+    record = run_to_success(cloud, "c1")
+    [request] = standin.requests
+    assert_the_job_is_what_the_manifest_asked(request)
+    mirror = cloud["store"].read_bytes(cloud["bucket"], "c1/job.status.json").decode()
+    assert '"SUCCEEDED"' in mirror
+    assert cloud["store"].list(cloud["bucket"], "_dropbatch/") == []  # parts gone
+    # The same storage CloudEvent 20 times, 10 at once: one Batch job.
+    put(cloud, "c2/clip.mp4", frames=FRAMES)
+    put(cloud, "c2/job.yaml", MANIFEST.encode())
+    assert post_twenty_times(cloud, event_for(cloud, "c2/job.yaml")) == [200] * 20
+    second = the_record(cloud, "c2/job.yaml")
+    assert second.job_id != record.job_id
+    assert sorted(standin.jobs) == sorted([record.batch_job, second.batch_job])
+    assert len({(r.job_id, r.request_id) for r in standin.requests}) == 2
+    log = (cloud["tmp"] / "inbox-fn.log").read_text().splitlines()
+    assert sum('"job launched"' in line and second.job_id in line for line in log) == 1
+    standin.wait(second.batch_job)
+    second = the_record(cloud, "c2/job.yaml")
+    assert second.state == JobState.SUCCEEDED, second.error
+    assert [h.state for h in second.history].count(JobState.QUEUED) == 1
+    # Batch's FAILED notification, through on_batch_state, moves the Firestore record.
+    fail_on_batch(cloud, "c3")
 
 
 def test_a_notification_naming_the_full_job_resource_is_understood(cloud: dict) -> None:
@@ -230,7 +336,7 @@ def test_a_notification_naming_the_full_job_resource_is_understood(cloud: dict) 
     assert BatchNotification.from_pubsub(task_level, "") is None
 
 
-@pytest.mark.parametrize("cloud", [True], indirect=True)
+@pytest.mark.parametrize("cloud", [("hold",)], indirect=True)
 def test_deleting_the_batch_job_cancels_the_record(cloud: dict) -> None:
     upload(cloud, "c5/clip.mp4", frames=FRAMES)
     upload(cloud, "c5/job.yaml", MANIFEST.encode())
@@ -259,8 +365,8 @@ def test_list_tasks_reports_each_tasks_exit(cloud: dict) -> None:
 def test_a_function_killed_mid_launch_is_recovered_by_the_redelivery(cloud: dict) -> None:
     standin = cloud["standin"]
     upload(cloud, "c7/clip.mp4", frames=FRAMES)
-    (cloud["inbox"] / "c7/job.yaml").write_text(MANIFEST)
-    event = storage_cloud_event(cloud["store"].stat("inbox", "c7/job.yaml"))
+    put(cloud, "c7/job.yaml", MANIFEST.encode())
+    event = event_for(cloud, "c7/job.yaml")
     standin.admit_creates.clear()
 
     def deliver_into_a_dying_instance() -> None:
@@ -283,10 +389,7 @@ def test_a_function_killed_mid_launch_is_recovered_by_the_redelivery(cloud: dict
         time.sleep(0.1)
     assert the_record(cloud).batch_job is None
     cloud["inbox_fn"].start()
-    assert cloud["inbox_fn"].post(event) == 200
-    print(
-        "DEBUG after", the_record(cloud).state, the_record(cloud).batch_job, standin.creates_arrived
-    )  # Eventarc delivers the event again
+    assert cloud["inbox_fn"].post(event) == 200  # Eventarc delivers the event again
     record = the_record(cloud)
     assert record.batch_job and len(standin.jobs) == 1
     assert standin.creates_arrived == 2  # the redelivery launched again, with the same ids

@@ -1,8 +1,9 @@
 """End to end on the Google Cloud stand-ins: fake-gcs-server holds the inbox bucket, the npm
 Firestore emulator the status, and functions-framework serves `triggers.main:on_inbox_object`
 over HTTP on a port, as Cloud Functions does. The test uploads like `gsutil cp` and posts the
-Eventarc storage CloudEvents (int64 fields as strings). Tasks run through the launcher the
-settings name (DROPBATCH_LAUNCHER)."""
+Eventarc storage CloudEvents (int64 fields as strings). Tasks run on the local launcher, so a
+fault-injecting task command can stand in; the same path through Cloud Batch (the built function
+and the Batch stand-in on these emulators) is tests/test_batch_end_to_end.py."""
 
 from __future__ import annotations
 
@@ -35,7 +36,6 @@ MANIFEST = (
     'version: 1\ninputs: [clip.mp4]\nchain: [{crop: {aspect: "1:1"}}]\n'
     "output: {preset: ultrafast}\ncompute: {chunk_seconds: 1, max_parallel_tasks: 2}\n"
 )
-LAUNCHER = os.environ.get("DROPBATCH_E2E_LAUNCHER", "local")
 
 
 class Deployment:
@@ -50,7 +50,7 @@ class Deployment:
             "DROPBATCH_STATUS": "firestore",
             "DROPBATCH_PROJECT": "dropbatch-test",
             "DROPBATCH_FIRESTORE_COLLECTION": self.collection,
-            "DROPBATCH_LAUNCHER": LAUNCHER,
+            "DROPBATCH_LAUNCHER": "local",
             "DROPBATCH_LOCAL_ROOT": str(root / "unused-local-root"),
             "DROPBATCH_STITCH_LEASE_SECONDS": "30",
             "DROPBATCH_TASK_COMMAND": shlex.join(

@@ -222,6 +222,17 @@ def test_functions_get_the_settings_the_batch_launcher_needs(infra: dict) -> Non
     assert "DROPBATCH_JOB_SERVICE_ACCOUNT = google_service_account.job.email" in env_text
 
 
+def test_every_variable_terraform_sets_on_the_functions_is_a_setting(infra: dict) -> None:
+    # A misspelt name would be silently ignored by Settings.from_env: the default would win.
+    from dropbatch.config import ENV_PREFIX, Settings
+
+    set_by_infra = set(
+        re.findall(r"\b(DROPBATCH_[A-Z_]+)\s*=", (INFRA / "functions.tf").read_text())
+    )
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    assert set_by_infra and set_by_infra <= known, sorted(set_by_infra - known)
+
+
 def test_example_tfvars_sets_every_variable_without_a_default(infra: dict) -> None:
     with open(INFRA / "variables.tf") as handle:
         variables = _clean(hcl2.load(handle))["variable"]

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from processors.lipsync.reach import context_reach  # noqa: F401 (the step's own name for it)
+
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
 # A Haar box stops around the lower lip; face detectors the model was trained with (S3FD)
 # reach the chin. Extending it by this share of its height makes up the difference.
@@ -76,14 +78,6 @@ class HaarFaces:
             x, y, w, h = (float(v) / scale for v in (x, y, w, h))
             boxes.append((x, y, x + w, min(float(height), y + h * (1 + HAAR_CHIN))))
         return largest(boxes)
-
-
-def context_reach(options: dict) -> int:
-    """Frames of context each side a lipsync step needs: the smoothing window, plus, when only
-    every k-th frame is detected, the gap to the next keyframe and the keyframe after it (a
-    keyframe is checked against its neighbours)."""
-    every = max(1, int(options.get("detect_every", 1)))
-    return int(options.get("smoothing_frames", 2)) + (2 * every - 1 if every > 1 else 0)
 
 
 def interpolate(before: Box | None, after: Box | None, t: float) -> Box | None:

@@ -10,7 +10,6 @@ A frame without a face passes through byte for byte.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,7 +30,7 @@ from processors.lipsync.faces import (
 from processors.lipsync.features import MelFeatures, fitted_samples
 from processors.lipsync.model import FACE_SIZE, ModelUnusable, Wav2LipModel
 from processors.media.frames import FrameBatch
-from processors.models.store import catalog
+from processors.models.store import ModelStoreError, fetch_models
 
 _UNDETECTED = "undetected"  # a frame between detection keyframes (detect_every > 1)
 
@@ -72,12 +71,17 @@ class LipsyncProcessor:
         self.lookbehind = self.lookahead = self.reach
         self.pads = tuple(int(p) for p in options.get("pads", (0, 10, 0, 0)))
         self._size = (ctx.width, ctx.height)
-        model_name = str(options.get("model", "wav2lip_gan"))
-        if ctx.model_dir is None:
+        store = ctx.model_store or ctx.model_dir
+        if not store:
             raise LipsyncSetupError("lipsync needs a model store (DROPBATCH_MODEL_STORE)")
-        path = Path(ctx.model_dir) / catalog()[model_name]["files"][0]
         try:
-            self.model = Wav2LipModel(path, int(options.get("batch_size", 16)))
+            # Through the store, not a path beside it: a gs:// store is copied into the VM's
+            # cache once, and a pinned file is hashed before the session loads it.
+            [fetched] = fetch_models("lipsync", options, store).values()
+        except ModelStoreError as exc:
+            raise LipsyncSetupError(str(exc)) from None
+        try:
+            self.model = Wav2LipModel(fetched.path, int(options.get("batch_size", 16)))
         except ModelUnusable as exc:
             raise LipsyncSetupError(str(exc)) from None
         if ctx.audio_path is None:

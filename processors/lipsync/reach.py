@@ -1,0 +1,13 @@
+"""How far a lipsync step reaches into neighbouring frames. Pure arithmetic on the options,
+kept apart from the face code so the planner (and the Cloud Function that plans) needs no
+OpenCV."""
+
+from __future__ import annotations
+
+
+def context_reach(options: dict) -> int:
+    """Frames of context each side a lipsync step needs: the smoothing window, plus, when only
+    every k-th frame is detected, the gap to the next keyframe and the keyframe after it (a
+    keyframe is checked against its neighbours)."""
+    every = max(1, int(options.get("detect_every", 1)))
+    return int(options.get("smoothing_frames", 2)) + (2 * every - 1 if every > 1 else 0)

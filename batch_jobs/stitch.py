@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -69,6 +70,49 @@ def claim_stitch(status: StatusStore, job_id: str, item: int, owner: str, lease:
 
     _, outcome = status.transact(job_id, mutate)
     return outcome
+
+
+def renew_stitch(status: StatusStore, job_id: str, item: int, owner: str, lease: float) -> bool:
+    """Extend our lease; False if it is no longer ours (it expired and another took over)."""
+
+    def mutate(record: JobRecord) -> bool:
+        current = record.stitch_leases.get(str(item))
+        if current is None or current.owner != owner:
+            return False
+        record.stitch_leases[str(item)] = StitchLease(owner=owner, expires_at=time.time() + lease)
+        return True
+
+    _, still_ours = status.transact(job_id, mutate)
+    return still_ours
+
+
+class LeaseKeeper:
+    """Renews a stitch lease every third of its length while the stitch runs, so a long
+    stitch (a big upload) keeps it and only a stitcher that died loses it."""
+
+    def __init__(
+        self, status: StatusStore, job_id: str, item: int, owner: str, lease: float
+    ) -> None:
+        self._args = (status, job_id, item, owner, lease)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stitch-lease", daemon=True)
+
+    def _run(self) -> None:
+        lease = self._args[-1]
+        while not self._stop.wait(lease / 3):
+            try:
+                if not renew_stitch(*self._args):
+                    return
+            except Exception as exc:  # a missed renewal is not fatal; the next one may land
+                event(log, "stitch lease renewal failed", logging.WARNING, reason=str(exc))
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def release_stitch(status: StatusStore, job_id: str, item: int, owner: str) -> None:
@@ -242,8 +286,10 @@ def stitch_when_ready(
         if outcome == "claimed":
             record = status.get(job_id)
             assert record is not None and record.plan is not None
+            lease = settings.stitch_lease_seconds
             try:
-                stitch_item(store, status, settings, record, record.plan.items[item_index])
+                with LeaseKeeper(status, job_id, item_index, owner, lease):
+                    stitch_item(store, status, settings, record, record.plan.items[item_index])
             except OutputConflict as exc:
                 transition(
                     store,

@@ -255,6 +255,22 @@ def test_the_stitch_lease_goes_to_one_of_many_claimants(status: StatusStore) -> 
     assert [c.owner for c in stored.stitch_claims] == [winner]
 
 
+def test_a_kept_lease_outlives_its_length_and_lapses_once_its_keeper_stops(
+    status: StatusStore,
+) -> None:
+    from batch_jobs.stitch import LeaseKeeper, claim_stitch
+
+    status.create(record())
+    lease = 1.5
+    assert claim_stitch(status, "job-1", 0, "stitcher", lease) == "claimed"
+    with LeaseKeeper(status, "job-1", 0, "stitcher", lease):
+        time.sleep(lease * 2.5)  # a stitch longer than the lease
+        assert claim_stitch(status, "job-1", 0, "retry", lease) == "held"
+    time.sleep(lease * 1.2)  # the stitcher died: nobody renews any more
+    assert claim_stitch(status, "job-1", 0, "retry", lease) == "claimed"
+    assert [c.owner for c in status.get("job-1").stitch_claims] == ["stitcher", "retry"]
+
+
 # -- recent ----------------------------------------------------------------------------------------
 
 

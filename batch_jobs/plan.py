@@ -18,7 +18,7 @@ def context_frames(
 ) -> tuple[int, int]:
     """Frames of context (before, after) a step needs around the frames it emits."""
     if step == "crop":
-        from processors.crop.processor import context_frames as crop_context
+        from processors.crop.context import context_frames as crop_context
 
         return crop_context(options, rate, frame)
     if step == "swap":

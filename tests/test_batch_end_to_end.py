@@ -65,7 +65,10 @@ def test_the_build_is_self_contained(built_function: Path) -> None:
     assert {"functions-framework", "google-cloud-batch", "pydantic", "pyyaml"} <= names
     # Only what the functions import: not the task runtime, the processors or the CLI.
     assert not (built_function / "batch_jobs" / "task.py").exists()
-    assert not (built_function / "processors" / "crop").exists()
+    # The planner sizes the crop's pre/post-roll from its path arithmetic; nothing of the
+    # crop that decodes or detects comes along.
+    assert not (built_function / "processors" / "crop" / "processor.py").exists()
+    assert not (built_function / "processors" / "crop" / "detectors.py").exists()
     assert not (built_function / "dropbatch" / "cli.py").exists()
     assert (built_function / "processors" / "models" / "catalog.yaml").is_file()
 

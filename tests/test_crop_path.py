@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from manifests.model import CropOptions
+from processors.crop.context import context_frames, path_settings
 from processors.crop.path import CameraPath, PathSettings, Window
-from processors.crop.processor import context_frames, path_settings
 
 FPS = 30
 FRAME = (1280, 720)

@@ -16,9 +16,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-DETECT_WIDTH = 480  # the opencv detectors look at a copy this wide: cheap on 1080p/4K input
+from processors.crop.boxes import Box
 
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels
+DETECT_WIDTH = 480  # the opencv detectors look at a copy this wide: cheap on 1080p/4K input
 
 
 class Detector(Protocol):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
 
-from processors.crop.detectors import Box
+from processors.crop.boxes import Box
 
 LINK_IOU = 0.3  # two boxes in nearby detection frames are the same person above this
 AIM = 0.4  # the window centre sits this far down the subject box (headroom above)

@@ -7,56 +7,16 @@ touched once on its way out: a slice copy, or one resize when the camera has zoo
 
 from __future__ import annotations
 
-import math
-from dataclasses import replace
-from fractions import Fraction
-
 import cv2
 import numpy as np
 
 from manifests.model import CropOptions
 from processors.base import ProcessorContext
+from processors.crop.context import path_settings
 from processors.crop.cuts import CutDetector
 from processors.crop.detectors import Detector, DetectorSetupError, make_detector
-from processors.crop.path import CameraPath, PathSettings, radii, speed_radius, window_size
+from processors.crop.path import CameraPath
 from processors.media.frames import FrameBatch
-
-
-def path_settings(options: CropOptions, frame: tuple[int, int], rate: Fraction) -> PathSettings:
-    aw, ah = (int(v) for v in options.aspect.split(":"))
-    window = window_size(frame[0], frame[1], (aw, ah))
-    # `max_speed` is in frame lengths (the longer side) per second.
-    speed = options.max_speed * max(frame) / float(rate)
-    return PathSettings(
-        frame=frame,
-        window=window,
-        min_crop_ratio=options.min_crop_ratio,
-        padding=options.padding,
-        subject=options.subject,
-        detect_every=options.detect_every,
-        dead_zone=options.dead_zone,
-        speed=speed,
-        speed_radius=speed_radius(frame, window, options.min_crop_ratio, speed),
-        **radii(
-            rate,
-            detect_every=options.detect_every,
-            smoothing_seconds=options.smoothing_seconds,
-            hold_seconds=options.hold_seconds,
-        ),
-    )
-
-
-def context_frames(
-    options: dict, rate: Fraction, frame: tuple[int, int] | None = None
-) -> tuple[int, int]:
-    """Frames of context (before, after) the crop needs: what the planner decodes around a
-    chunk — the processor's own lookbehind/lookahead for this frame size. Without a size,
-    a bound that holds for any: no centre or size travels more than a frame length."""
-    crop = CropOptions.model_validate(options)
-    settings = path_settings(crop, frame or (2, 2), rate)
-    if frame is None:
-        settings = replace(settings, speed_radius=math.ceil(float(rate) / crop.max_speed))
-    return settings.lookbehind, settings.lookahead
 
 
 def load_detector(options: CropOptions, ctx: ProcessorContext) -> Detector:

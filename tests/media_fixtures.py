@@ -23,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dropbatch.status.model import VideoInfo
+from processors.chain import concat_batches
+from processors.media.frames import FrameReader
+
 SIZE = (320, 240)
 SAMPLE_RATE = 48000
 GRID = 4  # code blocks per side
@@ -299,3 +303,12 @@ def beep_onsets(path: Path | str, threshold: float = 0.1) -> list[float]:
     # A new onset is a loud sample after at least 0.2 s of quiet.
     starts = loud[np.concatenate(([True], np.diff(loud) > 0.2 * SAMPLE_RATE))]
     return [start + float(s) / SAMPLE_RATE for s in starts]
+
+
+def decode_all(source: Path | str, info: VideoInfo) -> np.ndarray:
+    """Every frame of a probed video, decoded the way tasks decode ([N, H, W, 3] RGB)."""
+    reader = FrameReader.for_video(str(source), info, 0, None)
+    try:
+        return concat_batches(list(reader)).frames
+    finally:
+        reader.close()

@@ -29,6 +29,7 @@ from tests.lipsync_fixtures import (
     read_wav,
     speech_wav,
 )
+from tests.media_fixtures import decode_all as decode_video
 
 FPS = 25
 NO_FACE = frozenset(range(60, 66)) | frozenset(range(95, 103))  # one stretch spans a seam
@@ -106,20 +107,7 @@ def run_chain(
 
 
 def decode_all(material: dict) -> np.ndarray:
-    info = material["info"]
-    reader = FrameReader(
-        str(material["video"]),
-        width=info.width,
-        height=info.height,
-        rate=Fraction(info.fps_num, info.fps_den),
-        start_time=info.start_time,
-        first=0,
-        count=None,
-    )
-    try:
-        return concat_batches(list(reader)).frames
-    finally:
-        reader.close()
+    return decode_video(material["video"], material["info"])
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from processors.chain import Chain, concat_batches
 from processors.crop.processor import CropProcessor
 from processors.media.frames import FrameBatch, FrameReader
 from processors.media.probe import probe
+from tests.media_fixtures import decode_all
 
 
 def video_info(
@@ -186,22 +187,6 @@ def run_chain(
     finally:
         reader.close()
     return concat_batches(out)
-
-
-def decode_all(source: Path, info: VideoInfo) -> np.ndarray:
-    reader = FrameReader(
-        str(source),
-        width=info.width,
-        height=info.height,
-        rate=Fraction(info.fps_num, info.fps_den),
-        start_time=info.start_time,
-        first=0,
-        count=None,
-    )
-    try:
-        return concat_batches(list(reader)).frames
-    finally:
-        reader.close()
 
 
 def window_position(frame: np.ndarray, crop: np.ndarray) -> tuple[int, int]:

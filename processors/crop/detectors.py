@@ -33,7 +33,8 @@ class DetectorSetupError(Exception):
     """A detector cannot be built (model file missing or unreadable, runtime absent)."""
 
 
-def _scaled_gray(frame: np.ndarray) -> tuple[np.ndarray, float]:
+def scaled_gray(frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """Grey copy at most DETECT_WIDTH wide for the OpenCV detectors, and its scale."""
     height, width = frame.shape[:2]
     scale = min(1.0, DETECT_WIDTH / width)
     small = (
@@ -61,7 +62,7 @@ class HaarFaceDetector:
         return [self._one(frame) for frame in frames]
 
     def _one(self, frame: np.ndarray) -> list[Box]:
-        gray, scale = _scaled_gray(frame)
+        gray, scale = scaled_gray(frame)
         faces = self._cascade.detectMultiScale(
             gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24)
         )
@@ -91,7 +92,7 @@ class HogPeopleDetector:
         return [self._one(frame) for frame in frames]
 
     def _one(self, frame: np.ndarray) -> list[Box]:
-        gray, scale = _scaled_gray(frame)
+        gray, scale = scaled_gray(frame)
         rects, weights = self._hog.detectMultiScale(gray, winStride=(8, 8), scale=1.05)
         return [
             (x / scale, y / scale, (x + w) / scale, (y + h) / scale)

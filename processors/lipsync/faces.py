@@ -13,15 +13,13 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from processors.crop.detectors import scaled_gray
 from processors.lipsync.reach import context_reach  # noqa: F401 (the step's own name for it)
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
 # A Haar box stops around the lower lip; face detectors the model was trained with (S3FD)
 # reach the chin. Extending it by this share of its height makes up the difference.
 HAAR_CHIN = 0.12
-# Haar looks at a copy this wide: cheap on 1080p/4K input (the crop step's detectors do the
-# same). Defined here so the trigger, which plans lipsync context, needs no crop code.
-DETECT_WIDTH = 480
 SAME_FACE_IOU = 0.3  # neighbours' boxes below this overlap belong to someone else (a cut)
 
 
@@ -51,7 +49,7 @@ def boxes_from_annotations(faces: list) -> list[Box | None]:
 
 
 class HaarFaces:
-    """Frontal faces by OpenCV's Haar cascade, on a copy scaled to DETECT_WIDTH."""
+    """Frontal faces by OpenCV's Haar cascade, on the crop detectors' small grey copy."""
 
     def __init__(self) -> None:
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
@@ -60,16 +58,8 @@ class HaarFaces:
             raise RuntimeError(f"cannot load {path}")
 
     def largest(self, frame: np.ndarray) -> Box | None:
-        height, width = frame.shape[:2]
-        scale = min(1.0, DETECT_WIDTH / width)
-        small = (
-            frame
-            if scale == 1.0
-            else cv2.resize(
-                frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
-            )
-        )
-        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        height = frame.shape[0]
+        gray, scale = scaled_gray(frame)
         found = self._cascade.detectMultiScale(
             gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24)
         )

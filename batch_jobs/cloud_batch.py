@@ -47,6 +47,11 @@ MACHINES = {
     "l4": MachineShape("g2-standard-8", "nvidia-l4", cpu_milli=7500, memory_mib=28 * 1024),
     "none": MachineShape("n2-standard-8", "", cpu_milli=7500, memory_mib=28 * 1024),
 }
+# A VM runs a job's tasks one after another (one task per VM at a time): a host folder they
+# share keeps the verified model copies, so each model is fetched once per VM, not per task.
+MODEL_CACHE_HOST = "/var/lib/dropbatch/models"
+MODEL_CACHE_MOUNT = "/var/cache/dropbatch/models"  # where the container sees it
+IMAGE_UID = 10001  # Dockerfile.gpu's user: the folder must be writable by it
 BOOT_DISK_GB = 100  # the CUDA image is ~10 GB; parts and models need room beside it
 
 # max_run_duration: model fetch and load, then the chunk at the slowest chain we ship (about
@@ -96,8 +101,12 @@ def max_run_seconds(plan: Plan) -> int:
 
 
 def task_environment(record: JobRecord, settings: Settings) -> dict[str, str]:
-    """What `python -m batch_jobs.task` reads: the trigger's settings and the job id."""
-    return {**settings.to_env(), "DROPBATCH_JOB_ID": record.job_id}
+    """What `python -m batch_jobs.task` reads: the trigger's settings and the job id; the
+    model cache is the VM's shared folder unless one is configured."""
+    env = {**settings.to_env(), "DROPBATCH_JOB_ID": record.job_id}
+    if not settings.model_cache:
+        env["DROPBATCH_MODEL_CACHE"] = MODEL_CACHE_MOUNT
+    return env
 
 
 def require_settings(settings: Settings) -> None:
@@ -125,11 +134,17 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
     container.image_uri = settings.image
     container.entrypoint = TASK_ENTRYPOINT
     container.commands = list(TASK_COMMANDS)
+    container.volumes = [f"{MODEL_CACHE_HOST}:{MODEL_CACHE_MOUNT}"]
     runnable = batch_v1.Runnable()
     runnable.container = container
+    # Before it, on the VM itself: the shared model folder, owned by the image's user.
+    prepare = batch_v1.Runnable()
+    prepare.script = batch_v1.Runnable.Script(
+        text=f"mkdir -p {MODEL_CACHE_HOST} && chown {IMAGE_UID}:{IMAGE_UID} {MODEL_CACHE_HOST}"
+    )
 
     task = batch_v1.TaskSpec()
-    task.runnables = [runnable]
+    task.runnables = [prepare, runnable]
     task.environment = batch_v1.Environment(variables=task_environment(record, settings))
     task.compute_resource = batch_v1.ComputeResource(
         cpu_milli=machine.cpu_milli, memory_mib=machine.memory_mib

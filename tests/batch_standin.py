@@ -15,12 +15,14 @@ from __future__ import annotations
 import base64
 import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent import futures
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 from cloudevents.http import CloudEvent
@@ -77,8 +79,12 @@ class BatchStandin:
         on_notification: Notification | None = None,
         python: str = sys.executable,
         vm_env: dict[str, str] | None = None,
+        volume_root: Path | None = None,
     ) -> None:
         self.run_jobs = run_jobs
+        # Where the "VMs'" host folders (the Job's container volumes) live.
+        self.volume_root = volume_root or Path(tempfile.mkdtemp(prefix="batch-standin-volumes-"))
+        self.mounts: dict[str, Path] = {}  # container path -> the folder standing in for it
         # Jobs wait in SCHEDULED (as for VMs) until `release` is set.
         self.release = threading.Event()
         if not hold:
@@ -240,6 +246,17 @@ class BatchStandin:
         )
 
     # -- running a job -------------------------------------------------------------------
+    def _mounted(self, env: dict[str, str], volumes: list[str]) -> dict[str, str]:
+        """A VM mounts each host folder at its container path; here each gets a folder of
+        its own, and variables naming a container path name that folder instead."""
+        for volume in volumes:
+            host, _, inside = volume.partition(":")
+            local = self.volume_root / host.strip("/").replace("/", "_")
+            local.mkdir(parents=True, exist_ok=True)
+            self.mounts[inside] = local
+            env = {k: str(local) if v == inside else v for k, v in env.items()}
+        return env
+
     def _run(self, name: str) -> None:
         self.release.wait(600)
         job = self.jobs.get(name)
@@ -247,7 +264,9 @@ class BatchStandin:
             return  # deleted before its VMs started
         group = job.task_groups[0]
         spec = group.task_spec
-        container = spec.runnables[0].container
+        # Script runnables set up the VM itself (folders, owners): not ours to run on this
+        # machine. The container runnable is the task.
+        container = next(r.container for r in spec.runnables if r.container.image_uri)
         command = [container.entrypoint, *container.commands] if container.entrypoint else []
         command = [self.python if part == "python" else part for part in command]
         retry_codes: frozenset[int] | None = None
@@ -264,7 +283,7 @@ class BatchStandin:
             task_count=group.task_count,
             parallelism=group.parallelism,
             max_retries=spec.max_retry_count,
-            env=dict(spec.environment.variables),
+            env=self._mounted(dict(spec.environment.variables), container.volumes),
             command=command,
             notify=lambda _name, state, _reason: self._engine_state(name, state),
             retry_exit_codes=retry_codes,

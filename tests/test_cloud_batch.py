@@ -11,6 +11,9 @@ from google.cloud import batch_v1
 
 from batch_jobs.batch_launcher import BatchLauncher, batch_client
 from batch_jobs.cloud_batch import (
+    IMAGE_UID,
+    MODEL_CACHE_HOST,
+    MODEL_CACHE_MOUNT,
     RETRY_EXIT_CODES,
     SPOT_PREEMPTED,
     build_job,
@@ -106,7 +109,12 @@ def test_the_job_on_the_wire_has_gpu_spot_retries_parallelism_and_notification(
     assert group.parallelism == 4  # min(12 chunks, max_parallel_tasks 4)
     assert group.task_count_per_node == 1
     spec = group.task_spec
-    [runnable] = spec.runnables
+    prepare, runnable = spec.runnables
+    # The VM's shared model cache: made on the host for the image's user, mounted in the task.
+    assert prepare.script.text == (
+        f"mkdir -p {MODEL_CACHE_HOST} && chown {IMAGE_UID}:{IMAGE_UID} {MODEL_CACHE_HOST}"
+    )
+    assert list(runnable.container.volumes) == [f"{MODEL_CACHE_HOST}:{MODEL_CACHE_MOUNT}"]
     assert runnable.container.image_uri == settings.image
     assert [runnable.container.entrypoint, *runnable.container.commands] == [
         "python",
@@ -122,7 +130,11 @@ def test_the_job_on_the_wire_has_gpu_spot_retries_parallelism_and_notification(
     assert spec.max_run_duration.seconds >= 10 * 30  # scales with the chunk length
     env = spec.environment.variables
     assert env["DROPBATCH_JOB_ID"] == record.job_id
-    assert env == {**settings.to_env(), "DROPBATCH_JOB_ID": record.job_id}
+    assert env == {
+        **settings.to_env(),
+        "DROPBATCH_JOB_ID": record.job_id,
+        "DROPBATCH_MODEL_CACHE": MODEL_CACHE_MOUNT,
+    }
 
     [instance] = job.allocation_policy.instances
     assert instance.install_gpu_drivers

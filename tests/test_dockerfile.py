@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_jobs.cloud_batch import TASK_COMMANDS, TASK_ENTRYPOINT, task_environment
+from batch_jobs.cloud_batch import IMAGE_UID, TASK_COMMANDS, TASK_ENTRYPOINT, task_environment
 from dropbatch.build_function import closure
 from dropbatch.config import Settings
 from dropbatch.status.model import JobRecord
@@ -56,6 +56,9 @@ def test_entrypoint_is_the_jobs_command(final_stage: list[tuple[str, str]]) -> N
 def test_runs_as_a_non_root_user_with_ffmpeg_on_cuda(final_stage: list[tuple[str, str]]) -> None:
     users = [args for word, args in final_stage if word == "USER"]
     assert users and users[-1] not in ("root", "0")
+    # The Job makes the VM's model cache folder for this uid (batch_jobs/cloud_batch.py).
+    [created] = [args for word, args in final_stage if word == "RUN" and "useradd" in args]
+    assert f"--uid {IMAGE_UID} {users[-1]}" in created
     assert any(word == "RUN" and "ffmpeg" in args for word, args in final_stage)
     text = (ROOT / "Dockerfile.gpu").read_text()
     base = re.search(r"ARG CUDA_IMAGE=(\S+)", text).group(1)

@@ -8,6 +8,7 @@ a status record and `.status.json` that say what is wrong and where; nothing rai
 
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 import time
@@ -265,14 +266,30 @@ class Intake:
         return found
 
     def _model_problems(self, manifest: Manifest) -> list[JobError]:
-        problems = []
+        # The chain's steps, then each input whose overrides change a step's options (they
+        # may name another model): every combination a task will run is checked here.
+        checks: list[tuple[str, str, dict]] = [
+            (f"chain[{i}].{step.name}", step.name, step.options.model_dump(mode="json"))
+            for i, step in enumerate(manifest.chain)
+        ]
+        for j, item in enumerate(manifest.inputs):
+            changed = item.overrides.model_dump(exclude_none=True)
+            if not changed:
+                continue
+            for step in resolved_steps(manifest, changed):
+                if step["name"] in changed:
+                    checks.append((f"inputs[{j}].overrides.{step['name']}", *step.values()))
+        problems: list[JobError] = []
+        seen: set[str] = set()
         store = None
-        for i, step in enumerate(manifest.chain):
-            options = step.options.model_dump(mode="json")
-            where = f"chain[{i}].{step.name}"
+        for where, name, options in checks:
+            key = json.dumps([name, options], sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
             try:
                 store = store or open_model_store(self.settings.model_store, self.settings)
-                require_models(step.name, options, store, self.settings)
+                require_models(name, options, store, self.settings)
             except ModelStoreError as exc:
                 problems.append(
                     JobError(

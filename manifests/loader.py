@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from dropbatch.status.model import JobError
-from manifests.model import Manifest
+from manifests.model import STEP_MODELS, Manifest
 
 MAX_MANIFEST_BYTES = 1 << 20  # 1 MiB: a manifest with hundreds of inputs is ~50 kB
 MAX_NODES = 200_000  # after alias expansion: stops "billion laughs" documents
@@ -149,10 +149,45 @@ def load_manifest(data: bytes) -> Manifest:
             ]
         )
     try:
-        return Manifest.model_validate(document)
+        manifest = Manifest.model_validate(document)
     except ValidationError as exc:
         errors = [
             JobError(code="MANIFEST_FIELD", message=_reason(err), field=format_loc(err["loc"]))
             for err in exc.errors()
         ]
         raise ManifestInvalid(errors) from None
+    errors = override_errors(manifest)
+    if errors:
+        raise ManifestInvalid(errors)
+    return manifest
+
+
+def override_errors(manifest: Manifest) -> list[JobError]:
+    """Each input's overrides merged over its step's options must be valid options of that
+    step, and the step must be in the chain — checked now, not when a task builds it."""
+    chain = {step.name: step.options.model_dump(mode="json") for step in manifest.chain}
+    errors = []
+    for j, item in enumerate(manifest.inputs):
+        for step, changes in item.overrides.model_dump(exclude_none=True).items():
+            where = ("inputs", j, "overrides", step)
+            if step not in chain:
+                errors.append(
+                    JobError(
+                        code="MANIFEST_FIELD",
+                        message=f"the chain has no {step} step to override",
+                        field=format_loc(where),
+                    )
+                )
+                continue
+            try:
+                STEP_MODELS[step].model_validate({**chain[step], **changes})
+            except ValidationError as exc:
+                errors += [
+                    JobError(
+                        code="MANIFEST_FIELD",
+                        message=_reason(err),
+                        field=format_loc((*where, *err["loc"])),
+                    )
+                    for err in exc.errors()
+                ]
+    return errors

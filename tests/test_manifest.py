@@ -140,6 +140,7 @@ def test_modest_anchors_and_aliases_are_allowed() -> None:
         b"inputs:\n"
         b"  - {video: a.mp4, overrides: {crop: &square {aspect: '1:1'}}}\n"
         b"  - {video: b.mp4, overrides: {crop: *square}}\n"
+        b"chain: [crop]\n"
     )
     assert [i.overrides.crop for i in manifest.inputs] == [{"aspect": "1:1"}] * 2
 
@@ -253,6 +254,28 @@ def test_bad_field_reports_its_path_and_reason(case: str) -> None:
     assert error.field == field
     assert reason in error.message
     assert field in str(ManifestInvalid([error]))
+
+
+def test_overrides_are_checked_against_their_step() -> None:
+    text = (
+        "version: 1\n"
+        "inputs:\n"
+        "  - {video: a.mp4, overrides: {crop: {aspect: wide, colour: red}}}\n"
+        "  - {video: b.mp4, overrides: {lipsync: {batch_size: 8}}}\n"
+        'chain: [{crop: {aspect: "9:16"}}]\n'
+    )
+    found = {(e.field, e.message) for e in errors_of(text)}
+    assert {f for f, _ in found} == {
+        "inputs[0].overrides.crop.aspect",
+        "inputs[0].overrides.crop.colour",
+        "inputs[1].overrides.lipsync",
+    }
+    assert ("inputs[0].overrides.crop.colour", "unknown key") in found
+    assert ("inputs[1].overrides.lipsync", "the chain has no lipsync step to override") in found
+    ok = text.replace("aspect: wide, colour: red", 'aspect: "1:1"').replace(
+        "b.mp4, overrides: {lipsync: {batch_size: 8}}", "b.mp4"
+    )
+    assert load_manifest(ok.encode()).inputs[0].overrides.crop == {"aspect": "1:1"}
 
 
 def test_all_errors_are_reported_at_once() -> None:

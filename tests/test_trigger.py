@@ -166,6 +166,23 @@ BAD = {
         "MODEL_MISSING",
         "chain[0].swap.model",
     ),
+    # One input switches its crop to YOLO: that model must be in the store too.
+    "override-model": (
+        CROP.replace(
+            "inputs: [{video: clip.mp4}]",
+            "inputs: [{video: clip.mp4, overrides: {crop: {detector: yolo-onnx}}}]",
+        ),
+        "MODEL_MISSING",
+        "inputs[0].overrides.crop.model",
+    ),
+    "override-invalid": (
+        CROP.replace(
+            "inputs: [{video: clip.mp4}]",
+            "inputs: [{video: clip.mp4, overrides: {crop: {aspect: wide}}}]",
+        ),
+        "MANIFEST_FIELD",
+        "inputs[0].overrides.crop.aspect",
+    ),
 }
 
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from dropbatch.status.model import JobError
-from manifests.model import Manifest
+from manifests.model import STEP_MODELS, Manifest
 from manifests.paths import is_glob
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -64,21 +64,41 @@ class Resolution:
         return not self.missing and not self.errors
 
 
-def side_files(manifest: Manifest) -> list[tuple[str, str]]:
-    """(field path, relative path) of every non-video file the chain needs."""
+def _files_of(base: str, opts: object) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
+    for j, src in enumerate(getattr(opts, "source", []) or []):
+        found.append((f"{base}.source[{j}]", src))
+    if getattr(opts, "reference", None):
+        found.append((f"{base}.reference", opts.reference))  # type: ignore[attr-defined]
+    for j, entry in enumerate(getattr(opts, "face_map", []) or []):
+        found.append((f"{base}.face_map[{j}].reference", entry.reference))
+        found.append((f"{base}.face_map[{j}].source", entry.source))
+    if getattr(opts, "audio", None):
+        found.append((f"{base}.audio", opts.audio))  # type: ignore[attr-defined]
+    return found
+
+
+def side_files(manifest: Manifest) -> list[tuple[str, str]]:
+    """(field path, relative path) of every non-video file the chain needs, including the
+    files an input's overrides name (a per-item voice-over, another source face)."""
+    found: list[tuple[str, str]] = []
+    chain = {}
     for i, step in enumerate(manifest.chain):
-        opts = step.options
-        base = f"chain[{i}].{step.name}"
-        for j, src in enumerate(getattr(opts, "source", []) or []):
-            found.append((f"{base}.source[{j}]", src))
-        if getattr(opts, "reference", None):
-            found.append((f"{base}.reference", opts.reference))
-        for j, entry in enumerate(getattr(opts, "face_map", []) or []):
-            found.append((f"{base}.face_map[{j}].reference", entry.reference))
-            found.append((f"{base}.face_map[{j}].source", entry.source))
-        if getattr(opts, "audio", None):
-            found.append((f"{base}.audio", opts.audio))
+        chain[step.name] = step.options
+        found += _files_of(f"chain[{i}].{step.name}", step.options)
+    for j, item in enumerate(manifest.inputs):
+        for name, changes in item.overrides.model_dump(exclude_none=True).items():
+            if name not in chain:
+                continue  # the loader reports it
+            merged = STEP_MODELS[name].model_validate(
+                {**chain[name].model_dump(mode="json"), **changes}
+            )
+            base = f"inputs[{j}].overrides.{name}"
+            # Only what the override itself names; the chain's own files are listed above.
+            for where, path in _files_of(base, merged):
+                option = re.split(r"[.\[]", where[len(base) + 1 :])[0]
+                if option in changes:
+                    found.append((where, path))
     return found
 
 

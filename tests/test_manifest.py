@@ -365,3 +365,21 @@ def test_manifest_round_trips_through_its_own_dump(path: Path) -> None:
 def test_two_empty_steps_in_one_entry_are_refused() -> None:
     error = only_error("version: 1\ninputs: a.mp4\nchain:\n  - crop:\n    swap:\n")
     assert error.field == "chain[0]"
+
+
+def test_files_named_by_overrides_are_waited_for_like_the_chains() -> None:
+    from manifests.resolve import resolve_inputs
+
+    manifest = load_manifest(
+        b"version: 1\n"
+        b"inputs:\n"
+        b"  - {video: a.mp4, overrides: {lipsync: {audio: a-voice.wav}}}\n"
+        b"  - b.mp4\n"
+        b"chain: [{lipsync: {audio: voice.wav}}]\n"
+    )
+    waiting = resolve_inputs(manifest, {"a.mp4", "b.mp4", "voice.wav"}, "out/", 500).missing
+    assert [(e.field, e.code) for e in waiting] == [
+        ("inputs[0].overrides.lipsync.audio", "INPUT_MISSING")
+    ]
+    everything = {"a.mp4", "b.mp4", "voice.wav", "a-voice.wav"}
+    assert resolve_inputs(manifest, everything, "out/", 500).missing == []

@@ -278,7 +278,8 @@ class Intake:
                 continue
             for step in resolved_steps(manifest, changed):
                 if step["name"] in changed:
-                    checks.append((f"inputs[{j}].overrides.{step['name']}", *step.values()))
+                    where = f"inputs[{j}].overrides.{step['name']}"
+                    checks.append((where, step["name"], step["options"]))
         problems: list[JobError] = []
         seen: set[str] = set()
         store = None

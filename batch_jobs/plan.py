@@ -7,7 +7,7 @@ import posixpath
 from fractions import Fraction
 
 from dropbatch.status.model import Chunk, Plan, PlannedItem, VideoInfo
-from manifests.model import STEP_MODELS, Manifest
+from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
 from processors.lipsync.audio import AudioInfo, output_frames, own_audio_skip
 from processors.lipsync.reach import context_reach
@@ -51,11 +51,9 @@ def resolved_steps(manifest: Manifest, overrides: dict[str, dict]) -> list[dict]
     """The chain with an item's overrides merged in and re-validated, as plain dicts."""
     steps = []
     for step in manifest.chain:
-        options = step.options.model_dump(mode="json")
-        if step.name in overrides:
-            options.update(overrides[step.name])
-            options = STEP_MODELS[step.name].model_validate(options).model_dump(mode="json")
-        steps.append({"name": step.name, "options": options})
+        changes = overrides.get(step.name)
+        options = step.with_overrides(changes) if changes is not None else step.options
+        steps.append({"name": step.name, "options": options.model_dump(mode="json")})
     return steps
 
 

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from dropbatch.status.model import JobError
-from manifests.model import STEP_MODELS, Manifest
+from manifests.model import Manifest
 
 MAX_MANIFEST_BYTES = 1 << 20  # 1 MiB: a manifest with hundreds of inputs is ~50 kB
 MAX_NODES = 200_000  # after alias expansion: stops "billion laughs" documents
@@ -165,7 +165,7 @@ def load_manifest(data: bytes) -> Manifest:
 def override_errors(manifest: Manifest) -> list[JobError]:
     """Each input's overrides merged over its step's options must be valid options of that
     step, and the step must be in the chain — checked now, not when a task builds it."""
-    chain = {step.name: step.options.model_dump(mode="json") for step in manifest.chain}
+    chain = {step.name: step for step in manifest.chain}
     errors = []
     for j, item in enumerate(manifest.inputs):
         for step, changes in item.overrides.model_dump(exclude_none=True).items():
@@ -180,7 +180,7 @@ def override_errors(manifest: Manifest) -> list[JobError]:
                 )
                 continue
             try:
-                STEP_MODELS[step].model_validate({**chain[step], **changes})
+                chain[step].with_overrides(changes)
             except ValidationError as exc:
                 errors += [
                     JobError(

@@ -278,6 +278,12 @@ class ChainStep(Strict):
     def options(self) -> Strict:
         return getattr(self, self.name)
 
+    def with_overrides(self, changes: dict[str, Any]) -> Strict:
+        """This step's options with an input's overrides merged over them, validated as this
+        step's options (raises pydantic's ValidationError, located within the options)."""
+        merged = {**self.options.model_dump(mode="json"), **changes}
+        return STEP_MODELS[self.name].model_validate(merged)
+
 
 class StepOverrides(Strict):
     crop: dict[str, Any] | None = None

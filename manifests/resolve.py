@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from dropbatch.status.model import JobError
-from manifests.model import STEP_MODELS, Manifest
+from manifests.model import Manifest
 from manifests.paths import is_glob
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -82,17 +82,14 @@ def side_files(manifest: Manifest) -> list[tuple[str, str]]:
     """(field path, relative path) of every non-video file the chain needs, including the
     files an input's overrides name (a per-item voice-over, another source face)."""
     found: list[tuple[str, str]] = []
-    chain = {}
+    chain = {step.name: step for step in manifest.chain}
     for i, step in enumerate(manifest.chain):
-        chain[step.name] = step.options
         found += _files_of(f"chain[{i}].{step.name}", step.options)
     for j, item in enumerate(manifest.inputs):
         for name, changes in item.overrides.model_dump(exclude_none=True).items():
             if name not in chain:
                 continue  # the loader reports it
-            merged = STEP_MODELS[name].model_validate(
-                {**chain[name].model_dump(mode="json"), **changes}
-            )
+            merged = chain[name].with_overrides(changes)
             base = f"inputs[{j}].overrides.{name}"
             # Only what the override itself names; the chain's own files are listed above.
             for where, path in _files_of(base, merged):

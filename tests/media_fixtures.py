@@ -16,16 +16,19 @@ import json
 import subprocess
 import tempfile
 import wave
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from dropbatch.status.model import VideoInfo
+from dropbatch.status.model import Chunk, PlannedItem, VideoInfo
 from processors.chain import concat_batches
 from processors.media.frames import FrameReader
+
+T = TypeVar("T")
 
 SIZE = (320, 240)
 SAMPLE_RATE = 48000
@@ -312,3 +315,18 @@ def decode_all(source: Path | str, info: VideoInfo) -> np.ndarray:
         return concat_batches(list(reader)).frames
     finally:
         reader.close()
+
+
+def run_in_chunks(
+    item: PlannedItem, run: Callable[[int, int | None, tuple[int, int]], T]
+) -> list[tuple[Chunk, T]]:
+    """Each of the item's chunks as its task runs it: decode from its pre-roll to the end of
+    its post-roll (the last chunk to the end of the video), keep its own frames.
+    `run(first, count, keep)` does one task's work."""
+    results = []
+    for chunk in item.chunks:
+        first = chunk.start_frame - chunk.preroll
+        last = chunk.end_frame >= item.info.frame_count
+        count = None if last else chunk.end_frame + chunk.postroll - first
+        results.append((chunk, run(first, count, (chunk.start_frame, chunk.end_frame))))
+    return results

@@ -23,6 +23,7 @@ from processors.chain import Chain, concat_batches
 from processors.crop.cuts import CutDetector
 from processors.media.frames import FrameBatch, FrameReader
 from processors.media.probe import probe
+from tests.media_fixtures import run_in_chunks
 from tests.yolo_test_model import build as build_test_yolo
 
 CANVAS = (640, 360)
@@ -205,15 +206,11 @@ def test_chunked_yolo_onnx_crop_equals_the_single_run(
     single, single_windows = run_crop(videos["moving"], item, model_dir=yolo_store)
     xs = [w[0] for w in single_windows.values()]
     assert max(xs) - min(xs) > 200  # the suit was found and followed
+    runs = run_in_chunks(
+        item, lambda *task: run_crop(videos["moving"], item, *task, model_dir=yolo_store)
+    )
     pieces, chunked_windows = [], {}
-    for chunk in item.chunks:
-        first = chunk.start_frame - chunk.preroll
-        last = chunk.end_frame >= info.frame_count
-        count = None if last else chunk.end_frame + chunk.postroll - first
-        piece, windows = run_crop(
-            videos["moving"], item, first, count, (chunk.start_frame, chunk.end_frame),
-            model_dir=yolo_store,
-        )  # fmt: skip
+    for _, (piece, windows) in runs:
         pieces.append(piece)
         chunked_windows.update(windows)
     diff = max(

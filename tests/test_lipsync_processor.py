@@ -30,6 +30,7 @@ from tests.lipsync_fixtures import (
     speech_wav,
 )
 from tests.media_fixtures import decode_all as decode_video
+from tests.media_fixtures import run_in_chunks
 
 FPS = 25
 NO_FACE = frozenset(range(60, 66)) | frozenset(range(95, 103))  # one stretch spans a seam
@@ -206,15 +207,10 @@ def test_chunked_run_equals_single_run_frame_for_frame(
     item = planned(material, options, chunk_seconds=frames / FPS / 4 + 0.01)
     assert len(item.chunks) == 4
     assert all(c.preroll == reach for c in item.chunks[1:]) and item.chunks[0].postroll == reach
-    pieces = []
-    for chunk in item.chunks:
-        first = chunk.start_frame - chunk.preroll
-        last = chunk.end_frame >= item.info.frame_count
-        count = None if last else chunk.end_frame + chunk.postroll - first
-        piece = run_chain(material, item, first, count, (chunk.start_frame, chunk.end_frame))
+    pieces = run_in_chunks(item, lambda *task: run_chain(material, item, *task))
+    for chunk, piece in pieces:
         assert piece.indices.tolist() == list(range(chunk.start_frame, chunk.end_frame))
-        pieces.append(piece)
-    chunked = concat_batches(pieces)
+    chunked = concat_batches([piece for _, piece in pieces])
     assert chunked.indices.tolist() == single.indices.tolist()
     diff = np.abs(chunked.frames.astype(int) - single.frames.astype(int))
     assert diff.max() == 0, f"frames {sorted(set(np.nonzero(diff)[0].tolist()))} differ"

@@ -20,7 +20,7 @@ from processors.chain import Chain, concat_batches
 from processors.crop.processor import CropProcessor
 from processors.media.frames import FrameBatch, FrameReader
 from processors.media.probe import probe
-from tests.media_fixtures import decode_all
+from tests.media_fixtures import decode_all, run_in_chunks
 
 
 def video_info(
@@ -243,15 +243,10 @@ def test_chunked_crop_equals_a_single_run(
         single = run_chain(talk, item, 0, None, (0, item.info.frame_count))
     assert len(item.chunks) >= 3
     assert any(c.preroll > 0 for c in item.chunks) and any(c.postroll > 0 for c in item.chunks)
-    pieces = []
-    for chunk in item.chunks:
-        first = chunk.start_frame - chunk.preroll
-        last = chunk.end_frame >= item.info.frame_count
-        count = None if last else chunk.end_frame + chunk.postroll - first
-        piece = run_chain(talk, item, first, count, (chunk.start_frame, chunk.end_frame))
+    pieces = run_in_chunks(item, lambda *task: run_chain(talk, item, *task))
+    for chunk, piece in pieces:
         assert piece.indices.tolist() == list(range(chunk.start_frame, chunk.end_frame))
-        pieces.append(piece)
-    chunked = concat_batches(pieces)
+    chunked = concat_batches([piece for _, piece in pieces])
     assert chunked.indices.tolist() == single.indices.tolist()
     for index, (a, b) in enumerate(zip(chunked.frames, single.frames, strict=True)):
         assert np.array_equal(a, b), f"frame {index} differs between chunked and single runs"

@@ -132,9 +132,8 @@ def process_chunk(
         )
         chain = Chain(item.chain, ctx)  # lipsync reads its audio features here
     wanted = chunk.end_frame - chunk.start_frame
-    out_frames = sum(c.end_frame - c.start_frame for c in item.chunks)
     tap = PreviewTap(
-        [i for i in preview_indices(out_frames) if chunk.start_frame <= i < chunk.end_frame]
+        [i for i in preview_indices(total) if chunk.start_frame <= i < chunk.end_frame]
     )
     with tempfile.TemporaryDirectory(prefix="dropbatch-task-") as tmp:
         part = Path(tmp) / "part.mp4"

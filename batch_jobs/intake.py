@@ -14,6 +14,14 @@ import posixpath
 import time
 from dataclasses import dataclass, field
 
+from batch_jobs.containment import (
+    EVALUATE_ATTEMPTS,
+    RETRY_DELAY_SECONDS,
+    contain,
+    is_transient,
+    unloadable_analyser,
+    unreadable_manifest,
+)
 from batch_jobs.ids import job_id_for
 from batch_jobs.launcher import Launcher
 from batch_jobs.plan import build_plan, lipsync_options, resolved_steps, speech_file
@@ -129,7 +137,23 @@ class Intake:
 
     # -- one manifest --------------------------------------------------------------------
     def evaluate(self, bucket: str, name: str, generation: int) -> str:
+        """Evaluate one manifest version. Whatever fails ends the job INVALID or FAILED with
+        its reason (see `contain`); only a status store that cannot record that raises."""
         job_id = job_id_for(bucket, name, generation)
+        for attempt in range(EVALUATE_ATTEMPTS):
+            try:
+                self._evaluate(job_id, bucket, name, generation)
+                return job_id
+            except Exception as exc:
+                # Evaluating is idempotent (redeliveries do it too), so a fault that passes
+                # (a storage hiccup) costs a retry here; one that stays ends the job.
+                if attempt + 1 < EVALUATE_ATTEMPTS and is_transient(exc):
+                    time.sleep(RETRY_DELAY_SECONDS * 2**attempt)
+                    continue
+                contain(self.store, self.status, job_id, (bucket, name, generation), exc)
+        return job_id
+
+    def _evaluate(self, job_id: str, bucket: str, name: str, generation: int) -> None:
         uri = self.store.uri(bucket, name)
         record = self.status.get(job_id)
         if record is None:
@@ -153,14 +177,14 @@ class Intake:
             # ALREADY_EXISTS read back), so launch again; a failure here raises, and the
             # event is delivered again.
             self._submit(job_id)
-            return job_id
+            return
         if record.state not in LAUNCHABLE_STATES:
-            return job_id  # a duplicate delivery of an event we already acted on
+            return  # a duplicate delivery of an event we already acted on
         try:
             current = self.store.stat(bucket, name)
         except NotFound:
             self._invalid(job_id, JobError(code="MANIFEST_GONE", message="deleted", uri=uri))
-            return job_id
+            return
         if current.generation != generation:
             # A newer upload replaced this version before we got to it; its own event runs it.
             self._fail(
@@ -172,9 +196,8 @@ class Intake:
                     uri=uri,
                 ),
             )
-            return job_id
+            return
         self._evaluate_current(job_id, bucket, name)
-        return job_id
 
     def _evaluate_current(self, job_id: str, bucket: str, name: str) -> None:
         uri = self.store.uri(bucket, name)
@@ -182,6 +205,11 @@ class Intake:
             manifest = load_manifest(self.store.read_bytes(bucket, name, MAX_MANIFEST_BYTES + 1))
         except ManifestInvalid as exc:
             self._invalid(job_id, *[e.model_copy(update={"uri": uri}) for e in exc.errors])
+            return
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            self._invalid(job_id, unreadable_manifest(exc, uri))  # the loader's gap, not ours
             return
         problems = self._model_problems(manifest)
         if problems:
@@ -193,7 +221,11 @@ class Intake:
             for info in self.store.list(bucket, folder)
             if not is_own_write(info.name, info.metadata)
         }
-        resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
+        try:
+            resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
+        except Exception as exc:  # a pattern the matcher cannot take (an invalid glob)
+            self._invalid(job_id, unreadable_manifest(exc, uri, field="inputs"))
+            return
         if resolution.errors:
             self._invalid(job_id, *resolution.errors)
             return
@@ -327,6 +359,11 @@ class Intake:
                 return []
             except ModelStoreError as exc:
                 problems.append(JobError(code=exc.code, message=str(exc), field=f"{where}.model"))
+                continue
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # storage, not the model: evaluate() retries, then contains it
+                problems.append(unloadable_analyser(store, options, f"{where}.analyser", exc))
                 continue
             problems += [
                 JobError(

@@ -14,6 +14,11 @@ class JobNotFound(KeyError):
     pass
 
 
+class RecordTooLarge(ValueError):
+    """The record cannot be stored whole (a Firestore document holds 1 MiB): nothing was
+    written. Raised by `create` and `transact` of a backend with such a limit."""
+
+
 class StatusStore(Protocol):
     def create(self, record: JobRecord) -> bool:
         """Insert the record unless a job with its id exists. True if this call created it."""

@@ -30,7 +30,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from dropbatch.status.base import JobNotFound
+from dropbatch.status.base import JobNotFound, RecordTooLarge
 from dropbatch.status.model import JobRecord, JobState, TaskProgress
 
 T = TypeVar("T")
@@ -38,10 +38,6 @@ T = TypeVar("T")
 PROGRESS_INTERVAL = 1.0  # seconds between writes to one task document
 MAX_RECORD_BYTES = 900_000  # compressed; a document may hold 1 MiB including field names
 COMMIT_ATTEMPTS = 50  # revision races before giving up (each loser re-reads and retries)
-
-
-class RecordTooLarge(ValueError):
-    pass
 
 
 class StatusContention(RuntimeError):

@@ -30,6 +30,7 @@ def _apply_env(settings: Settings) -> None:
 
 # -- validate ------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
+    from batch_jobs.containment import unreadable_manifest
     from manifests.loader import ManifestInvalid, load_manifest
     from manifests.model import MAX_INPUTS
     from manifests.resolve import resolve_inputs
@@ -44,11 +45,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except ManifestInvalid as exc:
         errors = exc.errors
         manifest = None
+    except Exception as exc:  # the loader's gap: still one line, as the trigger reports it
+        errors = [unreadable_manifest(exc, str(path))]
+        manifest = None
     if manifest is not None and not args.no_files:
         folder = path.parent
         present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-        resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
-        errors = [*resolution.errors, *resolution.missing]
+        try:
+            resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
+            errors = [*resolution.errors, *resolution.missing]
+        except Exception as exc:  # a pattern the matcher cannot take
+            errors = [unreadable_manifest(exc, str(path), field="inputs")]
     if args.json:
         print(
             json.dumps(

@@ -42,7 +42,7 @@ from manifests.model import MAX_INPUTS, Manifest
 from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs
 from processors.lipsync.audio import AudioInfo, probe_audio
 from processors.media.ffmpeg import MediaError
-from processors.media.probe import probe
+from processors.media.probe import TruncatedVideo, check_tail, probe
 from processors.models.store import ModelStoreError, open_model_store, require_models
 
 log = logging.getLogger("dropbatch.intake")
@@ -242,11 +242,15 @@ class Intake:
             video_uri = self.store.uri(bucket, folder + item.video)
             try:
                 with self.store.media_source(bucket, folder + item.video) as source:
-                    probed.append((item, probe(source)))
+                    info = probe(source)
+                    check_tail(source, info)  # a truncated upload: refused before any task
+                    probed.append((item, info))
             except (MediaError, NotFound) as exc:
                 errors.append(
                     JobError(
-                        code="INPUT_UNREADABLE",
+                        code="INPUT_TRUNCATED"
+                        if isinstance(exc, TruncatedVideo)
+                        else "INPUT_UNREADABLE",
                         message=str(exc),
                         field=f"inputs[{item.index}].video",
                         uri=video_uri,

@@ -46,6 +46,18 @@ class StatusStore(Protocol):
         """Newest first."""
         ...
 
+    def by_state(
+        self,
+        states: list[JobState],
+        *,
+        bucket: str | None = None,
+        folders: list[str] | None = None,
+    ) -> list[JobRecord]:
+        """Every job in one of `states`, oldest first, with no limit: the trigger re-checks
+        each waiting manifest, however many wait. `folders` (with `bucket`): only jobs whose
+        manifest lies directly in one of them ('c7/', '' for the bucket's root)."""
+        ...
+
     def put_progress(self, progress: TaskProgress) -> None: ...
 
     def progress(self, job_id: str) -> list[TaskProgress]: ...

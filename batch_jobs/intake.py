@@ -81,9 +81,9 @@ def is_own_write(name: str, metadata: dict[str, str]) -> bool:
     """Outputs, status files and parts: what we write must never start work (no loops)."""
     if ROLE_KEY in metadata:
         return True
-    if name.startswith(INTERNAL_PREFIX) or name.endswith(".status.json"):
-        return True
-    return "out" in name.split("/")[:-1]
+    # Recognised by our marker and our own places, never by a folder's name: a user's
+    # manifest or input may live in a folder called `out`.
+    return name.startswith(INTERNAL_PREFIX) or name.endswith(".status.json")
 
 
 def is_manifest(name: str) -> bool:

@@ -24,6 +24,7 @@ from batch_jobs.containment import (
 )
 from batch_jobs.ids import job_id_for
 from batch_jobs.launcher import Launcher
+from batch_jobs.outputs import claim_outputs
 from batch_jobs.plan import build_plan, lipsync_options, resolved_steps, speech_file
 from dropbatch.config import Settings
 from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
@@ -261,6 +262,11 @@ class Intake:
             self._invalid(job_id, *errors)
             return
         plan = build_plan(manifest, folder, probed, speech)
+        fields = [f"inputs[{item.index}]" for item, _ in probed]
+        clashes = claim_outputs(self.store, bucket, name, job_id, plan, fields)
+        if clashes:  # another manifest's outputs, or a user's file: never overwritten
+            self._invalid(job_id, *clashes)
+            return
         self._launch(job_id, plan)
 
     def _probe_speech(

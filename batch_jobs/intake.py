@@ -40,7 +40,8 @@ from dropbatch.status.model import (
 from dropbatch.storage.base import NotFound, ObjectStore, folder_of
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
-from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs
+from manifests.paths import is_glob
+from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs, side_files
 from processors.lipsync.audio import AudioInfo, probe_audio
 from processors.media.ffmpeg import MediaError
 from processors.media.probe import TruncatedVideo, check_tail, probe
@@ -92,6 +93,33 @@ def is_manifest(name: str) -> bool:
     return name.endswith(MANIFEST_SUFFIXES) and not base.startswith(".")
 
 
+def located(
+    manifest: Manifest, missing: list[JobError], store: ObjectStore, bucket: str, folder: str
+) -> list[JobError]:
+    """Each missing file with the object URI it will have: where to upload it, and what lets
+    an arriving object re-check only the manifests that wait for it."""
+    paths = dict(side_files(manifest))
+    for i, item in enumerate(manifest.inputs):
+        paths[f"inputs[{i}].video"] = item.video
+        if item.audio:
+            paths[f"inputs[{i}].audio"] = item.audio
+    return [
+        m.model_copy(update={"uri": store.uri(bucket, folder + paths[m.field])})
+        if m.uri is None and m.field in paths
+        else m
+        for m in missing
+    ]
+
+
+def may_wait_for(record: JobRecord, arrived: str) -> bool:
+    """Whether the job may be waiting for the object at URI `arrived`. Only a job that says
+    exactly which objects it waits for, none of them this one, is left alone; a glob, or a
+    record from before waiting_for carried URIs, is re-checked."""
+    if record.state != JobState.WAITING_FOR_INPUTS or not record.waiting_for:
+        return True
+    return any(w.uri is None or w.uri == arrived or is_glob(w.uri) for w in record.waiting_for)
+
+
 @dataclass
 class Intake:
     settings: Settings
@@ -109,8 +137,8 @@ class Intake:
         return self.recheck_waiting(ev.bucket, ev.name)
 
     def recheck_waiting(self, bucket: str, name: str) -> list[str]:
-        """A non-manifest object arrived: re-evaluate manifests waiting in its folder or above."""
-        touched = []
+        """A non-manifest object arrived: re-evaluate every manifest waiting in its folder or
+        above that may be waiting for it, however many wait."""
         folders = []
         folder = folder_of(name)
         while True:
@@ -118,23 +146,23 @@ class Intake:
             if not folder:
                 break
             folder = folder_of(folder.rstrip("/"))
-        for record in self.status.recent(
-            200, bucket=bucket, states=[JobState.WAITING_FOR_INPUTS, JobState.RECEIVED]
-        ):
-            if record.folder in folders:
-                touched.append(self.evaluate(bucket, record.manifest, record.manifest_generation))
-        return touched
+        arrived = self.store.uri(bucket, name)
+        return [
+            self.evaluate(bucket, record.manifest, record.manifest_generation)
+            for record in self.status.by_state(
+                [JobState.WAITING_FOR_INPUTS, JobState.RECEIVED], bucket=bucket, folders=folders
+            )
+            if may_wait_for(record, arrived)
+        ]
 
     def sweep_expired(self, now: float | None = None) -> list[str]:
         """Manifests that waited longer than `input_wait_seconds` end INVALID."""
         now = now or time.time()
-        touched = []
-        for record in self.status.recent(500, states=[JobState.WAITING_FOR_INPUTS]):
-            if now - record.created_at >= self.settings.input_wait_seconds:
-                touched.append(
-                    self.evaluate(record.bucket, record.manifest, record.manifest_generation)
-                )
-        return touched
+        return [
+            self.evaluate(record.bucket, record.manifest, record.manifest_generation)
+            for record in self.status.by_state([JobState.WAITING_FOR_INPUTS])
+            if now - record.created_at >= self.settings.input_wait_seconds
+        ]
 
     # -- one manifest --------------------------------------------------------------------
     def evaluate(self, bucket: str, name: str, generation: int) -> str:
@@ -231,7 +259,7 @@ class Intake:
             self._invalid(job_id, *resolution.errors)
             return
         if resolution.missing:
-            self._wait(job_id, resolution.missing)
+            self._wait(job_id, located(manifest, resolution.missing, self.store, bucket, folder))
             return
         face_problems = self._face_problems(manifest, bucket, folder)
         if face_problems:

@@ -196,3 +196,52 @@ def test_validate_and_run_print_an_error_line_for_a_poison_manifest(
     assert "m.yaml: " in proc.stderr or "error: " in proc.stderr
     mirror = json.loads((folder / "m.status.json").read_text())
     assert mirror["state"] == "INVALID" and mirror["error"]["message"]
+
+
+def test_a_plan_firestore_cannot_hold_ends_the_job_invalid(
+    deployment: dict, firestore_emulator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim that records the plan (`transition` to QUEUED, as `Intake._launch` does)
+    raises the real store's RecordTooLarge; containment ends the job on it."""
+    import uuid
+
+    from batch_jobs.containment import contain
+    from dropbatch.jobstatus import transition
+    from dropbatch.status.base import RecordTooLarge
+    from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord, Plan, PlannedItem, VideoInfo
+
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator)
+    status = open_status(
+        Settings(
+            status="firestore",
+            project="dropbatch-test",
+            firestore_collection=f"faults-{uuid.uuid4().hex[:12]}",
+        )
+    )
+    store = LocalStore(deployment["root"])
+    (deployment["inbox"] / "c").mkdir()
+    (deployment["inbox"] / "c" / "job.yaml").write_text(CROP)
+    generation = store.stat("inbox", "c/job.yaml").generation
+    job_id = "db-c-job-toolarge"
+    uri = store.uri("inbox", "c/job.yaml")
+    status.create(JobRecord(job_id=job_id, bucket="inbox", manifest="c/job.yaml",
+                            manifest_generation=generation, manifest_uri=uri))  # fmt: skip
+    info = VideoInfo(duration=1, fps_num=30, fps_den=1, frame_count=30, width=64, height=64)
+    noise = os.urandom(1 << 20).hex()  # 2 MiB that no compressor shrinks below 900 kB
+    plan = Plan(
+        items=[
+            PlannedItem(index=0, video="c/clip.mp4", output="c/out/clip.mp4",
+                        preview="c/out/clip.preview.jpg", info=info,
+                        chain=[{"name": "crop", "options": {"note": noise}}])
+        ]
+    )  # fmt: skip
+    with pytest.raises(RecordTooLarge) as raised:
+        transition(store, status, job_id, JobState.QUEUED, allowed_from=LAUNCHABLE_STATES,
+                   plan=plan)  # fmt: skip
+    contain(store, status, job_id, ("inbox", "c/job.yaml", generation), raised.value)
+    record = status.get(job_id)
+    assert record is not None and record.state == JobState.INVALID
+    assert record.error is not None and record.error.code == "JOB_TOO_LARGE"
+    assert record.error.field == "inputs" and "split the manifest" in record.error.message
+    mirror = json.loads((deployment["inbox"] / "c" / "job.status.json").read_text())
+    assert mirror["state"] == "INVALID" and mirror["error"]["code"] == "JOB_TOO_LARGE"

@@ -374,7 +374,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     # --log-format is taken before or after the command; SUPPRESS keeps a subcommand's absent
-    # option from overwriting the top-level value.
+    # option from overwriting the top-level value (and no set_defaults: the parsers share
+    # this one action, so a default set on one would be every parser's).
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument(
         "--log-format",
@@ -383,7 +384,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="text: one plain line per event (default); json: Cloud Logging's JSON lines",
     )
     parser = argparse.ArgumentParser(prog="dropbatch", description=__doc__, parents=[shared])
-    parser.set_defaults(log_format="text")
     sub = parser.add_subparsers(dest="command", required=True)
     real_add_parser = sub.add_parser
 
@@ -482,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     from dropbatch.storage.base import NotFound
 
     args = build_parser().parse_args(argv)
+    args.log_format = getattr(args, "log_format", "text")  # given neither before nor after
     logs.setup(_log_level(args), fmt=args.log_format)
     try:
         return int(args.func(args))

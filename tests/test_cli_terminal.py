@@ -129,3 +129,14 @@ def test_user_errors_are_one_line_without_a_traceback(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_log_format_json_is_taken_before_or_after_the_command(tmp_path: Path, where: str) -> None:
+    manifest = inbox_with(tmp_path, frames=None)  # INVALID at once: no tasks to wait for
+    flag = ["--log-format", "json"]
+    args = [*flag, "run", str(manifest)] if where == "before" else ["run", str(manifest), *flag]
+    proc = dropbatch(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    invalid = [e for e in json_lines(proc.stderr) if e["message"] == "job invalid"]
+    assert len(invalid) == 1 and invalid[0]["error"]["field"] == "inputs[0].video"

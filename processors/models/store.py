@@ -69,6 +69,20 @@ class CatalogError(ModelStoreError):
     code = "MODEL_CATALOG"
 
 
+class ModelIncompatible(ModelStoreError):
+    """The file loads but is not the kind of model the step reads (checked by its shapes)."""
+
+    code = "MODEL_INCOMPATIBLE"
+
+    def __init__(self, file: str, expected: str, found: str, advice: str = "") -> None:
+        super().__init__(
+            f"{file} is not a model this step can use: expected {expected}, got {found}"
+            + (f"; {advice}" if advice else "")
+            + f" ({HELP})"
+        )
+        self.file = file
+
+
 # -- catalog -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelFile:

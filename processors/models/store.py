@@ -186,7 +186,7 @@ def models_for_step(step: str, options: dict) -> list[str]:
     if step == "swap":
         return [options.get("analyser", "buffalo_l"), options.get("model", "inswapper_128")]
     if step == "lipsync":
-        return [options.get("model", "wav2lip_gan")]
+        return [options.get("model", "wav2lip_gan_96")]
     return []
 
 

@@ -5,6 +5,8 @@ instead of running and finding nobody."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,10 @@ import pytest
 from dropbatch.samples import make_talking_video
 from dropbatch.status.model import JobState
 from processors.crop.detectors import make_detector
+from processors.crop.yolo_ultralytics import check_classes, export_facts
 from processors.models.store import ModelIncompatible
 from tests.test_crop_job import record_of, submit
+from tests.yolo_test_model import build as build_yolo
 
 
 def build_head(path: Path, rows: int | str, anchors: int | str, produced: tuple[int, int]) -> Path:
@@ -127,3 +131,52 @@ def test_a_job_with_a_face_only_yolo_fails_at_setup_without_retries(
     tasks = open_status(Settings.from_env()).progress(job_id)
     assert tasks and all(t.state == "FAILED" and t.code == "MODEL_INCOMPATIBLE" for t in tasks)
     assert {t.attempt for t in tasks} == {0}  # exit 2: never retried
+
+
+# -- what the ultralytics backend reads from a file before it runs it (no ultralytics needed) --
+COCO = {0: "person", **{k: f"class{k}" for k in range(1, 80)}}
+
+
+def engine_file(path: Path, meta: dict | None) -> Path:
+    """An `.engine` as `yolo export format=engine` lays it out: int32 length, JSON, engine."""
+    body = os.urandom(2048)  # stands in for the serialized TensorRT engine
+    head = b""
+    if meta is not None:
+        text = json.dumps(meta).encode()
+        head = len(text).to_bytes(4, "little") + text
+    path.write_bytes(head + body)
+    return path
+
+
+def test_an_engine_header_gives_its_batch_and_classes(tmp_path: Path) -> None:
+    fixed = export_facts(engine_file(tmp_path / "a.engine", {"batch": 1, "names": COCO}))
+    assert (fixed.max_batch, fixed.fixed, fixed.names) == (1, True, COCO)
+    dynamic = engine_file(
+        tmp_path / "b.engine", {"batch": 32, "args": {"dynamic": True}, "names": str(COCO)}
+    )
+    facts = export_facts(dynamic)
+    assert (facts.max_batch, facts.fixed, facts.names) == (32, False, COCO)
+    bare = export_facts(engine_file(tmp_path / "c.engine", None))
+    assert (bare.max_batch, bare.fixed, bare.names) == (1, True, None)  # one frame always fits
+
+
+def test_an_onnx_export_gives_its_batch_and_its_names(tmp_path: Path, real_asset) -> None:
+    real = export_facts(real_asset("yolo11n.onnx"))  # dynamic batch, COCO names in metadata
+    assert (real.max_batch, real.fixed, real.names[0], len(real.names)) == (
+        None,
+        False,
+        "person",
+        80,
+    )
+    fixed = export_facts(build_yolo(tmp_path / "y.onnx"))  # batch 1, no metadata
+    assert (fixed.max_batch, fixed.fixed, fixed.names) == (1, True, None)
+    with pytest.raises(ModelIncompatible, match=r"output0\[1,5,8400\]"):
+        export_facts(build_head(tmp_path / "face.onnx", 5, 8400, (5, 8400)))
+
+
+def test_a_model_whose_class_0_is_not_a_person_is_refused(tmp_path: Path) -> None:
+    check_classes(COCO, "ok.engine")
+    with pytest.raises(ModelIncompatible, match=r"face\.engine.*1 classes \(0: face\)"):
+        check_classes({0: "face"}, "face.engine")
+    with pytest.raises(ModelIncompatible, match=r"80 classes \(0: car"):
+        check_classes({0: "car", **{k: "x" for k in range(1, 80)}}, "cars.pt")

@@ -159,6 +159,9 @@ class Intake:
             return job_id  # a duplicate delivery of an event we already acted on
         try:
             current = self.store.stat(bucket, name)
+        except OutsideBucket as exc:  # a manifest linked in from elsewhere: say so
+            self._invalid(job_id, JobError(code="MANIFEST_OUTSIDE", message=str(exc), uri=uri))
+            return job_id
         except NotFound:
             self._invalid(job_id, JobError(code="MANIFEST_GONE", message="deleted", uri=uri))
             return job_id

@@ -127,3 +127,14 @@ def test_of_two_audio_tracks_the_output_keeps_the_first(tmp_path: Path) -> None:
     out = folder / "out" / "clip.mp4"
     assert _audio_streams(out) == 1
     assert _dominant_hz(out) == pytest.approx(FIRST_HZ, abs=10)
+
+
+def test_a_manifest_linked_from_outside_the_inbox_is_invalid_saying_so(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "drop").mkdir(parents=True)
+    (tmp_path / "theirs.yaml").write_text(GOOD)
+    (inbox / "drop" / "manifest.yaml").symlink_to(tmp_path / "theirs.yaml")
+    proc = dropbatch("serve", "--inbox", str(inbox), "--once", "--poll", "0.2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    error = status_of(inbox / "drop")["error"]
+    assert error["code"] == "MANIFEST_OUTSIDE" and "symbolic link" in error["message"]

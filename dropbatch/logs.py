@@ -70,6 +70,17 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
+class TerminalHandler(logging.StreamHandler):
+    """Text lines on stderr; on a terminal each first clears the progress line that
+    `dropbatch run` redraws in place, so the two never run into one another."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        isatty = getattr(self.stream, "isatty", None)
+        if isatty is not None and isatty():
+            self.stream.write("\r\x1b[K")
+        super().emit(record)
+
+
 FORMATS = ("text", "json")
 _HANDLER_FLAG = "_dropbatch_handler"
 
@@ -89,7 +100,7 @@ def setup(level: int | None = None, fmt: str = "json") -> None:
     root = logging.getLogger()
     if any(getattr(h, _HANDLER_FLAG, False) for h in root.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr) if fmt == "json" else TerminalHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     setattr(handler, _HANDLER_FLAG, True)
     root.addHandler(handler)

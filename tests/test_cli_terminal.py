@@ -61,18 +61,26 @@ def inbox_with(tmp_path: Path, frames: int | None = 40) -> Path:
     return folder / "manifest.yaml"
 
 
-def test_run_on_a_terminal_shows_progress_then_outputs_and_no_log_lines(tmp_path: Path) -> None:
+def test_run_on_a_terminal_shows_progress_a_plain_warning_and_the_outputs(tmp_path: Path) -> None:
     manifest = inbox_with(tmp_path)
     # A local root set for other uses (here: an empty folder elsewhere) changes nothing: the
     # manifest's own folder is where the run looks and writes.
     foreign = tmp_path / "elsewhere"
     foreign.mkdir()
-    code, screen = on_terminal(
-        "run", str(manifest), cwd=tmp_path, env={"DROPBATCH_LOCAL_ROOT": str(foreign)}
-    )
+    env = {
+        "DROPBATCH_LOCAL_ROOT": str(foreign),
+        # Task 0's first attempt fails (exit 1): the retry shows as one plain warning line.
+        "DROPBATCH_TASK_COMMAND": f"{sys.executable} {ROOT / 'tests' / 'fault_task.py'}",
+        "FAULT_PLAN": json.dumps({"fail_once": [0]}),
+        "FAULT_LOG": str(tmp_path / "faults.jsonl"),
+    }
+    code, screen = on_terminal("run", str(manifest), cwd=tmp_path, env=env)
     assert code == 0, screen
     assert "\r" in screen and "2/2 chunks" in screen  # one progress line, redrawn in place
     assert "SUCCEEDED" in screen
+    # The warning first clears the progress line, so it starts a line of its own.
+    warning = "\r\x1b[Kwarning: task attempt failed (task_index=0, attempt=0, exit_code=1)"
+    assert warning in screen
     assert f"output: {manifest.parent / 'out' / 'clip.mp4'}" in screen
     assert json_lines(screen) == []
     assert "Traceback" not in screen

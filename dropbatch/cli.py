@@ -72,7 +72,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------
 def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) -> int:
-    from batch_jobs.intake import Intake, StorageEvent
+    from batch_jobs.intake import Intake, StorageEvent, is_manifest
     from batch_jobs.local_executor import LocalLauncher
     from dropbatch import logs
     from dropbatch.status import open_status
@@ -81,6 +81,10 @@ def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) 
     manifest = manifest.resolve()
     if not manifest.is_file():
         print(f"{manifest}: no such file", file=sys.stderr)
+        return EXIT_INVALID
+    if not is_manifest(manifest.name):  # the trigger would treat it as an input, not run it
+        print(f"{manifest}: not a manifest (a .yaml or .yml file, name not starting with '.')",
+              file=sys.stderr)  # fmt: skip
         return EXIT_INVALID
     if again:
         os.utime(manifest)  # a new generation is a new job, as a re-upload would be
@@ -95,7 +99,11 @@ def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) 
     launcher = LocalLauncher.shared()
     intake = Intake(settings, store, status, launcher)
     info = store.stat(bucket, manifest.name)
-    [job_id] = intake.handle(StorageEvent(bucket, manifest.name, info.generation))
+    handled = intake.handle(StorageEvent(bucket, manifest.name, info.generation))
+    if not handled:  # an object of ours (an output, a status file), which the trigger skips
+        print(f"{manifest}: written by dropbatch, not a manifest to run", file=sys.stderr)
+        return EXIT_INVALID
+    [job_id] = handled
     watch(status, job_id, quiet=quiet, until_done=True)
     record = status.get(job_id)
     assert record is not None

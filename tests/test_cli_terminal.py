@@ -124,14 +124,16 @@ def test_a_local_root_set_elsewhere_does_not_hide_the_manifest(tmp_path: Path) -
         (["run", "{tmp}/nowhere/manifest.yaml"], {}, "no such file"),
         (["run", "{tmp}/inbox/campaign/manifest.yaml"], {"DROPBATCH_STATUS": "mysql"}, "status"),
         (["submit", "{tmp}/inbox/campaign/manifest.yaml", "{tmp}/a-file/sub"], {}, "a-file"),
+        (["run", "{tmp}/inbox/campaign/notes.txt"], {}, "not a manifest"),
     ],
-    ids=["missing-manifest", "bad-setting", "destination-under-a-file"],
+    ids=["missing-manifest", "bad-setting", "destination-under-a-file", "not-a-manifest"],
 )
 def test_user_errors_are_one_line_without_a_traceback(
     tmp_path: Path, args: list[str], env: dict[str, str], says: str
 ) -> None:
     inbox_with(tmp_path, frames=None)
     (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "inbox" / "campaign" / "notes.txt").write_text("not a manifest")
     proc = dropbatch(*(a.format(tmp=tmp_path) for a in args), cwd=tmp_path, env=env)
     assert proc.returncode in (1, 2)
     lines = proc.stderr.strip().splitlines()

@@ -105,6 +105,9 @@ def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) 
         return EXIT_INVALID
     [job_id] = handled
     watch(status, job_id, quiet=quiet, until_done=True)
+    # The job's state is final before its last task has exited: let the tasks finish, so
+    # their last log lines are shown and no task outlives the command.
+    launcher.wait(job_id, timeout=60)
     record = status.get(job_id)
     assert record is not None
     return report(record)

@@ -116,6 +116,6 @@ def test_vfr_clip_keeps_every_source_frame_through_a_chunked_run(
     step = times[1] - times[0]
     for index, position in first_at.items():
         assert abs(times[position] - float(source_time(index))) <= step / 2 + 1e-3, index
-    # The lowest standard rate that shows every frame: 30 fps, 90 frames over the 3.0 s.
+    # The capture rate shows every frame (24 or 25 could not): 30 fps, 90 frames in 3.0 s.
     assert step == pytest.approx(1 / 30, abs=1e-4)
     assert len(shown) == 90

@@ -59,8 +59,9 @@ FAST_RATES = [Fraction(90), Fraction(100), Fraction(120), Fraction(240)]
 def packet_times(source: str, time_base: Fraction) -> list[Fraction]:
     """Presentation times (s) of the first video stream's packets, in display order.
 
-    Read from the container's packets without decoding anything: for an MP4 this is the
-    sample table, so it costs a pass over the file's index, not a decode.
+    One demux pass over the file (it reads the packets and decodes none): cheap next to a
+    decode, but a whole read, so the probe does it only for a file whose headers say its rate
+    varies.
     """
     args = [
         binary("ffprobe"), "-v", "error", "-select_streams", "v:0",
@@ -91,7 +92,7 @@ def drops_no_frame(times: list[Fraction], rate: Fraction) -> bool:
 def rate_for_every_frame(
     times: list[Fraction], chosen: Fraction, nominal: Fraction | None
 ) -> Fraction:
-    """The output rate for a VFR input: the lowest that shows every source frame.
+    """The output rate for a VFR input: one that shows every source frame.
 
     Tried in order: the headers' choice (`chosen`), the stream's nominal rate when it is a
     standard one, then the standard and high-speed rates above `chosen`; the first on which

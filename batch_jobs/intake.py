@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from batch_jobs.containment import (
@@ -94,6 +96,29 @@ def is_manifest(name: str) -> bool:
     return name.endswith(MANIFEST_SUFFIXES) and not base.startswith(".")
 
 
+PROBE_CACHE_SIZE = 1024  # object versions; a VideoInfo is a few hundred bytes
+
+
+class ProbeCache:
+    """What probe + check_tail learnt of an object version (bucket, name, generation): a
+    version never changes, so its entry never goes stale; the oldest go first when full."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str, int], VideoInfo] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, version: tuple[str, str, int]) -> VideoInfo | None:
+        with self._lock:
+            return self._entries.get(version)
+
+    def put(self, version: tuple[str, str, int], info: VideoInfo) -> None:
+        with self._lock:
+            self._entries[version] = info
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
 def located(
     manifest: Manifest, missing: list[JobError], store: ObjectStore, bucket: str, folder: str
 ) -> list[JobError]:
@@ -127,6 +152,9 @@ class Intake:
     store: ObjectStore
     status: StatusStore
     launcher: Launcher
+    # One object version's probe serves every manifest that names it (a folder of manifests
+    # over one video; the re-checks a burst of uploads causes): ffprobe twice costs ~0.2 s.
+    probed: ProbeCache = field(default_factory=lambda: ProbeCache(PROBE_CACHE_SIZE))
 
     # -- entry point ---------------------------------------------------------------------
     def handle(self, ev: StorageEvent) -> list[str]:
@@ -249,11 +277,12 @@ class Intake:
             self._invalid(job_id, *problems)
             return
         folder = folder_of(name)
-        present = {
-            info.name[len(folder) :]
+        listing = {
+            info.name[len(folder) :]: info.generation
             for info in self.store.list(bucket, folder)
             if not is_own_write(info.name, info.metadata)
         }
+        present = set(listing)
         try:
             resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
         except Exception as exc:  # a pattern the matcher cannot take (an invalid glob)
@@ -274,10 +303,14 @@ class Intake:
         for item in resolution.items:
             video_uri = self.store.uri(bucket, folder + item.video)
             try:
-                with self.store.media_source(bucket, folder + item.video) as source:
-                    info = probe(source)
-                    check_tail(source, info)  # a truncated upload: refused before any task
-                    probed.append((item, info))
+                version = (bucket, folder + item.video, listing[item.video])
+                info = self.probed.get(version)
+                if info is None:
+                    with self.store.media_source(bucket, folder + item.video) as source:
+                        info = probe(source)
+                        check_tail(source, info)  # a truncated upload: refused before any task
+                    self.probed.put(version, info)
+                probed.append((item, info))
             except (MediaError, NotFound) as exc:
                 errors.append(
                     JobError(

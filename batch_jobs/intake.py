@@ -108,6 +108,9 @@ class ProbeCache:
         self._entries: OrderedDict[tuple[str, str, int], VideoInfo] = OrderedDict()
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def get(self, version: tuple[str, str, int]) -> VideoInfo | None:
         with self._lock:
             return self._entries.get(version)

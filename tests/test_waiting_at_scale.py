@@ -84,4 +84,5 @@ def test_three_hundred_waiting_manifests_all_launch_when_their_inputs_land(
     assert sorted(engine.launched) == sorted(jobs)
     assert status.by_state([JobState.WAITING_FOR_INPUTS]) == []
     assert all(status.get(j).state == JobState.QUEUED for j in jobs)
+    assert len(intake.probed) == FOLDERS  # each folder's video probed once, not per manifest
     print(f"{len(order)} manifests waited and launched in {time.monotonic() - started:.1f} s")

@@ -115,16 +115,19 @@ def test_a_model_that_will_not_load_ends_the_job_invalid_with_an_error_line(
 
 
 class FailingStore(LocalStore):
-    """The real local store with a fault: reads under `broken` fail with EIO every time (a
-    disk going bad, a bucket whose permissions were revoked); `writes_fail` breaks writes too."""
+    """The real local store with a fault: reads under `broken` fail with EIO (a disk going
+    bad, a bucket whose permissions were revoked) — every time, or the first `times` times;
+    `writes_fail` breaks writes too."""
 
-    def __init__(self, root: Path, broken: str, writes_fail: bool = False) -> None:
+    def __init__(
+        self, root: Path, broken: str, writes_fail: bool = False, times: int | None = None
+    ) -> None:
         super().__init__(root)
-        self.broken, self.writes_fail = broken, writes_fail
+        self.broken, self.writes_fail, self.times = broken, writes_fail, times
         self.calls = 0
 
     def _fault(self, name: str) -> None:
-        if name.startswith(self.broken):
+        if name.startswith(self.broken) and (self.times is None or self.calls < self.times):
             self.calls += 1
             raise OSError(errno.EIO, "Input/output error", name)
 
@@ -166,6 +169,21 @@ def test_storage_that_keeps_failing_ends_the_job_failed(
         assert not mirror.exists()  # nowhere to write it; the status store has the record
     else:
         assert json.loads(mirror.read_text())["error"]["code"] == "STORAGE_UNAVAILABLE"
+
+
+def test_a_storage_fault_that_passes_costs_a_retry_not_the_job(deployment: dict) -> None:
+    settings = Settings.from_env()
+    store = FailingStore(deployment["root"], "c2/", times=2)
+    (deployment["inbox"] / "c2").mkdir()
+    (deployment["inbox"] / "c2" / "job.yaml").write_text(CROP)  # clip.mp4 comes later
+    status = open_status(settings)
+    intake = Intake(settings, store, status, LocalLauncher.shared())
+    generation = store.stat("inbox", "c2/job.yaml").generation
+    [job_id] = intake.handle(StorageEvent("inbox", "c2/job.yaml", generation))
+    record = status.get(job_id)
+    assert store.calls == 2
+    assert record is not None and record.state == JobState.WAITING_FOR_INPUTS, record.error
+    assert record.error is None
 
 
 POISON = {

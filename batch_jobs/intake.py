@@ -100,22 +100,22 @@ PROBE_CACHE_SIZE = 1024  # object versions; a VideoInfo is a few hundred bytes
 
 
 class ProbeCache:
-    """What probe + check_tail learnt of an object version (bucket, name, generation): a
-    version never changes, so its entry never goes stale; the oldest go first when full."""
+    """What probe + check_tail learnt of an object version (bucket, name, generation, size):
+    a version never changes, so its entry never goes stale; the oldest go first when full."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[str, str, int], VideoInfo] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str, int, int], VideoInfo] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, version: tuple[str, str, int]) -> VideoInfo | None:
+    def get(self, version: tuple[str, str, int, int]) -> VideoInfo | None:
         with self._lock:
             return self._entries.get(version)
 
-    def put(self, version: tuple[str, str, int], info: VideoInfo) -> None:
+    def put(self, version: tuple[str, str, int, int], info: VideoInfo) -> None:
         with self._lock:
             self._entries[version] = info
             while len(self._entries) > self.size:
@@ -281,7 +281,7 @@ class Intake:
             return
         folder = folder_of(name)
         listing = {
-            info.name[len(folder) :]: info.generation
+            info.name[len(folder) :]: (info.generation, info.size)
             for info in self.store.list(bucket, folder)
             if not is_own_write(info.name, info.metadata)
         }
@@ -306,7 +306,9 @@ class Intake:
         for item in resolution.items:
             video_uri = self.store.uri(bucket, folder + item.video)
             try:
-                version = (bucket, folder + item.video, listing[item.video])
+                # The size too: a local file copied in with its old mtime kept (`cp -p`)
+                # has the generation of another version.
+                version = (bucket, folder + item.video, *listing[item.video])
                 info = self.probed.get(version)
                 if info is None:
                     with self.store.media_source(bucket, folder + item.video) as source:

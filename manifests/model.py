@@ -8,11 +8,18 @@ instead of a silently ignored setting. Paths are strings relative to the manifes
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from manifests.paths import check_relative_path
+from manifests.paths import check_relative_path, check_video_pattern
 
 MAX_INPUTS = 500
 
@@ -22,10 +29,19 @@ RelPath = Annotated[str, Field(min_length=1, max_length=1024)]
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # pydantic reads `true` as 1 for a number; `crf: true` is a mistake, not a setting.
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation in (int, float) or get_origin(annotation) is Literal:
+                raise ValueError("must be a number, not true/false")
+        return value
+
 
 def _checked(value: str) -> str:
-    check_relative_path(value)
-    return value
+    return check_relative_path(value)
 
 
 class CropOptions(Strict):
@@ -292,7 +308,12 @@ class StepOverrides(Strict):
 
 
 class InputItem(Strict):
-    video: RelPath = Field(description="Path relative to the manifest's folder, or a glob there.")
+    video: RelPath = Field(
+        description="Path relative to the manifest's folder, or a glob there: `*` and `?` "
+        "within a folder name, `[abc]`/`[a-z]`/`[!abc]` one character, a `**` folder name any "
+        "number of folders. Brackets escape: `Interview [[]final].mp4` names "
+        "`Interview [final].mp4`."
+    )
     audio: RelPath | None = Field(default=None, description="Audio for this item (lipsync).")
     output_name: str | None = Field(
         default=None,
@@ -308,9 +329,14 @@ class InputItem(Strict):
     def _shorthand(cls, value: Any) -> Any:
         return {"video": value} if isinstance(value, str) else value
 
-    @field_validator("video", "audio")
+    @field_validator("video")
     @classmethod
-    def _paths(cls, value: str | None) -> str | None:
+    def _video(cls, value: str) -> str:
+        return check_video_pattern(value)
+
+    @field_validator("audio")
+    @classmethod
+    def _audio(cls, value: str | None) -> str | None:
         return None if value is None else _checked(value)
 
 
@@ -345,11 +371,18 @@ class ComputeOptions(Strict):
 class Manifest(Strict):
     """A dropbatch manifest, version 1."""
 
-    version: Literal[1]
+    version: Literal[1] = Field(description="Always the integer 1.")
     inputs: list[InputItem] = Field(min_length=1, max_length=MAX_INPUTS)
     chain: list[ChainStep] = Field(default_factory=list, max_length=3)
     output: OutputOptions = Field(default_factory=OutputOptions)
     compute: ComputeOptions = Field(default_factory=ComputeOptions)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if type(value) is not int:  # not 1.0, "1" or true, which pydantic would take
+            raise ValueError("must be the integer 1")
+        return value
 
     @field_validator("inputs", mode="before")
     @classmethod

@@ -17,13 +17,6 @@ MAX_ERRORS = 50  # reported at once; the rest are counted
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _LONGEST_KEY = 60
 
-# What a JobError.field from the loader looks like: a path, or a place in the text.
-FIELD_PATH = re.compile(
-    r'(?:[A-Za-z_][A-Za-z0-9_-]*|\["(?:[^"\\]|\\.)*"\])'
-    r'(?:\.[A-Za-z_][A-Za-z0-9_-]*|\["(?:[^"\\]|\\.)*"\]|\[\d+\])*'
-    r"|line \d+, column \d+|\(manifest\)"
-)
-
 
 class ManifestInvalid(Exception):
     """The manifest cannot run; `errors` says every reason, each with its field path."""

@@ -7,6 +7,7 @@ and the YAML rules are in `manifests.yaml_reader`.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -22,6 +23,9 @@ __all__ = ["MAX_MANIFEST_BYTES", "ManifestInvalid", "format_loc", "load_manifest
 # pydantic names the branch of a union or a function validator in an error's location; those
 # names mean nothing to a user (every key of a manifest is text, so none collides with them).
 _PYDANTIC_STEPS = ("function-", "tagged-union", "json-or-python", "nullable", "lax-", "strict-")
+
+
+_CLASS_NAMES = re.compile(r"a valid dictionary( or instance of \w+)?")
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:
@@ -45,7 +49,8 @@ def _reason(err: dict[str, Any]) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
             message = message[len(prefix) :]
-    return message
+    # "a valid dictionary or instance of InputItem": our class names mean nothing to a user.
+    return _CLASS_NAMES.sub("a mapping", message)
 
 
 def _field_errors(exc: ValidationError, where: tuple[Any, ...] = ()) -> list[JobError]:

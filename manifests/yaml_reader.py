@@ -52,7 +52,6 @@ _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
-_MERGE = "tag:yaml.org,2002:merge"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 
@@ -63,15 +62,21 @@ _SEQ = "tag:yaml.org,2002:seq"
 _BASE_60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 
 
-class _ManifestResolver(Resolver):
-    pass
-
-
-_ManifestResolver.yaml_implicit_resolvers = {
+_IMPLICIT = {
     first: [(_STR, _BASE_60)] * (first in "-+0123456789")
     + [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
+_DECIMAL = re.compile(r"[-+]?[1-9][0-9]*\Z|0\Z")
+
+
+def _plain_tag(value: str) -> str:
+    """The type YAML gives an unquoted scalar (PyYAML's resolver, with _IMPLICIT's changes)."""
+    for tag, regexp in _IMPLICIT.get(value[:1], ()):
+        if regexp.match(value):
+            return tag
+    return _STR
+
 
 # Text the reader refuses before parsing: C0 controls other than tab and line breaks, DEL,
 # C1 controls (NEL included), and the non-characters U+FFFE/U+FFFF.
@@ -149,8 +154,13 @@ class _Reader:
         self.text = text
         self.deadline = time.perf_counter() + budget
         self.budget = budget
-        self.resolver = _ManifestResolver()
-        self.constructor = SafeConstructor()
+        constructor = SafeConstructor()
+        self.scalar_types = {
+            _INT: constructor.construct_yaml_int,
+            _FLOAT: constructor.construct_yaml_float,
+            _BOOL: constructor.construct_yaml_bool,
+            _NULL: constructor.construct_yaml_null,
+        }
         self.anchors: dict[str, _Anchor] = {}
         self.stack: list[_Open] = []
         self.nodes = 0
@@ -225,8 +235,7 @@ class _Reader:
             )
             raise ManifestInvalid(self.errors)  # its value cannot be placed; stop here
         name = event.value
-        plain = event.tag in (None, "!") and event.implicit[0]
-        if plain and self.resolver.resolve(yaml.ScalarNode, name, (True, False)) == _MERGE:
+        if name == "<<" and event.tag in (None, "!") and event.implicit[0]:  # a merge key
             top.merge_next = True
             self._count(1, 1, event.start_mark)
             return
@@ -252,56 +261,34 @@ class _Reader:
             top.lines[name] = line
         top.key, top.key_line = name, line
 
-    def _scalar(self, event: yaml.ScalarEvent, path: tuple[str | int, ...]) -> Any:
+    def _scalar(self, event: yaml.ScalarEvent) -> Any:
         value, mark = event.value, event.start_mark
         tag = event.tag
         if tag in (None, "!"):
-            tag = self.resolver.resolve(yaml.ScalarNode, value, event.implicit)
+            tag = _plain_tag(value) if event.implicit[0] else _STR
+        problem = None
         if len(value) > MAX_SCALAR_CHARS:
-            self._error(
-                "MANIFEST_FIELD",
-                f"a value of {len(value)} characters; the limit is {MAX_SCALAR_CHARS}",
-                path,
-                mark,
-            )
-            return None
-        if _BAD_VALUE.search(value):
+            problem = f"a value of {len(value)} characters; the limit is {MAX_SCALAR_CHARS}"
+        elif _BAD_VALUE.search(value):
             bad = _BAD_VALUE.search(value)
             assert bad is not None
-            self._error(
-                "MANIFEST_FIELD",
-                f"control character U+{ord(bad.group()):04X} in a value",
-                path,
-                mark,
-            )
-            return None
-        if tag == _STR:
+            problem = f"control character U+{ord(bad.group()):04X} in a value"
+        elif tag == _STR:
             return value
-        if tag in (_INT, _FLOAT) and len(value) > MAX_NUMBER_CHARS:
-            self._error(
-                "MANIFEST_FIELD",
-                f"a number of {len(value)} characters; the limit is {MAX_NUMBER_CHARS}",
-                path,
-                mark,
-            )
-            return None
-        constructors = {
-            _INT: self.constructor.construct_yaml_int,
-            _FLOAT: self.constructor.construct_yaml_float,
-            _BOOL: self.constructor.construct_yaml_bool,
-            _NULL: self.constructor.construct_yaml_null,
-        }
-        build = constructors.get(tag)
-        if build is None:
-            self._error("MANIFEST_FIELD", f"the YAML tag {tag} is not allowed here", path, mark)
-            return None
-        try:
-            return build(yaml.ScalarNode(tag, value, mark, mark))
-        except (ValueError, KeyError, ArithmeticError):
-            self._error(
-                "MANIFEST_FIELD", f"{value} is not a valid {tag.rsplit(':')[-1]}", path, mark
-            )
-            return None
+        elif tag in (_INT, _FLOAT) and len(value) > MAX_NUMBER_CHARS:
+            problem = f"a number of {len(value)} characters; the limit is {MAX_NUMBER_CHARS}"
+        elif tag == _INT and _DECIMAL.match(value):
+            return int(value)
+        elif tag not in self.scalar_types:
+            problem = f"the YAML tag {tag} is not allowed here"
+        else:
+            try:
+                return self.scalar_types[tag](yaml.ScalarNode(tag, value, mark, mark))
+            except (ValueError, KeyError, ArithmeticError):
+                shown = value if len(value) <= 40 else value[:40] + "…"
+                problem = f"{shown} is not a valid {tag.rsplit(':')[-1]}"
+        self._error("MANIFEST_FIELD", problem, self._child_path(), mark)
+        return None
 
     def _start(self, event: yaml.CollectionStartEvent, path: tuple[str | int, ...]) -> None:
         is_map = isinstance(event, yaml.MappingStartEvent)
@@ -349,7 +336,7 @@ class _Reader:
                 for key, value in source.items():
                     done.value.setdefault(key, value)
 
-    def _alias(self, event: yaml.AliasEvent, path: tuple[str | int, ...]) -> None:
+    def _alias(self, event: yaml.AliasEvent) -> None:
         anchor = self.anchors.get(event.anchor)
         line = event.start_mark.line + 1
         if anchor is None or not anchor.done:
@@ -413,17 +400,16 @@ class _Reader:
             ):
                 self._key(event, top)
                 continue
-            path = self._child_path()
             if isinstance(event, yaml.AliasEvent):
-                self._alias(event, path)
+                self._alias(event)
             elif isinstance(event, yaml.ScalarEvent):
                 self._count(1, 1, event.start_mark)
-                value = self._scalar(event, path)
+                value = self._scalar(event)
                 if event.anchor:
                     self.anchors[event.anchor] = _Anchor(value, 1, 1, done=True)
                 self._attach(value, event.start_mark)
             else:
-                self._start(event, path)
+                self._start(event, self._child_path())
         if self.errors:
             raise ManifestInvalid(self.errors)
         return self.root if self.have_root else None

@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,7 +24,12 @@ from manifests.paths import check_relative_path, check_video_pattern
 
 MAX_INPUTS = 500
 
-RelPath = Annotated[str, Field(min_length=1, max_length=1024)]
+# A path is checked (and normalised) where it is declared, so an error names the exact item
+# (`chain[0].swap.source[1]`), not the list that holds it.
+RelPath = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(check_relative_path)]
+VideoPath = Annotated[
+    str, Field(min_length=1, max_length=1024), AfterValidator(check_video_pattern)
+]
 
 
 class Strict(BaseModel):
@@ -38,10 +44,6 @@ class Strict(BaseModel):
             if annotation in (int, float) or get_origin(annotation) is Literal:
                 raise ValueError("must be a number, not true/false")
         return value
-
-
-def _checked(value: str) -> str:
-    return check_relative_path(value)
 
 
 class CropOptions(Strict):
@@ -127,11 +129,6 @@ class FaceMapEntry(Strict):
     reference: RelPath = Field(description="An image of the person to replace.")
     source: RelPath = Field(description="An image of the identity to put in their place.")
 
-    @field_validator("reference", "source")
-    @classmethod
-    def _paths(cls, value: str) -> str:
-        return _checked(value)
-
 
 class SwapOptions(Strict):
     """Replace faces with a source identity (insightface + inswapper_128)."""
@@ -191,16 +188,6 @@ class SwapOptions(Strict):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("source")
-    @classmethod
-    def _paths(cls, value: list[str]) -> list[str]:
-        return [_checked(v) for v in value]
-
-    @field_validator("reference")
-    @classmethod
-    def _reference(cls, value: str | None) -> str | None:
-        return None if value is None else _checked(value)
-
     @model_validator(mode="after")
     def _needs_identity(self) -> SwapOptions:
         if not self.source and not self.face_map:
@@ -246,11 +233,6 @@ class LipsyncOptions(Strict):
         description="Detect faces on every k-th frame and interpolate between (own detection "
         "only; faces from a swap step are used on every frame).",
     )
-
-    @field_validator("audio")
-    @classmethod
-    def _audio(cls, value: str | None) -> str | None:
-        return None if value is None else _checked(value)
 
 
 STEP_MODELS: dict[str, type[Strict]] = {
@@ -308,7 +290,7 @@ class StepOverrides(Strict):
 
 
 class InputItem(Strict):
-    video: RelPath = Field(
+    video: VideoPath = Field(
         description="Path relative to the manifest's folder, or a glob there: `*` and `?` "
         "within a folder name, `[abc]`/`[a-z]`/`[!abc]` one character, a `**` folder name any "
         "number of folders. Brackets escape: `Interview [[]final].mp4` names "
@@ -329,16 +311,6 @@ class InputItem(Strict):
     def _shorthand(cls, value: Any) -> Any:
         return {"video": value} if isinstance(value, str) else value
 
-    @field_validator("video")
-    @classmethod
-    def _video(cls, value: str) -> str:
-        return check_video_pattern(value)
-
-    @field_validator("audio")
-    @classmethod
-    def _audio(cls, value: str | None) -> str | None:
-        return None if value is None else _checked(value)
-
 
 class OutputOptions(Strict):
     prefix: str = Field(
@@ -356,8 +328,7 @@ class OutputOptions(Strict):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        check_relative_path(value.rstrip("/"))
-        return value
+        return check_relative_path(value.rstrip("/")) + "/"  # `out/./x/` is `out/x/`
 
 
 class ComputeOptions(Strict):

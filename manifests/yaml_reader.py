@@ -357,10 +357,10 @@ class _Reader:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = _at(mark.line + 1, mark.column + 1) if mark else None
-            problem = exc.problem or str(exc)
+            problem = " ".join((exc.problem or str(exc)).split())  # one line
             raise _refuse("MANIFEST_YAML", f"YAML syntax error: {problem}", where) from None
         except yaml.YAMLError as exc:
-            raise _refuse("MANIFEST_YAML", f"YAML error: {exc}") from None
+            raise _refuse("MANIFEST_YAML", "YAML error: " + " ".join(str(exc).split())) from None
         finally:
             parser.dispose()
 

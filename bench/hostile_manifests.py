@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import random
 import signal
 import sys
@@ -42,8 +43,11 @@ def _alarm(signum: int, frame: object) -> None:
 def _resolve(data: bytes) -> None:
     from manifests.resolve import resolve_inputs
 
-    manifest = load_manifest(data)
-    resolve_inputs(manifest, set(FOLDER), manifest.output.prefix, 500)
+    try:
+        manifest = load_manifest(data)
+        resolve_inputs(manifest, set(FOLDER), manifest.output.prefix, 500)
+    except BaseException:
+        os._exit(1)  # counted by the parent; no traceback on the terminal
 
 
 def _resolve_outcome(data: bytes) -> str:

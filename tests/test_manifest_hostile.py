@@ -191,7 +191,7 @@ def test_huge_integer_is_a_field_error_not_a_value_error(digits: int) -> None:
 
 
 def test_integer_and_float_forms_within_the_limit_still_load_and_validate() -> None:
-    error = only_error("version: 1\ninputs: a.mp4\noutput: {crf: 0x1F}\n")
+    error = only_error("version: 1\ninputs: a.mp4\noutput: {crf: 0x40}\n")
     assert (error.field, error.message) == (
         "output.crf",
         "Input should be less than or equal to 51",

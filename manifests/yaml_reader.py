@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 
 MAX_MANIFEST_BYTES = 1 << 20  # 1 MiB: a manifest with hundreds of inputs is ~50 kB
 MAX_NODES = 20_000  # after alias expansion; 500 inputs with overrides need under 10,000
-MAX_DEPTH = 32  # the deepest field of a manifest is 7 levels down
+MAX_DEPTH = 32  # the deepest value of a manifest is 8 levels down (a face_map entry's path)
 MAX_SCALAR_CHARS = 4096  # a path may be 1024 characters
 MAX_NUMBER_CHARS = 32  # far beyond any option's range; Python refuses 4,300+ digit integers
 # A backstop: within the limits above a load takes well under 0.2 s of CPU. CPU time, not the
@@ -137,7 +137,6 @@ class _Open:
     depth: int
     deepest: int
     key: str | None = None  # mappings: the key whose value comes next
-    key_line: int = 0
     merge_next: bool = False  # mappings: the next value is a `<<` merge
     merges: list[tuple[Any, int]] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)  # key → line it was written on
@@ -261,7 +260,9 @@ class _Reader:
             )
         else:
             top.lines[name] = line
-        top.key, top.key_line = name, line
+        if event.anchor:  # `&k name: …` lets `*k` repeat the name as a value
+            self.anchors[event.anchor] = _Anchor(name, 1, 1, done=True)
+        top.key = name
 
     def _scalar(self, event: yaml.ScalarEvent) -> Any:
         value, mark = event.value, event.start_mark

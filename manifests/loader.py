@@ -20,23 +20,21 @@ from manifests.yaml_reader import LOAD_BUDGET_SECONDS, MAX_MANIFEST_BYTES, read_
 
 __all__ = ["MAX_MANIFEST_BYTES", "ManifestInvalid", "format_loc", "load_manifest", "parse_yaml"]
 
-# pydantic names the branch of a union or a function validator in an error's location; those
-# names mean nothing to a user (every key of a manifest is text, so none collides with them).
-_PYDANTIC_STEPS = ("function-", "tagged-union", "json-or-python", "nullable", "lax-", "strict-")
-
-
+# pydantic names the branch of a union or a function validator in an error's location
+# (`function-after[_check(), str]`); such names mean nothing to a user. The model has no such
+# branch today; this keeps a future union from leaking one into a field path.
+_PYDANTIC_STEP = re.compile(
+    r"(?:function-(?:after|before|wrap|plain)|tagged-union|json-or-python|nullable|lax-or-strict"
+    r"|chain|union)\[.*\]\Z"
+)
 _CLASS_NAMES = re.compile(r"a valid dictionary( or instance of \w+)?")
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:
     """pydantic's ('chain', 0, 'crop', 'aspect') → 'chain[0].crop.aspect'."""
-    kept = [
-        part
-        for part in loc
-        if isinstance(part, int)
-        or not (str(part).startswith(_PYDANTIC_STEPS) or part in ("str", "dict", "list"))
-    ]
-    return format_path(kept)
+    return format_path(
+        part for part in loc if isinstance(part, int) or not _PYDANTIC_STEP.match(str(part))
+    )
 
 
 def _reason(err: dict[str, Any]) -> str:

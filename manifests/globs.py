@@ -68,6 +68,7 @@ class Glob:
 
     pattern: str
     segments: tuple[_Segment | None, ...]  # None: `**`
+    groups: tuple[tuple[_Segment, ...], ...]  # the runs of segments between `**`s
 
     @property
     def literal(self) -> str | None:
@@ -77,8 +78,7 @@ class Glob:
         return "/".join(s.literal for s in self.segments if s is not None)
 
     def match(self, name: str) -> bool:
-        parts = name.split("/")
-        groups = _split_on_globstar(self.segments)
+        parts, groups = name.split("/"), self.groups
         if len(groups) == 1:
             return len(parts) == len(groups[0]) and _fits(groups[0], parts, 0)
         first, last = groups[0], groups[-1]
@@ -97,21 +97,21 @@ class Glob:
         return True
 
 
-def _fits(group: list[_Segment], parts: list[str], pos: int) -> bool:
+def _fits(group: tuple[_Segment, ...], parts: list[str], pos: int) -> bool:
     """Each segment of `group` matches the name part at `pos`, `pos + 1`, …"""
     if pos + len(group) > len(parts):
         return False
     return all(segment.matches(parts[pos + k]) for k, segment in enumerate(group))
 
 
-def _split_on_globstar(segments: tuple[_Segment | None, ...]) -> list[list[_Segment]]:
+def _split_on_globstar(segments: tuple[_Segment | None, ...]) -> tuple[tuple[_Segment, ...], ...]:
     groups: list[list[_Segment]] = [[]]
     for segment in segments:
         if segment is None:
             groups.append([])
         else:
             groups[-1].append(segment)
-    return groups
+    return tuple(tuple(group) for group in groups)
 
 
 def is_glob(value: str) -> bool:
@@ -197,4 +197,4 @@ def parse_glob(pattern: str) -> Glob:
     segments = tuple(
         _ANY_SEGMENTS if part == "**" else _segment(part) for part in pattern.split("/")
     )
-    return Glob(pattern=pattern, segments=segments)
+    return Glob(pattern=pattern, segments=segments, groups=_split_on_globstar(segments))

@@ -16,7 +16,12 @@ from pydantic import ValidationError
 from dropbatch.status.model import JobError
 from manifests.errors import ManifestInvalid, format_path
 from manifests.model import Manifest
-from manifests.yaml_reader import LOAD_BUDGET_SECONDS, MAX_MANIFEST_BYTES, read_yaml
+from manifests.yaml_reader import (
+    LOAD_BUDGET_SECONDS,
+    MAX_MANIFEST_BYTES,
+    read_document,
+    read_yaml,
+)
 
 __all__ = ["MAX_MANIFEST_BYTES", "ManifestInvalid", "format_loc", "load_manifest", "parse_yaml"]
 
@@ -60,6 +65,17 @@ def _field_errors(exc: ValidationError, where: tuple[Any, ...] = ()) -> list[Job
     ]
 
 
+def _not_covered(errors: list[JobError], found: list[JobError]) -> list[JobError]:
+    """The model's errors, less those at or under a field the reader already refused (a
+    refused value reads as None, and "should be a valid string" would only repeat it)."""
+    refused = [e.field for e in found if e.field]
+    return [
+        e
+        for e in errors
+        if not any(e.field == f or (e.field or "").startswith((f + ".", f + "[")) for f in refused)
+    ]
+
+
 def parse_yaml(data: bytes) -> Any:
     """Manifest bytes → plain data, or ManifestInvalid (see `manifests.yaml_reader`)."""
     return read_yaml(data)
@@ -68,23 +84,22 @@ def parse_yaml(data: bytes) -> Any:
 def load_manifest(data: bytes, budget: float = LOAD_BUDGET_SECONDS) -> Manifest:
     """Bytes → Manifest, or ManifestInvalid listing every problem with its field path."""
     started = time.thread_time()
-    document = read_yaml(data, budget)
+    document, found = read_document(data, budget)
     if document is None:  # `---` alone, or `~`: a document with nothing in it
-        raise ManifestInvalid([JobError(code="MANIFEST_EMPTY", message="manifest is empty")])
-    if not isinstance(document, dict):
         raise ManifestInvalid(
-            [
-                JobError(
-                    code="MANIFEST_SHAPE",
-                    message="the manifest must be a mapping with `version`, `inputs`, `chain`",
-                )
-            ]
+            found or [JobError(code="MANIFEST_EMPTY", message="manifest is empty")]
         )
+    if not isinstance(document, dict):
+        shape = JobError(
+            code="MANIFEST_SHAPE",
+            message="the manifest must be a mapping with `version`, `inputs`, `chain`",
+        )
+        raise ManifestInvalid([*found, shape])
     try:
         manifest = Manifest.model_validate(document)
     except ValidationError as exc:
-        raise ManifestInvalid(_field_errors(exc)) from None
-    errors = override_errors(manifest)
+        raise ManifestInvalid([*found, *_not_covered(_field_errors(exc), found)]) from None
+    errors = [*found, *_not_covered(override_errors(manifest), found)]
     if errors:
         raise ManifestInvalid(errors)
     if time.thread_time() - started > budget:

@@ -413,11 +413,24 @@ class _Reader:
                 self._attach(value, event.start_mark)
             else:
                 self._start(event, self._child_path())
-        if self.errors:
-            raise ManifestInvalid(self.errors)
         return self.root if self.have_root else None
+
+
+def read_document(data: bytes, budget: float = LOAD_BUDGET_SECONDS) -> tuple[Any, list[JobError]]:
+    """Manifest bytes → (plain data, the errors that did not stop the reading).
+
+    Limits, broken YAML and bad text raise ManifestInvalid at once. A duplicate key, a bad
+    value or tag is listed instead, so the caller can report it together with the model's
+    errors: the data holds the last of the duplicates, and None where a value was refused.
+    """
+    reader = _Reader(decode(data), budget)
+    document = reader.read()
+    return document, reader.errors
 
 
 def read_yaml(data: bytes, budget: float = LOAD_BUDGET_SECONDS) -> Any:
     """Manifest bytes → plain data (dicts with text keys, lists, scalars), or ManifestInvalid."""
-    return _Reader(decode(data), budget).read()
+    document, errors = read_document(data, budget)
+    if errors:
+        raise ManifestInvalid(errors)
+    return document

@@ -519,3 +519,15 @@ def test_many_errors_are_reported_with_a_count_of_the_rest() -> None:
     errors = errors_of(f"version: 1\ninputs: a.mp4\ncompute: {{{keys}}}\n")
     assert len(errors) == 51
     assert errors[-1].message == "… and 70 more errors"
+
+
+def test_reader_errors_and_model_errors_are_reported_together() -> None:
+    errors = errors_of(
+        'version: true\ninputs: ["clip\\a.mp4", " b.mp4"]\noutput: {crf: 20, crf: 30}\n'
+    )
+    assert [(e.field, e.code) for e in errors] == [
+        ("inputs[0]", "MANIFEST_FIELD"),  # the control character, not also "not a string"
+        ("output.crf", "MANIFEST_DUPLICATE_KEY"),
+        ("version", "MANIFEST_FIELD"),
+        ("inputs[1].video", "MANIFEST_FIELD"),
+    ]

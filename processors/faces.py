@@ -1,9 +1,10 @@
-"""Face analysis shared by the face steps: SCRFD detection and ArcFace embedding through
-insightface's own model classes, and the per-frame record later steps reuse.
+"""Face analysis shared by the face steps, and the contract between them: what one step hands
+the next about the faces in each frame.
 
-`FrameBatch.annotations["faces"]` (written by `swap`, read by e.g. `lipsync`): one entry per
-frame, in frame order; each entry is a list of `Face`, largest first. Coordinates are pixels of
-the frame as it leaves the step that wrote them (swap keeps the geometry):
+The contract (owned here, nowhere else): `FrameBatch.annotations[ANNOTATION]`, written with
+`annotate` (by `swap`) and read with `faces_of` (by e.g. `lipsync`): one entry per frame, in
+frame order; each entry is a list of `Face`, largest first. Coordinates are pixels of the frame
+as it leaves the step that wrote them (swap keeps the geometry):
 
 - `box`: float32 [4] x0, y0, x1, y1
 - `kps`: float32 [5, 2] eyes (image left, right), nose tip, mouth corners (left, right)
@@ -20,15 +21,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+if TYPE_CHECKING:
+    from processors.media.frames import FrameBatch
+
 log = logging.getLogger("dropbatch.faces")
 
-ANNOTATION = "faces"
+ANNOTATION = "faces"  # the one annotation name the face contract travels under
 # The five-point ArcFace template for a 112×112 crop (insightface's `arcface_dst`).
 ARCFACE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
@@ -53,6 +59,40 @@ class Face:
 
     def with_(self, **changes: object) -> Face:
         return replace(self, **changes)
+
+
+FrameFaces = list[Face]  # one frame's faces, largest first
+
+
+class FaceContractError(TypeError):
+    """An annotation under the faces name that is not what the contract says (a step bug)."""
+
+
+def faces_of(batch: FrameBatch) -> list[FrameFaces] | None:
+    """The faces an earlier step found in each frame of the batch; None when no step did.
+
+    Checked, so a producer that breaks the contract fails here with a message that says so,
+    not deep inside the consumer.
+    """
+    faces = batch.annotations.get(ANNOTATION)
+    if faces is None:
+        return None
+    if len(faces) != len(batch):
+        raise FaceContractError(
+            f"annotations[{ANNOTATION!r}] has {len(faces)} entries for {len(batch)} frames"
+        )
+    for frame_faces in faces:
+        for face in frame_faces:
+            if not isinstance(face, Face):
+                raise FaceContractError(
+                    f"annotations[{ANNOTATION!r}] holds a {type(face).__name__}, not a Face"
+                )
+    return faces
+
+
+def annotate(annotations: dict[str, list], faces: Sequence[FrameFaces]) -> dict[str, list]:
+    """`annotations` with the faces of each frame set under the contract's name."""
+    return {**annotations, ANNOTATION: [list(frame_faces) for frame_faces in faces]}
 
 
 def template(size: int) -> np.ndarray:

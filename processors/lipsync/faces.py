@@ -1,9 +1,9 @@
 """Where the speaking face is in each frame, and a box steady enough to paste a mouth into.
 
-Boxes come from the swap step's analysis when the chain has one (`annotations["faces"]`, one
-list of face dicts per frame, no second detection pass); otherwise from OpenCV's frontal-face
-Haar cascade, which ships inside the opencv wheel (no weights to fetch). One face per frame
-is synced: the largest, since the audio is one speaker's.
+Boxes come from the swap step's analysis when the chain has one (the face contract of
+processors/faces.py: one list of `Face` per frame, no second detection pass); otherwise from
+OpenCV's frontal-face Haar cascade, which ships inside the opencv wheel (no weights to fetch).
+One face per frame is synced: the largest, since the audio is one speaker's.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from processors.crop.detectors import scaled_gray
+from processors.faces import FrameFaces
 from processors.lipsync.reach import context_reach  # noqa: F401 (the step's own name for it)
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
@@ -39,11 +40,11 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def boxes_from_annotations(faces: list) -> list[Box | None]:
-    """The largest face's bbox per frame from the swap step's per-frame face lists."""
+def boxes_from_faces(faces: Sequence[FrameFaces]) -> list[Box | None]:
+    """The largest face's box per frame from an earlier step's per-frame faces."""
     out: list[Box | None] = []
     for frame_faces in faces:
-        boxes = [tuple(float(v) for v in np.asarray(f["bbox"])[:4]) for f in frame_faces or []]
+        boxes = [tuple(float(v) for v in face.box[:4]) for face in frame_faces]
         out.append(largest(boxes))  # type: ignore[arg-type]
     return out
 

@@ -15,12 +15,13 @@ import cv2
 import numpy as np
 
 from processors.base import ProcessorContext
+from processors.faces import faces_of
 from processors.lipsync.audio import decode_speech
 from processors.lipsync.blend import paste
 from processors.lipsync.faces import (
     Box,
     HaarFaces,
-    boxes_from_annotations,
+    boxes_from_faces,
     checked_keyframe,
     context_reach,
     crop_box,
@@ -106,11 +107,11 @@ class LipsyncProcessor:
 
     # -- faces ----------------------------------------------------------------------------
     def _raw_boxes(self, batch: FrameBatch) -> list[Box | str | None]:
-        faces = batch.annotations.get("faces")
+        faces = faces_of(batch)
         # The swap step already carried its misses; its "no face" is a decision, not a miss.
         self._bridge = faces is None
         if faces is not None:
-            return list(boxes_from_annotations(faces))
+            return list(boxes_from_faces(faces))
         if self._detector is None:
             self._detector = HaarFaces()
         return [

@@ -1,5 +1,6 @@
-"""Face analysis shared by the face steps, and the contract between them: what one step hands
-the next about the faces in each frame.
+"""Face analysis shared by the face steps (SCRFD detection and ArcFace embedding on
+onnxruntime), and the contract between them: what one step hands the next about the faces in
+each frame.
 
 The contract (owned here, nowhere else): `FrameBatch.annotations[ANNOTATION]`, written with
 `annotate` (by `swap`) and read with `faces_of` (by e.g. `lipsync`): one entry per frame, in
@@ -135,7 +136,7 @@ def choose_providers(tensorrt: bool = False) -> list[str]:
 
 
 def load_insightface_model(path: Path, providers: list[str]):
-    """Load one ONNX file through insightface's routing (detector, recogniser or swapper)."""
+    """Load one ONNX file through insightface's routing (now only the swapper needs it)."""
     from insightface.model_zoo import model_zoo
 
     # insightface prints its routing decisions to stdout; the task's stdout is its log.
@@ -146,7 +147,11 @@ def load_insightface_model(path: Path, providers: list[str]):
 
 
 class FaceAnalyser:
-    """Detection always; recognition only when asked for (load only what the chain needs)."""
+    """Detection always; recognition only when asked for (load only what the chain needs).
+
+    Both run on onnxruntime directly (processors/scrfd.py, processors/arcface.py): the trigger's
+    face check and the face steps need no insightface for them.
+    """
 
     def __init__(
         self,
@@ -157,36 +162,27 @@ class FaceAnalyser:
         det_thresh: float = 0.5,
         providers: list[str] | None = None,
     ) -> None:
+        from processors.arcface import ArcFaceRecogniser
+        from processors.scrfd import ScrfdDetector
+
         self.providers = providers or choose_providers()
-        self.detector = load_insightface_model(detector, self.providers)
-        if getattr(self.detector, "taskname", "") != "detection":
-            raise ValueError(f"{detector.name} is not a face detector")
-        self.detector.det_thresh = det_thresh
-        self.det_size = (det_size, det_size)
+        self.detector = ScrfdDetector(
+            detector, self.providers, det_size=det_size, det_thresh=det_thresh
+        )
         self.recogniser = None
         if recogniser is not None:
-            self.recogniser = load_insightface_model(recogniser, self.providers)
-            if getattr(self.recogniser, "taskname", "") != "recognition":
-                raise ValueError(f"{recogniser.name} is not a face recogniser")
+            self.recogniser = ArcFaceRecogniser(recogniser, self.providers)
         threads = os.environ.get("DROPBATCH_TASK_THREADS")
         if threads:
             cv2.setNumThreads(int(threads))
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an RGB frame, largest first."""
-        # insightface's detector takes BGR (it swaps to RGB inside its blob).
-        boxes, kpss = self.detector.detect(np.ascontiguousarray(rgb[..., ::-1]), self.det_size)
-        faces = [
-            Face(box[:4].astype(np.float32), kps.astype(np.float32), float(box[4]))
-            for box, kps in zip(boxes, kpss, strict=True)
-        ]
+        faces = [Face(d.box, d.kps, d.score) for d in self.detector.detect(rgb)]
         return sorted(faces, key=lambda f: -f.area)
 
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         """The L2-normalised ArcFace embedding of one face of an RGB frame."""
         if self.recogniser is None:
             raise RuntimeError("this analyser was built without its recognition module")
-        size = self.recogniser.input_size[0]
-        crop = cv2.warpAffine(rgb, align_matrix(face.kps, size), (size, size), borderValue=0.0)
-        feat = self.recogniser.get_feat(np.ascontiguousarray(crop[..., ::-1])).reshape(-1)
-        return (feat / max(float(np.linalg.norm(feat)), 1e-12)).astype(np.float32)
+        return self.recogniser.embed(rgb, face.kps)

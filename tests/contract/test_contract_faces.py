@@ -9,6 +9,9 @@ find other boxes (or none): lipsync's changes sitting on swap's boxes show it us
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from dropbatch.status.model import VideoInfo
 from processors.base import ProcessorContext
@@ -29,6 +33,7 @@ from tests.lipsync_fixtures import build_test_model, speech_wav
 
 FPS = 25
 FRAMES = 30
+REAL_PACK = "real_light"  # a store-local name; the packaged catalog stays untouched
 PADS_BOTTOM = 10  # lipsync's default pads: (top, bottom, left, right) = (0, 10, 0, 0)
 
 
@@ -72,6 +77,53 @@ def test_signature_seam(tmp_path_factory: pytest.TempPathFactory, speech: Path) 
     )
 
 
+def pexels_frames(path: Path, count: int) -> np.ndarray:
+    """The first `count` frames of the real Pexels clip, RGB [N, 360, 640, 3]."""
+    raw = subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-i", str(path), "-frames:v", str(count),
+         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+        capture_output=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    return np.frombuffer(raw, np.uint8).reshape(count, 360, 640, 3).copy()
+
+
+def real_pack_store(folder: Path, real_asset) -> Path:
+    """The test swapper and Wav2Lip, plus the real light analyser pack (SCRFD-500m with its
+    batch-dim outputs, ArcFace MBF) registered in the store's own catalog.yaml."""
+    store = build_face_store(folder)
+    build_test_model(store / "wav2lip_gan.onnx")
+    files = {n: real_asset(n) for n in ("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx")}
+    for name, path in files.items():
+        shutil.copy(path, store / name)
+    catalog = yaml.safe_load((store / "catalog.yaml").read_text())
+    catalog["models"][REAL_PACK] = {
+        "step": "swap",
+        "role": "analyser",
+        "files": list(files),
+        "modules": {"scrfd_500m_bnkps.onnx": "detection", "w600k_mbf.onnx": "recognition"},
+        "sha256": {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in files.items()},
+    }
+    (store / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    return store
+
+
+@pytest.fixture(scope="module")
+def real_seam(tmp_path_factory: pytest.TempPathFactory, speech: Path, real_asset) -> Seam:
+    """The real SCRFD + ArcFace pack on a couple of seconds of the real Pexels clip."""
+    tmp = tmp_path_factory.mktemp("seam-real")
+    store = real_pack_store(tmp / "models", real_asset)
+    folder = tmp / "side"
+    folder.mkdir()
+    shutil.copy(real_asset("obama.jpg"), folder / "source.jpg")
+    frames = pexels_frames(real_asset("pexels.mp4"), FRAMES)
+    return Seam(
+        "real",
+        frames,
+        _context(frames, store, folder, speech),
+        {"analyser": REAL_PACK, "model": "test_swapper", "source": ["source.jpg"]},
+    )
+
+
 def _context(frames: np.ndarray, store: Path, folder: Path, speech: Path) -> ProcessorContext:
     count, height, width = frames.shape[:3]
     info = VideoInfo(
@@ -94,7 +146,7 @@ def model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DROPBATCH_MODEL_CACHE", str(tmp_path / "model-cache"))
 
 
-@pytest.fixture(params=["test-signature"])
+@pytest.fixture(params=["test-signature", "real"])
 def seam(request: pytest.FixtureRequest) -> Seam:
     return request.getfixturevalue(request.param.replace("-", "_") + "_seam")
 

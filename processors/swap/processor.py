@@ -1,4 +1,4 @@
-"""The swap step: insightface analysis, inswapper_128 through onnxruntime, box-only paste-back.
+"""The swap step: SCRFD + ArcFace analysis and inswapper_128 on onnxruntime, box-only paste-back.
 
 Per frame: detect faces (embed them too when targeting by reference), hold the frame until the
 look-ahead its decision needs has arrived, choose faces over the tracking window, swap each

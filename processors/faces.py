@@ -171,6 +171,12 @@ class FaceAnalyser:
         )
         self.recogniser = None
         if recogniser is not None:
+            if not self.detector.has_landmarks:
+                # Alignment for embedding and swapping needs the five points.
+                raise ValueError(
+                    f"{detector.name} gives no face landmarks; use an SCRFD export with 5 "
+                    "keypoints (a *_kps / *_bnkps file)"
+                )
             self.recogniser = ArcFaceRecogniser(recogniser, self.providers)
         threads = os.environ.get("DROPBATCH_TASK_THREADS")
         if threads:

@@ -84,6 +84,7 @@ class ScrfdDetector:
             raise DetectorUnusable(self._layout_error(shapes))
         self.strides = STRIDES[levels]
         self.groups = groups
+        self.has_landmarks = bool(groups[10])
         self._centres: dict[tuple[int, int, int, int], np.ndarray] = {}
 
     def _layout_error(self, shapes: dict) -> str:

@@ -51,10 +51,11 @@ def build_detector(
     anchors: int = ANCHORS,
     batch_dim: bool = False,
     fixed_input: bool = False,
+    landmarks: bool = True,
 ) -> Path:
     """The det_10g layout by default; the other layouts found in the wild on request: 5
     strides (8…128) with 1 anchor, outputs with a leading batch dim ([1,N,k], as
-    scrfd_500m_bnkps), an input exported at a fixed det_size."""
+    scrfd_500m_bnkps), an input exported at a fixed det_size, no landmark outputs."""
     nodes, inits, outputs = [], [], []
     scores, boxes, points = [], [], []
     for stride in strides:
@@ -102,7 +103,7 @@ def build_detector(
             else:
                 nodes.append(helper.make_node("Identity", [raw], [out]))
             into.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [*lead, k]))
-    outputs = scores + boxes + points
+    outputs = scores + boxes + (points if landmarks else [])
     inits += [
         _init("shape_col", np.array([-1, 1], np.int64)),
         _init("offset", np.array([0.8], np.float32)),

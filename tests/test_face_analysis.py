@@ -131,6 +131,11 @@ def test_a_file_that_is_not_the_model_it_claims_is_refused_by_name(tmp_path: Pat
         ScrfdDetector(recogniser, CPU)
     with pytest.raises(RecogniserUnusable, match=r"det\.onnx: not an ArcFace face recogniser"):
         ArcFaceRecogniser(detector, CPU)
+    # A detector without landmark outputs can find faces but cannot align them for ArcFace.
+    no_kps = build_detector(tmp_path / "nokps.onnx", list(frame_faces()), landmarks=False)
+    assert len(ScrfdDetector(no_kps, CPU).detect(two_people())) == 2
+    with pytest.raises(ValueError, match=r"nokps\.onnx gives no face landmarks"):
+        FaceAnalyser(no_kps, recogniser, providers=CPU)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(DetectorUnusable, match=r"junk\.onnx: not an ONNX model"):
         ScrfdDetector(tmp_path / "junk.onnx", CPU)

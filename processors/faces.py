@@ -135,17 +135,6 @@ def choose_providers(tensorrt: bool = False) -> list[str]:
     return chosen or ["CPUExecutionProvider"]
 
 
-def load_insightface_model(path: Path, providers: list[str]):
-    """Load one ONNX file through insightface's routing (now only the swapper needs it)."""
-    from insightface.model_zoo import model_zoo
-
-    # insightface prints its routing decisions to stdout; the task's stdout is its log.
-    model = model_zoo.get_model(str(path), providers=providers)
-    if model is None:
-        raise ValueError(f"{path.name}: insightface does not recognise this model's signature")
-    return model
-
-
 class FaceAnalyser:
     """Detection always; recognition only when asked for (load only what the chain needs).
 

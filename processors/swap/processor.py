@@ -40,7 +40,7 @@ class Swapper:
     """inswapper_128 (or a model with its signature), loaded through insightface's routing."""
 
     def __init__(self, path: Path, providers: list[str]) -> None:
-        from processors.faces import load_insightface_model
+        from processors.swap.insightface_routing import load_insightface_model
 
         model = load_insightface_model(path, providers)
         if type(model).__name__ != "INSwapper":

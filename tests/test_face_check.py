@@ -121,3 +121,12 @@ def test_a_pack_whose_detector_is_not_one_is_refused_by_name(deployment, real_as
     [error] = record.errors
     assert (error.code, error.field) == ("MODEL_INCOMPATIBLE", "chain[0].swap.model")
     assert "w600k_mbf.onnx: not an SCRFD face detector" in error.message
+
+
+def test_the_trigger_function_needs_no_insightface() -> None:
+    from dropbatch.build_function import closure
+
+    modules, third_party = closure()
+    assert "processors.swap.checks" in modules  # the face check ships with the function
+    assert "onnxruntime" in third_party
+    assert not [m for m in third_party if m.split(".")[0] == "insightface"]

@@ -1,5 +1,5 @@
 """The trigger's face check with a real SCRFD export whose outputs carry a batch dimension
-(scrfd_500m_bnkps + w600k_mbf, registered through the store's own catalog.yaml): a manifest
+(scrfd_500m_bnkps + w600k_mbf, the catalog's `scrfd_500m_mbf` pack): a manifest
 ends INVALID naming the image, or runs — it never crashes and never stays RECEIVED."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dropbatch.status.model import JobRecord, JobState
 from dropbatch.storage.local import LocalStore
 from tests.face_models import build_face_store
 
-PACK = "real_light"  # a store-local name: the packaged catalog's own packs stay untouched
+PACK = "scrfd_500m_mbf"  # the catalog's light pack, both files pinned
 MANIFEST = """\
 version: 1
 inputs: [talk.mp4]
@@ -43,20 +43,14 @@ def pin(files: dict[str, Path]) -> dict:
 
 @pytest.fixture
 def store(tmp_path: Path, real_asset, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The test swapper, plus the real light pack and a pack whose 'detector' is ArcFace."""
+    """The test swapper, the real light pack's files, and a store-local pack whose 'detector'
+    is ArcFace."""
     folder = build_face_store(tmp_path / "models")
     det, rec = real_asset("scrfd_500m_bnkps.onnx"), real_asset("w600k_mbf.onnx")
     for path in (det, rec):
         shutil.copy(path, folder / path.name)
     catalog = yaml.safe_load((folder / "catalog.yaml").read_text())
     files = {det.name: folder / det.name, rec.name: folder / rec.name}
-    catalog["models"][PACK] = {
-        "step": "swap",
-        "role": "analyser",
-        "files": list(files),
-        "modules": {det.name: "detection", rec.name: "recognition"},
-        **pin(files),
-    }
     # A pack that names the recogniser as its detector: a wrong file, not a crash.
     catalog["models"]["wrong_pack"] = {
         "step": "swap",

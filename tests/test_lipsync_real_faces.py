@@ -6,7 +6,6 @@ chunked output still equals a one-task run."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from dropbatch.status.model import VideoInfo
 from processors.base import ProcessorContext
@@ -25,11 +23,11 @@ from processors.lipsync.blend import BOX_LANDMARKS, lower_face_mask
 from processors.lipsync.faces import face_shape, placed
 from processors.lipsync.processor import LipsyncProcessor
 from processors.media.frames import FrameBatch
-from tests.lipsync_fixtures import build_test_model, speech_wav
+from tests.lipsync_fixtures import make_model_store, speech_wav
 
 FPS = Fraction(24000, 1001)
 FRAMES = 36  # 1.5 s
-PACK = "real_light"
+PACK = "scrfd_500m_mbf"  # the catalog's light pack, both files pinned
 PADS = (0, 10, 0, 0)  # lipsync's defaults
 
 
@@ -50,20 +48,12 @@ def detector(real_asset) -> FaceAnalyser:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, real_asset) -> Path:
-    """Test Wav2Lip plus the real light pack, registered through the store's catalog.yaml."""
+    """Test Wav2Lip plus the real light pack's files (the catalog knows them)."""
     folder = tmp_path_factory.mktemp("models")
-    build_test_model(folder / "wav2lip_gan.onnx")
+    make_model_store(folder)
     files = {n: real_asset(n) for n in ("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx")}
     for name, path in files.items():
         shutil.copy(path, folder / name)
-    entry = {
-        "step": "swap",
-        "role": "analyser",
-        "files": list(files),
-        "modules": {"scrfd_500m_bnkps.onnx": "detection", "w600k_mbf.onnx": "recognition"},
-        "sha256": {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in files.items()},
-    }
-    (folder / "catalog.yaml").write_text(yaml.safe_dump({"models": {PACK: entry}}))
     return folder
 
 

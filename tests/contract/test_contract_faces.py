@@ -9,7 +9,6 @@ find other boxes (or none): lipsync's changes sitting on swap's boxes show it us
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 from dropbatch.status.model import VideoInfo
 from processors.base import ProcessorContext
@@ -30,11 +28,11 @@ from processors.lipsync.processor import LipsyncProcessor
 from processors.media.frames import FrameBatch
 from processors.swap.processor import SwapProcessor
 from tests.face_models import build_face_store, two_people
-from tests.lipsync_fixtures import build_test_model, speech_wav
+from tests.lipsync_fixtures import make_model_store, speech_wav
 
 FPS = 25
 FRAMES = 30
-REAL_PACK = "real_light"  # a store-local name; the packaged catalog stays untouched
+REAL_PACK = "scrfd_500m_mbf"  # the catalog's light pack, both files pinned
 PADS_BOTTOM = 10  # lipsync's default pads: (top, bottom, left, right) = (0, 10, 0, 0)
 
 
@@ -63,7 +61,7 @@ def test_signature_seam(tmp_path_factory: pytest.TempPathFactory, speech: Path) 
     """The analyser pack of tests/face_models.py on frames made from real photos."""
     tmp = tmp_path_factory.mktemp("seam")
     store = build_face_store(tmp / "models")
-    build_test_model(store / "wav2lip_gan.onnx")
+    make_model_store(store)
     folder = tmp / "side"
     folder.mkdir()
     source = two_people(cameraman=False)
@@ -90,21 +88,12 @@ def pexels_frames(path: Path, count: int) -> np.ndarray:
 
 def real_pack_store(folder: Path, real_asset) -> Path:
     """The test swapper and Wav2Lip, plus the real light analyser pack (SCRFD-500m with its
-    batch-dim outputs, ArcFace MBF) registered in the store's own catalog.yaml."""
+    batch-dim outputs, ArcFace MBF): the files the catalog's light pack names."""
     store = build_face_store(folder)
-    build_test_model(store / "wav2lip_gan.onnx")
+    make_model_store(store)
     files = {n: real_asset(n) for n in ("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx")}
     for name, path in files.items():
         shutil.copy(path, store / name)
-    catalog = yaml.safe_load((store / "catalog.yaml").read_text())
-    catalog["models"][REAL_PACK] = {
-        "step": "swap",
-        "role": "analyser",
-        "files": list(files),
-        "modules": {"scrfd_500m_bnkps.onnx": "detection", "w600k_mbf.onnx": "recognition"},
-        "sha256": {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in files.items()},
-    }
-    (store / "catalog.yaml").write_text(yaml.safe_dump(catalog))
     return store
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dropbatch.config import Settings
-from dropbatch.logs import event
+from dropbatch.logs import event, relay
 from dropbatch.status.model import JobRecord
 
 log = logging.getLogger("dropbatch.executor")
@@ -40,6 +40,11 @@ class TaskOutcome:
     attempts: int
     exit_code: int
     tail: str
+
+
+# batch_jobs.task exits 2 when the chain cannot be set up (a model of the wrong kind, a bad
+# side image): every retry would fail the same way, so none is made (Batch never lists 2).
+MISCONFIGURED = 2
 
 
 class LocalExecutor:
@@ -62,8 +67,8 @@ class LocalExecutor:
         self.env = env
         self.command = command
         self.notify = notify
-        # None: retry any failure (the local default); else only these exit codes, the way a
-        # Cloud Batch RETRY_TASK lifecycle policy does.
+        # None: retry any failure but MISCONFIGURED (the local default); else only these exit
+        # codes, the way a Cloud Batch RETRY_TASK lifecycle policy does.
         self.retry_exit_codes = retry_exit_codes
         self.outcomes: list[TaskOutcome] = []
         # The environment tasks start from (None: this process's); a container's is its own.
@@ -84,7 +89,7 @@ class LocalExecutor:
         tail: list[str] = []
         assert proc.stderr is not None
         for line in proc.stderr:  # task logs (JSON lines) pass through to ours
-            sys.stderr.write(line)
+            relay(line)
             tail = [*tail[-19:], line.rstrip()]
         return proc.wait(), "\n".join(tail)
 
@@ -94,7 +99,9 @@ class LocalExecutor:
             code, tail = self._attempt(index, attempt)
             if code == 0:
                 return TaskOutcome(index, attempt + 1, 0, tail)
-            if self.retry_exit_codes is not None and code not in self.retry_exit_codes:
+            if code == MISCONFIGURED or (
+                self.retry_exit_codes is not None and code not in self.retry_exit_codes
+            ):
                 return TaskOutcome(index, attempt + 1, code, tail)
             event(
                 log,

@@ -16,16 +16,23 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from batch_jobs.leases import release_task_leases
+from batch_jobs.liveness import current_owner, executor_alive, owner_alive, task_alive
+from batch_jobs.scratch import sweep_dead
 from dropbatch.config import Settings
 from dropbatch.logs import event
-from dropbatch.status.model import JobRecord
+from dropbatch.status.base import StatusStore
+from dropbatch.status.model import JobRecord, JobState, ProcessOwner
 
 log = logging.getLogger("dropbatch.executor")
+RESUME_SCAN = 1000  # unfinished jobs looked at when serve starts
 
 Notify = Callable[[str, str, str], None]  # (job_name, new_state, reason)
+AttemptEnded = Callable[[int, int, int], None]  # (task index, attempt, exit code)
 
 
 def task_command(settings: Settings) -> list[str]:
@@ -54,10 +61,20 @@ class LocalExecutor:
         notify: Notify,
         retry_exit_codes: frozenset[int] | None = None,
         base_env: dict[str, str] | None = None,
+        task_indices: list[int] | None = None,
+        first_attempts: dict[int, int] | None = None,
+        attempt_ended: AttemptEnded | None = None,
+        before_task: Callable[[int], None] | None = None,
     ) -> None:
         self.job_name = job_name
         self.task_count = task_count
-        self.parallelism = max(1, min(parallelism, task_count))
+        # Which tasks to run (None: all); a resumed job runs only its unfinished chunks.
+        self.task_indices = list(range(task_count)) if task_indices is None else task_indices
+        # A resumed task continues its attempt count, so it supersedes its dead predecessor.
+        self.first_attempts = first_attempts or {}
+        self.attempt_ended = attempt_ended
+        self.before_task = before_task
+        self.parallelism = max(1, min(parallelism, len(self.task_indices) or 1))
         self.max_retries = max_retries
         self.env = env
         self.command = command
@@ -90,12 +107,17 @@ class LocalExecutor:
 
     def _run_task(self, index: int) -> TaskOutcome:
         code, tail = 0, ""
-        for attempt in range(self.max_retries + 1):
+        if self.before_task is not None:
+            self.before_task(index)
+        first = self.first_attempts.get(index, 0)
+        for attempt in range(first, first + self.max_retries + 1):
             code, tail = self._attempt(index, attempt)
+            if self.attempt_ended is not None:
+                self.attempt_ended(index, attempt, code)
             if code == 0:
-                return TaskOutcome(index, attempt + 1, 0, tail)
+                return TaskOutcome(index, attempt - first + 1, 0, tail)
             if self.retry_exit_codes is not None and code not in self.retry_exit_codes:
-                return TaskOutcome(index, attempt + 1, code, tail)
+                return TaskOutcome(index, attempt - first + 1, code, tail)
             event(
                 log,
                 "task attempt failed",
@@ -110,7 +132,7 @@ class LocalExecutor:
         self.notify(self.job_name, "SCHEDULED", "")
         self.notify(self.job_name, "RUNNING", "")
         pending: queue.Queue[int] = queue.Queue()
-        for i in range(self.task_count):
+        for i in self.task_indices:
             pending.put(i)
         outcomes = self.outcomes
         lock = threading.Lock()
@@ -133,8 +155,9 @@ class LocalExecutor:
         failed = sorted((o for o in outcomes if o.exit_code != 0), key=lambda o: o.index)
         if failed:
             first = failed[0]
+            ran = len(self.task_indices)
             reason = (
-                f"{len(failed)} of {self.task_count} task(s) failed; task {first.index} exited "
+                f"{len(failed)} of {ran} task(s) failed; task {first.index} exited "
                 f"{first.exit_code} after {first.attempts} attempt(s): "
                 f"{_last_message(first.tail)}"
             )
@@ -156,6 +179,39 @@ def _last_message(tail: str) -> str:
             return str(entry.get("reason") or entry.get("message"))
     lines = tail.strip().splitlines()
     return lines[-1] if lines else "no output"
+
+
+def tasks_to_run(record: JobRecord) -> list[int]:
+    """The tasks a (re)started executor runs: those whose chunk is not done yet, and, for an
+    item whose chunks are all done but which is not stitched, its last task (it finds the set
+    complete and stitches). A fresh job: every task."""
+    plan = record.plan
+    assert plan is not None
+    run: list[int] = []
+    last_of: dict[int, int] = {}
+    for index, (item, chunk) in enumerate(plan.tasks()):
+        last_of[item] = index
+        if item not in record.items_stitched and chunk not in record.chunks_done.get(str(item), []):
+            run.append(index)
+    running_items = {plan.tasks()[i][0] for i in run}
+    for item, index in last_of.items():
+        if item not in record.items_stitched and item not in running_items:
+            run.append(index)
+    return sorted(run)
+
+
+def claim_executor(status: StatusStore, job_id: str, me: ProcessOwner) -> bool:
+    """Record this process as the job's executor unless another live one is recorded."""
+
+    def mutate(record: JobRecord) -> bool:
+        current = record.executor
+        if current is not None and current != me and owner_alive(current) is not False:
+            return False
+        record.executor = me
+        return True
+
+    _, claimed = status.transact(job_id, mutate)
+    return claimed
 
 
 class LocalLauncher:
@@ -184,12 +240,29 @@ class LocalLauncher:
         with self._lock:
             if record.job_id in self._jobs:
                 return name  # the same job id again: already running (Batch: ALREADY_EXISTS)
-            plan = record.plan
-            assert plan is not None
             store, status = open_store(settings), open_status(settings)
+            if not claim_executor(status, record.job_id, current_owner()):
+                # Another live process (a `dropbatch run`, another serve) runs its tasks.
+                event(log, "job runs elsewhere", job_id=record.job_id)
+                return name
+            fresh = status.get(record.job_id)
+            assert fresh is not None and fresh.plan is not None
+            plan = fresh.plan
+            indices = tasks_to_run(fresh)
+            # A task that ran before (a resumed job) continues its attempt count.
+            first_attempts = {
+                p.task_index: p.attempt + 1
+                for p in status.progress(record.job_id)
+                if p.task_index in indices
+            }
 
             def notify(job_name: str, state: str, reason: str) -> None:
                 apply_notification(store, status, BatchNotification(job_name, state, reason))
+
+            def attempt_ended(index: int, attempt: int, code: int) -> None:
+                if code != 0:  # its process is gone: whatever it held is free now
+                    release_task_leases(status, record.job_id, index, attempt)
+                    sweep_dead()
 
             executor = LocalExecutor(
                 job_name=name,
@@ -201,8 +274,17 @@ class LocalLauncher:
                 env={**settings.to_env(), "DROPBATCH_JOB_ID": record.job_id},
                 command=task_command(settings),
                 notify=notify,
+                task_indices=indices,
+                first_attempts=first_attempts,
+                attempt_ended=attempt_ended,
+                before_task=lambda index: await_orphan(status, record.job_id, index),
             )
-            thread = threading.Thread(target=executor.run, name=f"job-{record.job_id}")
+
+            def run() -> None:
+                executor.run()
+                sweep_dead()
+
+            thread = threading.Thread(target=run, name=f"job-{record.job_id}")
             self._jobs[record.job_id] = thread
             thread.start()
         return name
@@ -220,3 +302,41 @@ class LocalLauncher:
     def wait_all(self, timeout: float | None = None) -> None:
         for thread in list(self._jobs.values()):
             thread.join(timeout)
+
+
+ORPHAN_CHECK_SECONDS = 0.5
+
+
+def await_orphan(status: StatusStore, job_id: str, index: int) -> None:
+    """A task of a dead executor may still run (its parent died alone): let it finish rather
+    than run the chunk twice at once. Its chunk is then done, or it died and we run it."""
+    while any(p.task_index == index and task_alive(p) for p in status.progress(job_id)):
+        time.sleep(ORPHAN_CHECK_SECONDS)
+
+
+def resume_stranded(launcher: object, settings: Settings) -> list[str]:
+    """Relaunch the local jobs whose executor died (a killed `dropbatch serve` or `run`): from
+    their done chunks, on this process. Called when `dropbatch serve` starts."""
+    from dropbatch.status import open_status
+
+    if not isinstance(launcher, LocalLauncher):
+        return []  # Cloud Batch runs its jobs whatever happens to this process
+    status = open_status(settings)
+    resumed = []
+    for record in status.recent(
+        RESUME_SCAN, states=[JobState.QUEUED, JobState.RUNNING, JobState.STITCHING]
+    ):
+        if record.plan is None or not (record.batch_job or "").startswith("local/"):
+            continue
+        if executor_alive(record, status.progress(record.job_id)):
+            continue
+        event(
+            log,
+            "job resumed",
+            job_id=record.job_id,
+            chunks_done=record.done_count,
+            chunks_total=record.chunks_total,
+        )
+        launcher.launch(record, settings)
+        resumed.append(record.job_id)
+    return resumed

@@ -1,0 +1,224 @@
+"""Nothing is stranded: a `dropbatch serve` killed mid-job resumes it when restarted (from
+the chunks already done), a killed stitcher is replaced without waiting out its lease, and
+killed tasks leave no temporary folders behind. Tasks run through tests/fault_task.py, which
+logs each attempt and injects the kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from batch_jobs.intake import StorageEvent
+from dropbatch.config import Settings
+from dropbatch.status import open_status
+from dropbatch.status.model import JobRecord, JobState
+from dropbatch.storage.local import LocalStore
+from tests.indexed_video import decoded_indices, make_indexed_video
+
+ROOT = Path(__file__).resolve().parent.parent
+FAULT_TASK = f"{sys.executable} {ROOT / 'tests' / 'fault_task.py'}"
+FPS = 30
+
+
+def manifest(chunk_seconds: int) -> str:
+    return (
+        "version: 1\ninputs: [clip.mp4]\n"
+        'chain: [{crop: {aspect: "1:1", smoothing_seconds: 0.2}}]\n'
+        "output: {preset: ultrafast, crf: 30}\n"
+        f"compute: {{chunk_seconds: {chunk_seconds}, max_parallel_tasks: 2, max_retries: 2}}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 s of indexed frames: 8 one-second chunks, or 4 two-second ones."""
+    path = tmp_path_factory.mktemp("media") / "clip.mp4"
+    make_indexed_video(path, 8 * FPS, fps=FPS, size=(320, 240), audio=True, preset="ultrafast")
+    return path
+
+
+def task_log(tmp: Path) -> list[dict]:
+    path = tmp / "tasks.log"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def scratch_folders(tmp: Path) -> list[str]:
+    return sorted(p.name for p in tmp.iterdir())
+
+
+def run_in_process(deployment: dict, clip: Path, chunk_seconds: int, plan: dict, monkeypatch):
+    """Trigger the manifest in this process (local executor); returns (record, seconds)."""
+    from batch_jobs.local_executor import LocalLauncher
+    from triggers.main import intake
+
+    monkeypatch.setenv("DROPBATCH_TASK_COMMAND", FAULT_TASK)
+    monkeypatch.setenv("FAULT_PLAN", json.dumps(plan))
+    intake.cache_clear()
+    folder = deployment["inbox"] / "job"
+    folder.mkdir()
+    (folder / "clip.mp4").symlink_to(clip)
+    (folder / "manifest.yaml").write_text(manifest(chunk_seconds))
+    info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
+    started = time.monotonic()
+    [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
+    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    seconds = time.monotonic() - started
+    record = open_status(Settings.from_env()).get(job_id)
+    assert record is not None
+    return record, seconds
+
+
+def assert_frame_exact(deployment: dict, record: JobRecord) -> None:
+    assert record.state == JobState.SUCCEEDED, record.error
+    assert decoded_indices(deployment["inbox"] / "job/out/clip.mp4") == list(range(8 * FPS))
+
+
+# -- a killed stitcher ---------------------------------------------------------------------
+def test_a_killed_stitcher_is_replaced_in_seconds_with_the_default_lease(
+    deployment: dict, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DROPBATCH_STITCH_LEASE_SECONDS", "300")  # the default
+    record, seconds = run_in_process(deployment, clip, 4, {"kill_in_stitch": True}, monkeypatch)
+    log = task_log(deployment["tmp"])
+    assert any(e["what"] == "killed-in-stitch" for e in log)
+    assert_frame_exact(deployment, record)
+    assert len(record.stitch_claims) == 2  # the dead stitcher's lease, then its replacement
+    assert record.items_stitched == [0]
+    print(f"killed stitcher replaced: job took {seconds:.1f} s with a 300 s lease")
+    assert seconds < 60
+
+
+# -- temporary files -----------------------------------------------------------------------
+def test_killed_tasks_leave_no_temporary_folders(
+    deployment: dict, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = deployment["tmp"] / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the tasks' temporary folder root
+    plan = {"kill_mid_chunk": [0, 1, 3], "term_mid_chunk": [2]}
+    record, _ = run_in_process(deployment, clip, 2, plan, monkeypatch)
+    assert_frame_exact(deployment, record)
+    log = task_log(deployment["tmp"])
+    killed = [e for e in log if e["what"] == "killed-mid-chunk"]
+    assert sorted(e["task"] for e in killed) == [0, 1, 3]
+    # Each killed task had its scratch folder, and the SIGKILL left it behind...
+    assert all(len(e["scratch"]) == 1 for e in killed)
+    ends = {e["task"]: e for e in log if e["what"].startswith("end") and e["attempt"] == 0}
+    assert all(ends[e["task"]]["scratch_left"] == e["scratch"] for e in killed)
+    # ...while SIGTERM lets the task remove its own on the way out.
+    [termed] = [e for e in log if e["what"] == "terminated-mid-chunk"]
+    assert len(termed["scratch"]) == 1 and ends[2]["scratch_left"] == []
+    assert ends[2]["what"] != "end:0"
+    # After the job, nothing: later tasks and the executor removed what dead tasks left.
+    assert scratch_folders(scratch) == []
+
+
+# -- serve killed and restarted ------------------------------------------------------------
+def start_serve(inbox: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dropbatch.cli",
+                "serve",
+                "--inbox",
+                str(inbox),
+                "--poll",
+                "0.2",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: tasks die with it below
+        )
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
+    deployment: dict, clip: Path, tmp_path: Path
+) -> None:
+    inbox = deployment["inbox"]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "DROPBATCH_TASK_COMMAND": FAULT_TASK,
+        "FAULT_PLAN": "{}",
+        "TMPDIR": str(scratch),
+        "PYTHONPATH": str(ROOT),
+    }
+    status = open_status(Settings.from_env())
+    serve_log = tmp_path / "serve.log"
+    first = start_serve(inbox, env, serve_log)
+    procs = [first]
+    try:
+        folder = inbox / "job"
+        folder.mkdir()
+        (folder / "clip.mp4").symlink_to(clip)
+        (folder / "manifest.yaml").write_text(manifest(1))
+
+        def mid_job() -> JobRecord | None:
+            [record] = status.recent(1) or [None]
+            running = record and [p for p in status.progress(record.job_id) if p.frames_done]
+            if record and 2 <= record.done_count < 6 and running:
+                return record
+            return None
+
+        wait_for(mid_job, 120, "the job half done")
+        os.killpg(first.pid, signal.SIGKILL)  # serve and every task it started
+        first.wait(30)
+        [stranded] = status.recent(1)
+        done_before = {c for chunks in stranded.chunks_done.values() for c in chunks}
+        assert stranded.state == JobState.RUNNING
+        assert 2 <= len(done_before) < 8
+        killed_at = time.time()
+        time.sleep(1)  # nothing moves while no serve runs
+        assert status.get(stranded.job_id).revision == stranded.revision
+
+        second = start_serve(inbox, env, serve_log)
+        procs.append(second)
+        restarted = time.monotonic()
+
+        def finished() -> JobRecord | None:
+            record = status.get(stranded.job_id)
+            return (
+                record if record and record.state in (JobState.SUCCEEDED, JobState.FAILED) else None
+            )
+
+        final = wait_for(finished, 180, "the resumed job to end")
+        resumed_in = time.monotonic() - restarted
+        assert final.state == JobState.SUCCEEDED, final.error
+        assert decoded_indices(folder / "out/clip.mp4") == list(range(8 * FPS))
+        # Only the unfinished chunks ran again; the done ones were kept.
+        after = [e for e in task_log(deployment["tmp"]) if e["at"] > killed_at]
+        rerun = {e["task"] for e in after if e["what"] == "start"}
+        assert rerun == set(range(8)) - done_before
+        assert final.chunks_done == {"0": list(range(8))}
+        assert len(final.stitch_claims) == 1
+        assert final.executor is not None and final.executor.pid == second.pid
+        assert "resuming job" in serve_log.read_text()
+        # What the killed tasks left in their scratch folders is gone too.
+        wait_for(lambda: scratch_folders(scratch) == [], 30, "scratch folders to be removed")
+        print(f"resumed after restart: job done {resumed_in:.1f} s after serve restarted")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)

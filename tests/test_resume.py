@@ -105,6 +105,7 @@ def test_killed_tasks_leave_no_temporary_folders(
     plan = {"kill_mid_chunk": [0, 1, 3], "term_mid_chunk": [2]}
     record, _ = run_in_process(deployment, clip, 2, plan, monkeypatch)
     assert_frame_exact(deployment, record)
+    assert len(record.stitch_claims) == 1
     log = task_log(deployment["tmp"])
     killed = [e for e in log if e["what"] == "killed-mid-chunk"]
     assert sorted(e["task"] for e in killed) == [0, 1, 3]
@@ -222,3 +223,31 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(30)
+
+
+def test_a_job_stitched_just_before_its_executor_died_ends_succeeded_on_resume(
+    deployment: dict, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stitcher finished the item, then died before moving the job to SUCCEEDED (its
+    executor with it): the restarted serve runs no task and the job ends SUCCEEDED."""
+    from batch_jobs.local_executor import LocalLauncher, resume_stranded
+    from tests.contract.test_contract_status import dead_process
+
+    record, _ = run_in_process(deployment, clip, 4, {}, monkeypatch)
+    assert_frame_exact(deployment, record)
+    status = open_status(Settings.from_env())
+    gone = dead_process()
+
+    def died_mid_stitch(r: JobRecord) -> None:
+        r.state, r.executor = JobState.STITCHING, gone
+
+    status.transact(record.job_id, died_mid_stitch)
+    starts = len([e for e in task_log(deployment["tmp"]) if e["what"] == "start"])
+    launcher = LocalLauncher()  # a fresh serve process's launcher
+    assert resume_stranded(launcher, Settings.from_env()) == [record.job_id]
+    assert launcher.wait(record.job_id, timeout=60)
+    final = status.get(record.job_id)
+    assert final.state == JobState.SUCCEEDED, final.error
+    assert len([e for e in task_log(deployment["tmp"]) if e["what"] == "start"]) == starts
+    # Nothing left to resume: a second look finds the job finished.
+    assert resume_stranded(LocalLauncher(), Settings.from_env()) == []

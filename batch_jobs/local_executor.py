@@ -321,6 +321,7 @@ def resume_stranded(launcher: object, settings: Settings) -> list[str]:
 
     if not isinstance(launcher, LocalLauncher):
         return []  # Cloud Batch runs its jobs whatever happens to this process
+    sweep_dead()  # what tasks killed with the previous serve left in the temporary folder
     status = open_status(settings)
     resumed = []
     for record in status.recent(

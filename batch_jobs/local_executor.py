@@ -185,27 +185,30 @@ def tasks_to_run(record: JobRecord) -> list[int]:
     """The tasks a (re)started executor runs: those whose chunk is not done yet, and, for an
     item whose chunks are all done but which is not stitched, its last task (it finds the set
     complete and stitches). A fresh job: every task."""
-    plan = record.plan
-    assert plan is not None
+    assert record.plan is not None
+    tasks = record.plan.tasks()
     run: list[int] = []
     last_of: dict[int, int] = {}
-    for index, (item, chunk) in enumerate(plan.tasks()):
+    for index, (item, chunk) in enumerate(tasks):
         last_of[item] = index
         if item not in record.items_stitched and chunk not in record.chunks_done.get(str(item), []):
             run.append(index)
-    running_items = {plan.tasks()[i][0] for i in run}
+    running_items = {tasks[i][0] for i in run}
     for item, index in last_of.items():
         if item not in record.items_stitched and item not in running_items:
             run.append(index)
     return sorted(run)
 
 
-def claim_executor(status: StatusStore, job_id: str, me: ProcessOwner) -> bool:
-    """Record this process as the job's executor unless another live one is recorded."""
+def claim_executor(
+    status: StatusStore, job_id: str, me: ProcessOwner, replacing: ProcessOwner | None = None
+) -> bool:
+    """Record this process as the job's executor unless another live one is recorded
+    (`replacing`: one the caller found dead by its heartbeats, on another host)."""
 
     def mutate(record: JobRecord) -> bool:
         current = record.executor
-        if current is not None and current != me and owner_alive(current) is not False:
+        if current not in (None, me, replacing) and owner_alive(current) is not False:
             return False
         record.executor = me
         return True
@@ -232,6 +235,14 @@ class LocalLauncher:
             return cls._shared
 
     def launch(self, record: JobRecord, settings: Settings) -> str:
+        self.start(record, settings)
+        return f"local/{record.job_id}"
+
+    def start(
+        self, record: JobRecord, settings: Settings, replacing: ProcessOwner | None = None
+    ) -> bool:
+        """Run the job's unfinished tasks on this process; False if it runs already (here, or
+        in another live process), True if this call started it."""
         from batch_jobs.reconcile import BatchNotification, apply_notification
         from dropbatch.status import open_status
         from dropbatch.storage import open_store
@@ -239,12 +250,12 @@ class LocalLauncher:
         name = f"local/{record.job_id}"
         with self._lock:
             if record.job_id in self._jobs:
-                return name  # the same job id again: already running (Batch: ALREADY_EXISTS)
+                return False  # the same job id again: already running (Batch: ALREADY_EXISTS)
             store, status = open_store(settings), open_status(settings)
-            if not claim_executor(status, record.job_id, current_owner()):
+            if not claim_executor(status, record.job_id, current_owner(), replacing):
                 # Another live process (a `dropbatch run`, another serve) runs its tasks.
                 event(log, "job runs elsewhere", job_id=record.job_id)
-                return name
+                return False
             fresh = status.get(record.job_id)
             assert fresh is not None and fresh.plan is not None
             plan = fresh.plan
@@ -287,7 +298,7 @@ class LocalLauncher:
             thread = threading.Thread(target=run, name=f"job-{record.job_id}")
             self._jobs[record.job_id] = thread
             thread.start()
-        return name
+        return True
 
     def failure_reason(self, job_name: str) -> str:
         return ""  # the executor's own notifications already carry the reason
@@ -331,13 +342,13 @@ def resume_stranded(launcher: object, settings: Settings) -> list[str]:
             continue
         if executor_alive(record, status.progress(record.job_id)):
             continue
-        event(
-            log,
-            "job resumed",
-            job_id=record.job_id,
-            chunks_done=record.done_count,
-            chunks_total=record.chunks_total,
-        )
-        launcher.launch(record, settings)
-        resumed.append(record.job_id)
+        if launcher.start(record, settings, replacing=record.executor):
+            event(
+                log,
+                "job resumed",
+                job_id=record.job_id,
+                chunks_done=record.done_count,
+                chunks_total=record.chunks_total,
+            )
+            resumed.append(record.job_id)
     return resumed

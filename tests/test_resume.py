@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -258,3 +259,33 @@ def test_a_job_stitched_just_before_its_executor_died_ends_succeeded_on_resume(
     assert len([e for e in task_log(deployment["tmp"]) if e["what"] == "start"]) == starts
     # Nothing left to resume: a second look finds the job finished.
     assert resume_stranded(LocalLauncher(), Settings.from_env()) == []
+
+
+def test_a_task_that_outlived_its_executor_is_waited_for_not_doubled(deployment: dict) -> None:
+    """A serve killed alone leaves its running tasks behind; the executor that resumes the job
+    starts a task's chunk again only once the old task process is gone."""
+    from batch_jobs.liveness import current_owner, process_started
+    from batch_jobs.local_executor import await_orphan
+    from dropbatch.status.model import TaskProgress
+    from tests.contract.test_contract_status import record as a_record
+
+    status = open_status(Settings.from_env())
+    status.create(a_record("job-o", state=JobState.RUNNING))
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = process_started(orphan.pid) or ""
+        owner = current_owner().model_copy(update={"pid": orphan.pid, "started": started})
+        status.put_progress(
+            TaskProgress(job_id="job-o", task_index=0, item=0, chunk=0, owner=owner)
+        )
+        waited = threading.Thread(target=await_orphan, args=(status, "job-o", 0))
+        waited.start()
+        waited.join(2.0)
+        assert waited.is_alive()  # the old task still runs: its chunk is not started again
+        orphan.kill()
+        orphan.wait()
+        waited.join(5.0)
+        assert not waited.is_alive()  # it is gone: the chunk may run now
+    finally:
+        orphan.kill()
+        orphan.wait()

@@ -194,7 +194,15 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
         assert stranded.state == JobState.RUNNING
         assert 2 <= len(done_before) < 8
         killed_at = time.time()
-        time.sleep(1)  # nothing moves while no serve runs
+        # Nothing moves while no serve runs, and `dropbatch status` says why.
+        shown = subprocess.run(
+            [sys.executable, "-m", "dropbatch.cli", "status", stranded.job_id],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "RUNNING" in shown.stdout and "stalled:" in shown.stdout, shown
         assert status.get(stranded.job_id).revision == stranded.revision
 
         second = start_serve(inbox, env, serve_log)
@@ -219,6 +227,16 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
         assert len(final.stitch_claims) == 1
         assert final.executor is not None and final.executor.pid == second.pid
         assert "resuming job" in serve_log.read_text()
+        assert (
+            "stalled:"
+            not in subprocess.run(
+                [sys.executable, "-m", "dropbatch.cli", "status", stranded.job_id],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+        )
         # What the killed tasks left in their scratch folders is gone too.
         wait_for(lambda: scratch_folders(scratch) == [], 30, "scratch folders to be removed")
         first_task = min(e["at"] for e in after if e["what"] == "start") - restarted_at

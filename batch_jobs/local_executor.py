@@ -24,7 +24,7 @@ from batch_jobs.leases import release_task_leases
 from batch_jobs.liveness import current_owner, executor_alive, owner_alive, task_alive
 from batch_jobs.scratch import sweep_dead
 from dropbatch.config import Settings
-from dropbatch.logs import event
+from dropbatch.logs import event, relay
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import JobRecord, JobState, ProcessOwner
 
@@ -106,7 +106,7 @@ class LocalExecutor:
         tail: list[str] = []
         assert proc.stderr is not None
         for line in proc.stderr:  # task logs (JSON lines) pass through to ours
-            sys.stderr.write(line)
+            relay(line)
             tail = [*tail[-19:], line.rstrip()]
         return proc.wait(), "\n".join(tail)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -31,9 +30,6 @@ compute:
 
 def run_demo(base: Path, workers: int = 2) -> int:
     from dropbatch.cli import run_manifest
-
-    # The demo shows the progress bar; the JSON log lines are for `dropbatch serve` and Batch.
-    os.environ.setdefault("DROPBATCH_LOG_LEVEL", "WARNING")
 
     folder = base.resolve() / "inbox" / time.strftime("demo-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def run_in_process(deployment: dict, clip: Path, chunk_seconds: int, plan: dict,
     intake.cache_clear()
     folder = deployment["inbox"] / "job"
     folder.mkdir()
-    (folder / "clip.mp4").symlink_to(clip)
+    shutil.copy(clip, folder / "clip.mp4")
     (folder / "manifest.yaml").write_text(manifest(chunk_seconds))
     info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
     started = time.monotonic()
@@ -176,7 +177,7 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
     try:
         folder = inbox / "job"
         folder.mkdir()
-        (folder / "clip.mp4").symlink_to(clip)
+        shutil.copy(clip, folder / "clip.mp4")
         (folder / "manifest.yaml").write_text(manifest(1))
 
         def mid_job() -> JobRecord | None:

@@ -36,23 +36,28 @@ def _apply_env(settings: Settings) -> None:
 
 # -- validate ------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
-    from manifests.loader import ManifestInvalid, load_manifest
+    from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
     from manifests.model import MAX_INPUTS
     from manifests.resolve import resolve_inputs
 
     path = Path(args.file)
     errors = []
     try:
-        manifest = load_manifest(path.read_bytes())
-    except FileNotFoundError:
-        print(f"{path}: no such file", file=sys.stderr)
+        with path.open("rb") as file:  # one byte over the limit is enough to refuse it
+            manifest = load_manifest(file.read(MAX_MANIFEST_BYTES + 1))
+    except OSError as exc:  # missing, a folder, unreadable: one line, never a traceback
+        print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INVALID
     except ManifestInvalid as exc:
         errors = exc.errors
         manifest = None
     if manifest is not None and not args.no_files:
         folder = path.parent
-        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        try:
+            present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        except OSError as exc:
+            print(f"{folder}: cannot list the folder ({exc.strerror or exc})", file=sys.stderr)
+            return EXIT_INVALID
         resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
         errors = [*resolution.errors, *resolution.missing]
     if args.json:

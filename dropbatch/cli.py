@@ -258,6 +258,19 @@ def _open_status_for(target: str | None):
     return open_status(settings), settings, None
 
 
+def stalled_line(record: JobRecord, tasks: list) -> str:
+    """A local job whose executor is gone stays RUNNING until a serve resumes it: say so."""
+    from batch_jobs.liveness import executor_alive
+
+    local = (record.batch_job or "").startswith("local/")
+    if record.state in TERMINAL_STATES or not local or executor_alive(record, tasks):
+        return ""
+    return (
+        "  stalled: the process that ran its tasks is gone; "
+        "`dropbatch serve` on this inbox resumes it from the chunks done"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status, _, manifest = _open_status_for(args.target)
     if manifest is not None:
@@ -278,6 +291,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(record.summary(), indent=2))
         return EXIT_OK
     print(progress_line(record))
+    stalled = stalled_line(record, status.progress(record.job_id))
+    if stalled:
+        print(stalled)
     for task in status.progress(record.job_id):
         print(
             f"  task {task.task_index:>3} item {task.item} chunk {task.chunk}: {task.state:<9}"

@@ -93,8 +93,11 @@ def serve(inbox: Path, settings: Settings, poll_seconds: float = 1.0, once: bool
     event(log, "watching", inbox=str(inbox), status=str(settings.sqlite_file))
     print(f"dropbatch: watching {inbox} (Ctrl-C to stop)", flush=True)
     # Jobs whose tasks died with an earlier serve continue from their done chunks.
-    for job_id in resume_stranded(intake().launcher, settings):
-        print(f"dropbatch: resuming job {job_id}", flush=True)
+    try:
+        for job_id in resume_stranded(intake().launcher, settings):
+            print(f"dropbatch: resuming job {job_id}", flush=True)
+    except Exception as exc:  # a job that cannot be resumed must not keep the inbox down
+        _logged("resume failed", exc)
     try:
         scans = 0
         while True:

@@ -245,13 +245,28 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
+def local_manifest_address(manifest: Path) -> tuple[Path, str, str]:
+    """(local root, bucket, object name) of a manifest file on this machine.
+
+    `serve --inbox ./inbox` roots the store at the inbox's parent (bucket `inbox`, object
+    `campaign-7/manifest.yaml`); `run` roots it at the manifest folder's parent. The nearest
+    folder above the manifest that holds a status store is the root the job was run under.
+    """
+    path = manifest.resolve()
+    for root in path.parent.parents:
+        if (root / ".dropbatch" / "status.sqlite").is_file():
+            bucket, *rest = path.relative_to(root).parts
+            return root, bucket, "/".join(rest)
+    return path.parent.parent, path.parent.name, path.name
+
+
 def _open_status_for(target: str | None):
     from dropbatch.status import open_status
 
     if target and Path(target).is_file():
-        folder = Path(target).resolve().parent
-        settings = _local_settings(folder.parent)
-        return open_status(settings), settings, (folder.name, Path(target).name)
+        root, bucket, name = local_manifest_address(Path(target))
+        settings = _local_settings(root)
+        return open_status(settings), settings, (bucket, name)
     settings = load_settings()
     if target and target.startswith("gs://"):
         return open_status(settings), settings, split_gs_uri(target)

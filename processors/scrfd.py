@@ -95,8 +95,8 @@ class ScrfdDetector:
         )
 
     def _letterbox(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
-        in_w, in_h = self.input_size or self.det_size
         height, width = rgb.shape[:2]
+        in_w, in_h = self.input_size or self._dynamic_size(height, width)
         if height / width > in_h / in_w:
             new_h = in_h
             new_w = int(new_h / (height / width))
@@ -106,6 +106,15 @@ class ScrfdDetector:
         canvas = np.zeros((in_h, in_w, 3), np.uint8)
         canvas[:new_h, :new_w] = cv2.resize(rgb, (new_w, new_h))
         return canvas, new_h / height
+
+    def _dynamic_size(self, height: int, width: int) -> tuple[int, int]:
+        """`det_size`, but never larger than the frame (rounded up to the model's coarsest stride):
+        upscaling a small frame (a 9:16 crop of 360p is 202×360) blows a close face up past
+        the largest anchors, and SCRFD then finds nobody (0 of 60 frames at 640, 60 of 60 at
+        the frame's own size)."""
+        coarsest = max(self.strides)
+        side = -(-max(height, width) // coarsest) * coarsest
+        return min(self.det_size[0], side), min(self.det_size[1], side)
 
     def _anchor_centres(self, height: int, width: int, stride: int, anchors: int) -> np.ndarray:
         key = (height, width, stride, anchors)

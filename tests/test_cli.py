@@ -95,3 +95,8 @@ def test_serve_runs_what_lands_in_the_inbox(tmp_path: Path) -> None:
     assert (folder / "out" / "clip.mp4").is_file()
     mirror = json.loads((folder / "manifest.status.json").read_text())
     assert mirror["state"] == "SUCCEEDED"
+    # README's flow: the manifest's path finds the job serve ran (bucket `inbox`, object
+    # `drop/manifest.yaml`), not a job in a bucket named after the manifest's folder.
+    status = dropbatch("status", str(folder / "manifest.yaml"), "--json", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["state"] == "SUCCEEDED"

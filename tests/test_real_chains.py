@@ -1,0 +1,160 @@
+"""Every chain combination as a user runs it: `dropbatch run` (and `dropbatch serve`) on three
+seconds of real footage, with the real detectors (YOLO11n for crop; SCRFD-500m + ArcFace MBF as
+swap's analyser pack) and the test-signature swapper and Wav2Lip from a model store folder.
+
+Each job ends SUCCEEDED with every frame and the soundtrack; the same chain run in process
+chunk by chunk (each chunk with its pre- and post-roll, as its task decodes it) equals one task
+over the whole clip, frame for frame, and the job's encoded output is that result.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.data import astronaut
+
+from dropbatch.config import Settings
+from dropbatch.status import open_status
+from dropbatch.status.model import JobRecord, JobState
+from tests.real_chain import (
+    CHAINS,
+    build_real_store,
+    chain_manifest,
+    chunked_and_single,
+    cli_env,
+    dropbatch,
+    task_context,
+    trim,
+    write_face_image,
+)
+
+CLIP_START, CLIP_SECONDS = 9.0, 3.0  # she faces the camera, smiling and talking
+# Through `dropbatch serve` instead of `dropbatch run` (the rest go through `run`).
+SERVED = ("crop", "lipsync")
+
+
+@pytest.fixture(scope="session")
+def real_store(tmp_path_factory: pytest.TempPathFactory, real_asset) -> Path:
+    return build_real_store(tmp_path_factory.mktemp("real-store"), real_asset)
+
+
+@pytest.fixture(scope="session")
+def pexels_clip(tmp_path_factory: pytest.TempPathFactory, real_asset) -> Path:
+    folder = tmp_path_factory.mktemp("pexels")
+    return trim(real_asset("pexels.mp4"), folder / "talk.mp4", CLIP_START, CLIP_SECONDS)
+
+
+def probe_streams(path: Path) -> dict[str, dict]:
+    doc = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(path)],
+            capture_output=True, text=True, check=True, timeout=120,
+        ).stdout
+    )  # fmt: skip
+    return {s["codec_type"]: s for s in doc["streams"]}
+
+
+def decode_rgb(path: Path, width: int, height: int) -> np.ndarray:
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def job_record(local_root: Path) -> JobRecord:
+    [record] = open_status(Settings(local_root=local_root)).recent(5)
+    return record
+
+
+def drop_job(folder: Path, clip: Path, steps: tuple[str, ...]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "talk.mp4").symlink_to(clip)
+    write_face_image(folder / "faces" / "astronaut.png", astronaut())
+    (folder / "manifest.yaml").write_text(chain_manifest(steps))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps", CHAINS, ids=["-".join(c) for c in CHAINS])
+def test_every_chain_runs_on_real_footage_and_chunks_equal_one_task(
+    steps: tuple[str, ...], real_store: Path, pexels_clip: Path, tmp_path: Path
+) -> None:
+    env = cli_env(real_store, tmp_path / "model-cache")
+    inbox = tmp_path / "inbox"
+    name = "-".join(steps)
+    folder = inbox / name
+    drop_job(folder, pexels_clip, steps)
+    if steps == SERVED:
+        done = dropbatch("serve", "--inbox", str(inbox), "--once", "--poll", "0.2", env=env)
+        bucket, local_root = inbox, inbox.parent
+    else:
+        done = dropbatch("run", str(folder / "manifest.yaml"), "--quiet", env=env)
+        bucket, local_root = folder, inbox
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    record = job_record(local_root)
+    assert record.state == JobState.SUCCEEDED, (record.error, record.errors)
+    mirror = json.loads((folder / "manifest.status.json").read_text())
+    assert mirror["state"] == "SUCCEEDED"
+
+    # Every frame, at the size the chain makes, with the clip's own soundtrack.
+    [item] = record.plan.items
+    info = item.info
+    assert len(item.chunks) >= 3
+    frames = item.frames or info.frame_count
+    assert frames == info.frame_count >= round(CLIP_SECONDS * 23.976) - 1
+    out = folder / "out" / "talk.mp4"
+    streams = probe_streams(out)
+    width, height = (202, 360) if "crop" in steps else (info.width, info.height)
+    assert (streams["video"]["width"], streams["video"]["height"]) == (width, height)
+    assert int(streams["video"]["nb_read_frames"]) == frames
+    fps = info.fps_num / info.fps_den
+    assert "audio" in streams
+    assert abs(float(streams["audio"]["duration"]) - frames / fps) <= 2 / fps + 0.05
+
+    # The chunks, each as its task runs it, equal one task over the whole clip.
+    ctx = task_context(item, bucket, folder, real_store)
+    chunked, single = chunked_and_single(item, bucket / item.video, ctx)
+    assert chunked.indices.tolist() == single.indices.tolist() == list(range(frames))
+    for index, (a, b) in enumerate(zip(chunked.frames, single.frames, strict=True)):
+        assert np.array_equal(a, b), f"{name}: frame {index} differs between chunks and one task"
+    # The job's output is that result, up to the encoder's rounding.
+    encoded = decode_rgb(out, width, height).astype(np.int16)
+    assert np.abs(encoded - single.frames).mean() < 3.0
+
+    # Each step did its work on the real face.
+    source = decode_rgb(bucket / item.video, info.width, info.height).astype(np.int16)
+    if "crop" in steps:
+        # The 9:16 window follows her: it is not parked at the centre of the frame.
+        x_centre = (info.width - width) // 2
+        centred = source[:, :, x_centre : x_centre + width]
+        assert (np.abs(single.frames - centred).mean(axis=(1, 2, 3)) > 4).mean() > 0.3
+    if steps == ("crop",):
+        return
+    reference = single if "crop" not in steps else None
+    changed = _changed_share(steps, item, bucket, folder, real_store, single, reference, source)
+    if "swap" in steps:
+        assert changed["mean"] > 8, changed  # the test swapper inverts the face it pastes
+    assert changed["frames"] >= 0.9, changed  # ...on (nearly) every frame
+
+
+def _changed_share(
+    steps, item, bucket, folder, store, single, reference, source
+) -> dict[str, float]:
+    """How much the face steps changed the frames: the output against the same chain with
+    only its crop (or the decoded input when there is no crop)."""
+    from tests.real_chain import run_task
+
+    if "crop" in steps:
+        crop_only = item.model_copy(update={"chain": [s for s in item.chain if s["name"] == "crop"]})
+        ctx = task_context(crop_only, bucket, folder, store)
+        base = run_task(crop_only, bucket / item.video, ctx, 0, None, (0, len(single))).frames
+    else:
+        base = source
+    diff = np.abs(single.frames.astype(np.int16) - base.astype(np.int16))
+    per_frame = diff.mean(axis=(1, 2, 3))
+    return {"mean": float(per_frame.mean()), "frames": float((per_frame > 0.2).mean())}

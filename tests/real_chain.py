@@ -47,8 +47,8 @@ CHAINS = [
     ("crop", "swap", "lipsync"),
 ]
 STEP_YAML = {
-    "crop": f'crop: {{aspect: "9:16", detector: yolo-onnx, model: {YOLO}}}',
-    "swap": f"swap: {{analyser: {ANALYSER}, model: {SWAPPER}, source: faces/astronaut.png}}",
+    "crop": f'crop: {{aspect: "9:16", detector: yolo-onnx, model: {YOLO}, detect_every: 4}}',
+    "swap": f"swap: {{analyser: {ANALYSER}, model: {SWAPPER}, source: faces/astronaut.png, det_size: 320}}",
     "lipsync": "lipsync: {batch_size: 8}",  # the video's own soundtrack is the speech
 }
 

@@ -32,7 +32,7 @@ from tests.real_chain import (
     write_face_image,
 )
 
-CLIP_START, CLIP_SECONDS = 9.0, 3.0  # she faces the camera, smiling and talking
+CLIP_START, CLIP_SECONDS = 9.0, 2.5  # she faces the camera, smiling and talking
 # Through `dropbatch serve` instead of `dropbatch run` (the rest go through `run`).
 SERVED = ("crop", "lipsync")
 

@@ -48,12 +48,17 @@ CHAINS = [
 ]
 STEP_YAML = {
     "crop": f'crop: {{aspect: "9:16", detector: yolo-onnx, model: {YOLO}, detect_every: 4}}',
-    "swap": f"swap: {{analyser: {ANALYSER}, model: {SWAPPER}, source: faces/astronaut.png, det_size: 320}}",
+    "swap": (
+        f"swap: {{analyser: {ANALYSER}, model: {SWAPPER}, source: faces/astronaut.png, "
+        "det_size: 320}"
+    ),
     "lipsync": "lipsync: {batch_size: 8}",  # the video's own soundtrack is the speech
 }
 
 
-def chain_manifest(steps: tuple[str, ...], video: str = "talk.mp4", chunk_seconds: float = 1) -> str:
+def chain_manifest(
+    steps: tuple[str, ...], video: str = "talk.mp4", chunk_seconds: float = 1
+) -> str:
     lines = "\n".join(f"  - {STEP_YAML[s]}" for s in steps)
     return (
         f"version: 1\ninputs: [{video}]\nchain:\n{lines}\n"
@@ -66,10 +71,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_real_store(folder: Path, real_asset: Callable[[str], Path]) -> Path:
+def build_real_store(folder: Path, real_asset: Callable[[str], Path], *, convs: int = 0) -> Path:
     """A model store folder: the real detector files, the test swapper, both Wav2Lip names,
-    and a catalog.yaml that registers the ones the packaged catalog does not name."""
-    make_model_store(folder)  # wav2lip_gan.onnx and wav2lip.onnx, the test signature
+    and a catalog.yaml that registers the ones the packaged catalog does not name. `convs`:
+    untrained convolutions in the Wav2Lip stand-in, so a benchmark sees real work there."""
+    make_model_store(folder, convs=convs)  # wav2lip_gan.onnx and wav2lip.onnx
     for files in REAL_FILES.values():
         for name in files:
             target = folder / name

@@ -150,7 +150,9 @@ def _changed_share(
     from tests.real_chain import run_task
 
     if "crop" in steps:
-        crop_only = item.model_copy(update={"chain": [s for s in item.chain if s["name"] == "crop"]})
+        crop_only = item.model_copy(
+            update={"chain": [s for s in item.chain if s["name"] == "crop"]}
+        )
         ctx = task_context(crop_only, bucket, folder, store)
         base = run_task(crop_only, bucket / item.video, ctx, 0, None, (0, len(single))).frames
     else:

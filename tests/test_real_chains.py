@@ -160,3 +160,77 @@ def _changed_share(
     diff = np.abs(single.frames.astype(np.int16) - base.astype(np.int16))
     per_frame = diff.mean(axis=(1, 2, 3))
     return {"mean": float(per_frame.mean()), "frames": float((per_frame > 0.2).mean())}
+
+
+# -- the full chain on the cloud path --------------------------------------------------------
+# The built functions, the Batch stand-in, fake-gcs-server and the Firestore emulator
+# (tests/test_batch_end_to_end.py); the model store is a gs:// prefix there.
+from tests.test_batch_end_to_end import built_function, cloud  # noqa: E402, F401
+
+FULL = ("crop", "swap", "lipsync")
+
+
+@pytest.fixture
+def gcs_model_store(real_store: Path, gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The store's files in a bucket of their own, as DROPBATCH_MODEL_STORE for the functions
+    and (through the Job's environment) the tasks."""
+    import uuid
+
+    from dropbatch.storage.gcs import GcsStore
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    store = GcsStore(project="acme-video")
+    bucket = f"models-{uuid.uuid4().hex[:10]}"
+    store.client.create_bucket(bucket)
+    for path in sorted(real_store.iterdir()):
+        store.upload_file(bucket, f"store/{path.name}", path.resolve())
+    uri = f"gs://{bucket}/store/"
+    monkeypatch.setenv("DROPBATCH_MODEL_STORE", uri)
+    return uri
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cloud", [("emulators",)], indirect=True)
+def test_the_full_chain_runs_on_the_cloud_path(
+    gcs_model_store: str,
+    cloud: dict,  # noqa: F811 (the fixture imported above)
+    pexels_clip: Path,
+    tmp_path: Path,
+) -> None:
+    from google.cloud import batch_v1
+
+    from dropbatch.watcher import storage_cloud_event
+
+    store, bucket = cloud["store"], cloud["bucket"]
+    face = write_face_image(tmp_path / "astronaut.png", astronaut())
+    store.upload_file(bucket, "full/talk.mp4", pexels_clip, content_type="video/mp4")
+    store.upload_file(bucket, "full/faces/astronaut.png", face, content_type="image/png")
+    for name in ("full/talk.mp4", "full/faces/astronaut.png"):
+        assert cloud["inbox_fn"].post(storage_cloud_event(store.stat(bucket, name))) == 200
+    store.write_bytes(bucket, "full/manifest.yaml", chain_manifest(FULL).encode())
+    event = storage_cloud_event(store.stat(bucket, "full/manifest.yaml"))
+    assert cloud["inbox_fn"].post(event) == 200
+    [record] = open_status(Settings.from_env()).recent(5, manifest="full/manifest.yaml")
+    assert record.batch_job, (record.state, record.error, record.errors)
+    job = cloud["standin"].wait(record.batch_job, timeout=900)
+    final = open_status(Settings.from_env()).get(record.job_id)
+    assert final is not None and final.state == JobState.SUCCEEDED, final and final.error
+    assert job.status.state == batch_v1.JobStatus.State.SUCCEEDED
+    [item] = final.plan.items
+    assert len(item.chunks) >= 3
+    out = tmp_path / "out.mp4"
+    store.download_file(bucket, "full/out/talk.mp4", out)
+    streams = probe_streams(out)
+    assert (streams["video"]["width"], streams["video"]["height"]) == (202, 360)
+    assert int(streams["video"]["nb_read_frames"]) == item.info.frame_count
+    fps = item.info.fps_num / item.info.fps_den
+    assert abs(float(streams["audio"]["duration"]) - item.info.frame_count / fps) <= 2 / fps + 0.05
+    # The tasks fetched every model from the bucket into the VM's cache and verified it.
+    stamps = {p.name for p in cloud["standin"].volume_root.rglob("*.verified")}
+    assert {
+        "yolo11n.onnx.verified",
+        "scrfd_500m_bnkps.onnx.verified",
+        "w600k_mbf.onnx.verified",
+        "test_swapper.onnx.verified",
+        "wav2lip_gan.onnx.verified",
+    } <= stamps

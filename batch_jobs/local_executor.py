@@ -42,6 +42,11 @@ class TaskOutcome:
     tail: str
 
 
+# batch_jobs.task exits 2 when the chain cannot be set up (a model of the wrong kind, a bad
+# side image): every retry would fail the same way, so none is made (Batch never lists 2).
+MISCONFIGURED = 2
+
+
 class LocalExecutor:
     def __init__(
         self,
@@ -62,8 +67,8 @@ class LocalExecutor:
         self.env = env
         self.command = command
         self.notify = notify
-        # None: retry any failure (the local default); else only these exit codes, the way a
-        # Cloud Batch RETRY_TASK lifecycle policy does.
+        # None: retry any failure but MISCONFIGURED (the local default); else only these exit
+        # codes, the way a Cloud Batch RETRY_TASK lifecycle policy does.
         self.retry_exit_codes = retry_exit_codes
         self.outcomes: list[TaskOutcome] = []
         # The environment tasks start from (None: this process's); a container's is its own.
@@ -94,7 +99,9 @@ class LocalExecutor:
             code, tail = self._attempt(index, attempt)
             if code == 0:
                 return TaskOutcome(index, attempt + 1, 0, tail)
-            if self.retry_exit_codes is not None and code not in self.retry_exit_codes:
+            if code == MISCONFIGURED or (
+                self.retry_exit_codes is not None and code not in self.retry_exit_codes
+            ):
                 return TaskOutcome(index, attempt + 1, code, tail)
             event(
                 log,

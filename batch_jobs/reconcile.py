@@ -60,6 +60,15 @@ def ending_reason(
     return reason.strip("; ")
 
 
+def failure_code(status: StatusStore, job_id: str) -> str:
+    """The first failed task's own code (a misconfigured model says MODEL_INCOMPATIBLE), else
+    the generic TASKS_FAILED."""
+    for p in sorted(status.progress(job_id), key=lambda p: p.task_index):
+        if p.state == "FAILED" and p.code:
+            return p.code
+    return "TASKS_FAILED"
+
+
 def apply_notification(
     store: ObjectStore,
     status: StatusStore,
@@ -84,7 +93,10 @@ def apply_notification(
             status,
             note.job_id,
             JobState.FAILED,
-            error=JobError(code="TASKS_FAILED", message=note.reason or "the batch job failed"),
+            error=JobError(
+                code=failure_code(status, note.job_id),
+                message=note.reason or "the batch job failed",
+            ),
         )
     elif state in ("CANCELLED", "DELETION_IN_PROGRESS"):
         transition(

@@ -271,7 +271,11 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
         except Exception as exc:
             reason = failure_text(exc)
             reporter.update(
-                reporter.progress.frames_done, force=True, state="FAILED", message=reason
+                reporter.progress.frames_done,
+                force=True,
+                state="FAILED",
+                message=reason,
+                code=exc.code if isinstance(exc, ChainSetupError) else "",
             )
             event(log, "task failed", logging.ERROR, reason=reason, attempt=attempt)
             # A chain that cannot be set up (bad model, bad side image) fails the same way on

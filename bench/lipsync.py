@@ -67,7 +67,7 @@ def run_step(ctx: ProcessorContext, frames: np.ndarray, batch: int, every: int) 
 
 
 def model_only(store: Path, batch: int, samples: int = 64) -> float:
-    model = Wav2LipModel(store / "wav2lip_gan.onnx", batch)
+    model = Wav2LipModel(store / "wav2lip_gan_96.onnx", batch)
     rng = np.random.default_rng(0)
     mels = rng.standard_normal((batch, 1, 80, 16)).astype(np.float32)
     faces = rng.random((batch, 6, 96, 96)).astype(np.float32)
@@ -109,7 +109,7 @@ def main() -> None:
             audio_path=str(speech),
             frames=args.frames,
         )
-        providers = Wav2LipModel(store / "wav2lip_gan.onnx", 1).providers
+        providers = Wav2LipModel(store / "wav2lip_gan_96.onnx", 1).providers
         print(
             f"{args.frames} frames {args.width}x{args.height}, detect_every "
             f"{args.detect_every}, providers {providers}"

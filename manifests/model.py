@@ -199,7 +199,9 @@ class SwapOptions(Strict):
 class LipsyncOptions(Strict):
     """Make the person speak the given audio (Wav2Lip, 96×96, ONNX)."""
 
-    model: Literal["wav2lip", "wav2lip_gan"] = "wav2lip_gan"
+    # FaceFusion's exports (wav2lip_gan_96.onnx, wav2lip_96.onnx) are what users download;
+    # wav2lip / wav2lip_gan name an export of one's own.
+    model: Literal["wav2lip_gan_96", "wav2lip_96", "wav2lip_gan", "wav2lip"] = "wav2lip_gan_96"
     audio: RelPath | None = Field(
         default=None,
         description="Speech to sync to, for every input; an input's own `audio` wins. "

@@ -12,7 +12,15 @@ from processors.media.frames import FrameBatch
 
 
 class ChainSetupError(Exception):
-    """A step cannot be built (missing model, bad side input); the message names it."""
+    """A step cannot be built (missing model, bad side input); the message names it.
+
+    `code` is the status record's error code when the cause has one (MODEL_MISSING,
+    MODEL_INCOMPATIBLE, …), so the job ends with it instead of a generic task failure.
+    """
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processor:
@@ -29,7 +37,7 @@ def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processo
         try:
             return SwapProcessor(options, ctx)
         except SwapSetupError as exc:
-            raise ChainSetupError(str(exc)) from None
+            raise ChainSetupError(str(exc), getattr(exc, "code", "")) from None
     if name == "lipsync":
         _require_models(name, options, ctx)
         from processors.lipsync.processor import LipsyncProcessor, LipsyncSetupError
@@ -37,7 +45,7 @@ def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processo
         try:
             return LipsyncProcessor(options, ctx)
         except LipsyncSetupError as exc:
-            raise ChainSetupError(str(exc)) from None
+            raise ChainSetupError(str(exc), getattr(exc, "code", "")) from None
     raise ChainSetupError(f"unknown step {name!r}")
 
 
@@ -47,7 +55,7 @@ def _require_models(name: str, options: dict, ctx: ProcessorContext) -> None:
     try:
         require_models(name, options, ctx.model_store or ctx.model_dir)
     except ModelStoreError as exc:
-        raise ChainSetupError(str(exc)) from None
+        raise ChainSetupError(str(exc), exc.code) from None
 
 
 class Chain:

@@ -13,6 +13,53 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+# -- The ultralytics tests need their own 6 GB venv (tests/gpu_venv.py) ------------------------
+# A plain `pytest` does not build it: on a fresh machine that alone would take most of ten
+# minutes. Without it those tests are deselected and the summary says how many and how to run
+# them — never a silent pass. `.ci/run` builds it and sets DROPBATCH_REQUIRE_GPU_VENV=1, so
+# in CI a missing venv fails the run instead.
+_NOT_RUN: list[str] = []
+BUILD_COMMAND = "python tests/gpu_venv.py"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ultralytics: runs in the ultralytics venv (gpu_venv.py)")
+    config.addinivalue_line("markers", "slow: takes tens of seconds or more")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests.gpu_venv import venv_dir, venv_ready
+
+    wanted = [i for i in items if i.get_closest_marker("ultralytics")]
+    if not wanted or venv_ready():
+        return
+    if os.environ.get("DROPBATCH_REQUIRE_GPU_VENV") == "1":
+        raise pytest.UsageError(
+            f"the ultralytics venv {venv_dir()} is not built and DROPBATCH_REQUIRE_GPU_VENV=1: "
+            f"run `{BUILD_COMMAND}` first"
+        )
+    _NOT_RUN.extend(i.nodeid for i in wanted)
+    config.hook.pytest_deselected(items=wanted)
+    items[:] = [i for i in items if not i.get_closest_marker("ultralytics")]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _NOT_RUN:
+        return
+    from tests.gpu_venv import venv_dir
+
+    terminalreporter.section("ultralytics tests NOT RUN", sep="!", red=True, bold=True)
+    terminalreporter.write_line(
+        f"{len(_NOT_RUN)} ultralytics tests not run: their venv ({venv_dir()}) is not built. "
+        f"Build it with `{BUILD_COMMAND}` (about 6 GB, several minutes; `.ci/run` does it), "
+        f"then run `python -m pytest -m ultralytics`.",
+        red=True,
+        bold=True,
+    )
+    for nodeid in _NOT_RUN:
+        terminalreporter.write_line(f"  not run: {nodeid}")
+
+
 @pytest.fixture
 def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
     """Env for the trigger and its tasks: local storage under tmp, SQLite, local executor."""

@@ -109,20 +109,46 @@ def build_recognizer(path: Path, seed: int = 5) -> Path:
     return _save(graph, path)
 
 
-def build_swapper(path: Path, seed: int = 7) -> Path:
+def build_swapper(
+    path: Path,
+    seed: int = 7,
+    *,
+    names: tuple[str, str] = ("target", "source"),
+    output: str = "output",
+    source_first: bool = False,
+    fp16: bool = False,
+    declared: bool = True,
+) -> Path:
+    """inswapper_128's layout by default. `names` (target, source) and `output` rename the
+    inputs and output, `source_first` puts the identity input first, `fp16` gives float16
+    inputs, output and emap (a half-precision conversion), `declared=False` leaves the inputs'
+    shapes symbolic — the variations exports in the wild show."""
     rng = np.random.default_rng(seed)
     tint = rng.standard_normal((512, 3)).astype(np.float32)
     emap = (rng.standard_normal((512, 512)) / np.sqrt(512)).astype(np.float32)
+    target_in, source_in = names
+    io_type = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    # The float32 body reads `t_in`/`s_in`: the inputs, as they are or cast to float32.
+    head = [
+        helper.make_node("Cast", [src], [dst], to=TensorProto.FLOAT)
+        if fp16
+        else helper.make_node("Identity", [src], [dst])
+        for src, dst in ((target_in, "t_in"), (source_in, "s_in"))
+    ]
     nodes = [
-        helper.make_node("Sub", ["one", "target"], ["inv"]),
+        *head,
+        helper.make_node("Sub", ["one", "t_in"], ["inv"]),
         helper.make_node("Mul", ["inv", "half"], ["soft"]),
         helper.make_node("Add", ["soft", "quarter"], ["base"]),
-        helper.make_node("MatMul", ["source", "tint"], ["who"]),
+        helper.make_node("MatMul", ["s_in", "tint"], ["who"]),
         helper.make_node("Tanh", ["who"], ["who_t"]),
         helper.make_node("Mul", ["who_t", "fifth"], ["who_s"]),
         helper.make_node("Reshape", ["who_s", "shape_c"], ["who_c"]),
         helper.make_node("Add", ["base", "who_c"], ["raw"]),
-        helper.make_node("Clip", ["raw", "zero", "one"], ["output"]),
+        helper.make_node("Clip", ["raw", "zero", "one"], ["clipped"]),
+        helper.make_node("Cast", ["clipped"], [output], to=io_type)
+        if fp16
+        else helper.make_node("Identity", ["clipped"], [output]),
     ]
     inits = [
         _init("one", np.array(1.0, np.float32)),
@@ -132,16 +158,18 @@ def build_swapper(path: Path, seed: int = 7) -> Path:
         _init("fifth", np.array(0.2, np.float32)),
         _init("tint", tint),
         _init("shape_c", np.array([1, 3, 1, 1], np.int64)),
-        _init("emap", emap),  # last: insightface's INSwapper reads initializer[-1] as emap
+        # last: insightface's INSwapper reads initializer[-1] as emap
+        _init("emap", emap.astype(np.float16) if fp16 else emap),
     ]
+    target = helper.make_tensor_value_info(
+        target_in, io_type, [1, 3, 128, 128] if declared else ["n", "c", "h", "w"]
+    )
+    source = helper.make_tensor_value_info(source_in, io_type, [1, 512] if declared else ["n", "d"])
     graph = helper.make_graph(
         nodes,
         "inswapper_test",
-        [
-            helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, 128, 128]),
-            helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512]),
-        ],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])],
+        [source, target] if source_first else [target, source],
+        [helper.make_tensor_value_info(output, io_type, [1, 3, 128, 128])],
         inits,
     )
     return _save(graph, path)
@@ -204,12 +232,13 @@ def two_people(astronaut: bool = True, cameraman: bool = True) -> np.ndarray:
     return frame
 
 
-def build_face_store(folder: Path, det_size: int = 640) -> Path:
-    """A model store holding the three test models under test names, with a catalog.yaml."""
+def build_face_store(folder: Path, det_size: int = 640, swapper: dict | None = None) -> Path:
+    """A model store holding the three test models under test names, with a catalog.yaml;
+    `swapper`: build_swapper's variations for the swapper file."""
     files = {
         "test_det.onnx": build_detector(folder / "test_det.onnx", list(frame_faces()), det_size),
         "test_rec.onnx": build_recognizer(folder / "test_rec.onnx"),
-        "test_swapper.onnx": build_swapper(folder / "test_swapper.onnx"),
+        "test_swapper.onnx": build_swapper(folder / "test_swapper.onnx", **(swapper or {})),
     }
 
     def pins(names: list[str]) -> dict:

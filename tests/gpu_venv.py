@@ -2,8 +2,10 @@
 
 ultralytics pulls CUDA torch (about 6 GB): it must not land in the interpreter everything
 else uses, so it lives in its own venv, built once and reused (`.cache/venv-gpu` in the
-repository, or `DROPBATCH_GPU_VENV`). The test session builds it when it is missing, and
-fails loudly when it cannot; `.ci/run` builds it ahead (`python tests/gpu_venv.py`).
+repository, or `DROPBATCH_GPU_VENV`). It is built on request — `python tests/gpu_venv.py`,
+which `.ci/run` does before the tests — never by a plain `pytest`, which would otherwise take
+minutes and gigabytes on a fresh machine: without it the ultralytics tests are not run and
+the session's summary says so, with this command (tests/conftest.py).
 Our code reaches it through PYTHONPATH, so the venv holds only third-party packages.
 """
 
@@ -31,6 +33,12 @@ def venv_dir() -> Path:
 
 def venv_python(path: Path | None = None) -> Path:
     return (path or venv_dir()) / "bin" / "python"
+
+
+def venv_ready(path: Path | None = None) -> bool:
+    """Built completely (the marker is written last)."""
+    path = path or venv_dir()
+    return (path / READY).is_file() and venv_python(path).is_file()
 
 
 def ensure_venv(path: Path | None = None, timeout: float = 3600) -> Path:

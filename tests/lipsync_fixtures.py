@@ -36,12 +36,25 @@ def build_test_model(
     opset: int = 17,
     batch: int | str = "batch",
     names: tuple[str, str] = ("mel", "face"),
+    face_first: bool = False,
+    declared: bool = True,
+    fp16: bool = False,
 ) -> Path:
-    """`batch`: a symbolic or fixed batch dimension; `names`: the two inputs' names."""
-    mel_name, face_name = names
-    mel = helper.make_tensor_value_info(mel_name, TensorProto.FLOAT, [batch, 1, 80, 16])
-    face = helper.make_tensor_value_info(face_name, TensorProto.FLOAT, [batch, 6, 96, 96])
-    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, 3, 96, 96])
+    """`batch`: a symbolic or fixed batch dimension; `names`: the two inputs' names (mel,
+    face); `face_first`: the face input comes first in the graph; `declared=False`: only the
+    rank is declared (every dimension symbolic), as some exports leave it; `fp16`: float16
+    inputs and output, as a half-precision conversion without kept IO types has."""
+    io_type = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+
+    def dims(*rest: int) -> list:
+        return [batch, *rest] if declared else [batch, "c", "h", "w"]
+
+    mel_input, face_input = names
+    mel = helper.make_tensor_value_info(mel_input, io_type, dims(1, 80, 16))
+    face = helper.make_tensor_value_info(face_input, io_type, dims(6, 96, 96))
+    out = helper.make_tensor_value_info("out", io_type, dims(3, 96, 96))
+    # The float32 body reads `mel_name`/`face_name`: the inputs, or their float32 casts.
+    mel_name, face_name = (f"{mel_input}_f32", f"{face_input}_f32") if fp16 else names
     const = {
         "starts": np.array([3], np.int64),
         "ends": np.array([6], np.int64),
@@ -51,7 +64,12 @@ def build_test_model(
         "one": np.array(1.0, np.float32),
         "tiny": np.array(1e-3, np.float32),
     }
+    casts = [
+        helper.make_node("Cast", [src], [dst], to=TensorProto.FLOAT)
+        for src, dst in ((mel_input, mel_name), (face_input, face_name))
+    ]
     nodes = [
+        *(casts if fp16 else []),
         helper.make_node("Slice", [face_name, "starts", "ends", "axes"], ["reference"]),
         helper.make_node("ReduceMean", [mel_name], ["level"], axes=[1, 2, 3], keepdims=1),
         # level in −4..4 → darkening in 0..DARKEN
@@ -77,11 +95,14 @@ def build_test_model(
         nodes.append(helper.make_node("Mul", ["texture", "tiny"], ["faint"]))
         nodes.append(helper.make_node("Add", ["darkened", "faint"], ["mixed"]))
         last = "mixed"
-    nodes.append(helper.make_node("Identity", [last], ["out"]))
+    if fp16:
+        nodes.append(helper.make_node("Cast", [last], ["out"], to=TensorProto.FLOAT16))
+    else:
+        nodes.append(helper.make_node("Identity", [last], ["out"]))
     graph = helper.make_graph(
         nodes,
         "wav2lip_test",
-        [mel, face],
+        [face, mel] if face_first else [mel, face],
         [out],
         initializer=[numpy_helper.from_array(v, k) for k, v in const.items()],
     )
@@ -93,8 +114,11 @@ def build_test_model(
 
 
 def make_model_store(folder: Path, *, convs: int = 0) -> Path:
-    """A model store folder with both catalog names for lipsync."""
+    """A model store folder with every catalog name for lipsync (FaceFusion's and own exports);
+    the default, wav2lip_gan_96, is FaceFusion's file layout: inputs `source` and `target`."""
     folder.mkdir(parents=True, exist_ok=True)
+    build_test_model(folder / "wav2lip_gan_96.onnx", convs=convs, names=("source", "target"))
+    shutil.copy(folder / "wav2lip_gan_96.onnx", folder / "wav2lip_96.onnx")
     build_test_model(folder / "wav2lip_gan.onnx", convs=convs)
     shutil.copy(folder / "wav2lip_gan.onnx", folder / "wav2lip.onnx")
     return folder

@@ -21,7 +21,7 @@ from tests.yolo_test_model import build
 MANIFEST = """\
 version: 1
 inputs: talk.mp4
-chain: [{crop: {aspect: "9:16", detector: yolo-onnx, detect_every: 2}}]
+chain: [{crop: {aspect: "9:16", detector: yolo-onnx, detect_every: 2, model: MODEL}}]
 output: {preset: ultrafast, crf: 23}
 compute: {chunk_seconds: 2, max_parallel_tasks: 2}
 """
@@ -34,7 +34,13 @@ def talk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def submit(deployment: dict, talk: Path, monkeypatch: pytest.MonkeyPatch, store: Path) -> str:
+def submit(
+    deployment: dict,
+    talk: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store: Path,
+    model: str = "yolov8n",
+) -> str:
     from triggers.main import intake
 
     monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(store))
@@ -42,7 +48,7 @@ def submit(deployment: dict, talk: Path, monkeypatch: pytest.MonkeyPatch, store:
     folder = deployment["inbox"] / "job"
     folder.mkdir()
     (folder / "talk.mp4").symlink_to(talk)
-    (folder / "manifest.yaml").write_text(MANIFEST)
+    (folder / "manifest.yaml").write_text(MANIFEST.replace("MODEL", model))
     info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
     [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
     return job_id

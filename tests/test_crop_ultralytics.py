@@ -1,6 +1,11 @@
 """The ultralytics backend, run for real in its own venv (CUDA torch stays out of the main
 interpreter): an untrained YOLOv8n from its yaml, as .pt and exported to .onnx, gives the
-same person boxes through ultralytics as the same .onnx through our onnxruntime backend."""
+same person boxes through ultralytics as the same .onnx through our onnxruntime backend —
+also from a fixed-batch export fed a larger batch and from an export without metadata.
+
+These tests need the venv (`python tests/gpu_venv.py`, about 6 GB): without it they are not
+run, and the session's summary says so with that command (tests/conftest.py); `.ci/run`
+builds it first, so CI runs them."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from dropbatch.samples import astronaut
 from tests.gpu_venv import ROOT, VenvError, ensure_venv
 
 SIZES = [(1280, 720), (1280, 720), (720, 1280), (1000, 600)]
+pytestmark = pytest.mark.ultralytics
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +97,25 @@ def test_the_crop_step_runs_on_the_ultralytics_detector(results: dict) -> None:
     assert crop["indices"] == list(range(10))
     assert crop["shape"] == [720, 404, 3] and crop["size"] == [404, 720]
     assert results["ultralytics-pt:batch_size"] == 4  # CPU default; 32 on a GPU
+
+
+@pytest.mark.slow
+def test_fixed_batch_and_metadata_less_exports_take_any_batch(results: dict) -> None:
+    # Exported at batch 1 (ultralytics' default) and at batch 3; the bare file has no
+    # Ultralytics metadata, so only its input shape says it takes one frame.
+    assert results["facts:yolov8n"] == [1, True]
+    assert results["facts:batch3"] == [3, True]
+    assert results["facts:bare"] == [1, True]
+    reference = results["onnxruntime"]
+    for name in ("ultralytics-batch3", "ultralytics-bare", "ultralytics-onnx"):
+        found = results[name]
+        assert len(found) == len(SIZES), name  # 4 frames: runs of 3 + 1 (padded), or 4 × 1
+        for mine, theirs in zip(reference, found, strict=True):
+            assert np.abs(np.asarray(mine) - np.asarray(theirs)).max() <= 0.5, name
+
+
+@pytest.mark.slow
+def test_a_model_whose_class_0_is_not_a_person_is_refused(results: dict) -> None:
+    code, message = results["refused:face"]
+    assert code == "MODEL_INCOMPATIBLE"
+    assert "face.onnx" in message and "1 classes (0: face)" in message

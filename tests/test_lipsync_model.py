@@ -53,3 +53,37 @@ def test_a_model_of_another_shape_is_refused_with_what_was_expected(tmp_path: Pa
     onnx.save(model, str(tmp_path / "other.onnx"))
     with pytest.raises(ModelUnusable, match=r"mel \[B,1,80,16\].*x\['b', 3, 112, 112\]"):
         Wav2LipModel(tmp_path / "other.onnx", 4)
+
+
+def test_facefusion_names_in_either_order_are_found_by_shape(tmp_path: Path) -> None:
+    # FaceFusion's wav2lip_gan_96.onnx: `source` is the mel, `target` the faces.
+    plain = Wav2LipModel(build_test_model(tmp_path / "plain.onnx"), 4)
+    for face_first in (False, True):
+        path = build_test_model(
+            tmp_path / f"ff{face_first}.onnx", names=("source", "target"), face_first=face_first
+        )
+        model = Wav2LipModel(path, 4)
+        assert (model.mel_input, model.face_input) == ("source", "target")
+        assert np.array_equal(model.run(*inputs(4)), plain.run(*inputs(4)))
+
+
+def test_undeclared_shapes_fall_back_to_the_input_names(tmp_path: Path) -> None:
+    path = build_test_model(
+        tmp_path / "m.onnx", names=("source", "target"), face_first=True, declared=False
+    )
+    model = Wav2LipModel(path, 4)
+    assert (model.mel_input, model.face_input) == ("source", "target")
+    plain = Wav2LipModel(build_test_model(tmp_path / "plain.onnx"), 4)
+    assert np.array_equal(model.run(*inputs(3)), plain.run(*inputs(3)))
+    # Undeclared and unknown names: nothing to go by.
+    odd = build_test_model(tmp_path / "odd.onnx", names=("a", "b"), declared=False)
+    with pytest.raises(ModelUnusable, match=r"named source/target"):
+        Wav2LipModel(odd, 4)
+
+
+def test_a_half_precision_export_gets_half_precision_inputs(tmp_path: Path) -> None:
+    model = Wav2LipModel(build_test_model(tmp_path / "fp16.onnx", fp16=True), 4)
+    plain = Wav2LipModel(build_test_model(tmp_path / "plain.onnx"), 4)
+    out = model.run(*inputs(4))
+    assert out.dtype == np.float32  # what the rest of lipsync reads
+    assert np.abs(out - plain.run(*inputs(4))).max() < 5e-3

@@ -254,8 +254,8 @@ def test_faces_from_the_swap_step_are_used_instead_of_detection(material: dict) 
 def test_missing_audio_or_bad_model_is_a_clear_setup_error(material: dict, tmp_path: Path):
     with pytest.raises(ChainSetupError, match="no audio"):
         Chain([{"name": "lipsync", "options": {}}], context(material, audio_path=None))
-    (tmp_path / "wav2lip_gan.onnx").write_bytes(b"not a model")
-    with pytest.raises(ChainSetupError, match=r"wav2lip_gan\.onnx"):
+    (tmp_path / "wav2lip_gan_96.onnx").write_bytes(b"not a model")
+    with pytest.raises(ChainSetupError, match=r"wav2lip_gan_96\.onnx"):
         Chain([{"name": "lipsync", "options": {}}], context(material, model_dir=tmp_path))
     with pytest.raises(ChainSetupError, match="model store"):
         Chain([{"name": "lipsync", "options": {"model": "wav2lip"}}], context(

@@ -109,6 +109,51 @@ def test_real_models_are_pinned_to_their_published_hashes(tmp_path: Path) -> Non
     assert entries["buffalo_l"].file_for("detection") == "det_10g.onnx"
 
 
+def test_the_light_packs_pins_are_the_real_files(tmp_path: Path, real_asset) -> None:
+    # The registry's real files, dropped into a store under their own names, verify against
+    # the packaged catalog's pins (the task's own check, hashing each file).
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx", "2d106det.onnx"):
+        (folder / name).symlink_to(real_asset(name))
+    (folder / "det_500m.onnx").write_bytes(b"whatever buffalo_s.zip holds")
+    store = open_model_store(folder, cache_dir=tmp_path / "cache")
+    reports = {(r.model, r.file): r.state for r in store.check(
+        ["scrfd_500m_mbf", "landmarks_2d106", "buffalo_s"])}  # fmt: skip
+    assert reports == {
+        ("scrfd_500m_mbf", "scrfd_500m_bnkps.onnx"): "present",
+        ("scrfd_500m_mbf", "w600k_mbf.onnx"): "present",
+        ("landmarks_2d106", "2d106det.onnx"): "present",
+        # buffalo_s: its recogniser is the same file; its detector is not pinned.
+        ("buffalo_s", "det_500m.onnx"): "unpinned",
+        ("buffalo_s", "w600k_mbf.onnx"): "present",
+    }
+    pack = store.fetch("scrfd_500m_mbf")
+    assert pack.module("detection").name == "scrfd_500m_bnkps.onnx"
+    assert pack.module("recognition").name == "w600k_mbf.onnx"
+
+
+def test_the_file_names_users_download_are_catalogued(tmp_path: Path) -> None:
+    entries = open_model_store(tmp_path).entries()
+    files = {f.name: name for name, e in entries.items() for f in e.files}
+    for name in ("wav2lip_gan_96.onnx", "wav2lip_96.onnx", "inswapper_128_fp16.onnx",
+                 "inswapper_128.onnx", "yolo11n.onnx"):  # fmt: skip
+        assert name in files, name
+    # FaceFusion's files: unpinned (no sha256 of theirs could be checked), sourced.
+    for model in ("wav2lip_gan_96", "wav2lip_96", "inswapper_128_fp16"):
+        assert entries[model].files[0].sha256 is None
+        assert "facefusion-assets/releases/download/models-3.0.0/" in entries[model].source
+    # The pinned inswapper_128 is insightface's file; no mirror is vouched for by name.
+    assert "facefusion" not in entries["inswapper_128"].source.lower()
+
+
+def test_lipsync_defaults_to_the_facefusion_file_name(tmp_path: Path) -> None:
+    (tmp_path / "wav2lip_gan_96.onnx").write_bytes(b"model")
+    require_models("lipsync", {}, tmp_path)  # present: the default model's file
+    with pytest.raises(ModelMissing, match=r"wav2lip_gan_96\.onnx"):
+        require_models("lipsync", {}, tmp_path / "empty")
+
+
 def _fetch_in_process(args: tuple[str, str]) -> str:
     root, cache = args
     location = ObjectStoreLocation(LocalStore(Path(root)), "models", "v1/", "gs://models/v1/")

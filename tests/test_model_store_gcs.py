@@ -33,14 +33,14 @@ def bucket_store(
     gcs_emulator: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[tuple[str, GcsStore, str]]:
     """(gs:// URI, client, bucket) of a store holding test_pack (pinned by the store's own
-    catalog.yaml) and wav2lip_gan (unpinned), uploaded as `gsutil cp` would."""
+    catalog.yaml) and wav2lip_gan_96 (unpinned), uploaded as `gsutil cp` would."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
     monkeypatch.setenv("DROPBATCH_MODEL_CACHE", str(tmp_path / "vm-cache"))
     store = GcsStore(project="dropbatch-test")
     bucket = f"models-{uuid.uuid4().hex[:10]}"
     store.client.create_bucket(bucket)
     folder = write_store(tmp_path / "src", FILES, {"test_pack": PACK})
-    (folder / "wav2lip_gan.onnx").write_bytes(LIPSYNC_MODEL)
+    (folder / "wav2lip_gan_96.onnx").write_bytes(LIPSYNC_MODEL)
     for path in sorted(folder.iterdir()):
         store.upload_file(bucket, f"models/{path.name}", path)
     yield f"gs://{bucket}/models/", store, bucket

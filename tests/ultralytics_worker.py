@@ -37,6 +37,33 @@ def build_model(store: Path) -> None:
     Path(exported).replace(store / "yolov8n.onnx")
 
 
+def export_variants(store: Path) -> dict[str, Path]:
+    """The same weights as other exports meet them in the wild: fixed batch 3; the batch-1
+    export with its Ultralytics metadata stripped (a third-party converter's file); and that
+    file relabelled as a one-class face model."""
+    import onnx
+    from ultralytics import YOLO
+
+    work = store / "variants"
+    work.mkdir()
+    bare = onnx.load(str(store / "yolov8n.onnx"))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(work / "bare.onnx"))
+    face = onnx.load(str(store / "yolov8n.onnx"))
+    for prop in face.metadata_props:
+        if prop.key == "names":
+            prop.value = "{0: 'face'}"
+    onnx.save(face, str(work / "face.onnx"))
+    # Exported beside the .pt, over yolov8n.onnx: moved out of the way, the original put back.
+    keep = (store / "yolov8n.onnx").read_bytes()
+    exported = YOLO(str(store / "yolov8n.pt")).export(
+        format="onnx", imgsz=640, batch=3, verbose=False
+    )
+    Path(exported).replace(work / "batch3.onnx")
+    (store / "yolov8n.onnx").write_bytes(keep)
+    return {p.stem: p for p in sorted(work.glob("*.onnx"))}
+
+
 def unfiltered_classes(store: Path, frames: list[np.ndarray]) -> list[list[int]]:
     """The classes plain ultralytics finds per frame with no class filter (of ours or its)."""
     from ultralytics import YOLO
@@ -97,6 +124,20 @@ def main() -> int:
         backend = make_detector(detector, weights=store / weights, device="cpu", confidence=0.5)
         results[name] = backend.detect(frames)
         results[name + ":batch_size"] = backend.batch_size
+    # Fixed-batch and metadata-less exports, fed the whole 4-frame batch at once.
+    from processors.crop.yolo_ultralytics import export_facts
+    from processors.models.store import ModelIncompatible
+
+    variants = {"yolov8n": store / "yolov8n.onnx", **export_variants(store)}
+    for name, path in variants.items():
+        facts = export_facts(path)
+        results[f"facts:{name}"] = [facts.max_batch, facts.fixed]
+        try:
+            backend = make_detector("yolo", weights=path, device="cpu", confidence=0.5)
+        except ModelIncompatible as exc:
+            results[f"refused:{name}"] = [exc.code, str(exc)]
+            continue
+        results[f"ultralytics-{name}"] = backend.detect(frames)
     results["unfiltered"] = unfiltered_classes(store, frames)
     results["crop"] = crop_through_the_chain(store, frames[0])
     out_path.write_text(json.dumps(results))

@@ -184,4 +184,5 @@ class TaskProgress(BaseModel):
     frames_total: int = 0
     fps: float = 0.0
     message: str = ""
+    code: str = ""  # a FAILED task's error code when its cause has one (MODEL_INCOMPATIBLE, …)
     updated_at: float = Field(default_factory=time.time)

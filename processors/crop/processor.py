@@ -36,7 +36,9 @@ def load_detector(options: CropOptions, ctx: ProcessorContext) -> Detector:
             batch_size=options.batch_size,
             confidence=options.confidence,
         )
-    except (ModelStoreError, DetectorSetupError) as exc:
+    except ModelStoreError as exc:
+        raise ChainSetupError(f"crop: {exc}", exc.code) from None
+    except DetectorSetupError as exc:
         raise ChainSetupError(f"crop: {exc}") from None
 
 

@@ -3,6 +3,10 @@
 The model takes `[B, 3, 640, 640]` float RGB in 0..1 and returns `[B, 84, N]` (N = 8400 for
 a 640 input). A model exported with a fixed batch of 1 is fed one frame at a time; one with a
 dynamic (or larger fixed) batch gets whole batches. A float16 export gets float16 input.
+
+Any other head (a face-only YOLO's `[B, 5, N]`, an end-to-end export's `[B, 300, 6]` with NMS
+inside, a segmentation model's two outputs) is refused when the detector is built: run, it
+would decode garbage or find nobody, and the job would "succeed" with a centre crop.
 """
 
 from __future__ import annotations
@@ -14,6 +18,50 @@ import numpy as np
 
 from processors.crop.detectors import Box, DetectorSetupError
 from processors.crop.yolo import INPUT_SIZE, Letterbox, decode_head, letterbox
+from processors.models.store import ModelIncompatible
+
+HEAD_ROWS = 84  # cx, cy, w, h + the 80 COCO class scores (class 0 is the person we follow)
+EXPECTED = f"one input [B,3,H,W] and one output [B,{HEAD_ROWS},N] (a COCO YOLO detect head, no NMS)"
+EXPORT_ADVICE = (
+    "export a COCO detection model without NMS, e.g. "
+    "`yolo export model=yolo11n.pt format=onnx` (not nms=True, not a face or seg model)"
+)
+
+
+def describe(items: Sequence) -> str:
+    """`name[1,3,640,640]` for each onnxruntime input/output, symbolic dims by name."""
+    return ", ".join(f"{i.name}[{','.join(str(d) for d in i.shape)}]" for i in items)
+
+
+def _fixed(dim: object) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def check_yolo_signature(session, file: str) -> None:
+    """Refuse a model whose declared shapes are not a YOLO detect head's; when the output's
+    row count is not declared (symbolic), run one grey image and check what comes out."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    found = f"inputs {describe(inputs)}; outputs {describe(outputs)}"
+    shape_in = list(inputs[0].shape) if inputs else []
+    ok = (
+        len(inputs) == 1
+        and len(outputs) == 1
+        and len(shape_in) == 4
+        and _fixed(shape_in[1]) in (None, 3)
+        and len(outputs[0].shape) == 3
+        and _fixed(outputs[0].shape[1]) in (None, HEAD_ROWS)
+    )
+    if not ok:
+        raise ModelIncompatible(file, EXPECTED, found, EXPORT_ADVICE)
+    if _fixed(outputs[0].shape[1]) is None:
+        size = _fixed(shape_in[2]) or INPUT_SIZE
+        dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        probe = np.full((_fixed(shape_in[0]) or 1, 3, size, size), 114 / 255, dtype)
+        rows = session.run(None, {inputs[0].name: probe})[0].shape
+        if len(rows) != 3 or rows[1] != HEAD_ROWS:
+            raise ModelIncompatible(
+                file, EXPECTED, f"{found} (run: [{','.join(map(str, rows))}])", EXPORT_ADVICE
+            )
 
 
 def _providers(device: str) -> list[str]:
@@ -50,6 +98,7 @@ class OnnxYoloDetector:
             raise
         except Exception as exc:
             raise DetectorSetupError(f"cannot load YOLO model {weights}: {exc}") from None
+        check_yolo_signature(self._session, weights.name)
         self.on_gpu = self._session.get_providers()[0] == "CUDAExecutionProvider"
         self.confidence = confidence
         inp = self._session.get_inputs()[0]

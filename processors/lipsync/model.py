@@ -38,8 +38,12 @@ class Wav2LipModel:
             raise ModelUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
         self.mel_input, self.face_input = _signature(self.session, path.name)
         self.output = self.session.get_outputs()[0].name
+        # A half-precision export takes float16 inputs (onnxruntime does not convert them).
+        types = {i.name: i.type for i in self.session.get_inputs()}
+        self._mel_dtype = np.float16 if types[self.mel_input] == "tensor(float16)" else np.float32
+        self._face_dtype = np.float16 if types[self.face_input] == "tensor(float16)" else np.float32
         # Some exports fix the batch dimension (often to 1); that size is then the only one.
-        fixed = self.session.get_inputs()[0].shape[0]
+        fixed = next(i for i in self.session.get_inputs() if i.name == self.face_input).shape[0]
         self.batch_size = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
         self.providers = self.session.get_providers()
 
@@ -53,15 +57,22 @@ class Wav2LipModel:
         out = self.session.run(
             [self.output],
             {
-                self.mel_input: np.ascontiguousarray(mels, np.float32),
-                self.face_input: np.ascontiguousarray(faces, np.float32),
+                self.mel_input: np.ascontiguousarray(mels, self._mel_dtype),
+                self.face_input: np.ascontiguousarray(faces, self._face_dtype),
             },
         )[0]
-        return out[:n]
+        return np.asarray(out[:n], np.float32)
+
+
+# Input names exports are known to use, for files whose shapes are not declared: FaceFusion's
+# (source = mel, target = faces), Wav2Lip's own forward() arguments, and the plain ones.
+MEL_NAMES = ("source", "mel", "audio_sequences", "audio")
+FACE_NAMES = ("target", "face", "face_sequences", "faces")
 
 
 def _signature(session, name: str) -> tuple[str, str]:
-    """(mel input name, face input name), told apart by shape: exports name them differently."""
+    """(mel input name, face input name): told apart by shape, since exports name them
+    differently; by name when the shapes are not declared."""
     inputs = session.get_inputs()
     mel = face = None
     for item in inputs:
@@ -70,10 +81,21 @@ def _signature(session, name: str) -> tuple[str, str]:
             mel = item.name
         elif len(shape) == 4 and shape[1:] == [6, FACE_SIZE, FACE_SIZE]:
             face = item.name
-    if len(inputs) != 2 or mel is None or face is None:
+    # A name decides only for an input whose shape is not declared: a declared wrong shape
+    # (a 256×256 face) stays wrong whatever it is called.
+    names = [i.name for i in inputs if not all(isinstance(d, int) for d in list(i.shape)[1:])]
+    if mel is None or face is None:
+        by_name = (
+            next((n for n in MEL_NAMES if n in names), None),
+            next((n for n in FACE_NAMES if n in names), None),
+        )
+        # Only when neither input is claimed by shape for the other role.
+        mel = mel or (by_name[0] if by_name[0] != face else None)
+        face = face or (by_name[1] if by_name[1] != mel else None)
+    if len(inputs) != 2 or mel is None or face is None or mel == face:
         got = ", ".join(f"{i.name}{list(i.shape)}" for i in inputs)
         raise ModelUnusable(
             f"{name} is not a Wav2Lip 96×96 model: expected inputs mel [B,1,80,16] and "
-            f"face [B,6,96,96], got {got}"
+            f"face [B,6,96,96] (or, undeclared, named source/target), got {got}"
         )
     return mel, face

@@ -69,6 +69,20 @@ class CatalogError(ModelStoreError):
     code = "MODEL_CATALOG"
 
 
+class ModelIncompatible(ModelStoreError):
+    """The file loads but is not the kind of model the step reads (checked by its shapes)."""
+
+    code = "MODEL_INCOMPATIBLE"
+
+    def __init__(self, file: str, expected: str, found: str, advice: str = "") -> None:
+        super().__init__(
+            f"{file} is not a model this step can use: expected {expected}, got {found}"
+            + (f"; {advice}" if advice else "")
+            + f" ({HELP})"
+        )
+        self.file = file
+
+
 # -- catalog -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelFile:
@@ -172,7 +186,7 @@ def models_for_step(step: str, options: dict) -> list[str]:
     if step == "swap":
         return [options.get("analyser", "buffalo_l"), options.get("model", "inswapper_128")]
     if step == "lipsync":
-        return [options.get("model", "wav2lip_gan")]
+        return [options.get("model", "wav2lip_gan_96")]
     return []
 
 

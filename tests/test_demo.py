@@ -42,7 +42,7 @@ def test_demo_without_models_runs_crop_and_names_the_files_for_swap_and_lipsync(
     assert (folder / "out" / "talk.mp4").is_file()
     said = done.stdout
     assert "running crop only" in said and "DROPBATCH_MODEL_STORE" in said
-    for needed in ("det_10g.onnx", "w600k_r50.onnx", "inswapper_128.onnx", "wav2lip_gan.onnx"):
+    for needed in ("det_10g.onnx", "w600k_r50.onnx", "inswapper_128.onnx", "wav2lip_gan_96.onnx"):
         assert needed in said, said
 
 

@@ -220,5 +220,5 @@ def test_the_full_chain_runs_on_the_cloud_path(
         "scrfd_500m_bnkps.onnx.verified",
         "w600k_mbf.onnx.verified",
         "test_swapper.onnx.verified",
-        "wav2lip_gan.onnx.verified",
+        "wav2lip_gan_96.onnx.verified",
     } <= stamps

@@ -4,7 +4,7 @@ from the Pexels clip, and the helpers that run a chain one task at a time or chu
 
 The real files sit under the packaged catalog's names (yolo11n, scrfd_500m_mbf); with the
 store's own catalog.yaml (which pins yolo11n.onnx and adds the test swapper, the way a user adds
-a model the packaged catalog does not know) every file a task loads is sha256-verified.
+a model the packaged catalog does not know) every real file a task loads is sha256-verified.
 """
 
 from __future__ import annotations

@@ -144,10 +144,12 @@ def test_every_chain_runs_on_real_footage_and_chunks_equal_one_task(
     if steps == ("crop",):
         assert np.array_equal(cropped, single.frames)
         return
-    per_frame = np.abs(single.frames.astype(np.int16) - cropped).mean(axis=(1, 2, 3))
-    if "swap" in steps:
-        assert per_frame.mean() > 8, per_frame  # the test swapper inverts the face it pastes
-    assert (per_frame > 0.2).mean() >= 0.9, per_frame  # ...on (nearly) every frame
+    diff = np.abs(single.frames.astype(np.int16) - cropped)
+    if "swap" in steps:  # the test swapper inverts the face it pastes
+        assert diff.mean() > 8, diff.mean(axis=(1, 2, 3))
+    # A face step pastes into (nearly) every frame: her face is on screen throughout.
+    touched = (diff.max(axis=3) > 3).sum(axis=(1, 2))
+    assert (touched > 100).mean() >= 0.9, touched
 
 
 # -- the full chain on the cloud path --------------------------------------------------------

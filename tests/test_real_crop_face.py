@@ -1,6 +1,11 @@
 """YOLO11n (the real COCO weights) as crop's detector keeps the person's face inside the 9:16
 window on the whole real Pexels clip, the face located independently by the real SCRFD-500m on
-the input frames."""
+the input frames.
+
+Her face is about as wide as the window (SCRFD's box, ears and hair included, is 210–230 px; a
+9:16 window of 640×360 is 202 px), so "inside" means: all five landmarks (eyes, nose, mouth
+corners) in the window, and at least 85 % of the box's width.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from processors.media.probe import probe
 from tests.real_chain import YOLO, build_real_store
 
 INSIDE_RATE = 0.99
+BOX_SHARE = 0.85
 
 
 @pytest.mark.slow
@@ -36,7 +42,7 @@ def test_yolo11n_keeps_the_face_in_the_9_16_window_on_the_pexels_clip(
     )
     crop = CropProcessor({"aspect": "9:16", "detector": "yolo-onnx", "model": YOLO}, ctx)
     faces = FaceAnalyser(real_asset("scrfd_500m_bnkps.onnx"), None, det_size=320)
-    found: dict[int, np.ndarray] = {}  # frame -> the largest face's box on the input frame
+    found: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> largest face's box, kps
     windows: dict[int, tuple[int, int, int, int]] = {}
     decoded: list[int] = []
     reader = FrameReader.for_video(str(clip), info, 0, None, batch_size=8)
@@ -46,7 +52,7 @@ def test_yolo11n_keeps_the_face_in_the_9_16_window_on_the_pexels_clip(
             for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
                 seen = faces.detect(frame)
                 if seen:
-                    found[index] = seen[0].box
+                    found[index] = (seen[0].box, seen[0].kps)
             crop.push(batch)
             windows.update(crop.windows)
     finally:
@@ -57,12 +63,19 @@ def test_yolo11n_keeps_the_face_in_the_9_16_window_on_the_pexels_clip(
     assert decoded == list(range(len(decoded))) and len(decoded) >= info.frame_count - 1 >= 470
     assert sorted(windows) == decoded  # the crop placed a window on every frame
     assert len(found) >= 0.95 * len(decoded)  # she is on screen throughout
-    inside = []
-    for index, box in found.items():
+    inside, whole = [], []
+    for index, (box, kps) in found.items():
         x, y, w, h = windows[index]
-        x0, y0, x1, y1 = box
-        inside.append(x0 >= x and x1 <= x + w and y0 >= y - 2 and y1 <= y + h + 2)
+        x0, x1 = box[0], box[2]
+        share = (min(x1, x + w) - max(x0, x)) / (x1 - x0)
+        across = (kps[:, 0] >= x) & (kps[:, 0] <= x + w)
+        landmarks = (across & (kps[:, 1] >= y) & (kps[:, 1] <= y + h)).all()
+        inside.append(bool(landmarks and share >= BOX_SHARE))
+        whole.append(bool(x0 >= x and x1 <= x + w))
     rate = float(np.mean(inside))
-    print(f"\nface inside the 9:16 window on {rate:.2%} of {len(found)} frames with a face")
+    print(
+        f"\nface inside the 9:16 window on {rate:.2%} of {len(found)} frames with a face "
+        f"(landmarks + {BOX_SHARE:.0%} of the box); the whole box on {np.mean(whole):.2%}"
+    )
     assert (w, h) == (202, 360)
     assert rate >= INSIDE_RATE

@@ -26,9 +26,10 @@ from dropbatch.status.model import (
     JobError,
     JobRecord,
     JobState,
+    Plan,
     VideoInfo,
 )
-from dropbatch.storage.base import NotFound, ObjectStore, folder_of
+from dropbatch.storage.base import NotFound, ObjectStore, OutsideBucket, folder_of
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
 from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs
@@ -158,6 +159,9 @@ class Intake:
             return job_id  # a duplicate delivery of an event we already acted on
         try:
             current = self.store.stat(bucket, name)
+        except OutsideBucket as exc:  # a manifest linked in from elsewhere: say so
+            self._invalid(job_id, JobError(code="MANIFEST_OUTSIDE", message=str(exc), uri=uri))
+            return job_id
         except NotFound:
             self._invalid(job_id, JobError(code="MANIFEST_GONE", message="deleted", uri=uri))
             return job_id
@@ -225,7 +229,31 @@ class Intake:
             self._invalid(job_id, *errors)
             return
         plan = build_plan(manifest, folder, probed, speech)
+        outside = self._outputs_outside(bucket, plan)
+        if outside:
+            self._invalid(job_id, *outside)
+            return
         self._launch(job_id, plan)
+
+    def _outputs_outside(self, bucket: str, plan: Plan) -> list[JobError]:
+        """Outputs whose place leads out of the bucket (a local `out/` that is a symbolic link
+        elsewhere): refused now, before any work, not when the stitcher writes."""
+        problems = []
+        for item in plan.items:
+            for name in (item.output, item.preview):
+                try:
+                    self.store.local_path(bucket, name)
+                except OutsideBucket as exc:
+                    problems.append(
+                        JobError(
+                            code="OUTPUT_OUTSIDE",
+                            message=str(exc),
+                            field="output.prefix",
+                            uri=self.store.uri(bucket, name),
+                        )
+                    )
+                    break
+        return problems
 
     def _probe_speech(
         self,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dropbatch.config import Settings
-from dropbatch.logs import event
+from dropbatch.logs import event, relay
 from dropbatch.status.model import JobRecord
 
 log = logging.getLogger("dropbatch.executor")
@@ -89,7 +89,7 @@ class LocalExecutor:
         tail: list[str] = []
         assert proc.stderr is not None
         for line in proc.stderr:  # task logs (JSON lines) pass through to ours
-            sys.stderr.write(line)
+            relay(line)
             tail = [*tail[-19:], line.rstrip()]
         return proc.wait(), "\n".join(tail)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import mimetypes
 import os
 import sys
@@ -17,11 +18,16 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
 def _local_settings(root: Path, **overrides: object) -> Settings:
-    """Settings for the embedded default, rooted at `root`, honouring DROPBATCH_* overrides."""
-    env = dict(os.environ)
-    env.setdefault("DROPBATCH_LOCAL_ROOT", str(root))
-    settings = Settings.from_env(env)
-    return settings.model_copy(update=overrides)
+    """Settings for the embedded default, rooted at `root`, honouring DROPBATCH_* overrides.
+
+    The folder the user names (the manifest's, the inbox) decides where the local store is:
+    a DROPBATCH_LOCAL_ROOT set for other uses would otherwise send the run to look for the
+    manifest in another tree. Storage and launcher are this machine's whatever the
+    environment says; the status store (and its file) stays configurable.
+    """
+    settings = Settings.from_env(os.environ)
+    local = {"local_root": root, "storage": "local", "launcher": "local"}
+    return settings.model_copy(update={**local, **overrides})
 
 
 def _apply_env(settings: Settings) -> None:
@@ -66,7 +72,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------
 def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) -> int:
-    from batch_jobs.intake import Intake, StorageEvent
+    from batch_jobs.intake import Intake, StorageEvent, is_manifest
     from batch_jobs.local_executor import LocalLauncher
     from dropbatch import logs
     from dropbatch.status import open_status
@@ -75,6 +81,10 @@ def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) 
     manifest = manifest.resolve()
     if not manifest.is_file():
         print(f"{manifest}: no such file", file=sys.stderr)
+        return EXIT_INVALID
+    if not is_manifest(manifest.name):  # the trigger would treat it as an input, not run it
+        print(f"{manifest}: not a manifest (a .yaml or .yml file, name not starting with '.')",
+              file=sys.stderr)  # fmt: skip
         return EXIT_INVALID
     if again:
         os.utime(manifest)  # a new generation is a new job, as a re-upload would be
@@ -89,8 +99,15 @@ def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) 
     launcher = LocalLauncher.shared()
     intake = Intake(settings, store, status, launcher)
     info = store.stat(bucket, manifest.name)
-    [job_id] = intake.handle(StorageEvent(bucket, manifest.name, info.generation))
+    handled = intake.handle(StorageEvent(bucket, manifest.name, info.generation))
+    if not handled:  # an object of ours (an output, a status file), which the trigger skips
+        print(f"{manifest}: written by dropbatch, not a manifest to run", file=sys.stderr)
+        return EXIT_INVALID
+    [job_id] = handled
     watch(status, job_id, quiet=quiet, until_done=True)
+    # The job's state is final before its last task has exited: let the tasks finish, so
+    # their last log lines are shown and no task outlives the command.
+    launcher.wait(job_id, timeout=60)
     record = status.get(job_id)
     assert record is not None
     return report(record)
@@ -195,7 +212,10 @@ def watch(status, job_id: str, *, quiet: bool = False, until_done: bool = True) 
                 else ""
             )
             stream = sys.stderr
-            print(f"\r{line}{extra}".ljust(100), end="" if stream.isatty() else "\n", file=stream)
+            if stream.isatty():  # one line, redrawn in place
+                print(f"\r{line}{extra}".ljust(100), end="", file=stream, flush=True)
+            else:
+                print(f"{line}{extra}", file=stream)
             last = line
         if record.state in TERMINAL_STATES or not until_done:
             if not quiet and sys.stderr.isatty():
@@ -364,8 +384,24 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dropbatch", description=__doc__)
+    # --log-format is taken before or after the command; SUPPRESS keeps a subcommand's absent
+    # option from overwriting the top-level value (and no set_defaults: the parsers share
+    # this one action, so a default set on one would be every parser's).
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=argparse.SUPPRESS,
+        help="text: one plain line per event (default); json: Cloud Logging's JSON lines",
+    )
+    parser = argparse.ArgumentParser(prog="dropbatch", description=__doc__, parents=[shared])
     sub = parser.add_subparsers(dest="command", required=True)
+    real_add_parser = sub.add_parser
+
+    def add_parser(name: str, **kwargs: object) -> argparse.ArgumentParser:
+        return real_add_parser(name, parents=[shared], **kwargs)  # type: ignore[arg-type]
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("validate", help="check a manifest (exit 0 valid, 2 invalid)")
     p.add_argument("file")
@@ -431,13 +467,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_level(args: argparse.Namespace) -> int:
+    """DROPBATCH_LOG_LEVEL when set. Otherwise INFO, except where a progress line tells the
+    story on a person's screen (run, demo): there only warnings and errors are logged."""
+    from dropbatch import logs
+
+    quiet_default = args.command in ("run", "demo") and args.log_format == "text"
+    return logs.env_level(logging.WARNING if quiet_default else logging.INFO)
+
+
+def _one_line(exc: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):  # a DROPBATCH_* value or an option out of range
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from dropbatch import logs
+    from dropbatch.storage.base import NotFound
+
     args = build_parser().parse_args(argv)
+    args.log_format = getattr(args, "log_format", "text")  # given neither before nor after
+    logs.setup(_log_level(args), fmt=args.log_format)
     try:
         return int(args.func(args))
     except ConfigFileError as exc:
         print(f"dropbatch: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except ValidationError as exc:
+        print(f"dropbatch: invalid setting: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_INVALID
+    except (OSError, NotFound, ValueError) as exc:
+        # What a person's machine or input can cause (a file not there or not readable, a
+        # path that is no object name): one line, never a traceback.
+        print(f"dropbatch: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("dropbatch: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

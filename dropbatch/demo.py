@@ -7,7 +7,6 @@ weight-free crop alone and says which files would turn on swap and lipsync.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +124,6 @@ def what_is_missing(models: DemoModels) -> list[str]:
 def run_demo(base: Path, workers: int = 2, seconds: float = 12.0) -> int:
     from dropbatch.cli import run_manifest
     from dropbatch.config import Settings
-
-    # The demo shows the progress bar; the JSON log lines are for `dropbatch serve` and Batch.
-    os.environ.setdefault("DROPBATCH_LOG_LEVEL", "WARNING")
 
     folder = base.resolve() / "inbox" / time.strftime("demo-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)

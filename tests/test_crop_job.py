@@ -5,6 +5,7 @@ INVALID at trigger time, naming the field."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def submit(
     intake.cache_clear()
     folder = deployment["inbox"] / "job"
     folder.mkdir()
-    (folder / "talk.mp4").symlink_to(talk)
+    shutil.copyfile(talk, folder / "talk.mp4")  # a copy: links out of the inbox are refused
     (folder / "manifest.yaml").write_text(MANIFEST.replace("MODEL", model))
     info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
     [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))

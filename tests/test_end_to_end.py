@@ -4,6 +4,7 @@ time, with faults injected by a wrapping task command) → stitch → output and
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def run_job(deployment: dict, clip: Path, fault_plan: dict | None, monkeypatch) 
     intake.cache_clear()
     folder = deployment["inbox"] / "job"
     folder.mkdir()
-    (folder / "clip.mp4").symlink_to(clip)
+    shutil.copyfile(clip, folder / "clip.mp4")  # a copy: links out of the inbox are refused
     (folder / "manifest.yaml").write_text(MANIFEST)
     store = LocalStore(deployment["root"])
     info = store.stat("inbox", "job/manifest.yaml")

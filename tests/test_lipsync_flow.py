@@ -4,6 +4,7 @@ with the test model from a model store folder → stitch with the new audio, onc
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -46,7 +47,7 @@ def run_manifest(
     target = deployment["inbox"] / folder
     target.mkdir()
     for name, path in files.items():
-        (target / name).symlink_to(path)
+        shutil.copyfile(path, target / name)  # a copy: links out of the inbox are refused
     (target / "manifest.yaml").write_text(manifest)
     store = LocalStore(deployment["root"])
     info = store.stat("inbox", f"{folder}/manifest.yaml")

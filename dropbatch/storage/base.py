@@ -19,6 +19,12 @@ class NotFound(Exception):
     """The object does not exist."""
 
 
+class OutsideBucket(NotFound):
+    """A local object whose path leads out of its bucket's folder (a symbolic link, of the
+    file or of a folder on its way). Refused for reads and writes alike: to every caller it is
+    no object of this bucket, and the message says why."""
+
+
 class PreconditionFailed(Exception):
     """A generation precondition did not hold; nothing was written."""
 

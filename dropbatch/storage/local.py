@@ -20,7 +20,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from dropbatch.storage.base import NotFound, ObjectInfo, PreconditionFailed, is_hidden
+from dropbatch.storage.base import (
+    NotFound,
+    ObjectInfo,
+    OutsideBucket,
+    PreconditionFailed,
+    is_hidden,
+)
 from dropbatch.storage.base import check_name as _check_name
 
 STATE_DIR = ".dropbatch"
@@ -34,7 +40,22 @@ class LocalStore:
     def _path(self, bucket: str, name: str) -> Path:
         _check_name(bucket)
         _check_name(name)
-        return self.root / bucket / name
+        path = self.root / bucket / name
+        self._check_inside(bucket, name, path)
+        return path
+
+    def _check_inside(self, bucket: str, name: str, path: Path) -> None:
+        """Every path we read or write is resolved here, so a symlink in the inbox (an input
+        linked to a file elsewhere, an `out/` linked to another folder) can neither show us
+        files outside the bucket nor make us write there. A link that stays inside is fine;
+        so is a bucket folder that is itself a link (the inbox may live anywhere)."""
+        top = (self.root / bucket).resolve()
+        real = path.resolve()
+        if real != top and top not in real.parents:
+            raise OutsideBucket(
+                f"{self.uri(bucket, name)} leads through a symbolic link to {real}, outside "
+                f"{top}; refused: copy the file in (or write outputs to a real folder)"
+            )
 
     def _meta_path(self, bucket: str, name: str) -> Path:
         return self.root / STATE_DIR / "meta" / bucket / (name + ".json")

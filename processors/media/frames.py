@@ -9,7 +9,9 @@ decoded YUV up to rounding. Odd frame sizes (no 4:2:0 layout) cross as rgb24.
 Every frame of a video has a global index on one constant-rate grid: the decoder runs ffmpeg's
 `fps` filter over absolute timestamps (-copyts) and trims at an exact grid index, so a chunk
 decoded on its own yields the very frames a whole-video decode would — variable-frame-rate
-input included. Reading stops after the chunk's frame count instead of trusting an end time.
+input included (the probe picks a grid rate on which no source frame shares a slot, so the
+filter only repeats frames, never drops one). Reading stops after the chunk's frame count
+instead of trusting an end time.
 """
 
 from __future__ import annotations

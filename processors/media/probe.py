@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import subprocess
 from fractions import Fraction
 
@@ -49,6 +51,65 @@ def choose_rate(r_rate: Fraction | None, avg_rate: Fraction | None) -> tuple[Fra
     return guess.limit_denominator(1001), True
 
 
+# Rates tried, after the headers' choice, when that choice would drop a frame of a VFR input:
+# the standard rates, then high-speed capture rates.
+FAST_RATES = [Fraction(90), Fraction(100), Fraction(120), Fraction(240)]
+
+
+def packet_times(source: str, time_base: Fraction) -> list[Fraction]:
+    """Presentation times (s) of the first video stream's packets, in display order.
+
+    One demux pass over the file (it reads the packets and decodes none): cheap next to a
+    decode, but a whole read, so the probe does it only for a file whose headers say its rate
+    varies.
+    """
+    args = [
+        binary("ffprobe"), "-v", "error", "-select_streams", "v:0",
+        "-show_entries", "packet=pts", "-of", "csv=p=0", source,
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return []  # the header facts stand (a slow remote read must not fail the trigger)
+    if proc.returncode != 0:
+        return []  # the header facts stand; a damaged file fails in probe or at decode
+    stamps = [int(v) for v in proc.stdout.split() if v.strip().lstrip("-").isdigit()]
+    return sorted(Fraction(v) * time_base for v in stamps)
+
+
+def _slot(time: Fraction, rate: Fraction) -> int:
+    # The grid slot ffmpeg's fps filter rounds a frame to (nearest, halves away from zero).
+    return math.floor(time * rate + Fraction(1, 2))
+
+
+def drops_no_frame(times: list[Fraction], rate: Fraction) -> bool:
+    """Whether every frame lands in a grid slot of its own at `rate` (the fps filter keeps
+    only the last of the frames that share a slot)."""
+    slots = [_slot(t, rate) for t in times]
+    return all(b > a for a, b in itertools.pairwise(slots))
+
+
+def rate_for_every_frame(
+    times: list[Fraction], chosen: Fraction, nominal: Fraction | None
+) -> Fraction:
+    """The output rate for a VFR input: one that shows every source frame.
+
+    Tried in order: the headers' choice (`chosen`), the stream's nominal rate when it is a
+    standard one, then the standard and high-speed rates above `chosen`; the first on which
+    no two frames share a slot wins. Slower stretches hold each frame for its own duration,
+    so timing is kept. Frames closer than 1/240 s (no camera records faster) are the one
+    case that still drops: a higher rate would only multiply the frames to process.
+    """
+    candidates = [chosen]
+    if nominal in STANDARD_RATES and nominal > chosen:
+        candidates.append(nominal)
+    candidates += [r for r in [*STANDARD_RATES, *FAST_RATES] if r > chosen]
+    for rate in candidates:
+        if drops_no_frame(times, rate):
+            return rate
+    return max(chosen, FAST_RATES[-1])
+
+
 def probe(source: str) -> VideoInfo:
     args = [
         binary("ffprobe"), "-v", "error", "-print_format", "json",
@@ -75,9 +136,14 @@ def probe(source: str) -> VideoInfo:
     )
     if video is None:
         raise MediaError("no video stream (is this an audio file or an image?)")
-    rate, vfr = choose_rate(
-        _fraction(video.get("r_frame_rate")), _fraction(video.get("avg_frame_rate"))
-    )
+    nominal = _fraction(video.get("r_frame_rate"))
+    rate, vfr = choose_rate(nominal, _fraction(video.get("avg_frame_rate")))
+    last_slot = 0
+    if vfr:  # headers only say the rate varies; the packets say by how much
+        times = packet_times(source, _fraction(video.get("time_base")) or Fraction(1, 90000))
+        if len(times) > 1:
+            rate = rate_for_every_frame(times, rate, nominal)
+            last_slot = _slot(times[-1], rate) - _slot(times[0], rate)
     duration = float(video.get("duration") or fmt.get("duration") or 0)
     if duration <= 0:
         raise MediaError("the video has no duration (truncated or still being written?)")
@@ -89,6 +155,7 @@ def probe(source: str) -> VideoInfo:
         width, height = height, width
     nb_frames = int(video.get("nb_frames") or 0)
     frame_count = nb_frames if (nb_frames and not vfr) else round(duration * rate)
+    frame_count = max(frame_count, last_slot + 1)
     return VideoInfo(
         duration=duration,
         fps_num=rate.numerator,

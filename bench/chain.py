@@ -178,7 +178,8 @@ def main() -> None:
         )
         spent["stitch"] += time.perf_counter() - started
     total = sum(spent.values())
-    assert frames_out == info.frame_count, (frames_out, info.frame_count)
+    # A header may count one frame more than decodes (the Pexels clip's does): tasks allow it.
+    assert info.frame_count - 1 <= frames_out <= info.frame_count, (frames_out, info.frame_count)
     print(f"{'stage':<8} {'seconds':>8} {'share':>7} {'ms/frame':>9}")
     for stage in STAGES:
         print(

@@ -10,6 +10,7 @@ over the whole clip, frame for frame, and the job's encoded output is that resul
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def job_record(local_root: Path) -> JobRecord:
 
 def drop_job(folder: Path, clip: Path, steps: tuple[str, ...]) -> None:
     folder.mkdir(parents=True)
-    (folder / "talk.mp4").symlink_to(clip)
+    shutil.copy(clip, folder / "talk.mp4")  # a symlink out of the folder is refused
     write_face_image(folder / "faces" / "astronaut.png", astronaut())
     (folder / "manifest.yaml").write_text(chain_manifest(steps))
 

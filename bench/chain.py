@@ -79,6 +79,7 @@ class Timed:
         if self.name == "swap":
             found = out.annotations.get("faces", [])
             self.faces[self.name] = self.faces.get(self.name, 0) + sum(bool(f) for f in found)
+            self.faces["seen"] = self.faces.get("seen", 0) + len(out)
         return out
 
     def push(self, batch: FrameBatch) -> FrameBatch:
@@ -197,7 +198,9 @@ def main() -> None:
         )
     print(f"{'total':<8} {total:8.2f}  100.0% {1000 * total / frames_out:9.1f}")
     # Counted over every frame swap saw, pre-/post-roll included.
-    print(f"swap found her face in {faces.get('swap', 0)} frames (with context)")
+    print(
+        f"swap found her face in {faces.get('swap', 0)} of the {faces.get('seen', 0)} frames it saw"
+    )
     slowest = max(STAGES, key=lambda s: spent[s])
     print(
         f"chain: {frames_out / total:.2f} fps, slowest stage: {slowest} "

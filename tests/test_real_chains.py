@@ -1,6 +1,7 @@
 """Every chain combination as a user runs it: `dropbatch run` (and `dropbatch serve`) on three
 seconds of real footage, with the real detectors (YOLO11n for crop; SCRFD-500m + ArcFace MBF as
-swap's analyser pack) and the test-signature swapper and Wav2Lip from a model store folder.
+swap's analyser pack, whose detector lipsync also takes from the store when no swap runs before
+it) and the test-signature swapper and Wav2Lip from a model store folder.
 
 Each job ends SUCCEEDED with every frame and the soundtrack; the same chain run in process
 chunk by chunk (each chunk with its pre- and post-roll, as its task decodes it) equals one task

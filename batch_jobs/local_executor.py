@@ -16,16 +16,23 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from batch_jobs.leases import release_task_leases
+from batch_jobs.liveness import current_owner, executor_alive, owner_alive, task_alive
+from batch_jobs.scratch import sweep_dead
 from dropbatch.config import Settings
 from dropbatch.logs import event, relay
-from dropbatch.status.model import JobRecord
+from dropbatch.status.base import StatusStore
+from dropbatch.status.model import JobRecord, JobState, ProcessOwner
 
 log = logging.getLogger("dropbatch.executor")
+RESUME_SCAN = 1000  # unfinished jobs looked at when serve starts
 
 Notify = Callable[[str, str, str], None]  # (job_name, new_state, reason)
+AttemptEnded = Callable[[int, int, int], None]  # (task index, attempt, exit code)
 
 
 def task_command(settings: Settings) -> list[str]:
@@ -59,10 +66,20 @@ class LocalExecutor:
         notify: Notify,
         retry_exit_codes: frozenset[int] | None = None,
         base_env: dict[str, str] | None = None,
+        task_indices: list[int] | None = None,
+        first_attempts: dict[int, int] | None = None,
+        attempt_ended: AttemptEnded | None = None,
+        before_task: Callable[[int], None] | None = None,
     ) -> None:
         self.job_name = job_name
         self.task_count = task_count
-        self.parallelism = max(1, min(parallelism, task_count))
+        # Which tasks to run (None: all); a resumed job runs only its unfinished chunks.
+        self.task_indices = list(range(task_count)) if task_indices is None else task_indices
+        # A resumed task continues its attempt count, so it supersedes its dead predecessor.
+        self.first_attempts = first_attempts or {}
+        self.attempt_ended = attempt_ended
+        self.before_task = before_task
+        self.parallelism = max(1, min(parallelism, len(self.task_indices) or 1))
         self.max_retries = max_retries
         self.env = env
         self.command = command
@@ -95,14 +112,19 @@ class LocalExecutor:
 
     def _run_task(self, index: int) -> TaskOutcome:
         code, tail = 0, ""
-        for attempt in range(self.max_retries + 1):
+        if self.before_task is not None:
+            self.before_task(index)
+        first = self.first_attempts.get(index, 0)
+        for attempt in range(first, first + self.max_retries + 1):
             code, tail = self._attempt(index, attempt)
+            if self.attempt_ended is not None:
+                self.attempt_ended(index, attempt, code)
             if code == 0:
-                return TaskOutcome(index, attempt + 1, 0, tail)
+                return TaskOutcome(index, attempt - first + 1, 0, tail)
             if code == MISCONFIGURED or (
                 self.retry_exit_codes is not None and code not in self.retry_exit_codes
             ):
-                return TaskOutcome(index, attempt + 1, code, tail)
+                return TaskOutcome(index, attempt - first + 1, code, tail)
             event(
                 log,
                 "task attempt failed",
@@ -117,7 +139,7 @@ class LocalExecutor:
         self.notify(self.job_name, "SCHEDULED", "")
         self.notify(self.job_name, "RUNNING", "")
         pending: queue.Queue[int] = queue.Queue()
-        for i in range(self.task_count):
+        for i in self.task_indices:
             pending.put(i)
         outcomes = self.outcomes
         lock = threading.Lock()
@@ -140,8 +162,9 @@ class LocalExecutor:
         failed = sorted((o for o in outcomes if o.exit_code != 0), key=lambda o: o.index)
         if failed:
             first = failed[0]
+            ran = len(self.task_indices)
             reason = (
-                f"{len(failed)} of {self.task_count} task(s) failed; task {first.index} exited "
+                f"{len(failed)} of {ran} task(s) failed; task {first.index} exited "
                 f"{first.exit_code} after {first.attempts} attempt(s): "
                 f"{_last_message(first.tail)}"
             )
@@ -165,6 +188,42 @@ def _last_message(tail: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+def tasks_to_run(record: JobRecord) -> list[int]:
+    """The tasks a (re)started executor runs: those whose chunk is not done yet, and, for an
+    item whose chunks are all done but which is not stitched, its last task (it finds the set
+    complete and stitches). A fresh job: every task."""
+    assert record.plan is not None
+    tasks = record.plan.tasks()
+    run: list[int] = []
+    last_of: dict[int, int] = {}
+    for index, (item, chunk) in enumerate(tasks):
+        last_of[item] = index
+        if item not in record.items_stitched and chunk not in record.chunks_done.get(str(item), []):
+            run.append(index)
+    running_items = {tasks[i][0] for i in run}
+    for item, index in last_of.items():
+        if item not in record.items_stitched and item not in running_items:
+            run.append(index)
+    return sorted(run)
+
+
+def claim_executor(
+    status: StatusStore, job_id: str, me: ProcessOwner, replacing: ProcessOwner | None = None
+) -> bool:
+    """Record this process as the job's executor unless another live one is recorded
+    (`replacing`: one the caller found dead by its heartbeats, on another host)."""
+
+    def mutate(record: JobRecord) -> bool:
+        current = record.executor
+        if current not in (None, me, replacing) and owner_alive(current) is not False:
+            return False
+        record.executor = me
+        return True
+
+    _, claimed = status.transact(job_id, mutate)
+    return claimed
+
+
 class LocalLauncher:
     """Launches each job once, on a background thread of this process."""
 
@@ -183,6 +242,14 @@ class LocalLauncher:
             return cls._shared
 
     def launch(self, record: JobRecord, settings: Settings) -> str:
+        self.start(record, settings)
+        return f"local/{record.job_id}"
+
+    def start(
+        self, record: JobRecord, settings: Settings, replacing: ProcessOwner | None = None
+    ) -> bool:
+        """Run the job's unfinished tasks on this process; False if it runs already (here, or
+        in another live process), True if this call started it."""
         from batch_jobs.reconcile import BatchNotification, apply_notification
         from dropbatch.status import open_status
         from dropbatch.storage import open_store
@@ -190,13 +257,30 @@ class LocalLauncher:
         name = f"local/{record.job_id}"
         with self._lock:
             if record.job_id in self._jobs:
-                return name  # the same job id again: already running (Batch: ALREADY_EXISTS)
-            plan = record.plan
-            assert plan is not None
+                return False  # the same job id again: already running (Batch: ALREADY_EXISTS)
             store, status = open_store(settings), open_status(settings)
+            if not claim_executor(status, record.job_id, current_owner(), replacing):
+                # Another live process (a `dropbatch run`, another serve) runs its tasks.
+                event(log, "job runs elsewhere", job_id=record.job_id)
+                return False
+            fresh = status.get(record.job_id)
+            assert fresh is not None and fresh.plan is not None
+            plan = fresh.plan
+            indices = tasks_to_run(fresh)
+            # A task that ran before (a resumed job) continues its attempt count.
+            first_attempts = {
+                p.task_index: p.attempt + 1
+                for p in status.progress(record.job_id)
+                if p.task_index in indices
+            }
 
             def notify(job_name: str, state: str, reason: str) -> None:
                 apply_notification(store, status, BatchNotification(job_name, state, reason))
+
+            def attempt_ended(index: int, attempt: int, code: int) -> None:
+                if code != 0:  # its process is gone: whatever it held is free now
+                    release_task_leases(status, record.job_id, index, attempt)
+                    sweep_dead()
 
             executor = LocalExecutor(
                 job_name=name,
@@ -208,11 +292,20 @@ class LocalLauncher:
                 env={**settings.to_env(), "DROPBATCH_JOB_ID": record.job_id},
                 command=task_command(settings),
                 notify=notify,
+                task_indices=indices,
+                first_attempts=first_attempts,
+                attempt_ended=attempt_ended,
+                before_task=lambda index: await_orphan(status, record.job_id, index),
             )
-            thread = threading.Thread(target=executor.run, name=f"job-{record.job_id}")
+
+            def run() -> None:
+                executor.run()
+                sweep_dead()
+
+            thread = threading.Thread(target=run, name=f"job-{record.job_id}")
             self._jobs[record.job_id] = thread
             thread.start()
-        return name
+        return True
 
     def failure_reason(self, job_name: str) -> str:
         return ""  # the executor's own notifications already carry the reason
@@ -227,3 +320,42 @@ class LocalLauncher:
     def wait_all(self, timeout: float | None = None) -> None:
         for thread in list(self._jobs.values()):
             thread.join(timeout)
+
+
+ORPHAN_CHECK_SECONDS = 0.5
+
+
+def await_orphan(status: StatusStore, job_id: str, index: int) -> None:
+    """A task of a dead executor may still run (its parent died alone): let it finish rather
+    than run the chunk twice at once. Its chunk is then done, or it died and we run it."""
+    while any(p.task_index == index and task_alive(p) for p in status.progress(job_id)):
+        time.sleep(ORPHAN_CHECK_SECONDS)
+
+
+def resume_stranded(launcher: object, settings: Settings) -> list[str]:
+    """Relaunch the local jobs whose executor died (a killed `dropbatch serve` or `run`): from
+    their done chunks, on this process. Called when `dropbatch serve` starts."""
+    from dropbatch.status import open_status
+
+    if not isinstance(launcher, LocalLauncher):
+        return []  # Cloud Batch runs its jobs whatever happens to this process
+    sweep_dead()  # what tasks killed with the previous serve left in the temporary folder
+    status = open_status(settings)
+    resumed = []
+    for record in status.recent(
+        RESUME_SCAN, states=[JobState.QUEUED, JobState.RUNNING, JobState.STITCHING]
+    ):
+        if record.plan is None or not (record.batch_job or "").startswith("local/"):
+            continue
+        if executor_alive(record, status.progress(record.job_id)):
+            continue
+        if launcher.start(record, settings, replacing=record.executor):
+            event(
+                log,
+                "job resumed",
+                job_id=record.job_id,
+                chunks_done=record.done_count,
+                chunks_total=record.chunks_total,
+            )
+            resumed.append(record.job_id)
+    return resumed

@@ -108,6 +108,14 @@ def apply_notification(
                 code="CANCELLED", message=note.reason or "the batch job was cancelled or deleted"
             ),
         )
+    elif (
+        state == "SUCCEEDED"
+        and record.plan
+        and len(record.items_stitched) == len(record.plan.items)
+    ):
+        # Every item is stitched, but the stitcher died before it could say so (a resumed job
+        # whose last stitch had finished): the job is done.
+        transition(store, status, note.job_id, JobState.SUCCEEDED)
     elif state == "SUCCEEDED":
         # Every task exited 0, so the last one stitched; if the record disagrees, say so.
         transition(

@@ -5,21 +5,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
 
+from batch_jobs.leases import LeaseKeeper, claim_stitch, release_stitch
 from dropbatch.config import Settings
 from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
 from dropbatch.logs import event
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobError, JobRecord, JobState, PlannedItem, StitchLease
+from dropbatch.status.model import (
+    JobError,
+    JobRecord,
+    JobState,
+    LeaseHolder,
+    PlannedItem,
+)
 from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed
 from processors.media.assemble import audio_offset_for, concat_and_mux
 from processors.media.preview import contact_sheet, decode_jpeg
 
 log = logging.getLogger("dropbatch.stitch")
+HOLDER_CHECK_SECONDS = 1.0  # how often a waiting stitcher looks at the lease holder again
+
+__all__ = ["LeaseKeeper", "claim_stitch", "mark_chunk_done", "release_stitch", "stitch_when_ready"]
 
 
 class OutputConflict(Exception):
@@ -51,77 +60,6 @@ def mark_chunk_done(status: StatusStore, job_id: str, item: int, chunk: int) -> 
 
     _, complete = status.transact(job_id, mutate)
     return complete
-
-
-def claim_stitch(status: StatusStore, job_id: str, item: int, owner: str, lease: float) -> str:
-    """'claimed', 'done' (already stitched) or 'held' (a live lease belongs to another)."""
-
-    def mutate(record: JobRecord) -> str:
-        if item in record.items_stitched:
-            return "done"
-        now = time.time()
-        current = record.stitch_leases.get(str(item))
-        if current and current.owner != owner and current.expires_at > now:
-            return "held"
-        granted = StitchLease(owner=owner, expires_at=now + lease)
-        record.stitch_leases[str(item)] = granted
-        record.stitch_claims.append(granted)
-        return "claimed"
-
-    _, outcome = status.transact(job_id, mutate)
-    return outcome
-
-
-def renew_stitch(status: StatusStore, job_id: str, item: int, owner: str, lease: float) -> bool:
-    """Extend our lease; False if it is no longer ours (it expired and another took over)."""
-
-    def mutate(record: JobRecord) -> bool:
-        current = record.stitch_leases.get(str(item))
-        if current is None or current.owner != owner:
-            return False
-        record.stitch_leases[str(item)] = StitchLease(owner=owner, expires_at=time.time() + lease)
-        return True
-
-    _, still_ours = status.transact(job_id, mutate)
-    return still_ours
-
-
-class LeaseKeeper:
-    """Renews a stitch lease every third of its length while the stitch runs, so a long
-    stitch (a big upload) keeps it and only a stitcher that died loses it."""
-
-    def __init__(
-        self, status: StatusStore, job_id: str, item: int, owner: str, lease: float
-    ) -> None:
-        self._args = (status, job_id, item, owner, lease)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stitch-lease", daemon=True)
-
-    def _run(self) -> None:
-        lease = self._args[-1]
-        while not self._stop.wait(lease / 3):
-            try:
-                if not renew_stitch(*self._args):
-                    return
-            except Exception as exc:  # a missed renewal is not fatal; the next one may land
-                event(log, "stitch lease renewal failed", logging.WARNING, reason=str(exc))
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def release_stitch(status: StatusStore, job_id: str, item: int, owner: str) -> None:
-    def mutate(record: JobRecord) -> None:
-        lease = record.stitch_leases.get(str(item))
-        if lease and lease.owner == owner:
-            del record.stitch_leases[str(item)]
-
-    status.transact(job_id, mutate)
 
 
 def finish_stitch(status: StatusStore, job_id: str, item: int, outputs: list[str]) -> bool:
@@ -277,10 +215,14 @@ def stitch_when_ready(
     job_id: str,
     item_index: int,
     owner: str,
+    holder: LeaseHolder | None = None,
 ) -> None:
-    """Claim the item's stitch; wait out another stitcher's lease if it goes quiet."""
+    """Claim the item's stitch; wait while another stitcher holds it, until it finishes, its
+    lease runs out, or it is known dead (`holder_dead`)."""
     while True:
-        outcome = claim_stitch(status, job_id, item_index, owner, settings.stitch_lease_seconds)
+        outcome = claim_stitch(
+            status, job_id, item_index, owner, settings.stitch_lease_seconds, holder
+        )
         if outcome == "done":
             return
         if outcome == "claimed":
@@ -310,4 +252,5 @@ def stitch_when_ready(
         assert record is not None
         lease = record.stitch_leases.get(str(item_index))
         wait = (lease.expires_at - time.time()) if lease else 0.0
-        time.sleep(min(max(wait, 0.2), 5.0))
+        # Look again soon: a holder that dies is seen dead at the next look, not at expiry.
+        time.sleep(min(max(wait, 0.2), HOLDER_CHECK_SECONDS))

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from batch_jobs.liveness import HEARTBEAT_SECONDS, current_owner
+from batch_jobs.scratch import task_scratch
 from batch_jobs.side_inputs import fetch_side_inputs
 from batch_jobs.stitch import mark_chunk_done, part_name, preview_tile_name, stitch_when_ready
 from dropbatch import logs
@@ -31,7 +34,7 @@ from dropbatch.jobstatus import ROLE_KEY, transition
 from dropbatch.logs import event
 from dropbatch.status import open_status
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobState, TaskProgress
+from dropbatch.status.model import JobState, LeaseHolder, TaskProgress
 from dropbatch.storage import open_store
 from dropbatch.storage.base import ObjectStore, folder_of
 from processors.base import ProcessorContext
@@ -44,21 +47,46 @@ PROGRESS_INTERVAL = 1.0  # seconds; Firestore sustains about one write per secon
 
 
 class ProgressReporter:
+    """Writes the task's progress record, which is also its heartbeat (`batch_jobs.liveness`):
+    rewritten at least every HEARTBEAT_SECONDS while the task runs, frames flowing or not."""
+
     def __init__(self, status: StatusStore, progress: TaskProgress) -> None:
         self.status, self.progress = status, progress
         self._last = 0.0
         self._started = time.time()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
 
     def update(self, frames_done: int, force: bool = False, **fields: object) -> None:
-        now = time.time()
-        self.progress.frames_done = frames_done
-        self.progress.fps = round(frames_done / max(now - self._started, 1e-6), 2)
-        for key, value in fields.items():
-            setattr(self.progress, key, value)
-        if force or now - self._last >= PROGRESS_INTERVAL:
-            self.progress.updated_at = now
-            self.status.put_progress(self.progress)
-            self._last = now
+        with self._lock:
+            now = time.time()
+            self.progress.frames_done = frames_done
+            self.progress.fps = round(frames_done / max(now - self._started, 1e-6), 2)
+            for key, value in fields.items():
+                setattr(self.progress, key, value)
+            if force or now - self._last >= PROGRESS_INTERVAL:
+                self.progress.updated_at = now
+                self.status.put_progress(self.progress)
+                self._last = now
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                with self._lock:
+                    if time.time() - self._last < HEARTBEAT_SECONDS:
+                        continue
+                self.update(self.progress.frames_done, force=True)
+            except Exception as exc:  # a missed beat is not fatal; the next one may land
+                event(log, "heartbeat failed", logging.WARNING, reason=str(exc))
+
+    def __enter__(self) -> ProgressReporter:
+        self._beat.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._beat.join()
 
 
 def encode_settings(encode: dict, threads: int | None) -> EncodeSettings:
@@ -243,59 +271,65 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
             chunk=chunk_index,
             attempt=attempt,
             frames_total=chunk.end_frame - chunk.start_frame,
+            owner=current_owner(),
         ),
     )
-    threads = int(os.environ.get("DROPBATCH_TASK_THREADS", "0")) or None
-    started = time.time()
-    event(log, "task started", attempt=attempt, frames=chunk.end_frame - chunk.start_frame)
-    already = chunk_index in record.chunks_done.get(str(item_index), [])
-    if not already:
-        reporter.update(0, force=True, state="RUNNING")
-        try:
-            with tempfile.TemporaryDirectory(prefix="dropbatch-side-") as side:
-                fetch_side_inputs(
-                    store, record.bucket, folder_of(record.manifest), item.chain, Path(side)
+    with reporter:
+        threads = int(os.environ.get("DROPBATCH_TASK_THREADS", "0")) or None
+        started = time.time()
+        event(log, "task started", attempt=attempt, frames=chunk.end_frame - chunk.start_frame)
+        already = chunk_index in record.chunks_done.get(str(item_index), [])
+        if not already:
+            reporter.update(0, force=True, state="RUNNING")
+            try:
+                with tempfile.TemporaryDirectory(prefix="dropbatch-side-") as side:
+                    fetch_side_inputs(
+                        store, record.bucket, folder_of(record.manifest), item.chain, Path(side)
+                    )
+                    process_chunk(
+                        store,
+                        settings,
+                        status,
+                        job_id,
+                        record.bucket,
+                        item,
+                        chunk,
+                        reporter,
+                        threads,
+                        folder=Path(side),
+                    )
+            except Exception as exc:
+                reason = failure_text(exc)
+                reporter.update(
+                    reporter.progress.frames_done,
+                    force=True,
+                    state="FAILED",
+                    message=reason,
+                    code=exc.code if isinstance(exc, ChainSetupError) else "",
                 )
-                process_chunk(
-                    store,
-                    settings,
-                    status,
-                    job_id,
-                    record.bucket,
-                    item,
-                    chunk,
-                    reporter,
-                    threads,
-                    folder=Path(side),
-                )
-        except Exception as exc:
-            reason = failure_text(exc)
-            reporter.update(
-                reporter.progress.frames_done,
-                force=True,
-                state="FAILED",
-                message=reason,
-                code=exc.code if isinstance(exc, ChainSetupError) else "",
-            )
-            event(log, "task failed", logging.ERROR, reason=reason, attempt=attempt)
-            # A chain that cannot be set up (bad model, bad side image) fails the same way on
-            # every retry: exit 2 says so.
-            return 2 if isinstance(exc, ChainSetupError) else 1
-    complete = mark_chunk_done(status, job_id, item_index, chunk_index)
-    elapsed = time.time() - started
-    frames = chunk.end_frame - chunk.start_frame
-    reporter.update(frames, force=True, state="SUCCEEDED")
-    event(
-        log, "task finished", seconds=round(elapsed, 3), fps=round(frames / max(elapsed, 1e-6), 2)
-    )
-    if complete:
-        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        try:
-            stitch_when_ready(store, status, settings, job_id, item_index, owner)
-        except Exception as exc:
-            event(log, "stitch failed", logging.ERROR, reason=failure_text(exc))
-            return 1
-    return 0
+                event(log, "task failed", logging.ERROR, reason=reason, attempt=attempt)
+                # A chain that cannot be set up (bad model, bad side image) fails the same way on
+                # every retry: exit 2 says so.
+                return 2 if isinstance(exc, ChainSetupError) else 1
+        complete = mark_chunk_done(status, job_id, item_index, chunk_index)
+        elapsed = time.time() - started
+        frames = chunk.end_frame - chunk.start_frame
+        reporter.update(frames, force=True, state="SUCCEEDED")
+        event(
+            log,
+            "task finished",
+            seconds=round(elapsed, 3),
+            fps=round(frames / max(elapsed, 1e-6), 2),
+        )
+        if complete:
+            owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            holder = LeaseHolder(process=reporter.progress.owner, task_index=index, attempt=attempt)
+            try:
+                stitch_when_ready(store, status, settings, job_id, item_index, owner, holder)
+            except Exception as exc:
+                event(log, "stitch failed", logging.ERROR, reason=failure_text(exc))
+                return 1
+        return 0
 
 
 def main() -> int:
@@ -311,7 +345,10 @@ def main() -> int:
     if not job_id:
         event(log, "task failed", logging.ERROR, reason="DROPBATCH_JOB_ID is not set")
         return 2
-    return run_task(settings, job_id, index, attempt)
+    # All temporary files under one folder that names this process, removed on the way out
+    # (SIGTERM included) or, after a SIGKILL, by the next task on the machine.
+    with task_scratch():
+        return run_task(settings, job_id, index, attempt)
 
 
 if __name__ == "__main__":

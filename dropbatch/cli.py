@@ -36,23 +36,28 @@ def _apply_env(settings: Settings) -> None:
 
 # -- validate ------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
-    from manifests.loader import ManifestInvalid, load_manifest
+    from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
     from manifests.model import MAX_INPUTS
     from manifests.resolve import resolve_inputs
 
     path = Path(args.file)
     errors = []
     try:
-        manifest = load_manifest(path.read_bytes())
-    except FileNotFoundError:
-        print(f"{path}: no such file", file=sys.stderr)
+        with path.open("rb") as file:  # one byte over the limit is enough to refuse it
+            manifest = load_manifest(file.read(MAX_MANIFEST_BYTES + 1))
+    except OSError as exc:  # missing, a folder, unreadable: one line, never a traceback
+        print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INVALID
     except ManifestInvalid as exc:
         errors = exc.errors
         manifest = None
     if manifest is not None and not args.no_files:
         folder = path.parent
-        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        try:
+            present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        except OSError as exc:
+            print(f"{folder}: cannot list the folder ({exc.strerror or exc})", file=sys.stderr)
+            return EXIT_INVALID
         resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
         errors = [*resolution.errors, *resolution.missing]
     if args.json:
@@ -246,6 +251,19 @@ def _open_status_for(target: str | None):
     return open_status(settings), settings, None
 
 
+def stalled_line(record: JobRecord, tasks: list) -> str:
+    """A local job whose executor is gone stays RUNNING until a serve resumes it: say so."""
+    from batch_jobs.liveness import executor_alive
+
+    local = (record.batch_job or "").startswith("local/")
+    if record.state in TERMINAL_STATES or not local or executor_alive(record, tasks):
+        return ""
+    return (
+        "  stalled: the process that ran its tasks is gone; "
+        "`dropbatch serve` on this inbox resumes it from the chunks done"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status, _, manifest = _open_status_for(args.target)
     if manifest is not None:
@@ -266,6 +284,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(record.summary(), indent=2))
         return EXIT_OK
     print(progress_line(record))
+    stalled = stalled_line(record, status.progress(record.job_id))
+    if stalled:
+        print(stalled)
     for task in status.progress(record.job_id):
         print(
             f"  task {task.task_index:>3} item {task.item} chunk {task.chunk}: {task.state:<9}"

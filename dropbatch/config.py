@@ -37,8 +37,8 @@ class Settings(BaseModel):
     # Where a VM keeps verified copies of store models (default: ~/.cache/dropbatch/models).
     # On Cloud Batch, a host folder shared by the VM's tasks, so each file is fetched once.
     model_cache: str = ""
-    # The trigger counts the faces in swap's source/reference images (needs insightface and
-    # onnxruntime where it runs; without them it logs and leaves the check to the task).
+    # The trigger counts the faces in swap's source/reference images (needs onnxruntime where
+    # it runs; without it, it logs and leaves the check to the task).
     check_faces: bool = True
     # A manifest whose inputs are still missing after this long ends INVALID.
     input_wait_seconds: float = Field(default=3600.0, ge=0)

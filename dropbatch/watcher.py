@@ -69,6 +69,7 @@ class FolderWatcher:
 
 
 def serve(inbox: Path, settings: Settings, poll_seconds: float = 1.0, once: bool = False) -> None:
+    from batch_jobs.local_executor import resume_stranded
     from dropbatch import logs
     from triggers.main import intake, on_inbox_object
 
@@ -77,6 +78,9 @@ def serve(inbox: Path, settings: Settings, poll_seconds: float = 1.0, once: bool
     watcher = FolderWatcher(store, inbox.name)
     event(log, "watching", inbox=str(inbox), status=str(settings.sqlite_file))
     print(f"dropbatch: watching {inbox} (Ctrl-C to stop)", flush=True)
+    # Jobs whose tasks died with an earlier serve continue from their done chunks.
+    for job_id in resume_stranded(intake().launcher, settings):
+        print(f"dropbatch: resuming job {job_id}", flush=True)
     try:
         scans = 0
         while True:

@@ -8,24 +8,42 @@ instead of a silently ignored setting. Paths are strings relative to the manifes
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from manifests.paths import check_relative_path
+from manifests.paths import check_relative_path, check_video_pattern
 
 MAX_INPUTS = 500
 
-RelPath = Annotated[str, Field(min_length=1, max_length=1024)]
+# A path is checked (and normalised) where it is declared, so an error names the exact item
+# (`chain[0].swap.source[1]`), not the list that holds it.
+RelPath = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(check_relative_path)]
+VideoPath = Annotated[
+    str, Field(min_length=1, max_length=1024), AfterValidator(check_video_pattern)
+]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-def _checked(value: str) -> str:
-    check_relative_path(value)
-    return value
+    # pydantic reads `true` as 1 for a number; `crf: true` is a mistake, not a setting.
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation in (int, float) or get_origin(annotation) is Literal:
+                raise ValueError("must be a number, not true/false")
+        return value
 
 
 class CropOptions(Strict):
@@ -111,11 +129,6 @@ class FaceMapEntry(Strict):
     reference: RelPath = Field(description="An image of the person to replace.")
     source: RelPath = Field(description="An image of the identity to put in their place.")
 
-    @field_validator("reference", "source")
-    @classmethod
-    def _paths(cls, value: str) -> str:
-        return _checked(value)
-
 
 class SwapOptions(Strict):
     """Replace faces with a source identity (insightface + inswapper_128)."""
@@ -175,16 +188,6 @@ class SwapOptions(Strict):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("source")
-    @classmethod
-    def _paths(cls, value: list[str]) -> list[str]:
-        return [_checked(v) for v in value]
-
-    @field_validator("reference")
-    @classmethod
-    def _reference(cls, value: str | None) -> str | None:
-        return None if value is None else _checked(value)
-
     @model_validator(mode="after")
     def _needs_identity(self) -> SwapOptions:
         if not self.source and not self.face_map:
@@ -232,11 +235,6 @@ class LipsyncOptions(Strict):
         description="Detect faces on every k-th frame and interpolate between (own detection "
         "only; faces from a swap step are used on every frame).",
     )
-
-    @field_validator("audio")
-    @classmethod
-    def _audio(cls, value: str | None) -> str | None:
-        return None if value is None else _checked(value)
 
 
 STEP_MODELS: dict[str, type[Strict]] = {
@@ -294,7 +292,12 @@ class StepOverrides(Strict):
 
 
 class InputItem(Strict):
-    video: RelPath = Field(description="Path relative to the manifest's folder, or a glob there.")
+    video: VideoPath = Field(
+        description="Path relative to the manifest's folder, or a glob there: `*` and `?` "
+        "within a folder name, `[abc]`/`[a-z]`/`[!abc]` one character, a `**` folder name any "
+        "number of folders. Brackets escape: `Interview [[]final].mp4` names "
+        "`Interview [final].mp4`."
+    )
     audio: RelPath | None = Field(default=None, description="Audio for this item (lipsync).")
     output_name: str | None = Field(
         default=None,
@@ -309,11 +312,6 @@ class InputItem(Strict):
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         return {"video": value} if isinstance(value, str) else value
-
-    @field_validator("video", "audio")
-    @classmethod
-    def _paths(cls, value: str | None) -> str | None:
-        return None if value is None else _checked(value)
 
 
 class OutputOptions(Strict):
@@ -332,8 +330,7 @@ class OutputOptions(Strict):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        check_relative_path(value.rstrip("/"))
-        return value
+        return check_relative_path(value.rstrip("/")) + "/"  # `out/./x/` is `out/x/`
 
 
 class ComputeOptions(Strict):
@@ -347,11 +344,18 @@ class ComputeOptions(Strict):
 class Manifest(Strict):
     """A dropbatch manifest, version 1."""
 
-    version: Literal[1]
+    version: Literal[1] = Field(description="Always the integer 1.")
     inputs: list[InputItem] = Field(min_length=1, max_length=MAX_INPUTS)
     chain: list[ChainStep] = Field(default_factory=list, max_length=3)
     output: OutputOptions = Field(default_factory=OutputOptions)
     compute: ComputeOptions = Field(default_factory=ComputeOptions)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if type(value) is not int:  # not 1.0, "1" or true, which pydantic would take
+            raise ValueError("must be the integer 1")
+        return value
 
     @field_validator("inputs", mode="before")
     @classmethod

@@ -7,41 +7,29 @@ import re
 from dataclasses import dataclass, field
 
 from dropbatch.status.model import JobError
+from manifests.globs import Glob, GlobError, is_glob, parse_glob
 from manifests.model import Manifest
-from manifests.paths import is_glob
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 NOT_INPUTS = (".status.json", ".yaml", ".yml", ".json", ".txt", ".md")
 
 
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """`*` and `?` stay within one folder, `**/` spans folders."""
-    out, i = "", 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out += "(?:.*/)?"
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out += ".*"
-            i += 2
-            continue
-        if c == "*":
-            out += "[^/]*"
-        elif c == "?":
-            out += "[^/]"
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out += re.escape(c)
-            else:
-                out += "[" + pattern[i + 1 : end].replace("\\", "\\\\") + "]"
-                i = end
-        else:
-            out += re.escape(c)
-        i += 1
-    return re.compile(out + r"\Z")
+def video_pattern(video: str) -> str | Glob:
+    """The one name `video` stands for (a plain path, or a glob of escapes only such as
+    `Interview [[]final].mp4`), or the Glob to match names with. Raises GlobError for a
+    malformed glob, which the loader has already refused in a manifest it loaded."""
+    if not is_glob(video):
+        return video
+    glob = parse_glob(video)
+    return glob.literal if glob.literal is not None else glob
+
+
+def _literal_hint(video: str, present: set[str]) -> str:
+    """A user who names `Interview [final].mp4` meant the file, not a glob: say how."""
+    if video in present:
+        escaped = re.sub(r"([*?\[])", r"[\1]", video)
+        return f"; to name the file {video} itself, write {escaped}"
+    return ""
 
 
 @dataclass
@@ -115,14 +103,34 @@ def resolve_inputs(
     errors: list[JobError] = []
     for i, item in enumerate(manifest.inputs):
         overrides = item.overrides.model_dump(exclude_none=True)
-        if is_glob(item.video):
-            regex = glob_regex(item.video)
-            matches = [n for n in candidates if regex.match(n)]
+        try:
+            video = video_pattern(item.video)
+        except GlobError as exc:
+            errors.append(
+                JobError(
+                    code="MANIFEST_FIELD", message=f"bad glob: {exc}", field=f"inputs[{i}].video"
+                )
+            )
+            continue
+        if isinstance(video, str):
+            if video in present:
+                items.append(ResolvedItem(i, video, item.audio, item.output_name, overrides))
+            else:
+                missing.append(
+                    JobError(
+                        code="INPUT_MISSING",
+                        message=f"{video} is not in the manifest's folder yet",
+                        field=f"inputs[{i}].video",
+                    )
+                )
+        else:
+            matches = [n for n in candidates if video.match(n)]
             if not matches:
                 missing.append(
                     JobError(
                         code="INPUT_MISSING",
-                        message=f"no file matches {item.video!r} yet",
+                        message=f"no file matches the glob {item.video} yet"
+                        + _literal_hint(item.video, present),
                         field=f"inputs[{i}].video",
                     )
                 )
@@ -136,16 +144,6 @@ def resolve_inputs(
                 )
             for name in matches:
                 items.append(ResolvedItem(i, name, item.audio, item.output_name, overrides))
-        elif item.video in present:
-            items.append(ResolvedItem(i, item.video, item.audio, item.output_name, overrides))
-        else:
-            missing.append(
-                JobError(
-                    code="INPUT_MISSING",
-                    message=f"{item.video} is not in the manifest's folder yet",
-                    field=f"inputs[{i}].video",
-                )
-            )
         if item.audio and item.audio not in present:
             missing.append(
                 JobError(

@@ -1,9 +1,11 @@
-"""Face analysis shared by the face steps: SCRFD detection and ArcFace embedding through
-insightface's own model classes, and the per-frame record later steps reuse.
+"""Face analysis shared by the face steps (SCRFD detection and ArcFace embedding on
+onnxruntime), and the contract between them: what one step hands the next about the faces in
+each frame.
 
-`FrameBatch.annotations["faces"]` (written by `swap`, read by e.g. `lipsync`): one entry per
-frame, in frame order; each entry is a list of `Face`, largest first. Coordinates are pixels of
-the frame as it leaves the step that wrote them (swap keeps the geometry):
+The contract (owned here, nowhere else): `FrameBatch.annotations[ANNOTATION]`, written with
+`annotate` (by `swap`) and read with `faces_of` (by e.g. `lipsync`): one entry per frame, in
+frame order; each entry is a list of `Face`, largest first. Coordinates are pixels of the frame
+as it leaves the step that wrote them (swap keeps the geometry):
 
 - `box`: float32 [4] x0, y0, x1, y1
 - `kps`: float32 [5, 2] eyes (image left, right), nose tip, mouth corners (left, right)
@@ -20,15 +22,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+if TYPE_CHECKING:
+    from processors.media.frames import FrameBatch
+
 log = logging.getLogger("dropbatch.faces")
 
-ANNOTATION = "faces"
+ANNOTATION = "faces"  # the one annotation name the face contract travels under
 # The five-point ArcFace template for a 112×112 crop (insightface's `arcface_dst`).
 ARCFACE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
@@ -53,6 +60,40 @@ class Face:
 
     def with_(self, **changes: object) -> Face:
         return replace(self, **changes)
+
+
+FrameFaces = list[Face]  # one frame's faces, largest first
+
+
+class FaceContractError(TypeError):
+    """An annotation under the faces name that is not what the contract says (a step bug)."""
+
+
+def faces_of(batch: FrameBatch) -> list[FrameFaces] | None:
+    """The faces an earlier step found in each frame of the batch; None when no step did.
+
+    Checked, so a producer that breaks the contract fails here with a message that says so,
+    not deep inside the consumer.
+    """
+    faces = batch.annotations.get(ANNOTATION)
+    if faces is None:
+        return None
+    if len(faces) != len(batch):
+        raise FaceContractError(
+            f"annotations[{ANNOTATION!r}] has {len(faces)} entries for {len(batch)} frames"
+        )
+    for frame_faces in faces:
+        for face in frame_faces:
+            if not isinstance(face, Face):
+                raise FaceContractError(
+                    f"annotations[{ANNOTATION!r}] holds a {type(face).__name__}, not a Face"
+                )
+    return faces
+
+
+def annotate(annotations: dict[str, list], faces: Sequence[FrameFaces]) -> dict[str, list]:
+    """`annotations` with the faces of each frame set under the contract's name."""
+    return {**annotations, ANNOTATION: [list(frame_faces) for frame_faces in faces]}
 
 
 def template(size: int) -> np.ndarray:
@@ -94,19 +135,12 @@ def choose_providers(tensorrt: bool = False) -> list[str]:
     return chosen or ["CPUExecutionProvider"]
 
 
-def load_insightface_model(path: Path, providers: list[str]):
-    """Load one ONNX file through insightface's routing (detector, recogniser or swapper)."""
-    from insightface.model_zoo import model_zoo
-
-    # insightface prints its routing decisions to stdout; the task's stdout is its log.
-    model = model_zoo.get_model(str(path), providers=providers)
-    if model is None:
-        raise ValueError(f"{path.name}: insightface does not recognise this model's signature")
-    return model
-
-
 class FaceAnalyser:
-    """Detection always; recognition only when asked for (load only what the chain needs)."""
+    """Detection always; recognition only when asked for (load only what the chain needs).
+
+    Both run on onnxruntime directly (processors/scrfd.py, processors/arcface.py): the trigger's
+    face check and the face steps need no insightface for them.
+    """
 
     def __init__(
         self,
@@ -117,36 +151,33 @@ class FaceAnalyser:
         det_thresh: float = 0.5,
         providers: list[str] | None = None,
     ) -> None:
+        from processors.arcface import ArcFaceRecogniser
+        from processors.scrfd import ScrfdDetector
+
         self.providers = providers or choose_providers()
-        self.detector = load_insightface_model(detector, self.providers)
-        if getattr(self.detector, "taskname", "") != "detection":
-            raise ValueError(f"{detector.name} is not a face detector")
-        self.detector.det_thresh = det_thresh
-        self.det_size = (det_size, det_size)
+        self.detector = ScrfdDetector(
+            detector, self.providers, det_size=det_size, det_thresh=det_thresh
+        )
         self.recogniser = None
         if recogniser is not None:
-            self.recogniser = load_insightface_model(recogniser, self.providers)
-            if getattr(self.recogniser, "taskname", "") != "recognition":
-                raise ValueError(f"{recogniser.name} is not a face recogniser")
+            if not self.detector.has_landmarks:
+                # Alignment for embedding and swapping needs the five points.
+                raise ValueError(
+                    f"{detector.name} gives no face landmarks; use an SCRFD export with 5 "
+                    "keypoints (a *_kps / *_bnkps file)"
+                )
+            self.recogniser = ArcFaceRecogniser(recogniser, self.providers)
         threads = os.environ.get("DROPBATCH_TASK_THREADS")
         if threads:
             cv2.setNumThreads(int(threads))
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an RGB frame, largest first."""
-        # insightface's detector takes BGR (it swaps to RGB inside its blob).
-        boxes, kpss = self.detector.detect(np.ascontiguousarray(rgb[..., ::-1]), self.det_size)
-        faces = [
-            Face(box[:4].astype(np.float32), kps.astype(np.float32), float(box[4]))
-            for box, kps in zip(boxes, kpss, strict=True)
-        ]
+        faces = [Face(d.box, d.kps, d.score) for d in self.detector.detect(rgb)]
         return sorted(faces, key=lambda f: -f.area)
 
     def embed(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         """The L2-normalised ArcFace embedding of one face of an RGB frame."""
         if self.recogniser is None:
             raise RuntimeError("this analyser was built without its recognition module")
-        size = self.recogniser.input_size[0]
-        crop = cv2.warpAffine(rgb, align_matrix(face.kps, size), (size, size), borderValue=0.0)
-        feat = self.recogniser.get_feat(np.ascontiguousarray(crop[..., ::-1])).reshape(-1)
-        return (feat / max(float(np.linalg.norm(feat)), 1e-12)).astype(np.float32)
+        return self.recogniser.embed(rgb, face.kps)

@@ -2,15 +2,19 @@
 
 - detector: SCRFD det_10g layout — input `input.1` [1,3,?,?]; 9 outputs: scores for strides
   8/16/32 ([N,1], 2 anchors per cell), then boxes ([N,4], distances in stride units), then
-  5-point landmarks ([N,10]). Its detections are the faces it is built with (in detector-input
-  pixels), each firing only where the image is not black there — so a black frame has no face
-  and a reference image with one person blacked out has one face.
+  5-point landmarks ([N,10]); `build_detector` also writes the other layouts SCRFD exports
+  come in (batch dim, 5 strides with 1 anchor, fixed input size). Its detections are the
+  faces it is built with (in detector-input pixels), each firing only where the image is not
+  black there — so a black frame has no face and a reference image with one person blacked
+  out has one face.
 - recogniser: [1,3,112,112] -> [1,512], a fixed random projection of the aligned crop: the same
   face gives the same embedding, different faces are far apart.
 - swapper: target [1,3,128,128] + source [1,512] -> [1,3,128,128] (an inverted, identity-tinted
   face), with the 512×512 `emap` initializer last, as inswapper_128 carries it.
 
-insightface's `model_zoo.get_model` routes each file by these shapes to its own classes.
+The detector and recogniser load through our own onnxruntime code (processors/scrfd.py,
+processors/arcface.py); the swapper through insightface's `model_zoo.get_model`, which routes
+it by these shapes.
 """
 
 from __future__ import annotations
@@ -38,12 +42,25 @@ def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.ascontiguousarray(array), name)
 
 
-def build_detector(path: Path, faces: list[KnownFace], det_size: int = 640) -> Path:
+def build_detector(
+    path: Path,
+    faces: list[KnownFace],
+    det_size: int = 640,
+    *,
+    strides: tuple[int, ...] = STRIDES,
+    anchors: int = ANCHORS,
+    batch_dim: bool = False,
+    fixed_input: bool = False,
+    landmarks: bool = True,
+) -> Path:
+    """The det_10g layout by default; the other layouts found in the wild on request: 5
+    strides (8…128) with 1 anchor, outputs with a leading batch dim ([1,N,k], as
+    scrfd_500m_bnkps), an input exported at a fixed det_size, no landmark outputs."""
     nodes, inits, outputs = [], [], []
     scores, boxes, points = [], [], []
-    for stride in STRIDES:
+    for stride in strides:
         cells = det_size // stride
-        count = cells * cells * ANCHORS
+        count = cells * cells * anchors
         mask = np.zeros((count, 1), np.float32)
         box = np.zeros((count, 4), np.float32)
         kps = np.zeros((count, 10), np.float32)
@@ -52,7 +69,7 @@ def build_detector(path: Path, faces: list[KnownFace], det_size: int = 640) -> P
                 x0, y0, x1, y1 = face.box
                 cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
                 cell = int(cy // stride) * cells + int(cx // stride)
-                row = cell * ANCHORS
+                row = cell * anchors
                 ax, ay = (cx // stride) * stride, (cy // stride) * stride  # the anchor centre
                 assert mask[row, 0] == 0, "two known faces share an anchor"
                 mask[row, 0] = 1
@@ -68,25 +85,34 @@ def build_detector(path: Path, faces: list[KnownFace], det_size: int = 640) -> P
             ),
             helper.make_node("ReduceMean", [f"pool{s}"], [f"mean{s}"], axes=[1], keepdims=0),
             helper.make_node("Reshape", [f"mean{s}", "shape_col"], [f"col{s}"]),
-            helper.make_node("Concat", [f"col{s}", f"col{s}"], [f"pair{s}"], axis=1),
+            helper.make_node("Concat", [f"col{s}"] * anchors, [f"pair{s}"], axis=1),
             helper.make_node("Reshape", [f"pair{s}", "shape_col"], [f"anch{s}"]),
             helper.make_node("Add", [f"anch{s}", "offset"], [f"shift{s}"]),
             helper.make_node("Mul", [f"shift{s}", "gain"], [f"logit{s}"]),
             helper.make_node("Sigmoid", [f"logit{s}"], [f"prob{s}"]),
-            helper.make_node("Mul", [f"prob{s}", f"mask{s}"], [f"score_{s}"]),
-            helper.make_node("Identity", [f"box{s}"], [f"bbox_{s}"]),
-            helper.make_node("Identity", [f"kps{s}"], [f"kps_{s}"]),
+            helper.make_node("Mul", [f"prob{s}", f"mask{s}"], [f"rawscore_{s}"]),
         ]  # fmt: skip
-        scores.append(helper.make_tensor_value_info(f"score_{s}", TensorProto.FLOAT, [None, 1]))
-        boxes.append(helper.make_tensor_value_info(f"bbox_{s}", TensorProto.FLOAT, [None, 4]))
-        points.append(helper.make_tensor_value_info(f"kps_{s}", TensorProto.FLOAT, [None, 10]))
-    outputs = scores + boxes + points
+        lead = [1, None] if batch_dim else [None]
+        for raw, out, k, into in (
+            (f"rawscore_{s}", f"score_{s}", 1, scores),
+            (f"box{s}", f"bbox_{s}", 4, boxes),
+            (f"kps{s}", f"kps_{s}", 10, points),
+        ):
+            if batch_dim:
+                nodes.append(helper.make_node("Unsqueeze", [raw, "axis0"], [out]))
+            else:
+                nodes.append(helper.make_node("Identity", [raw], [out]))
+            into.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [*lead, k]))
+    outputs = scores + boxes + (points if landmarks else [])
     inits += [
         _init("shape_col", np.array([-1, 1], np.int64)),
         _init("offset", np.array([0.8], np.float32)),
         _init("gain", np.array([20.0], np.float32)),
     ]
-    image = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])
+    if batch_dim:
+        inits.append(_init("axis0", np.array([0], np.int64)))
+    size = [det_size, det_size] if fixed_input else ["h", "w"]
+    image = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, *size])
     graph = helper.make_graph(nodes, "scrfd_test", [image], outputs, inits)
     return _save(graph, path)
 

@@ -1,7 +1,9 @@
 """A task command for tests: runs the real `python -m batch_jobs.task`, logging when each
 attempt starts and ends, and injecting the faults a test asks for on a task's first attempt:
-exit 1 before work (`fail_once`), SIGKILL once frames are flowing (`kill_mid_chunk`), or SIGKILL
-while the job is STITCHING (`kill_in_stitch`). Cloud Batch sees the same exits from real VMs."""
+exit 1 before work (`fail_once`), SIGKILL once frames are flowing (`kill_mid_chunk`), SIGTERM
+then (`term_mid_chunk`), or SIGKILL while the job is STITCHING (`kill_in_stitch`). Each kill
+logs the scratch folders the task had (`scratch`) and, once it is gone, which are left
+(`scratch_left`). Cloud Batch sees the same exits from real VMs."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,12 +27,14 @@ def main() -> int:
     log = Path(os.environ["FAULT_LOG"])
     job_id = os.environ["DROPBATCH_JOB_ID"]
 
-    def record(what: str) -> None:
+    def record(what: str, **extra: object) -> None:
+        entry = {"task": index, "attempt": attempt, "what": what, "at": time.time(), **extra}
         with open(log, "a") as handle:
-            handle.write(
-                json.dumps({"task": index, "attempt": attempt, "what": what, "at": time.time()})
-                + "\n"
-            )
+            handle.write(json.dumps(entry) + "\n")
+
+    def scratch_of(pid: int) -> list[str]:
+        root = Path(os.environ.get("TMPDIR") or tempfile.gettempdir())
+        return sorted(p.name for p in root.glob(f"dropbatch-task-{pid}-*"))
 
     record("start")
     if attempt == 0 and index in plan.get("fail_once", []):
@@ -38,20 +43,27 @@ def main() -> int:
     proc = subprocess.Popen([sys.executable, "-m", "batch_jobs.task"])
     status = open_status(Settings.from_env())
     kill_mid = attempt == 0 and index in plan.get("kill_mid_chunk", [])
+    term_mid = attempt == 0 and index in plan.get("term_mid_chunk", [])
     kill_stitch = attempt == 0 and plan.get("kill_in_stitch", False)
+    killed: list[str] = []
     while proc.poll() is None:
-        if kill_mid:
+        if kill_mid or term_mid:
             progress = [p for p in status.progress(job_id) if p.task_index == index]
             if progress and 0 < progress[0].frames_done < progress[0].frames_total:
-                proc.send_signal(signal.SIGKILL)
-                record("killed-mid-chunk")
+                killed = scratch_of(proc.pid)
+                proc.send_signal(signal.SIGKILL if kill_mid else signal.SIGTERM)
+                record("killed-mid-chunk" if kill_mid else "terminated-mid-chunk", scratch=killed)
+                kill_mid = term_mid = False
         if kill_stitch:
             job = status.get(job_id)
             if job and job.stitch_leases:
+                killed = scratch_of(proc.pid)
                 proc.send_signal(signal.SIGKILL)
-                record("killed-in-stitch")
+                record("killed-in-stitch", scratch=killed)
+                kill_stitch = False
         time.sleep(0.02)
-    record(f"end:{proc.returncode}")
+    extra = {"scratch_left": scratch_of(proc.pid)} if killed else {}
+    record(f"end:{proc.returncode}", **extra)
     return proc.returncode
 
 

@@ -16,6 +16,7 @@ from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError, concat_batches
+from processors.faces import ANNOTATION, FaceContractError
 from processors.lipsync.audio import probe_audio
 from processors.lipsync.blend import lower_face_mask
 from processors.lipsync.faces import context_reach
@@ -179,7 +180,8 @@ def test_blend_mask_is_feathered_with_no_edge() -> None:
         assert not border.any(), "the mask reaches the box edge: a square would show"
         assert not mask[: int(h * 0.3)].any(), "the upper face (given to the model) is kept"
         steps = max(np.abs(np.diff(mask, axis=0)).max(), np.abs(np.diff(mask, axis=1)).max())
-        assert steps < 12 / min(h, w) + 0.02, "no hard edge inside the box either"
+        # Feathered over a few percent of the crop: no step a viewer would see as an edge.
+        assert steps < 15 / min(h, w) + 0.02, "no hard edge inside the box either"
 
 
 def test_batch_size_changes_no_frame(whole, material: dict) -> None:
@@ -227,28 +229,14 @@ def test_keyframe_detection_follows_the_face(material: dict) -> None:
         assert ys.min() >= y0 and ys.max() <= y1 + 14, i
 
 
-def test_faces_from_the_swap_step_are_used_instead_of_detection(material: dict) -> None:
-    info = material["info"]
+def test_an_annotation_that_breaks_the_face_contract_is_named(material: dict) -> None:
+    # Faces from a swap step are tested with swap's real output (tests/contract/); here only
+    # what a consumer does with something that is not the contract: say so, by name.
     chain = Chain([{"name": "lipsync", "options": {"batch_size": 4}}], context(material))
-    blank = face_frame(100, face=False)
-    astronaut = face_frame(100, face=True)
-    box = [100.0, 40.0, 200.0, 160.0]
-    batch = FrameBatch(
-        np.stack([blank, astronaut, blank]),
-        np.arange(40, 43),  # a stretch where the speech is loud
-        {"faces": [[{"bbox": box, "kps": np.zeros((5, 2))}], [], [{"bbox": box}]]},
-    )
-    out: list[FrameBatch] = []
-    chain.run([batch], out.append, keep=(0, info.frame_count))
-    result = concat_batches(out)
-    # Annotated faces are synced even where no detector would find one ...
-    for k in (0, 2):
-        diff = np.abs(result.frames[k].astype(int) - batch.frames[k].astype(int)).max(axis=2)
-        ys, xs = np.nonzero(diff)
-        assert len(ys) > 100
-        assert xs.min() >= 100 and xs.max() < 200 and ys.min() >= 80 and ys.max() < 170
-    # ... and a frame the swap step found no face in is left alone: no second detection.
-    assert np.array_equal(result.frames[1], astronaut)
+    frame = face_frame(40)
+    batch = FrameBatch(frame[None], np.arange(40, 41), {ANNOTATION: [[{"bbox": [0, 0, 9, 9]}]]})
+    with pytest.raises(FaceContractError, match="holds a dict, not a Face"):
+        chain.run([batch], lambda _: None, keep=(0, material["info"].frame_count))
 
 
 def test_missing_audio_or_bad_model_is_a_clear_setup_error(material: dict, tmp_path: Path):

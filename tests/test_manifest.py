@@ -200,7 +200,7 @@ BAD_FIELDS = {
     ),
     "gs URL as swap source": (
         "version: 1\ninputs: a.mp4\nchain: [{swap: {source: 'gs://b/alex.jpg'}}]\n",
-        "chain[0].swap.source",
+        "chain[0].swap.source[0]",
         "URL",
     ),
     "parent path as lipsync audio": (

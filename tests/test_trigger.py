@@ -160,6 +160,12 @@ BAD = {
     "dotdot": (CROP.replace("clip.mp4", "../c0/clip.mp4"), "MANIFEST_FIELD", "inputs[0].video"),
     "absolute": (CROP.replace("clip.mp4", "/etc/passwd"), "MANIFEST_FIELD", "inputs[0].video"),
     "huge": (CROP + "#" + "x" * (10 << 20) + "\n", "MANIFEST_TOO_LARGE", None),
+    # Hostile bytes that once escaped the loader as other exceptions (issue 11).
+    "bel": (CROP.replace("clip.mp4", "clip\x07.mp4"), "MANIFEST_ENCODING", "line 2, column 22"),
+    "empty-class": (CROP.replace("clip.mp4", "'c[]lip.mp4'"), "MANIFEST_FIELD", "inputs[0].video"),
+    "nested": (CROP + "x: " + "[" * 5000 + "]" * 5000 + "\n", "MANIFEST_TOO_DEEP", "line 6"),
+    "huge-int": (CROP + "y: 1" + "0" * 5000 + "\n", "MANIFEST_FIELD", "y"),
+    "duplicate": (CROP + "version: 1\n", "MANIFEST_DUPLICATE_KEY", "version"),
     "bomb": (BOMB, "MANIFEST_TOO_LARGE", None),
     "swap": (
         CROP.replace('[{crop: {aspect: "1:1"}}]', "[{swap: {source: clip.mp4}}]"),

@@ -110,9 +110,27 @@ class Plan(BaseModel):
         return [(item.index, chunk.index) for item in self.items for chunk in item.chunks]
 
 
+class ProcessOwner(BaseModel):
+    """A process, named so that another process can tell whether it is still running: its
+    host, its pid, and when it started (so a pid reused by a later process is not it)."""
+
+    host: str
+    pid: int
+    started: str = ""  # boot id and start time in clock ticks (Linux); "" where unknown
+
+
+class LeaseHolder(BaseModel):
+    """Who holds a stitch lease, so it can be known dead before the lease runs out."""
+
+    process: ProcessOwner | None = None
+    task_index: int | None = None  # BATCH_TASK_INDEX
+    attempt: int | None = None  # BATCH_TASK_RETRY_ATTEMPT
+
+
 class StitchLease(BaseModel):
     owner: str
     expires_at: float
+    holder: LeaseHolder | None = None
 
 
 class JobRecord(BaseModel):
@@ -136,6 +154,9 @@ class JobRecord(BaseModel):
     items_stitched: list[int] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
     batch_job: str | None = None
+    # The local executor running the job's tasks (`dropbatch serve` or `dropbatch run`); a
+    # restarted serve resumes the job when this process is gone (docs/DESIGN-DECISIONS.md).
+    executor: ProcessOwner | None = None
     stitch_claims: list[StitchLease] = Field(default_factory=list)  # every lease ever granted
     revision: int = 0
 
@@ -185,4 +206,6 @@ class TaskProgress(BaseModel):
     fps: float = 0.0
     message: str = ""
     code: str = ""  # a FAILED task's error code when its cause has one (MODEL_INCOMPATIBLE, …)
+    # The heartbeat: a running task rewrites its progress at least every few seconds.
     updated_at: float = Field(default_factory=time.time)
+    owner: ProcessOwner | None = None  # the task's process

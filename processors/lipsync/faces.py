@@ -1,26 +1,55 @@
 """Where the speaking face is in each frame, and a box steady enough to paste a mouth into.
 
-Boxes come from the swap step's analysis when the chain has one (`annotations["faces"]`, one
-list of face dicts per frame, no second detection pass); otherwise from OpenCV's frontal-face
-Haar cascade, which ships inside the opencv wheel (no weights to fetch). One face per frame
-is synced: the largest, since the audio is one speaker's.
+Faces come from the swap step's analysis when the chain has one (the face contract of
+processors/faces.py: one list of `Face` per frame, no second detection pass); otherwise from
+the SCRFD detector of an analyser pack when the model store holds one; otherwise from OpenCV's
+frontal-face Haar cascade, which ships inside the opencv wheel (no weights to fetch). One face
+per frame is synced: the largest, since the audio is one speaker's.
+
+A face travels as one flat tuple — its box, then its five landmarks — so smoothing and
+interpolation move the landmarks with the box, and the blend mask follows them.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from processors.crop.detectors import scaled_gray
+from processors.faces import FaceAnalyser, FrameFaces, choose_providers
+from processors.lipsync.blend import BOX_LANDMARKS, FaceLayout
 from processors.lipsync.reach import context_reach  # noqa: F401 (the step's own name for it)
+from processors.models.store import ModelMissing, open_model_store
 
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+log = logging.getLogger("dropbatch.lipsync")
+
+# x1, y1, x2, y2 in frame pixels, then the five landmarks' x, y (eyes, nose, mouth corners).
+Box = tuple[float, ...]
 # A Haar box stops around the lower lip; face detectors the model was trained with (S3FD)
 # reach the chin. Extending it by this share of its height makes up the difference.
 HAAR_CHIN = 0.12
+# The crop reaches at least this share of the face's height below its box: room for the blend
+# mask to pass the chin and fade out before the crop's edge (Wav2Lip's own 10 px pad, scaled).
+CHIN_MARGIN = 0.12
 SAME_FACE_IOU = 0.3  # neighbours' boxes below this overlap belong to someone else (a cut)
+# Where SCRFD's landmarks fall in a Haar box (chin extension included), median over the real
+# Pexels clip: the layout a Haar face gets, since the cascade gives no landmarks.
+HAAR_LANDMARKS = np.array(
+    [[0.302, 0.367], [0.680, 0.362], [0.485, 0.512], [0.307, 0.697], [0.670, 0.700]], np.float32
+)
+
+
+def face_shape(box: Sequence[float], kps: np.ndarray | None, layout: np.ndarray) -> Box:
+    """Box and landmarks as one flat tuple; landmarks from `layout` (fractions of the box)
+    when the detector gave none."""
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    if kps is None or not np.any(kps):
+        kps = layout * np.array([x1 - x0, y1 - y0], np.float32) + np.array([x0, y0], np.float32)
+    return (x0, y0, x1, y1, *(float(v) for v in np.asarray(kps).reshape(-1)))
 
 
 def _area(box: Box) -> float:
@@ -39,13 +68,41 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def boxes_from_annotations(faces: list) -> list[Box | None]:
-    """The largest face's bbox per frame from the swap step's per-frame face lists."""
+def boxes_from_faces(faces: Sequence[FrameFaces]) -> list[Box | None]:
+    """The largest face (box and landmarks) per frame from an earlier step's faces."""
     out: list[Box | None] = []
     for frame_faces in faces:
-        boxes = [tuple(float(v) for v in np.asarray(f["bbox"])[:4]) for f in frame_faces or []]
-        out.append(largest(boxes))  # type: ignore[arg-type]
+        shapes = [face_shape(face.box, face.kps, BOX_LANDMARKS) for face in frame_faces]
+        out.append(largest(shapes))
     return out
+
+
+def pack_detector(store: str | Path | None) -> tuple[str, Path] | None:
+    """(pack name, verified detection file) of the first analyser pack whose files are all in
+    the model store, in catalog order; None when it holds none."""
+    opened = open_model_store(store)
+    if opened is None:
+        return None
+    for name, entry in opened.entries().items():
+        if entry.role != "analyser" or "detection" not in entry.modules.values():
+            continue
+        try:
+            fetched = opened.fetch(name)  # a present but corrupt file raises: fix the store
+        except ModelMissing:
+            continue
+        return name, fetched.module("detection")
+    return None
+
+
+class ScrfdFaces:
+    """Faces and their landmarks by an analyser pack's SCRFD detector."""
+
+    def __init__(self, detector: Path) -> None:
+        self._analyser = FaceAnalyser(detector, None, providers=choose_providers())
+
+    def largest(self, frame: np.ndarray) -> Box | None:
+        faces = self._analyser.detect(frame)  # largest first
+        return face_shape(faces[0].box, faces[0].kps, BOX_LANDMARKS) if faces else None
 
 
 class HaarFaces:
@@ -66,7 +123,8 @@ class HaarFaces:
         boxes: list[Box] = []
         for x, y, w, h in found:
             x, y, w, h = (float(v) / scale for v in (x, y, w, h))
-            boxes.append((x, y, x + w, min(float(height), y + h * (1 + HAAR_CHIN))))
+            box = (x, y, x + w, min(float(height), y + h * (1 + HAAR_CHIN)))
+            boxes.append(face_shape(box, None, HAAR_LANDMARKS))
         return largest(boxes)
 
 
@@ -132,3 +190,18 @@ def crop_box(
     if x2 - x1 < 8 or y2 - y1 < 8:
         return None
     return x1, y1, x2, y2
+
+
+def placed(
+    face: Box, pads: Sequence[int], width: int, height: int
+) -> tuple[tuple[int, int, int, int], FaceLayout] | None:
+    """The crop a face is synced in (its box padded, the bottom at least CHIN_MARGIN of the
+    face below the chin) and where the face sits in it; None if too little is in the frame."""
+    top, bottom, left, right = pads
+    bottom = max(bottom, round(CHIN_MARGIN * (face[3] - face[1])))
+    crop = crop_box(face, (top, bottom, left, right), width, height)
+    if crop is None:
+        return None
+    x0, y0 = crop[:2]
+    kps = np.array(face[4:14], np.float32).reshape(5, 2) - np.array([x0, y0], np.float32)
+    return crop, FaceLayout(kps, face[3] - y0)

@@ -1,30 +1,36 @@
 """The lipsync step: Wav2Lip's mouth for the speech, pasted into each frame with a face.
 
-Per frame: a face box (swap's analysis or our own detection), smoothed over
-±`smoothing_frames` neighbours (declared as look-behind/look-ahead, so a chunk sees the same
-window a whole-video run does), padded, cut out at 96×96 with its lower half masked; the mel
-window for that frame's time; the model, in fixed-size batches; the lower face blended back.
-A frame without a face passes through byte for byte.
+Per frame: a face box and its landmarks (swap's analysis, else our own detection: the store's
+SCRFD, else Haar), smoothed over ±`smoothing_frames` neighbours (declared as
+look-behind/look-ahead, so a chunk sees the same window a whole-video run does), padded (the
+bottom at least an eighth of the face below the chin, so the blend can reach past it), cut out
+at 96×96 with its lower half masked; the mel window for that frame's time; the model, in
+fixed-size batches; the lower face blended back along the landmarks. A frame without a face
+passes through byte for byte.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from processors.base import ProcessorContext
+from processors.faces import faces_of
 from processors.lipsync.audio import decode_speech
-from processors.lipsync.blend import paste
+from processors.lipsync.blend import FaceLayout, paste
 from processors.lipsync.faces import (
     Box,
     HaarFaces,
-    boxes_from_annotations,
+    ScrfdFaces,
+    boxes_from_faces,
     checked_keyframe,
     context_reach,
-    crop_box,
     interpolate,
+    pack_detector,
+    placed,
     smooth,
 )
 from processors.lipsync.features import MelFeatures, fitted_samples
@@ -32,6 +38,7 @@ from processors.lipsync.model import FACE_SIZE, ModelUnusable, Wav2LipModel
 from processors.media.frames import FrameBatch
 from processors.models.store import ModelStoreError, fetch_models
 
+log = logging.getLogger("dropbatch.lipsync")
 _UNDETECTED = "undetected"  # a frame between detection keyframes (detect_every > 1)
 
 
@@ -44,6 +51,7 @@ class _Frame:
     index: int
     pixels: np.ndarray
     crop: tuple[int, int, int, int] | None = None
+    layout: FaceLayout | None = None  # the face in its crop, for the blend mask
 
 
 def face_input(frame: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
@@ -94,7 +102,15 @@ class LipsyncProcessor:
             str(ctx.audio_path), skip=ctx.audio_skip, samples=fitted_samples(total, ctx.rate)
         )
         self.mel = MelFeatures(signal, ctx.rate)
-        self._detector: HaarFaces | None = None
+        try:
+            # Our own faces, when no earlier step hands them on: the store's SCRFD (boxes and
+            # landmarks) if it holds an analyser pack, else the weight-free Haar cascade.
+            self._pack = pack_detector(store)
+        except ModelStoreError as exc:
+            raise LipsyncSetupError(str(exc)) from None
+        own = f"SCRFD of the {self._pack[0]} pack" if self._pack else "the Haar cascade"
+        log.info("lipsync faces: from an earlier step where it hands them on, else %s", own)
+        self._detector: HaarFaces | ScrfdFaces | None = None
         self._boxes: dict[int, Box | str | None] = {}  # raw boxes of recent frames
         self._waiting: list[_Frame] = []  # frames whose smoothing window is not complete yet
         self._ready: list[_Frame] = []  # frames with their final crop, waiting for a batch
@@ -106,13 +122,13 @@ class LipsyncProcessor:
 
     # -- faces ----------------------------------------------------------------------------
     def _raw_boxes(self, batch: FrameBatch) -> list[Box | str | None]:
-        faces = batch.annotations.get("faces")
+        faces = faces_of(batch)
         # The swap step already carried its misses; its "no face" is a decision, not a miss.
         self._bridge = faces is None
         if faces is not None:
-            return list(boxes_from_annotations(faces))
+            return list(boxes_from_faces(faces))
         if self._detector is None:
-            self._detector = HaarFaces()
+            self._detector = ScrfdFaces(self._pack[1]) if self._pack else HaarFaces()
         return [
             self._detector.largest(frame) if index % self.every == 0 else _UNDETECTED
             for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True)
@@ -152,7 +168,9 @@ class LipsyncProcessor:
         )
         if box is not None:
             height, width = frame.pixels.shape[:2]
-            frame.crop = crop_box(box, self.pads, width, height)
+            found = placed(box, self.pads, width, height)
+            if found is not None:
+                frame.crop, frame.layout = found
         self._ready.append(frame)
 
     def _advance(self, final: bool) -> None:
@@ -179,7 +197,8 @@ class LipsyncProcessor:
         for frame, pred in zip(with_face, out, strict=True):
             rgb = np.clip(pred.transpose(1, 2, 0)[:, :, ::-1] * 255.0, 0, 255)
             frame.pixels = frame.pixels.copy()
-            paste(frame.pixels, np.ascontiguousarray(rgb, np.float32), frame.crop)  # type: ignore[arg-type]
+            face = np.ascontiguousarray(rgb, np.float32)
+            paste(frame.pixels, face, frame.crop, frame.layout)  # type: ignore[arg-type]
 
     def _emit(self, final: bool) -> FrameBatch:
         done: list[_Frame] = []

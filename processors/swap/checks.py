@@ -1,8 +1,10 @@
 """The trigger's check of a swap step's face images: each must show exactly one face.
 
-Only the detector is needed (det_10g, ~17 MB, on the CPU), so the trigger can refuse a
-manifest whose source or reference image is wrong — INVALID naming the field and the file —
-before any task starts. The task checks again when it builds the identities.
+Only the analyser pack's detector is needed (an SCRFD file, 2.5–17 MB, on the CPU through
+onnxruntime alone), so the trigger can refuse a manifest whose source or reference image is
+wrong — INVALID naming the field and the file — before any task starts. A detector file that
+is not one is refused the same way (MODEL_INCOMPATIBLE), never a crash. The task checks again
+when it builds the identities.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from processors.models.store import ModelStore
+from processors.models.store import ModelStore, ModelStoreError
+from processors.scrfd import DetectorUnusable
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,12 @@ def face_images(options: dict, base: str) -> list[tuple[str, str]]:
     return found
 
 
+class DetectorIncompatible(ModelStoreError):
+    """The pack's detection file is not a face detector this code can run."""
+
+    code = "MODEL_INCOMPATIBLE"
+
+
 @lru_cache(maxsize=4)
 def _detector(path: str, det_size: int, det_thresh: float):
     from processors.faces import FaceAnalyser
@@ -56,12 +65,16 @@ def check_face_images(
     images = face_images(options, base)
     if not images:
         return []
-    pack = store.fetch(options.get("analyser", "buffalo_l"))
-    analyser = _detector(
-        str(pack.module("detection")),
-        int(options.get("det_size", 640)),
-        float(options.get("det_thresh", 0.5)),
-    )
+    name = options.get("analyser", "buffalo_l")
+    pack = store.fetch(name)
+    try:
+        analyser = _detector(
+            str(pack.module("detection")),
+            int(options.get("det_size", 640)),
+            float(options.get("det_thresh", 0.5)),
+        )
+    except DetectorUnusable as exc:
+        raise DetectorIncompatible(f"model {name}: {exc}") from None
     problems = []
     for field, name in images:
         data = np.frombuffer(read(name), np.uint8)

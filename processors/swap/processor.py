@@ -1,10 +1,10 @@
-"""The swap step: insightface analysis, an inswapper through onnxruntime (swapper.py), paste-back.
+"""The swap step: SCRFD + ArcFace analysis and an inswapper on onnxruntime (swapper.py), paste-back.
 
 Per frame: detect faces (embed them too when targeting by reference), hold the frame until the
 look-ahead its decision needs has arrived, choose faces over the tracking window, swap each
 chosen face and paste it back over its box. Frames with no chosen face pass through untouched
 (the same array). The per-frame analysis goes out as `annotations["faces"]`
-(format: processors/faces.py).
+(the face contract: processors/faces.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ import numpy as np
 
 from manifests.model import SwapOptions
 from processors.base import ProcessorContext
-from processors.faces import ANNOTATION, Face, FaceAnalyser, align_matrix, choose_providers
+from processors.faces import (
+    ANNOTATION,
+    Face,
+    FaceAnalyser,
+    align_matrix,
+    annotate,
+    choose_providers,
+)
 from processors.media.frames import FrameBatch
 from processors.models.store import FetchedModel, fetch_models
 from processors.swap.identity import ImageRef, identity
@@ -153,7 +160,7 @@ class SwapProcessor:
             faces.append(found)
         names = set.intersection(*(set(self._extra[i]) for i in ready))
         annotations = {n: [self._extra[i][n] for i in ready] for n in sorted(names)}
-        annotations[ANNOTATION] = faces
+        annotations = annotate(annotations, faces)
         for i in ready:
             del self._frames[i]
             del self._extra[i]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -19,8 +21,10 @@ from dropbatch.status.model import (
     JobError,
     JobRecord,
     JobState,
+    LeaseHolder,
     Plan,
     PlannedItem,
+    ProcessOwner,
     TaskProgress,
     VideoInfo,
 )
@@ -269,6 +273,96 @@ def test_a_kept_lease_outlives_its_length_and_lapses_once_its_keeper_stops(
     time.sleep(lease * 1.2)  # the stitcher died: nobody renews any more
     assert claim_stitch(status, "job-1", 0, "retry", lease) == "claimed"
     assert [c.owner for c in status.get("job-1").stitch_claims] == ["stitcher", "retry"]
+
+
+def dead_process() -> ProcessOwner:
+    """The owner record of a process that has exited (and been reaped)."""
+    code = "from batch_jobs.liveness import current_owner; print(current_owner().model_dump_json())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return ProcessOwner.model_validate_json(out.stdout)
+
+
+def test_a_lease_whose_holder_is_known_dead_is_taken_over_before_it_runs_out(
+    status: StatusStore,
+) -> None:
+    from batch_jobs.liveness import current_owner
+    from batch_jobs.stitch import claim_stitch
+
+    status.create(record())
+    me = current_owner()
+    lease = 300.0  # none of these runs out during the test
+
+    def holder(process: ProcessOwner, task: int, attempt: int) -> LeaseHolder:
+        return LeaseHolder(process=process, task_index=task, attempt=attempt)
+
+    assert claim_stitch(status, "job-1", 0, "dead", lease, holder(dead_process(), 1, 0)) == (
+        "claimed"
+    )
+    # Its process is gone: the next claimant takes over at once.
+    assert claim_stitch(status, "job-1", 0, "live", lease, holder(me, 2, 0)) == "claimed"
+    # A live holder keeps it against another task...
+    assert claim_stitch(status, "job-1", 0, "other", lease, holder(me, 4, 0)) == "held"
+    # ...but not against a later attempt of its own task (one attempt runs at a time).
+    assert claim_stitch(status, "job-1", 0, "retry", lease, holder(me, 2, 1)) == "claimed"
+    stored = status.get("job-1")
+    assert [c.owner for c in stored.stitch_claims] == ["dead", "live", "retry"]
+    assert stored.stitch_leases["0"].holder == holder(me, 2, 1)
+
+
+def test_the_leases_of_a_task_seen_to_die_are_released(status: StatusStore) -> None:
+    from batch_jobs.leases import release_task_leases
+    from batch_jobs.liveness import current_owner
+    from batch_jobs.stitch import claim_stitch
+
+    status.create(record())
+    me = LeaseHolder(process=current_owner(), task_index=3, attempt=0)
+    assert claim_stitch(status, "job-1", 0, "stitcher", 300, me) == "claimed"
+    assert release_task_leases(status, "job-1", 3, 1) == 0  # another attempt: not its lease
+    assert claim_stitch(status, "job-1", 0, "waiter", 300) == "held"
+    assert release_task_leases(status, "job-1", 3, 0) == 1
+    assert claim_stitch(status, "job-1", 0, "waiter", 300) == "claimed"
+
+
+def test_the_executor_is_recorded_and_only_a_dead_one_is_replaced(status: StatusStore) -> None:
+    from batch_jobs.liveness import current_owner, process_started
+    from batch_jobs.local_executor import claim_executor
+
+    status.create(record(state=JobState.RUNNING))
+    me = current_owner()
+    assert claim_executor(status, "job-1", me)
+    assert status.get("job-1").executor == me
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        other = ProcessOwner(host=me.host, pid=sleeper.pid, started=process_started(sleeper.pid))
+        status.transact("job-1", lambda r: setattr(r, "executor", other))
+        assert not claim_executor(status, "job-1", me)  # a live executor runs it
+        assert status.get("job-1").executor == other
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert claim_executor(status, "job-1", me)  # it died: ours now
+    assert status.get("job-1").executor == me
+
+
+def test_task_liveness_from_the_stored_progress(status: StatusStore) -> None:
+    from batch_jobs.liveness import HEARTBEAT_TIMEOUT, current_owner, task_alive
+
+    status.create(record())
+    elsewhere = ProcessOwner(host="another-vm", pid=1, started="x")
+    now = time.time()
+    for index, owner, beat in [
+        (0, current_owner(), now),
+        (1, dead_process(), now),
+        (2, elsewhere, now),
+        (3, elsewhere, now - HEARTBEAT_TIMEOUT - 1),
+    ]:
+        progress = TaskProgress(job_id="job-1", task_index=index, item=0, chunk=index, owner=owner)
+        progress.updated_at = beat
+        status.put_progress(progress)
+    stored = status.progress("job-1")
+    assert [p.owner.host for p in stored][:2] == [current_owner().host] * 2
+    # This host: the process decides; another host: the heartbeat's age.
+    assert [task_alive(p) for p in stored] == [True, False, True, False]
 
 
 # -- recent ----------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from tests.real_chain import (
 
 CLIP_START, CLIP_SECONDS = 9.0, 2.5  # she faces the camera, smiling and talking
 # Through `dropbatch serve` instead of `dropbatch run` (the rest go through `run`).
-SERVED = ("crop", "lipsync")
+SERVED = ("crop", "swap", "lipsync")
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from batch_jobs.containment import (
+    EVALUATE_ATTEMPTS,
+    RETRY_DELAY_SECONDS,
+    contain,
+    is_transient,
+    unloadable_analyser,
+    unreadable_manifest,
+)
 from batch_jobs.ids import job_id_for
 from batch_jobs.launcher import Launcher
+from batch_jobs.outputs import claim_outputs
 from batch_jobs.plan import build_plan, lipsync_options, resolved_steps, speech_file
 from dropbatch.config import Settings
 from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
@@ -32,10 +43,11 @@ from dropbatch.status.model import (
 from dropbatch.storage.base import NotFound, ObjectStore, OutsideBucket, folder_of
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
-from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs
+from manifests.paths import is_glob
+from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs, side_files
 from processors.lipsync.audio import AudioInfo, probe_audio
 from processors.media.ffmpeg import MediaError
-from processors.media.probe import probe
+from processors.media.probe import TruncatedVideo, check_tail, probe
 from processors.models.store import ModelStoreError, open_model_store, require_models
 
 log = logging.getLogger("dropbatch.intake")
@@ -74,14 +86,67 @@ def is_own_write(name: str, metadata: dict[str, str]) -> bool:
     """Outputs, status files and parts: what we write must never start work (no loops)."""
     if ROLE_KEY in metadata:
         return True
-    if name.startswith(INTERNAL_PREFIX) or name.endswith(".status.json"):
-        return True
-    return "out" in name.split("/")[:-1]
+    # Recognised by our marker and our own places, never by a folder's name: a user's
+    # manifest or input may live in a folder called `out`.
+    return name.startswith(INTERNAL_PREFIX) or name.endswith(".status.json")
 
 
 def is_manifest(name: str) -> bool:
     base = posixpath.basename(name)
     return name.endswith(MANIFEST_SUFFIXES) and not base.startswith(".")
+
+
+PROBE_CACHE_SIZE = 1024  # object versions; a VideoInfo is a few hundred bytes
+
+
+class ProbeCache:
+    """What probe + check_tail learnt of an object version (bucket, name, generation, size):
+    a version never changes, so its entry never goes stale; the oldest go first when full."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str, int, int], VideoInfo] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, version: tuple[str, str, int, int]) -> VideoInfo | None:
+        with self._lock:
+            return self._entries.get(version)
+
+    def put(self, version: tuple[str, str, int, int], info: VideoInfo) -> None:
+        with self._lock:
+            self._entries[version] = info
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+def located(
+    manifest: Manifest, missing: list[JobError], store: ObjectStore, bucket: str, folder: str
+) -> list[JobError]:
+    """Each missing file with the object URI it will have: where to upload it, and what lets
+    an arriving object re-check only the manifests that wait for it."""
+    paths = dict(side_files(manifest))
+    for i, item in enumerate(manifest.inputs):
+        paths[f"inputs[{i}].video"] = item.video
+        if item.audio:
+            paths[f"inputs[{i}].audio"] = item.audio
+    return [
+        m.model_copy(update={"uri": store.uri(bucket, folder + paths[m.field])})
+        if m.uri is None and m.field in paths
+        else m
+        for m in missing
+    ]
+
+
+def may_wait_for(record: JobRecord, arrived: str) -> bool:
+    """Whether the job may be waiting for the object at URI `arrived`. Only a job that says
+    exactly which objects it waits for, none of them this one, is left alone; a glob, or a
+    record from before waiting_for carried URIs, is re-checked."""
+    if record.state != JobState.WAITING_FOR_INPUTS or not record.waiting_for:
+        return True
+    return any(w.uri is None or w.uri == arrived or is_glob(w.uri) for w in record.waiting_for)
 
 
 @dataclass
@@ -90,6 +155,9 @@ class Intake:
     store: ObjectStore
     status: StatusStore
     launcher: Launcher
+    # One object version's probe serves every manifest that names it (a folder of manifests
+    # over one video; the re-checks a burst of uploads causes): ffprobe twice costs ~0.2 s.
+    probed: ProbeCache = field(default_factory=lambda: ProbeCache(PROBE_CACHE_SIZE))
 
     # -- entry point ---------------------------------------------------------------------
     def handle(self, ev: StorageEvent) -> list[str]:
@@ -101,8 +169,8 @@ class Intake:
         return self.recheck_waiting(ev.bucket, ev.name)
 
     def recheck_waiting(self, bucket: str, name: str) -> list[str]:
-        """A non-manifest object arrived: re-evaluate manifests waiting in its folder or above."""
-        touched = []
+        """A non-manifest object arrived: re-evaluate every manifest waiting in its folder or
+        above that may be waiting for it, however many wait."""
         folders = []
         folder = folder_of(name)
         while True:
@@ -110,27 +178,43 @@ class Intake:
             if not folder:
                 break
             folder = folder_of(folder.rstrip("/"))
-        for record in self.status.recent(
-            200, bucket=bucket, states=[JobState.WAITING_FOR_INPUTS, JobState.RECEIVED]
-        ):
-            if record.folder in folders:
-                touched.append(self.evaluate(bucket, record.manifest, record.manifest_generation))
-        return touched
+        arrived = self.store.uri(bucket, name)
+        return [
+            self.evaluate(bucket, record.manifest, record.manifest_generation)
+            for record in self.status.by_state(
+                [JobState.WAITING_FOR_INPUTS, JobState.RECEIVED], bucket=bucket, folders=folders
+            )
+            if may_wait_for(record, arrived)
+        ]
 
     def sweep_expired(self, now: float | None = None) -> list[str]:
         """Manifests that waited longer than `input_wait_seconds` end INVALID."""
         now = now or time.time()
-        touched = []
-        for record in self.status.recent(500, states=[JobState.WAITING_FOR_INPUTS]):
-            if now - record.created_at >= self.settings.input_wait_seconds:
-                touched.append(
-                    self.evaluate(record.bucket, record.manifest, record.manifest_generation)
-                )
-        return touched
+        return [
+            self.evaluate(record.bucket, record.manifest, record.manifest_generation)
+            for record in self.status.by_state([JobState.WAITING_FOR_INPUTS])
+            if now - record.created_at >= self.settings.input_wait_seconds
+        ]
 
     # -- one manifest --------------------------------------------------------------------
     def evaluate(self, bucket: str, name: str, generation: int) -> str:
+        """Evaluate one manifest version. Whatever fails ends the job INVALID or FAILED with
+        its reason (see `contain`); only a status store that cannot record that raises."""
         job_id = job_id_for(bucket, name, generation)
+        for attempt in range(EVALUATE_ATTEMPTS):
+            try:
+                self._evaluate(job_id, bucket, name, generation)
+                return job_id
+            except Exception as exc:
+                # Evaluating is idempotent (redeliveries do it too), so a fault that passes
+                # (a storage hiccup) costs a retry here; one that stays ends the job.
+                if attempt + 1 < EVALUATE_ATTEMPTS and is_transient(exc):
+                    time.sleep(RETRY_DELAY_SECONDS * 2**attempt)
+                    continue
+                contain(self.store, self.status, job_id, (bucket, name, generation), exc)
+        return job_id
+
+    def _evaluate(self, job_id: str, bucket: str, name: str, generation: int) -> None:
         uri = self.store.uri(bucket, name)
         record = self.status.get(job_id)
         if record is None:
@@ -154,17 +238,17 @@ class Intake:
             # ALREADY_EXISTS read back), so launch again; a failure here raises, and the
             # event is delivered again.
             self._submit(job_id)
-            return job_id
+            return
         if record.state not in LAUNCHABLE_STATES:
-            return job_id  # a duplicate delivery of an event we already acted on
+            return  # a duplicate delivery of an event we already acted on
         try:
             current = self.store.stat(bucket, name)
         except OutsideBucket as exc:  # a manifest linked in from elsewhere: say so
             self._invalid(job_id, JobError(code="MANIFEST_OUTSIDE", message=str(exc), uri=uri))
-            return job_id
+            return
         except NotFound:
             self._invalid(job_id, JobError(code="MANIFEST_GONE", message="deleted", uri=uri))
-            return job_id
+            return
         if current.generation != generation:
             # A newer upload replaced this version before we got to it; its own event runs it.
             self._fail(
@@ -176,9 +260,8 @@ class Intake:
                     uri=uri,
                 ),
             )
-            return job_id
+            return
         self._evaluate_current(job_id, bucket, name)
-        return job_id
 
     def _evaluate_current(self, job_id: str, bucket: str, name: str) -> None:
         uri = self.store.uri(bucket, name)
@@ -187,22 +270,32 @@ class Intake:
         except ManifestInvalid as exc:
             self._invalid(job_id, *[e.model_copy(update={"uri": uri}) for e in exc.errors])
             return
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            self._invalid(job_id, unreadable_manifest(exc, uri))  # the loader's gap, not ours
+            return
         problems = self._model_problems(manifest)
         if problems:
             self._invalid(job_id, *problems)
             return
         folder = folder_of(name)
-        present = {
-            info.name[len(folder) :]
+        listing = {
+            info.name[len(folder) :]: (info.generation, info.size)
             for info in self.store.list(bucket, folder)
             if not is_own_write(info.name, info.metadata)
         }
-        resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
+        present = set(listing)
+        try:
+            resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
+        except Exception as exc:  # a pattern the matcher cannot take (an invalid glob)
+            self._invalid(job_id, unreadable_manifest(exc, uri, field="inputs"))
+            return
         if resolution.errors:
             self._invalid(job_id, *resolution.errors)
             return
         if resolution.missing:
-            self._wait(job_id, resolution.missing)
+            self._wait(job_id, located(manifest, resolution.missing, self.store, bucket, folder))
             return
         face_problems = self._face_problems(manifest, bucket, folder)
         if face_problems:
@@ -213,12 +306,22 @@ class Intake:
         for item in resolution.items:
             video_uri = self.store.uri(bucket, folder + item.video)
             try:
-                with self.store.media_source(bucket, folder + item.video) as source:
-                    probed.append((item, probe(source)))
+                # The size too: a local file copied in with its old mtime kept (`cp -p`)
+                # has the generation of another version.
+                version = (bucket, folder + item.video, *listing[item.video])
+                info = self.probed.get(version)
+                if info is None:
+                    with self.store.media_source(bucket, folder + item.video) as source:
+                        info = probe(source)
+                        check_tail(source, info)  # a truncated upload: refused before any task
+                    self.probed.put(version, info)
+                probed.append((item, info))
             except (MediaError, NotFound) as exc:
                 errors.append(
                     JobError(
-                        code="INPUT_UNREADABLE",
+                        code="INPUT_TRUNCATED"
+                        if isinstance(exc, TruncatedVideo)
+                        else "INPUT_UNREADABLE",
                         message=str(exc),
                         field=f"inputs[{item.index}].video",
                         uri=video_uri,
@@ -232,6 +335,11 @@ class Intake:
         outside = self._outputs_outside(bucket, plan)
         if outside:
             self._invalid(job_id, *outside)
+            return
+        fields = [f"inputs[{item.index}]" for item, _ in probed]
+        clashes = claim_outputs(self.store, bucket, name, job_id, plan, fields)
+        if clashes:  # another manifest's outputs, or a user's file: never overwritten
+            self._invalid(job_id, *clashes)
             return
         self._launch(job_id, plan)
 
@@ -355,6 +463,11 @@ class Intake:
                 return []
             except ModelStoreError as exc:
                 problems.append(JobError(code=exc.code, message=str(exc), field=f"{where}.model"))
+                continue
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # storage, not the model: evaluate() retries, then contains it
+                problems.append(unloadable_analyser(store, options, f"{where}.analyser", exc))
                 continue
             problems += [
                 JobError(

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 _CONTEXT: dict[str, Any] = {}
 LABELS_KEY = "logging.googleapis.com/labels"
@@ -70,13 +70,29 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-class TerminalHandler(logging.StreamHandler):
+class StderrHandler(logging.StreamHandler):
+    """Lines on whatever `sys.stderr` is when a line is written, not the stream it was when
+    logging was set up: a redirect (or a test runner's capture) may replace it later."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+class TerminalHandler(StderrHandler):
     """Text lines on stderr; on a terminal each first clears the progress line that
     `dropbatch run` redraws in place, so the two never run into one another."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        isatty = getattr(self.stream, "isatty", None)
-        if isatty is not None and isatty():
+        try:
+            on_terminal = self.stream.isatty()
+        except (AttributeError, OSError, ValueError):
+            on_terminal = False
+        if on_terminal:
             self.stream.write("\r\x1b[K")
         super().emit(record)
 
@@ -100,7 +116,7 @@ def setup(level: int | None = None, fmt: str = "json") -> None:
     root = logging.getLogger()
     if any(getattr(h, _HANDLER_FLAG, False) for h in root.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr) if fmt == "json" else TerminalHandler(sys.stderr)
+    handler = StderrHandler() if fmt == "json" else TerminalHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     setattr(handler, _HANDLER_FLAG, True)
     root.addHandler(handler)

@@ -17,6 +17,7 @@ from dropbatch.storage.local import LocalStore
 
 log = logging.getLogger("dropbatch.watcher")
 EVENT_TYPE = "google.cloud.storage.object.v1.finalized"
+MAX_DELIVERIES = 5  # tries of one object version whose delivery keeps raising
 
 
 def storage_cloud_event(info: ObjectInfo) -> CloudEvent:
@@ -50,6 +51,15 @@ class FolderWatcher:
         self.store, self.bucket = store, bucket
         self._last: dict[str, tuple[int, int]] = {}
         self._fired: dict[str, int] = {}
+        self._failures: dict[tuple[str, int], int] = {}
+
+    def failed(self, info: ObjectInfo) -> None:
+        """Its delivery raised: report it again on a later scan, as Eventarc redelivers an
+        event whose function failed, at most MAX_DELIVERIES times in all."""
+        key = (info.name, info.generation)
+        self._failures[key] = self._failures.get(key, 0) + 1
+        if self._failures[key] < MAX_DELIVERIES and self._fired.get(info.name) == info.generation:
+            del self._fired[info.name]
 
     def scan(self) -> list[ObjectInfo]:
         ready = []
@@ -68,6 +78,10 @@ class FolderWatcher:
         return sorted(ready, key=lambda i: (i.name.endswith((".yaml", ".yml")), i.name))
 
 
+def _logged(what: str, exc: Exception, **fields: object) -> None:
+    log.error(what, exc_info=exc, extra={"fields": {**fields, "reason": str(exc)}})
+
+
 def serve(inbox: Path, settings: Settings, poll_seconds: float = 1.0, once: bool = False) -> None:
     from batch_jobs.local_executor import resume_stranded
     from dropbatch import logs
@@ -79,14 +93,32 @@ def serve(inbox: Path, settings: Settings, poll_seconds: float = 1.0, once: bool
     event(log, "watching", inbox=str(inbox), status=str(settings.sqlite_file))
     print(f"dropbatch: watching {inbox} (Ctrl-C to stop)", flush=True)
     # Jobs whose tasks died with an earlier serve continue from their done chunks.
-    for job_id in resume_stranded(intake().launcher, settings):
-        print(f"dropbatch: resuming job {job_id}", flush=True)
+    try:
+        for job_id in resume_stranded(intake().launcher, settings):
+            print(f"dropbatch: resuming job {job_id}", flush=True)
+    except Exception as exc:  # a job that cannot be resumed must not keep the inbox down
+        _logged("resume failed", exc)
     try:
         scans = 0
         while True:
-            for info in watcher.scan():
-                on_inbox_object(storage_cloud_event(info))
-            intake().sweep_expired()
+            # serve outlives whatever one object or one scan does. The trigger ends a job
+            # whose evaluation raised with the reason; what still escapes it (the status
+            # store failing) is logged and delivered again on a later scan.
+            try:
+                ready = watcher.scan()
+            except Exception as exc:
+                _logged("scan failed", exc)
+                ready = []
+            for info in ready:
+                try:
+                    on_inbox_object(storage_cloud_event(info))
+                except Exception as exc:
+                    _logged("delivery failed", exc, object=info.name)
+                    watcher.failed(info)
+            try:
+                intake().sweep_expired()
+            except Exception as exc:
+                _logged("sweep failed", exc)
             scans += 1
             if once and scans >= 2:
                 break

@@ -173,7 +173,15 @@ def test_upload_to_the_bucket_ends_stitched_in_the_bucket_and_succeeded_in_fires
     assert decoded_indices(tmp_path / "out.mp4") == list(range(FRAMES))
     mirror = json.loads(cloud.store.read_bytes(cloud.bucket, "c1/job.status.json"))
     assert mirror["state"] == "SUCCEEDED" and mirror["outputs"] == record.outputs
-    assert cloud.store.list(cloud.bucket, "_dropbatch/") == []  # parts deleted after the stitch
+    assert cloud.store.list(cloud.bucket, "_dropbatch/jobs/") == []  # parts deleted
+    # What stays is the manifest's claim on its output names (batch_jobs/outputs.py).
+    claims = [
+        json.loads(cloud.store.read_bytes(cloud.bucket, c.name))
+        for c in cloud.store.list(cloud.bucket, "_dropbatch/outputs/")
+    ]
+    assert sorted((c["output"], c["manifest"]) for c in claims) == [
+        ("c1/out/clip.mp4", "c1/job.yaml"), ("c1/out/clip.preview.jpg", "c1/job.yaml")
+    ]  # fmt: skip
     progress = cloud.status.progress(record.job_id)
     assert [(p.task_index, p.state) for p in progress] == [(i, "SUCCEEDED") for i in range(3)]
 
@@ -244,7 +252,10 @@ def test_a_users_object_at_the_output_name_is_never_overwritten(
     assert cloud.post_event("c4/job.yaml") == 200
     generation = cloud.store.stat(cloud.bucket, "c4/job.yaml").generation
     record = cloud.wait_terminal(job_id_for(cloud.bucket, "c4/job.yaml", generation))
-    assert record.state == JobState.FAILED
-    assert record.error is not None and record.error.code == "OUTPUT_CONFLICT"
+    # Refused by the trigger, before any task (the stitch still checks, for an object that
+    # appears while the job runs).
+    assert record.state == JobState.INVALID
+    assert record.error is not None and record.error.code == "OUTPUT_EXISTS"
     assert record.error.uri == f"gs://{cloud.bucket}/c4/out/clip.mp4"
+    assert record.batch_job is None
     assert cloud.store.read_bytes(cloud.bucket, "c4/out/clip.mp4") == b"the user's own edit"

@@ -47,3 +47,39 @@ def test_names_that_could_escape_write_nothing_outside_the_root(
         store.write_bytes(BUCKET, name, b"x")
     assert not (tmp_path / "escape.txt").exists()
     assert not (store.root / "escape.txt").exists()
+
+
+def test_listing_while_folders_vanish_never_raises(store: LocalStore) -> None:
+    """The stitch deletes parts (and so their folders) while `serve` scans the bucket."""
+    import threading
+
+    store.write_bytes(BUCKET, "c7/clip.mp4", b"x")
+    stop = threading.Event()
+
+    def churn() -> None:
+        n = 0
+        while not stop.is_set():
+            names = [f"_dropbatch/jobs/j{n % 3}/parts/{k:04d}/d/part.mp4" for k in range(4)]
+            for name in names:
+                store.write_bytes(BUCKET, name, b"p")
+            for name in names:
+                store.delete(BUCKET, name)
+            n += 1
+
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    failures: list[BaseException] = []
+    try:
+        for i in range(1000):
+            try:
+                found = store.list(BUCKET, "_dropbatch/" if i % 2 else "")
+                store.list(BUCKET, "_dropbatch/jobs/j1/parts/0001/d/", recursive=False)
+            except Exception as exc:  # every kind of failure is counted
+                failures.append(exc)
+                continue
+            if i % 2 == 0:
+                assert "c7/clip.mp4" in [info.name for info in found]
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert failures == [], f"{len(failures)} of 1000 scans raised, first: {failures[0]!r}"

@@ -122,10 +122,12 @@ def test_duplicate_events_make_one_job(deployment: dict, store: LocalStore) -> N
 
 
 def test_our_own_writes_never_trigger(deployment: dict, store: LocalStore) -> None:
-    put(deployment, "c4/out/clip.mp4", b"x")
+    # Known by our marker (outputs carry it wherever output.prefix puts them) and our own
+    # places; a folder called `out` means nothing (tests/test_output_ownership.py).
+    store.write_bytes("inbox", "c4/out/clip.mp4", b"x", metadata={"dropbatch-role": "output"})
     put(deployment, "c4/job.status.json", b"{}")
     put(deployment, "_dropbatch/jobs/x/parts/0000/part-00000.mp4", b"x")
-    put(deployment, "c4/out/nested.yaml", CROP.encode())
+    put(deployment, "_dropbatch/outputs/claim.yaml", CROP.encode())
     store.write_bytes(
         "inbox", "c4/results/other.yaml", CROP.encode(), metadata={"dropbatch-role": "output"}
     )
@@ -133,7 +135,7 @@ def test_our_own_writes_never_trigger(deployment: dict, store: LocalStore) -> No
         "c4/out/clip.mp4",
         "c4/job.status.json",
         "_dropbatch/jobs/x/parts/0000/part-00000.mp4",
-        "c4/out/nested.yaml",
+        "_dropbatch/outputs/claim.yaml",
         "c4/results/other.yaml",
     ]:
         deliver(store, "inbox", name)

@@ -14,6 +14,11 @@ class JobNotFound(KeyError):
     pass
 
 
+class RecordTooLarge(ValueError):
+    """The record cannot be stored whole (a Firestore document holds 1 MiB): nothing was
+    written. Raised by `create` and `transact` of a backend with such a limit."""
+
+
 class StatusStore(Protocol):
     def create(self, record: JobRecord) -> bool:
         """Insert the record unless a job with its id exists. True if this call created it."""
@@ -39,6 +44,18 @@ class StatusStore(Protocol):
         states: list[JobState] | None = None,
     ) -> list[JobRecord]:
         """Newest first."""
+        ...
+
+    def by_state(
+        self,
+        states: list[JobState],
+        *,
+        bucket: str | None = None,
+        folders: list[str] | None = None,
+    ) -> list[JobRecord]:
+        """Every job in one of `states`, oldest first, with no limit: the trigger re-checks
+        each waiting manifest, however many wait. `folders` (with `bucket`): only jobs whose
+        manifest lies directly in one of them ('c7/', '' for the bucket's root)."""
         ...
 
     def put_progress(self, progress: TaskProgress) -> None: ...

@@ -30,7 +30,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from dropbatch.status.base import JobNotFound
+from dropbatch.status.base import JobNotFound, RecordTooLarge
 from dropbatch.status.model import JobRecord, JobState, TaskProgress
 
 T = TypeVar("T")
@@ -38,10 +38,6 @@ T = TypeVar("T")
 PROGRESS_INTERVAL = 1.0  # seconds between writes to one task document
 MAX_RECORD_BYTES = 900_000  # compressed; a document may hold 1 MiB including field names
 COMMIT_ATTEMPTS = 50  # revision races before giving up (each loser re-reads and retries)
-
-
-class RecordTooLarge(ValueError):
-    pass
 
 
 class StatusContention(RuntimeError):
@@ -59,6 +55,7 @@ def _encode(record: JobRecord) -> dict[str, Any]:
         "job_id": record.job_id,
         "bucket": record.bucket,
         "manifest": record.manifest,
+        "folder": record.folder,  # by_state's filter: the manifest's folder, '' at the root
         "manifest_uri": record.manifest_uri,
         "manifest_generation": record.manifest_generation,
         "state": record.state.value,
@@ -164,6 +161,28 @@ class FirestoreStatusStore:
         found = [_decode(s.to_dict()) for s in query.stream()]
         found.sort(key=lambda r: r.created_at, reverse=True)
         return found[:limit]
+
+    def by_state(
+        self,
+        states: list[JobState],
+        *,
+        bucket: str | None = None,
+        folders: list[str] | None = None,
+    ) -> list[JobRecord]:
+        if not states:
+            return []
+        base: Any = self.jobs.where(filter=FieldFilter("state", "in", [s.value for s in states]))
+        if bucket is not None:
+            base = base.where(filter=FieldFilter("bucket", "==", bucket))
+        # One query per folder of the chain (a few): equality filters only, which Firestore
+        # serves from its single-field indexes, no composite index to deploy.
+        queries = (
+            [base]
+            if folders is None
+            else [base.where(filter=FieldFilter("folder", "==", f)) for f in dict.fromkeys(folders)]
+        )
+        found = {s.id: _decode(s.to_dict()) for query in queries for s in query.stream()}
+        return sorted(found.values(), key=lambda r: (r.created_at, r.job_id))
 
     # -- progress ------------------------------------------------------------------------
     def put_progress(self, progress: TaskProgress) -> None:

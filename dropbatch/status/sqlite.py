@@ -127,6 +127,34 @@ class SqliteStatusStore:
             ).fetchall()
         return [JobRecord.model_validate_json(r[0]) for r in rows]
 
+    def by_state(
+        self,
+        states: list[JobState],
+        *,
+        bucket: str | None = None,
+        folders: list[str] | None = None,
+    ) -> list[JobRecord]:
+        if not states or folders == []:
+            return []
+        clauses = [f"state IN ({','.join('?' for _ in states)})"]
+        args: list[object] = [s.value for s in states]
+        if bucket is not None:
+            clauses.append("bucket = ?")
+            args.append(bucket)
+        if folders is not None:
+            # Directly in the folder: the name starts with it and has no '/' after it.
+            # (substr, not LIKE: LIKE ignores case and treats '%' and '_' in names as wildcards.)
+            within = "(substr(manifest, 1, ?) = ? AND instr(substr(manifest, ?), '/') = 0)"
+            clauses.append("(" + " OR ".join(within for _ in folders) + ")")
+            for folder in folders:
+                args += [len(folder), folder, len(folder) + 1]
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT doc FROM jobs WHERE {' AND '.join(clauses)} ORDER BY created_at, job_id",
+                args,
+            ).fetchall()
+        return [JobRecord.model_validate_json(r[0]) for r in rows]
+
     def put_progress(self, progress: TaskProgress) -> None:
         with self._connect() as conn:
             conn.execute(

@@ -32,6 +32,22 @@ from dropbatch.storage.base import check_name as _check_name
 STATE_DIR = ".dropbatch"
 
 
+def _files_under(start: Path, recursive: bool) -> Iterator[Path]:
+    """Entries below `start`, symlinked folders not followed. A folder that vanishes while
+    we walk it (a stitch deletes parts and prunes their empty folders) is simply empty:
+    objects come and go, and a listing is a snapshot that may miss the ones that went."""
+    if not recursive:
+        try:
+            with os.scandir(start) as entries:
+                yield from (Path(entry.path) for entry in entries)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        return
+    # os.walk skips folders it cannot read (its onerror is None), unlike Path.rglob.
+    for folder, _, files in os.walk(start):
+        yield from (Path(folder, name) for name in files)
+
+
 class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
@@ -118,8 +134,7 @@ class LocalStore:
         if not start.is_dir():
             return []
         found: list[ObjectInfo] = []
-        walker = start.rglob("*") if recursive else start.glob("*")
-        for path in walker:
+        for path in _files_under(start, recursive):
             if not path.is_file() or is_hidden(path.relative_to(base).as_posix()):
                 continue  # hidden files are our temporaries or the user's editor swap files
             name = path.relative_to(base).as_posix()

@@ -170,3 +170,57 @@ def probe(source: str) -> VideoInfo:
         format_start_time=float(fmt.get("start_time") or 0.0),
         codec=str(video.get("codec_name") or ""),
     )
+
+
+TAIL_SECONDS = 1.0  # how much of the end of the video the trigger decodes
+TAIL_RETRY_SECONDS = 10.0  # from further back, when the first read decoded too little
+
+
+class TruncatedVideo(MediaError):
+    """The headers promise more video than the file holds (an upload cut short)."""
+
+
+def _last_frame_time(source: str, start: float) -> float | None:
+    """The timestamp of the last video frame that decodes when reading from `start` (s)."""
+    args = [
+        binary("ffprobe"), "-v", "error", "-select_streams", "v:0",
+        "-read_intervals", f"{start:.6f}%", "-show_entries", "frame=best_effort_timestamp_time",
+        "-of", "csv=p=0", source,
+    ]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    times = []
+    for line in proc.stdout.splitlines():
+        try:
+            times.append(float(line.strip().rstrip(",")))
+        except ValueError:
+            continue  # N/A: a frame without a timestamp
+    return max(times, default=None)
+
+
+def check_tail(source: str, info: VideoInfo) -> None:
+    """Raise TruncatedVideo unless the last second of the video stream is there and decodes.
+
+    A truncated upload of a faststart MP4 keeps its index at the front, so the header probe
+    passes and the tasks fail only after their retries ("decoded 18 of 30 frames"), the GPU
+    time spent. ffprobe seeks to the keyframe before the last second (a ranged read where the
+    source is a URL) and decodes from there to the end: the cost is one GOP, not the file.
+    Some demuxers (MPEG-TS) land past the last keyframe and decode nothing; only when a
+    second read from further back (TAIL_RETRY_SECONDS) falls short too is the file refused.
+    """
+    rate = Fraction(info.fps_num, info.fps_den)
+    end = info.start_time + info.duration
+    # The last frame starts one frame before the end; allow a few frames of rounding in the
+    # container's durations (and a VFR tail whose frames come further apart).
+    slack = max(float(4 / rate), 0.25)
+    last = None
+    for margin in (TAIL_SECONDS, TAIL_RETRY_SECONDS):
+        reached = _last_frame_time(source, max(info.start_time, end - margin))
+        last = reached if last is None or (reached is not None and reached > last) else last
+        if last is not None and last >= end - slack:
+            return
+    reached_text = "no frame decodes" if last is None else f"frames decode only to {last:.2f} s"
+    raise TruncatedVideo(
+        f"the end of the video is missing or does not decode: its headers say it lasts "
+        f"to {end:.2f} s, but {reached_text} (an upload that did not finish? upload the whole "
+        "file again)"
+    )

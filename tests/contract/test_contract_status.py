@@ -407,6 +407,49 @@ def test_recent_sees_state_changed_by_transact(history: StatusStore) -> None:
     assert ids(history.recent(states=[JobState.CANCELLED])) == ["c"]
 
 
+def test_by_state_filters_by_folder_exactly(status: StatusStore) -> None:
+    waiting = JobState.WAITING_FOR_INPUTS
+    jobs = [
+        record("root", manifest="m.yaml", state=waiting, created_at=1),
+        record("c7", manifest="c7/m.yaml", state=waiting, created_at=2),
+        record("c7-sub", manifest="c7/sub/m.yaml", state=waiting, created_at=3),
+        record("c7x", manifest="c7x/m.yaml", state=waiting, created_at=4),  # a prefix, not c7/
+        record("upper", manifest="C7/m.yaml", state=waiting, created_at=5),  # names keep case
+        record("wild", manifest="c_/m.yaml", state=waiting, created_at=6),  # '_' is no wildcard
+        record("c7-done", manifest="c7/n.yaml", state=JobState.SUCCEEDED, created_at=7),
+        record("c7-got", manifest="c7/o.yaml", state=JobState.RECEIVED, created_at=8),
+        record("other", bucket="other", manifest="c7/m.yaml", state=waiting, created_at=0),
+    ]
+    for job in jobs:
+        assert status.create(job)
+    chain = ["c7/sub/", "c7/", ""]
+    both = [waiting, JobState.RECEIVED]
+    assert ids(status.by_state(both, bucket="inbox", folders=chain)) == [
+        "root", "c7", "c7-sub", "c7-got"
+    ]  # fmt: skip
+    assert ids(status.by_state([waiting], bucket="inbox", folders=["c7/"])) == ["c7"]
+    assert ids(status.by_state([waiting], bucket="inbox", folders=["c_/"])) == ["wild"]
+    assert ids(status.by_state([waiting], bucket="inbox", folders=[])) == []
+    assert ids(status.by_state([waiting])) == [
+        "other", "root", "c7", "c7-sub", "c7x", "upper", "wild"
+    ]  # fmt: skip
+    assert status.by_state([]) == []
+    status.transact("c7", lambda r: r.set_state(JobState.QUEUED))
+    assert ids(status.by_state([waiting], bucket="inbox", folders=["c7/"])) == []
+
+
+def test_by_state_returns_every_match_oldest_first(status: StatusStore) -> None:
+    """No page size: the trigger re-checks every waiting manifest (recent() stops at 200)."""
+    count = 230
+    for i in range(count):
+        assert status.create(
+            record(f"w{i:03d}", manifest=f"big/m{i:03d}.yaml", created_at=1000.0 + i,
+                   state=JobState.WAITING_FOR_INPUTS)
+        )  # fmt: skip
+    found = status.by_state([JobState.WAITING_FOR_INPUTS], bucket="inbox", folders=["big/"])
+    assert ids(found) == [f"w{i:03d}" for i in range(count)]
+
+
 # -- progress ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,130 @@
+"""Which job may write an output object: the manifest that first planned it, while it exists.
+
+Two manifests in one folder that process one video with the default output name would both
+write `out/<video>.mp4`, the second overwriting the first. Before a job launches, the trigger
+claims every object its plan writes (outputs and previews) by a create-only write of a claim
+object under `_dropbatch/outputs/` that names the manifest. A new version of the same manifest
+(a re-upload, `dropbatch run --again`) writes over its own earlier outputs; another manifest
+is refused, naming both, for as long as the claiming manifest is in the bucket. Storage's
+generation preconditions make the claim atomic on every backend, so two manifests evaluated
+at the same moment cannot both win.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+
+from dropbatch.jobstatus import ROLE_KEY
+from dropbatch.status.model import JobError, Plan
+from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed
+
+CLAIMS_PREFIX = "_dropbatch/outputs/"
+CLAIM_ATTEMPTS = 5  # races with another claimant before giving up (each loser re-reads)
+
+
+def claim_name(output: str) -> str:
+    # Hashed: an output name may be as long as an object name may be, the claim's too.
+    return f"{CLAIMS_PREFIX}{hashlib.sha256(output.encode()).hexdigest()}.json"
+
+
+def _claim(
+    store: ObjectStore, bucket: str, output: str, manifest: str, job_id: str
+) -> tuple[str | None, bool]:
+    """(the other manifest holding `output` or None, whether this call created the claim)."""
+    name = claim_name(output)
+    body = json.dumps({"output": output, "manifest": manifest, "job_id": job_id}).encode()
+
+    def write(generation: int) -> bool:
+        try:
+            store.write_bytes(
+                bucket,
+                name,
+                body,
+                content_type="application/json",
+                metadata={ROLE_KEY: "claim"},
+                if_generation_match=generation,
+            )
+        except PreconditionFailed:
+            return False
+        return True
+
+    for _ in range(CLAIM_ATTEMPTS):
+        if write(0):
+            return None, True
+        try:
+            generation = store.stat(bucket, name).generation
+            holder = json.loads(store.read_bytes(bucket, name))["manifest"]
+        except (NotFound, ValueError, KeyError):
+            continue  # released or being replaced right now: look again
+        if holder == manifest:
+            return None, False
+        try:
+            store.stat(bucket, holder)
+            return holder, False
+        except NotFound:
+            pass  # its manifest is gone: the name is free, if nobody took it first
+        if write(generation):
+            return None, True
+    raise PreconditionFailed(f"{store.uri(bucket, name)}: too many claimants at once")
+
+
+def claim_outputs(
+    store: ObjectStore, bucket: str, manifest: str, job_id: str, plan: Plan, fields: list[str]
+) -> list[JobError]:
+    """Claim every object the plan writes for `manifest`; the problems, if any (then nothing
+    stays claimed by this call). `fields[n]`: the manifest field of plan item n."""
+    problems: list[JobError] = []
+    writes: dict[str, str] = {}
+    for item, field in zip(plan.items, fields, strict=True):
+        for output in (item.output, item.preview):
+            if output in writes:  # two items of this manifest (an output named like a preview)
+                problems.append(
+                    JobError(
+                        code="OUTPUT_TAKEN",
+                        message=f"{output} would be written by {writes[output]} too; "
+                        "set output_name on one",
+                        field=field,
+                        uri=store.uri(bucket, output),
+                    )
+                )
+            writes[output] = field
+    if problems:
+        return problems
+    made: list[str] = []
+    for output, field in writes.items():
+        try:
+            existing = store.stat(bucket, output)
+        except NotFound:
+            existing = None
+        if existing is not None and existing.metadata.get(ROLE_KEY) != "output":
+            problems.append(
+                JobError(
+                    code="OUTPUT_EXISTS",
+                    message=f"{output} exists and was not written by dropbatch; move it away "
+                    "or set output.prefix / output_name",
+                    field=field,
+                    uri=store.uri(bucket, output),
+                )
+            )
+            continue
+        holder, created = _claim(store, bucket, output, manifest, job_id)
+        if created:
+            made.append(output)
+        if holder is not None:
+            problems.append(
+                JobError(
+                    code="OUTPUT_TAKEN",
+                    message=f"{output} is the output of another manifest, "
+                    f"{store.uri(bucket, holder)}; set output_name on this input or "
+                    "output.prefix so each manifest writes its own files",
+                    field=field,
+                    uri=store.uri(bucket, output),
+                )
+            )
+    if problems:
+        for output in made:  # refused: hold nothing, so the other side is not blocked by us
+            with contextlib.suppress(NotFound):
+                store.delete(bucket, claim_name(output))
+    return problems

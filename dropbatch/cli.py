@@ -347,7 +347,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dropbatch.demo import run_demo
 
-    return run_demo(Path(args.dir), workers=args.workers)
+    return run_demo(Path(args.dir), workers=args.workers, seconds=args.seconds)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -488,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="make a sample video, drop it in a local inbox, run it")
     p.add_argument("--dir", default="demo-inbox")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=12.0, help="length of the sample video")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("schema", help="print the manifest JSON Schema")

@@ -26,6 +26,15 @@ def astronaut() -> np.ndarray:
     return data.astronaut()  # 512×512 RGB photo: a face and an upper body
 
 
+def write_source_face(path: Path) -> Path:
+    """Another real face for a swap's source: the cameraman (scikit-image's `camera`)."""
+    from skimage import data
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.repeat(data.camera()[..., None], 3, axis=2))
+    return path
+
+
 def subject_box(t: float, duration: float, canvas: tuple[int, int], size: int) -> tuple[int, int]:
     """Top-left of the subject at time t: a slow sweep left → right and back."""
     width, height = canvas

@@ -301,7 +301,10 @@ def test_on_the_emulators_one_upload_runs_once_on_batch_and_failures_reach_fires
     assert_the_job_is_what_the_manifest_asked(request)
     mirror = cloud["store"].read_bytes(cloud["bucket"], "c1/job.status.json").decode()
     assert '"SUCCEEDED"' in mirror
-    assert cloud["store"].list(cloud["bucket"], "_dropbatch/") == []  # parts gone
+    assert cloud["store"].list(cloud["bucket"], "_dropbatch/jobs/") == []  # parts gone
+    # What stays is the claim on the output's name (batch_jobs/outputs.py), ours by its role.
+    claims = cloud["store"].list(cloud["bucket"], "_dropbatch/outputs/")
+    assert claims and all(c.metadata.get("dropbatch-role") == "claim" for c in claims)
     # The same storage CloudEvent 20 times, 10 at once: one Batch job.
     put(cloud, "c2/clip.mp4", frames=FRAMES)
     put(cloud, "c2/job.yaml", MANIFEST.encode())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.metadata
 import re
 import shutil
 import sys
@@ -56,8 +55,14 @@ def imports_of(path: Path, module: str) -> set[str]:
 
 def closure(entry: str = ENTRY, root: Path = ROOT) -> tuple[set[str], set[str]]:
     """(first-party modules, third-party module names) reachable from `entry`."""
+    modules, importers = import_graph(entry, root)
+    return modules, set(importers)
+
+
+def import_graph(entry: str = ENTRY, root: Path = ROOT) -> tuple[set[str], dict[str, set[str]]]:
+    """(first-party modules, third-party module name → the first-party modules importing it)."""
     seen: set[str] = set()
-    third: set[str] = set()
+    third: dict[str, set[str]] = {}
     todo = [entry]
     while todo:
         name = todo.pop()
@@ -74,54 +79,84 @@ def closure(entry: str = ENTRY, root: Path = ROOT) -> tuple[set[str], set[str]]:
             if top in FIRST_PARTY:
                 todo.append(imported)
             elif top and top not in sys.stdlib_module_names and top != "__future__":
-                third.add(imported)
+                third.setdefault(imported, set()).add(name)
     return seen, third
 
 
-def requirements(third_party: set[str], root: Path = ROOT) -> list[str]:
-    """One line per distribution: the pyproject's own specifier, else the installed version."""
-    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
-    by_name = {_normal(re.split(r"[<>=!~ \[;]", spec, maxsplit=1)[0]): spec for spec in declared}
-    dists = {_normal(d) for d in RUNTIME_REQUIREMENTS}
-    for name in third_party:
-        dist = distribution_of(name)
-        if dist:
-            dists.add(_normal(dist))
-    lines = []
-    for dist in sorted(dists):
-        if dist in by_name:
-            lines.append(by_name[dist])
-        else:
-            lines.append(f"{dist}=={importlib.metadata.version(dist)}")
-    return lines
+class UndeclaredImport(RuntimeError):
+    """A module the functions import belongs to no dependency pyproject.toml declares."""
 
 
-def _module_owners() -> dict[str, str]:
-    """Module file path ('google/cloud/batch_v1/__init__.py') → the distribution installing it.
-    By file, not by top-level name: `google` is shared by many distributions."""
-    owners: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
-        for file in dist.files or []:
-            if file.suffix == ".py":
-                owners.setdefault(file.as_posix(), dist.metadata["Name"])
-    return owners
+def function_config(root: Path = ROOT) -> dict:
+    return _pyproject(root).get("tool", {}).get("dropbatch", {}).get("function", {})
 
 
-_OWNERS: dict[str, str] = {}
+def _pyproject(root: Path) -> dict:
+    return tomllib.loads((root / "pyproject.toml").read_text())
 
 
-def distribution_of(module: str) -> str | None:
-    """The distribution providing `module` (or its nearest provided parent), if installed."""
-    if not _OWNERS:
-        _OWNERS.update(_module_owners())
+def declared(root: Path = ROOT) -> dict[str, str]:
+    """Distribution (normalised) → its requirement line: `[project].dependencies`, then the
+    extras `[tool.dropbatch.function].extras` names (the trigger's face check needs one)."""
+    project = _pyproject(root)["project"]
+    specs = list(project.get("dependencies", []))
+    extras = project.get("optional-dependencies", {})
+    for extra in function_config(root).get("extras", []):
+        specs.extend(extras[extra])
+    by_name: dict[str, str] = {}
+    for spec in specs:
+        by_name.setdefault(_normal(re.split(r"[<>=!~ \[;]", spec, maxsplit=1)[0]), spec)
+    return by_name
+
+
+def distribution_for(module: str, import_names: dict[str, str]) -> str:
+    """The distribution an import belongs to: the longest dotted prefix in pyproject's
+    `import-names` table, else the top-level name itself (`numpy` → numpy)."""
     parts = module.split(".")
-    while parts:
-        base = "/".join(parts)
-        for candidate in (f"{base}/__init__.py", f"{base}.py"):
-            if candidate in _OWNERS:
-                return _OWNERS[candidate]
-        parts.pop()
-    return None
+    for i in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in import_names:
+            return _normal(import_names[prefix])
+    return _normal(parts[0])
+
+
+def requirements(
+    third_party: set[str], root: Path = ROOT, importers: dict[str, set[str]] | None = None
+) -> list[str]:
+    """One line per distribution the functions import, with pyproject's own specifier.
+
+    A pure function of pyproject.toml and the import graph: nothing installed where the build
+    runs is consulted, so every build machine writes the same file. An import that maps to no
+    declared distribution fails the build, naming the module and who imports it."""
+    config = function_config(root)
+    import_names = config.get("import-names", {})
+    not_installed = set(config.get("not-installed", {}))
+    by_name = declared(root)
+    # `from google.cloud import storage` also yields the namespace `google.cloud`: a name that
+    # is only the parent of other imported names is covered by them.
+    leaves = {m for m in third_party if not any(o.startswith(m + ".") for o in third_party)}
+    dists = {_normal(d) for d in RUNTIME_REQUIREMENTS}
+    missing: list[str] = []
+    for module in sorted(leaves):
+        if module.split(".")[0] in not_installed or module in not_installed:
+            continue
+        dist = distribution_for(module, import_names)
+        if dist in by_name:
+            dists.add(dist)
+        else:
+            where = ", ".join(sorted((importers or {}).get(module, ()))) or "?"
+            missing.append(f"{module} (imported by {where}; looked for distribution {dist!r})")
+    missing += [f"{d} (always needed by the Functions runtime)" for d in dists - set(by_name)]
+    if missing:
+        raise UndeclaredImport(
+            "the function imports modules no declared dependency provides: "
+            + "; ".join(missing)
+            + ". Declare the distribution in pyproject.toml [project].dependencies (or an extra"
+            " listed in [tool.dropbatch.function].extras), map the import name in"
+            " [tool.dropbatch.function.import-names], or, if the functions never run it, list"
+            " it in [tool.dropbatch.function].not-installed with the reason."
+        )
+    return [by_name[d] for d in sorted(dists)]
 
 
 def _normal(name: str) -> str:
@@ -150,7 +185,8 @@ __all__ = [{quoted}]
 
 def build(out: Path, root: Path = ROOT) -> list[str]:
     """Write the function source to `out` (emptied first); returns the modules it holds."""
-    modules, third = closure(ENTRY, root)
+    modules, importers = import_graph(ENTRY, root)
+    lines = requirements(set(importers), root, importers)  # fails before anything is written
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -168,15 +204,20 @@ def build(out: Path, root: Path = ROOT) -> list[str]:
     (out / "main.py").write_text(
         MAIN.format(names=", ".join(FUNCTIONS), quoted=", ".join(f'"{f}"' for f in FUNCTIONS))
     )
-    (out / "requirements.txt").write_text("\n".join(requirements(third, root)) + "\n")
+    (out / "requirements.txt").write_text("\n".join(lines) + "\n")
     return sorted(modules)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to write (replaced)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="checkout to build from")
     args = parser.parse_args(argv)
-    modules = build(args.out)
+    try:
+        modules = build(args.out, args.root)
+    except UndeclaredImport as exc:
+        print(f"build_function: {exc}", file=sys.stderr)
+        return 1
     print(f"{args.out}: main.py, requirements.txt and {len(modules)} modules")
     return 0
 

@@ -81,6 +81,11 @@ def label_value(text: str) -> str:
     return LABEL_RE.sub("-", text.lower())[:63]
 
 
+def image_digest(image: str) -> str:
+    """The `sha256:…` an image reference pins (`…/task@sha256:…`), or "" for a tag."""
+    return image.partition("@")[2]
+
+
 def notification_topic(settings: Settings) -> str:
     topic = settings.notification_topic
     return topic if topic.startswith("projects/") else f"projects/{settings.project}/topics/{topic}"
@@ -188,6 +193,10 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
         "dropbatch-job": label_value(record.job_id),
         "dropbatch-inbox": label_value(record.bucket),
     }
+    if digest := image_digest(settings.image):
+        # Which build ran, findable from the job and its logs (the runnable's image_uri holds
+        # the whole digest; a label value holds its first 56 hex digits).
+        labels["dropbatch-image"] = label_value(digest)
     allocation = batch_v1.AllocationPolicy()
     allocation.instances = [instance]
     allocation.location = batch_v1.AllocationPolicy.LocationPolicy(

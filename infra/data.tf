@@ -17,3 +17,21 @@ resource "google_pubsub_topic" "batch_state" {
   name       = "dropbatch-batch-state"
   depends_on = [google_project_service.apis]
 }
+
+# Cloud Scheduler publishes here; on_sweep ends manifests whose inputs never arrived.
+resource "google_pubsub_topic" "sweep" {
+  name       = "dropbatch-sweep"
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_cloud_scheduler_job" "sweep" {
+  name        = "dropbatch-sweep"
+  description = "Ends waiting manifests whose inputs did not arrive within DROPBATCH_INPUT_WAIT_SECONDS."
+  region      = var.region
+  schedule    = var.sweep_schedule
+  pubsub_target {
+    topic_name = google_pubsub_topic.sweep.id
+    data       = base64encode("sweep")
+  }
+  depends_on = [google_project_service.apis]
+}

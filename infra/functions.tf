@@ -12,7 +12,9 @@ resource "google_storage_bucket_object" "function_source" {
 }
 
 locals {
-  image = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/task:${var.image_tag}"
+  repository = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/task"
+  # By digest: a tag moved mid-job would run one job's tasks on different images.
+  image = var.image_digest == null ? "" : "${local.repository}@${var.image_digest}"
   # Settings (dropbatch/config.py); the trigger passes them on to every Batch task.
   function_env = {
     DROPBATCH_STORAGE             = "gcs"
@@ -34,8 +36,9 @@ resource "google_cloudfunctions2_function" "on_inbox_object" {
   location = var.region
 
   build_config {
-    runtime     = "python311"
-    entry_point = "on_inbox_object"
+    runtime         = "python311"
+    entry_point     = "on_inbox_object"
+    service_account = google_service_account.builder.id
     source {
       storage_source {
         bucket = google_storage_bucket.function_source.name
@@ -64,7 +67,20 @@ resource "google_cloudfunctions2_function" "on_inbox_object" {
     }
   }
 
-  depends_on = [google_project_iam_member.storage_agent_publishes, google_project_iam_member.function_event_receiver]
+  lifecycle {
+    precondition {
+      condition     = var.image_digest != null
+      error_message = "Set image_digest to the pushed task image's digest (README, deploy step 4)."
+    }
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    time_sleep.builder_roles_propagate,
+    google_project_iam_member.function_invokes_functions,
+    google_project_iam_member.function_event_receiver,
+    google_project_iam_member.storage_agent_publishes,
+  ]
 }
 
 resource "google_cloudfunctions2_function" "on_batch_state" {
@@ -72,8 +88,9 @@ resource "google_cloudfunctions2_function" "on_batch_state" {
   location = var.region
 
   build_config {
-    runtime     = "python311"
-    entry_point = "on_batch_state"
+    runtime         = "python311"
+    entry_point     = "on_batch_state"
+    service_account = google_service_account.builder.id
     source {
       storage_source {
         bucket = google_storage_bucket.function_source.name
@@ -98,5 +115,51 @@ resource "google_cloudfunctions2_function" "on_batch_state" {
     service_account_email = google_service_account.function.email
   }
 
-  depends_on = [google_project_iam_member.function_event_receiver]
+  depends_on = [
+    google_project_service.apis,
+    time_sleep.builder_roles_propagate,
+    google_project_iam_member.function_invokes_functions,
+    google_project_iam_member.function_event_receiver,
+  ]
+}
+
+resource "google_cloudfunctions2_function" "on_sweep" {
+  name     = "dropbatch-on-sweep"
+  location = var.region
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "on_sweep"
+    service_account = google_service_account.builder.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = google_storage_bucket_object.function_source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email = google_service_account.function.email
+    available_memory      = "512Mi"
+    timeout_seconds       = 300
+    max_instance_count    = 1 # one sweep at a time; the next tick catches up
+    environment_variables = local.function_env
+  }
+
+  # Cloud Scheduler's tick; no retries: the next tick sweeps again.
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+    pubsub_topic          = google_pubsub_topic.sweep.id
+    retry_policy          = "RETRY_POLICY_DO_NOT_RETRY"
+    service_account_email = google_service_account.function.email
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    time_sleep.builder_roles_propagate,
+    google_project_iam_member.function_invokes_functions,
+    google_project_iam_member.function_event_receiver,
+  ]
 }

@@ -1,18 +1,31 @@
-# Two identities, each with only what its code does (README, deploy).
+# Three identities, each with only what its work needs (README, deploy). Service accounts
+# are created through the IAM API, so they wait for it.
 
 resource "google_service_account" "function" {
   account_id   = "dropbatch-function"
-  display_name = "dropbatch trigger and reconcile functions"
+  display_name = "dropbatch trigger, reconcile and sweep functions"
+  depends_on   = [google_project_service.apis]
 }
 
 resource "google_service_account" "job" {
   account_id   = "dropbatch-job"
   display_name = "dropbatch Batch task VMs"
+  depends_on   = [google_project_service.apis]
+}
+
+# Cloud Build runs the functions' builds as this account, not as a project default that
+# newer projects no longer grant build permissions to (the provider's
+# cloudfunctions2_function example with build_config.service_account, same three roles).
+resource "google_service_account" "builder" {
+  account_id   = "dropbatch-builder"
+  display_name = "dropbatch function builds (Cloud Build)"
+  depends_on   = [google_project_service.apis]
 }
 
 locals {
   function_member = "serviceAccount:${google_service_account.function.email}"
   job_member      = "serviceAccount:${google_service_account.job.email}"
+  builder_member  = "serviceAccount:${google_service_account.builder.email}"
 }
 
 # --- function: read the inbox, write status files, create Batch jobs as the job account ---
@@ -72,18 +85,22 @@ resource "google_project_iam_member" "function_event_receiver" {
   member  = local.function_member
 }
 
-resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_inbox_function" {
-  name     = google_cloudfunctions2_function.on_inbox_object.service_config[0].service
-  location = var.region
-  role     = "roles/run.invoker"
-  member   = local.function_member
+# Granted on the project, before the functions exist: each function's Cloud Run service (the
+# only narrower scope, and Cloud Run takes no IAM conditions) is created with the function and
+# its Eventarc trigger, so a service-level grant lands after events already arrive.
+resource "google_project_iam_member" "function_invokes_functions" {
+  project    = var.project_id
+  role       = "roles/run.invoker"
+  member     = local.function_member
+  depends_on = [google_project_service.apis]
 }
 
-resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_state_function" {
-  name     = google_cloudfunctions2_function.on_batch_state.service_config[0].service
-  location = var.region
-  role     = "roles/run.invoker"
-  member   = local.function_member
+# The trigger creates Batch jobs that publish state notifications to the topic; Batch's
+# "enable notifications" page asks a Pub/Sub role on the topic of whoever creates such a job.
+resource "google_pubsub_topic_iam_member" "function_publishes_batch_state" {
+  topic  = google_pubsub_topic.batch_state.id
+  role   = "roles/pubsub.publisher"
+  member = local.function_member
 }
 
 # --- job: read/write the inbox, read models, Firestore, logs, report to Batch, pull the image ---
@@ -130,6 +147,40 @@ resource "google_pubsub_topic_iam_member" "job_publishes_batch_state" {
   topic  = google_pubsub_topic.batch_state.id
   role   = "roles/pubsub.publisher"
   member = local.job_member
+}
+
+# --- builder: read the uploaded source, write build logs, push the function's image ---
+
+resource "google_project_iam_member" "builder_log_writer" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = local.builder_member
+}
+
+# The build's image goes to the gcf-artifacts repository Cloud Functions creates on first
+# deploy, which does not exist yet to grant on.
+resource "google_project_iam_member" "builder_pushes_images" {
+  project = var.project_id
+  role    = "roles/artifactregistry.writer"
+  member  = local.builder_member
+}
+
+# The source is staged in a gcf-v2-sources bucket Cloud Functions creates, likewise.
+resource "google_project_iam_member" "builder_reads_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectAdmin"
+  member  = local.builder_member
+}
+
+# IAM grants take a while to reach Cloud Build; without the wait the first build can fail
+# to read its source (the provider's example waits the same 60 s).
+resource "time_sleep" "builder_roles_propagate" {
+  create_duration = "60s"
+  depends_on = [
+    google_project_iam_member.builder_log_writer,
+    google_project_iam_member.builder_pushes_images,
+    google_project_iam_member.builder_reads_sources,
+  ]
 }
 
 # --- Google's agents ---

@@ -8,8 +8,13 @@ output "model_store" {
   value       = "gs://${google_storage_bucket.models.name}/"
 }
 
+output "repository" {
+  description = "Build Dockerfile.gpu and push it here; then set image_digest to the pushed digest."
+  value       = local.repository
+}
+
 output "image" {
-  description = "Build and push Dockerfile.gpu to this name."
+  description = "The task image every job runs (by digest)."
   value       = local.image
 }
 
@@ -26,5 +31,5 @@ output "job_service_account" {
 }
 
 output "functions" {
-  value = [google_cloudfunctions2_function.on_inbox_object.name, google_cloudfunctions2_function.on_batch_state.name]
+  value = [google_cloudfunctions2_function.on_inbox_object.name, google_cloudfunctions2_function.on_batch_state.name, google_cloudfunctions2_function.on_sweep.name]
 }

@@ -31,10 +31,14 @@ variable "firestore_location" {
   default     = "nam5"
 }
 
-variable "image_tag" {
-  description = "Tag of the task image pushed to the dropbatch Artifact Registry repository."
+variable "image_digest" {
+  description = "Digest (sha256:…) of the task image pushed to the dropbatch repository (README, deploy step 4). Every task of a job runs exactly this image; null until the first push (the functions refuse to deploy without it)."
   type        = string
-  default     = "latest"
+  default     = null
+  validation {
+    condition     = var.image_digest == null || can(regex("^sha256:[0-9a-f]{64}$", var.image_digest))
+    error_message = "image_digest must be sha256: followed by 64 hex digits (docker push prints it)."
+  }
 }
 
 variable "function_source_dir" {
@@ -53,4 +57,10 @@ variable "leftover_parts_days" {
   description = "Delete chunk parts and scratch objects under _dropbatch/ after this many days."
   type        = number
   default     = 3
+}
+
+variable "sweep_schedule" {
+  description = "Cron schedule (Cloud Scheduler) of the sweep that ends expired waiting manifests."
+  type        = string
+  default     = "*/5 * * * *"
 }

@@ -5,6 +5,10 @@ terraform {
       source  = "hashicorp/google"
       version = ">= 6.0, < 8.0"
     }
+    time = {
+      source  = "hashicorp/time"
+      version = ">= 0.9"
+    }
     archive = {
       source  = "hashicorp/archive"
       version = ">= 2.4"

@@ -155,6 +155,20 @@ def test_the_job_on_the_wire_has_gpu_spot_retries_parallelism_and_notification(
     assert note.message.type_ == batch_v1.JobNotification.Type.JOB_STATE_CHANGED
 
 
+def test_the_image_digest_is_pulled_and_recorded_on_the_job(settings: Settings) -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    pinned = settings.model_copy(
+        update={"image": f"us-central1-docker.pkg.dev/acme-video/dropbatch/task@{digest}"}
+    )
+    job = build_job(record_with([2]), pinned)
+    [_, runnable] = job.task_groups[0].task_spec.runnables
+    assert runnable.container.image_uri.endswith(f"/task@{digest}")
+    assert job.labels["dropbatch-image"] == ("sha256-" + "0123456789abcdef" * 4)[:63]
+    assert job.allocation_policy.labels["dropbatch-image"] == job.labels["dropbatch-image"]
+    # A tag pins nothing, so no digest label claims one.
+    assert "dropbatch-image" not in build_job(record_with([2]), settings).labels
+
+
 def test_standard_vms_without_gpu_when_the_manifest_says_so(settings: Settings) -> None:
     job = build_job(record_with([3], gpu="none", spot=False, max_parallel=10), settings)
     [instance] = job.allocation_policy.instances

@@ -22,7 +22,10 @@ FUNCTION_ROLES = {
     ("project", "roles/datastore.user", None),
     ("project", "roles/logging.logWriter", None),
     ("project", "roles/eventarc.eventReceiver", None),
-    ("function-service", "roles/run.invoker", None),
+    # On the project: the functions' Cloud Run services do not exist before the functions.
+    ("project", "roles/run.invoker", None),
+    # It creates the Batch jobs that publish state notifications there.
+    ("batch-topic", "roles/pubsub.publisher", None),
 }
 JOB_ROLES = {
     ("inbox", "roles/storage.objectUser", None),
@@ -33,6 +36,13 @@ JOB_ROLES = {
     ("images", "roles/artifactregistry.reader", None),
     ("batch-topic", "roles/pubsub.publisher", None),
 }
+# The Cloud Build account the functions build as (the provider's builder example).
+BUILDER_ROLES = {
+    ("project", "roles/logging.logWriter", None),
+    ("project", "roles/artifactregistry.writer", None),
+    ("project", "roles/storage.objectAdmin", None),
+}
+FUNCTIONS = ("on_inbox_object", "on_batch_state", "on_sweep")
 FORBIDDEN = re.compile(
     r"roles/(owner|editor|viewer)$|\.admin$|roles/iam\.serviceAccountTokenCreator"
 )
@@ -91,6 +101,7 @@ def grants(infra: dict) -> dict[str, set[tuple[str, str, str | None]]]:
     members = {
         "${local.function_member}": "function",
         "${local.job_member}": "job",
+        "${local.builder_member}": "builder",
     }
     out: dict[str, set] = {}
     for kind, named in infra.items():
@@ -112,6 +123,7 @@ def check_iam(infra: dict) -> None:
             assert not FORBIDDEN.search(role), f"{who} is granted {role}"
     assert found["function"] == FUNCTION_ROLES
     assert found["job"] == JOB_ROLES
+    assert found["builder"] == BUILDER_ROLES
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +253,194 @@ def test_example_tfvars_sets_every_variable_without_a_default(infra: dict) -> No
     }
     example = (INFRA / "terraform.tfvars.example").read_text()
     assert required and all(re.search(rf"^{name}\s*=", example, re.M) for name in required)
+
+
+# -- deployment order, the builder, the sweep and the image digest: each check below is also
+# run on a copy with one resource, grant or dependency removed, and must fail there.
+
+
+def needs(attrs: dict, *resources: str) -> bool:
+    return {f"${{{r}}}" for r in resources} <= set(attrs.get("depends_on", []))
+
+
+def check_builder(infra: dict) -> None:
+    functions = infra["resource.google_cloudfunctions2_function"]
+    assert set(functions) == set(FUNCTIONS)
+    wait = infra["resource.time_sleep"]["builder_roles_propagate"]
+    assert needs(
+        wait,
+        "google_project_iam_member.builder_log_writer",
+        "google_project_iam_member.builder_pushes_images",
+        "google_project_iam_member.builder_reads_sources",
+    )
+    for name, fn in functions.items():
+        build = fn["build_config"][0]
+        assert build["service_account"] == "${google_service_account.builder.id}", name
+        assert needs(fn, "time_sleep.builder_roles_propagate"), name
+    assert grants(infra)["builder"] == BUILDER_ROLES
+
+
+def check_ordering(infra: dict) -> None:
+    apis = "google_project_service.apis"
+    for kind in (
+        "google_service_account",  # the IAM API
+        "google_storage_bucket",
+        "google_pubsub_topic",
+        "google_firestore_database",
+        "google_artifact_registry_repository",
+        "google_cloud_scheduler_job",
+        "google_cloudfunctions2_function",
+    ):
+        for name, attrs in infra[f"resource.{kind}"].items():
+            assert needs(attrs, apis), f"{kind}.{name} does not wait for the APIs"
+    for name, fn in infra["resource.google_cloudfunctions2_function"].items():
+        # The trigger delivers as the function account from the moment it exists.
+        assert needs(
+            fn,
+            "google_project_iam_member.function_invokes_functions",
+            "google_project_iam_member.function_event_receiver",
+        ), name
+        assert fn["event_trigger"][0]["service_account_email"] == (
+            "${google_service_account.function.email}"
+        )
+    invoker = infra["resource.google_project_iam_member"]["function_invokes_functions"]
+    assert (invoker["role"], invoker["member"]) == ("roles/run.invoker", "${local.function_member}")
+    assert "google_cloud_run_v2_service_iam_member" not in {k.split(".")[1] for k in infra}
+    inbox = infra["resource.google_cloudfunctions2_function"]["on_inbox_object"]
+    assert needs(inbox, "google_project_iam_member.storage_agent_publishes")
+
+
+def check_sweep(infra: dict) -> None:
+    job = infra["resource.google_cloud_scheduler_job"]["sweep"]
+    assert job["pubsub_target"][0]["topic_name"] == "${google_pubsub_topic.sweep.id}"
+    assert job["schedule"] == "${var.sweep_schedule}"
+    fn = infra["resource.google_cloudfunctions2_function"]["on_sweep"]
+    assert fn["build_config"][0]["entry_point"] == "on_sweep"
+    [trigger] = fn["event_trigger"]
+    assert trigger["event_type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert trigger["pubsub_topic"] == "${google_pubsub_topic.sweep.id}"
+    # The same settings as the trigger, so it sees the same status store and wait.
+    assert fn["service_config"][0]["environment_variables"] == "${local.function_env}"
+
+
+def check_image(folder: Path) -> None:
+    text = (folder / "functions.tf").read_text()
+    [image] = re.findall(r"^\s*image\s*=\s*(.+)$", text, re.M)
+    assert image.endswith('"${local.repository}@${var.image_digest}"'), image
+    assert "DROPBATCH_IMAGE               = local.image" in text
+    variables = (folder / "variables.tf").read_text()
+    assert 'regex("^sha256:[0-9a-f]{64}$", var.image_digest)' in variables
+    inbox = load(folder)["resource.google_cloudfunctions2_function"]["on_inbox_object"]
+    [precondition] = inbox["lifecycle"][0]["precondition"]
+    assert precondition["condition"] == "${var.image_digest != null}"
+
+
+def test_functions_build_as_a_dedicated_builder_account(infra: dict) -> None:
+    check_builder(infra)
+
+
+def test_resources_wait_for_their_apis_and_triggers_for_their_grants(infra: dict) -> None:
+    check_ordering(infra)
+
+
+def test_a_scheduler_sweeps_expired_waiting_manifests(infra: dict) -> None:
+    from dropbatch.build_function import FUNCTIONS as BUILT
+    from triggers import main as trigger_main
+
+    check_sweep(infra)
+    assert '"cloudscheduler.googleapis.com"' in (INFRA / "apis.tf").read_text()
+    assert set(BUILT) == set(FUNCTIONS)
+    assert all(callable(getattr(trigger_main, name)) for name in FUNCTIONS)
+
+
+def test_the_task_image_is_referenced_by_digest() -> None:
+    check_image(INFRA)
+
+
+def _remove_block(text: str, header: str) -> str:
+    """`text` without the top-level block opening with `header` (up to its closing brace)."""
+    start = text.index(header)
+    end = text.index("\n}\n", start) + 3
+    return text[:start] + text[end:]
+
+
+def _remove_line(text: str, line: str) -> str:
+    assert line in text
+    return text.replace(line + "\n", "", 1)
+
+
+MUTATIONS = {
+    "builder account dropped from a build": (
+        "functions.tf",
+        lambda t: _remove_line(t, "    service_account = google_service_account.builder.id"),
+        "builder",
+    ),
+    "builder waits no longer for its roles": (
+        "functions.tf",
+        lambda t: _remove_line(t, "    time_sleep.builder_roles_propagate,"),
+        "builder",
+    ),
+    "builder role removed": (
+        "iam.tf",
+        lambda t: _remove_block(
+            t, 'resource "google_project_iam_member" "builder_pushes_images"'
+        ).replace("    google_project_iam_member.builder_pushes_images,\n", ""),
+        "iam",
+    ),
+    "job creator's publisher grant removed": (
+        "iam.tf",
+        lambda t: _remove_block(
+            t, 'resource "google_pubsub_topic_iam_member" "function_publishes_batch_state"'
+        ),
+        "iam",
+    ),
+    "invoker granted after the functions": (
+        "functions.tf",
+        lambda t: _remove_line(t, "    google_project_iam_member.function_invokes_functions,"),
+        "ordering",
+    ),
+    "service account not waiting for the IAM API": (
+        "iam.tf",
+        lambda t: t.replace(
+            '  display_name = "dropbatch Batch task VMs"\n'
+            "  depends_on   = [google_project_service.apis]\n",
+            '  display_name = "dropbatch Batch task VMs"\n',
+        ),
+        "ordering",
+    ),
+    "function not waiting for the APIs": (
+        "functions.tf",
+        lambda t: _remove_line(t, "    google_project_service.apis,"),
+        "ordering",
+    ),
+    "scheduler removed": (
+        "data.tf",
+        lambda t: _remove_block(t, 'resource "google_cloud_scheduler_job" "sweep"'),
+        "sweep",
+    ),
+    "image by tag": (
+        "functions.tf",
+        lambda t: t.replace("@${var.image_digest}", ":latest"),
+        "image",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_each_check_fails_when_its_piece_is_removed(tmp_path: Path, mutation: str) -> None:
+    filename, mutate, check = MUTATIONS[mutation]
+    copy = tmp_path / "infra"
+    shutil.copytree(INFRA, copy, ignore=shutil.ignore_patterns(".terraform", ".build"))
+    before = (copy / filename).read_text()
+    after = mutate(before)
+    assert after != before
+    (copy / filename).write_text(after)
+    run = {
+        "builder": lambda: check_builder(load(copy)),
+        "iam": lambda: check_iam(load(copy)),
+        "ordering": lambda: check_ordering(load(copy)),
+        "sweep": lambda: check_sweep(load(copy)),
+        "image": lambda: check_image(copy),
+    }[check]
+    with pytest.raises((AssertionError, KeyError)):
+        run()

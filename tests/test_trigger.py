@@ -3,12 +3,14 @@ and every kind of bad input ending INVALID with its field or object named."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from pathlib import Path
 
 import pytest
 from cloudevents.conversion import to_structured
+from cloudevents.http import CloudEvent
 from functions_framework import create_app
 
 from dropbatch.config import Settings
@@ -242,3 +244,41 @@ def test_corrupt_video_is_invalid_naming_the_object(deployment: dict, store: Loc
     assert record.error.code == "INPUT_UNREADABLE"
     assert record.error.uri and record.error.uri.endswith("k/clip.mp4")
     assert record.error.field == "inputs[0].video"
+
+
+def test_the_scheduled_sweep_ends_an_expired_waiting_manifest(
+    deployment: dict, store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cloud Scheduler → Pub/Sub → on_sweep: the cloud's counterpart of serve's sweep timer."""
+    from triggers import main as trigger_main
+
+    put(deployment, "m/job.yaml", CROP.encode())
+    deliver(store, "inbox", "m/job.yaml")
+    [waiting] = records(deployment)
+    assert waiting.state == JobState.WAITING_FOR_INPUTS
+
+    def tick() -> int:
+        client = create_app("on_sweep", SOURCE, "cloudevent").test_client()
+        # What Eventarc delivers for a Cloud Scheduler Pub/Sub target's message.
+        event = CloudEvent(
+            {
+                "type": "google.cloud.pubsub.topic.v1.messagePublished",
+                "source": "//pubsub.googleapis.com/projects/acme-video/topics/dropbatch-sweep",
+            },
+            {"message": {"data": base64.b64encode(b"sweep").decode(), "messageId": "1"}},
+        )
+        headers, body = to_structured(event)
+        return client.post("/", headers=headers, data=body).status_code
+
+    assert tick() == 200  # within DROPBATCH_INPUT_WAIT_SECONDS: still waiting
+    [record] = records(deployment)
+    assert record.state == JobState.WAITING_FOR_INPUTS
+
+    monkeypatch.setenv("DROPBATCH_INPUT_WAIT_SECONDS", "0")
+    trigger_main.intake.cache_clear()
+    assert tick() == 200
+    [record] = records(deployment)
+    assert record.state == JobState.INVALID
+    assert record.error.code == "INPUT_MISSING" and record.error.field == "inputs[0].video"
+    status = json.loads((deployment["inbox"] / "m" / "job.status.json").read_text())
+    assert status["state"] == "INVALID"

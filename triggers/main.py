@@ -3,6 +3,7 @@
 Deployed as gen2 functions (functions-framework, CloudEvents):
   on_inbox_object  ← Eventarc `google.cloud.storage.object.v1.finalized` on the inbox bucket
   on_batch_state   ← Pub/Sub messages of Cloud Batch job state changes
+  on_sweep         ← Pub/Sub messages Cloud Scheduler publishes every few minutes
 """
 
 from __future__ import annotations
@@ -53,3 +54,11 @@ def on_batch_state(cloud_event: CloudEvent) -> None:
     current = intake()
     apply_notification(current.store, current.status, note, current.launcher.failure_reason)
     logs.event(log, "batch state", job_id=note.job_id, state=note.new_state)
+
+
+@functions_framework.cloud_event
+def on_sweep(cloud_event: CloudEvent) -> None:
+    """A scheduler tick: manifests still waiting for inputs after `input_wait_seconds` end
+    INVALID naming what never arrived (`dropbatch serve` does the same on its own timer)."""
+    jobs = intake().sweep_expired()
+    logs.event(log, "sweep", expired=jobs)

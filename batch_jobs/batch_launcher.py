@@ -11,10 +11,13 @@ import logging
 
 import grpc
 from google.api_core import exceptions, retry
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import Credentials
 from google.cloud import batch_v1
 from google.cloud.batch_v1.services.batch_service.transports import BatchServiceGrpcTransport
 
 from batch_jobs.cloud_batch import build_job, job_name, job_parent, request_id_for
+from batch_jobs.launcher import LaunchError
 from dropbatch.config import Settings
 from dropbatch.logs import event
 from dropbatch.status.model import JobRecord
@@ -30,12 +33,22 @@ CREATE_RETRY = retry.Retry(
 )
 
 
-def batch_client(settings: Settings) -> batch_v1.BatchServiceClient:
-    """Google's endpoint with Google credentials, or `batch_endpoint` over plaintext gRPC."""
-    if settings.batch_endpoint:
-        channel = grpc.insecure_channel(settings.batch_endpoint)
+def batch_client(
+    settings: Settings, credentials: Credentials | None = None
+) -> batch_v1.BatchServiceClient:
+    """Cloud Batch over TLS with `credentials` (default: Application Default Credentials), at
+    Google's endpoint or `batch_api_endpoint`; or a local stand-in at `batch_emulator_host`."""
+    if settings.batch_emulator_host:
+        if settings.batch_api_endpoint:
+            raise LaunchError(
+                "DROPBATCH_BATCH_EMULATOR_HOST and DROPBATCH_BATCH_API_ENDPOINT are both set: the"
+                " emulator host is for local stand-ins only; unset it to reach a real endpoint"
+            )
+        # Plaintext and no credentials: only ever a stand-in on this machine or the test's.
+        channel = grpc.insecure_channel(settings.batch_emulator_host)
         return batch_v1.BatchServiceClient(transport=BatchServiceGrpcTransport(channel=channel))
-    return batch_v1.BatchServiceClient()
+    options = ClientOptions(api_endpoint=settings.batch_api_endpoint or None)
+    return batch_v1.BatchServiceClient(credentials=credentials, client_options=options)
 
 
 def failure_reason(job: batch_v1.Job) -> str:

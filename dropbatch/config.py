@@ -57,9 +57,12 @@ class Settings(BaseModel):
     # Where a Batch job may place its VMs (comma-separated `regions/…` or `zones/…`);
     # empty: anywhere in `region`.
     allowed_locations: str = ""
-    # host:port of a Batch API reached over plaintext gRPC instead of batch.googleapis.com
-    # (a private endpoint or a local stand-in); empty: Google's endpoint with Google credentials.
-    batch_endpoint: str = ""
+    # A regional or private Cloud Batch endpoint (`batch.us-central1.rep.googleapis.com`, a
+    # Private Service Connect name), reached over TLS with Google credentials; empty: Google's.
+    batch_api_endpoint: str = ""
+    # host:port of a local Batch API stand-in (the tests'), reached over plaintext gRPC without
+    # credentials, like STORAGE_EMULATOR_HOST; never a real endpoint.
+    batch_emulator_host: str = ""
 
     @property
     def sqlite_file(self) -> Path:

@@ -80,6 +80,7 @@ class BatchStandin:
         python: str = sys.executable,
         vm_env: dict[str, str] | None = None,
         volume_root: Path | None = None,
+        tls: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.run_jobs = run_jobs
         # Where the "VMs'" host folders (the Job's container volumes) live.
@@ -107,6 +108,9 @@ class BatchStandin:
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
         self.endpoint = ""
+        # (private key, certificate chain) PEM: serve TLS, as a real or private endpoint does.
+        self.tls = tls
+        self.metadata: list[dict[str, str]] = []  # each call's request metadata, in order
 
     # -- server --------------------------------------------------------------------------
     def start(self) -> str:
@@ -136,9 +140,14 @@ class BatchStandin:
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
         )
-        port = self._server.add_insecure_port("127.0.0.1:0")
+        if self.tls:
+            credentials = grpc.ssl_server_credentials([self.tls])
+            port = self._server.add_secure_port("127.0.0.1:0", credentials)
+            self.endpoint = f"localhost:{port}"  # the name the certificate is for
+        else:
+            port = self._server.add_insecure_port("127.0.0.1:0")
+            self.endpoint = f"127.0.0.1:{port}"
         self._server.start()
-        self.endpoint = f"127.0.0.1:{port}"
         return self.endpoint
 
     def stop(self) -> None:
@@ -192,6 +201,7 @@ class BatchStandin:
     def get_job(
         self, request: batch_v1.GetJobRequest, context: grpc.ServicerContext
     ) -> batch_v1.Job:
+        self.metadata.append(dict(context.invocation_metadata()))
         job = self.jobs.get(request.name)
         if job is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.name} not found")

@@ -114,7 +114,7 @@ def cloud(
         vm_env={k: os.environ[k] for k in EMULATOR_HOSTS if k in os.environ},
     )
     standin.start()
-    monkeypatch.setenv("DROPBATCH_BATCH_ENDPOINT", standin.endpoint)
+    monkeypatch.setenv("DROPBATCH_BATCH_EMULATOR_HOST", standin.endpoint)
     logs = deployment["tmp"]
     inbox_fn = FunctionServer(built_function, "on_inbox_object", logs / "inbox-fn.log").start()
     state_fn = FunctionServer(built_function, "on_batch_state", logs / "state-fn.log").start()

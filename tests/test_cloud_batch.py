@@ -88,7 +88,7 @@ def settings(standin: BatchStandin) -> Settings:
         job_service_account="dropbatch-job@acme-video.iam.gserviceaccount.com",
         notification_topic="dropbatch-batch-state",
         allowed_locations="zones/us-central1-a,zones/us-central1-b",
-        batch_endpoint=standin.endpoint,
+        batch_emulator_host=standin.endpoint,
     )
 
 

@@ -51,6 +51,21 @@ MACHINES = {
 # share keeps the verified model copies, so each model is fetched once per VM, not per task.
 MODEL_CACHE_HOST = "/var/lib/dropbatch/models"
 MODEL_CACHE_MOUNT = "/var/cache/dropbatch/models"  # where the container sees it
+# The NVIDIA driver Batch installs on a GPU VM. Pinned: Batch's default follows Google's
+# installer and has been a 550 driver (CUDA 12.4), while Dockerfile.gpu is CUDA 12.8, which
+# needs a 570+ driver (the CUDA image's NVIDIA_REQUIRE_CUDA makes the container refuse to start
+# on less). 580.82.07 is the R580 long-term branch (CUDA up to 13.0) that Google's installer
+# ships as its production and LTS driver. docs/DESIGN-DECISIONS.md, "Driver", has the sources.
+GPU_DRIVER_VERSION = "580.82.07"
+# The newest CUDA each driver branch runs (NVIDIA's CUDA release notes, table 3); the tests
+# hold the image's CUDA to the pinned branch.
+DRIVER_BRANCH_CUDA = {
+    "550": (12, 4),
+    "560": (12, 6),
+    "570": (12, 8),
+    "575": (12, 9),
+    "580": (13, 0),
+}
 IMAGE_UID = 10001  # Dockerfile.gpu's user: the folder must be writable by it
 BOOT_DISK_GB = 100  # the CUDA image is ~10 GB; parts and models need room beside it
 
@@ -183,7 +198,9 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
     instance = batch_v1.AllocationPolicy.InstancePolicyOrTemplate()
     if machine.accelerator:
         policy.accelerators = [
-            batch_v1.AllocationPolicy.Accelerator(type_=machine.accelerator, count=1)
+            batch_v1.AllocationPolicy.Accelerator(
+                type_=machine.accelerator, count=1, driver_version=GPU_DRIVER_VERSION
+            )
         ]
         instance.install_gpu_drivers = True
     instance.policy = policy

@@ -11,6 +11,7 @@ from google.cloud import batch_v1
 
 from batch_jobs.batch_launcher import BatchLauncher, batch_client
 from batch_jobs.cloud_batch import (
+    GPU_DRIVER_VERSION,
     IMAGE_UID,
     MODEL_CACHE_HOST,
     MODEL_CACHE_MOUNT,
@@ -141,6 +142,7 @@ def test_the_job_on_the_wire_has_gpu_spot_retries_parallelism_and_notification(
     assert instance.policy.machine_type.startswith("g2-standard-")
     [gpu] = instance.policy.accelerators
     assert (gpu.type_, gpu.count) == ("nvidia-l4", 1)
+    assert gpu.driver_version == GPU_DRIVER_VERSION  # a branch that runs the image's CUDA
     assert instance.policy.provisioning_model == batch_v1.AllocationPolicy.ProvisioningModel.SPOT
     assert list(job.allocation_policy.location.allowed_locations) == [
         "zones/us-central1-a",

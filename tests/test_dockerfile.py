@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from batch_jobs.cloud_batch import IMAGE_UID, TASK_COMMANDS, TASK_ENTRYPOINT, task_environment
+from batch_jobs.cloud_batch import (
+    DRIVER_BRANCH_CUDA,
+    GPU_DRIVER_VERSION,
+    IMAGE_UID,
+    TASK_COMMANDS,
+    TASK_ENTRYPOINT,
+    task_environment,
+)
 from dropbatch.build_function import closure
 from dropbatch.config import Settings
 from dropbatch.status.model import JobRecord
@@ -111,3 +118,66 @@ def test_the_image_holds_every_package_the_task_imports() -> None:
     packages = {m.split(".")[0] for m in modules}
     assert packages and packages <= copied
     assert not [a for w, a in steps if w == "COPY" and re.search(r"\.(onnx|pt|pth)\b", a)]
+
+
+def test_one_opencv_in_the_image() -> None:
+    """ultralytics brings opencv-python, whose cv2/ overwrites opencv-python-headless's: the
+    build removes every OpenCV after the extras are in and puts headless back alone."""
+    steps = instructions(ROOT / "Dockerfile.gpu")
+    runs = [args for word, args in steps if word == "RUN"]
+    gpu_install = next(i for i, a in enumerate(runs) if 'pip install ".[gpu]"' in a)
+    [fix] = [a for a in runs[gpu_install + 1 :] if "pip uninstall" in a and "opencv-python " in a]
+    assert "opencv-python-headless" in fix.split("pip uninstall", 1)[1].split("&&")[0]
+    assert 'pip install --no-deps "opencv-python-headless==${version}"' in fix
+    assert "assert owners == ['opencv-python-headless']" in fix
+    # Nothing installs packages after it that could bring opencv-python back.
+    assert not [a for a in runs[runs.index(fix) + 1 :] if "pip install" in a]
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.startswith("opencv-python-headless") for d in deps)
+
+
+def test_the_pinned_driver_runs_the_images_cuda() -> None:
+    text = (ROOT / "Dockerfile.gpu").read_text()
+    major, minor = map(int, re.search(r"ARG CUDA_IMAGE=nvidia/cuda:(\d+)\.(\d+)\.", text).groups())
+    devel = re.search(r"ARG CUDA_DEVEL_IMAGE=nvidia/cuda:(\d+\.\d+\.\d+)-", text).group(1)
+    assert text.count(devel) >= 2  # build and run stages on the same CUDA
+    branch = GPU_DRIVER_VERSION.split(".")[0]
+    assert DRIVER_BRANCH_CUDA[branch] >= (major, minor), (GPU_DRIVER_VERSION, major, minor)
+    assert f"/whl/cu{major}{minor}" in text  # torch wheels for the same CUDA
+
+
+def deploy_steps() -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Deploy on Google Cloud")
+    return readme[start : readme.index("What Terraform wires up", start)]
+
+
+def test_readme_deploy_steps_run_from_the_root_of_a_fresh_clone() -> None:
+    steps = deploy_steps()
+    assert not re.search(r"\bcd\s+infra\b", steps)
+    terraform = re.findall(r"\bterraform\s+(\S+)", steps)
+    assert terraform and all(arg == "-chdir=infra" for arg in terraform), terraform
+    for path in re.findall(r"\b(infra/[\w.]+|Dockerfile\.gpu)\b", steps):
+        # terraform.tfvars is the copy the steps make; everything else must be in the clone.
+        assert path == "infra/terraform.tfvars" or (ROOT / path).exists(), path
+    # The function build runs before anything is installed: stdlib only.
+    assert "python -m dropbatch.build_function build/function" in steps
+    [build] = [line for line in steps.splitlines() if "docker build" in line]
+    assert "--platform linux/amd64" in build and "-f Dockerfile.gpu" in build
+    assert build.rstrip().endswith(" .")  # the context is the clone's root
+
+
+def test_readme_deploys_the_image_by_digest_through_terraform() -> None:
+    from tests.test_infra import INFRA, load
+
+    steps = deploy_steps()
+    infra = load(INFRA)
+    for target in re.findall(r"-target=(\w+)\.(\w+)", steps):
+        assert target[1] in infra[f"resource.{target[0]}"], target
+    assert '-var "image_digest=$DIGEST"' in steps
+    assert "image_summary.digest" in steps
+    default = re.search(
+        r'function_source_dir.*?default\s*=\s*"([^"]+)"', (INFRA / "variables.tf").read_text(), re.S
+    )
+    # -chdir=infra: Terraform resolves the default against infra/, where build/ is one up.
+    assert (INFRA / default.group(1)).resolve() == (ROOT / "build" / "function").resolve()

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 # minutes. Without it those tests are deselected and the summary says how many and how to run
 # them — never a silent pass. `.ci/run` builds it and sets DROPBATCH_REQUIRE_GPU_VENV=1, so
 # in CI a missing venv fails the run instead.
-_NOT_RUN: list[str] = []
+_NOT_RUN: dict[str, None] = {}  # ordered set: with pytest-xdist every worker reports them
 BUILD_COMMAND = "python tests/gpu_venv.py"
 
 
@@ -38,9 +38,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"the ultralytics venv {venv_dir()} is not built and DROPBATCH_REQUIRE_GPU_VENV=1: "
             f"run `{BUILD_COMMAND}` first"
         )
-    _NOT_RUN.extend(i.nodeid for i in wanted)
+    _NOT_RUN.update(dict.fromkeys(i.nodeid for i in wanted))
+    if hasattr(config, "workeroutput"):  # a pytest-xdist worker: tell the controller
+        config.workeroutput["ultralytics_not_run"] = list(_NOT_RUN)
     config.hook.pytest_deselected(items=wanted)
     items[:] = [i for i in items if not i.get_closest_marker("ultralytics")]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """The controller's summary lists what the workers deselected."""
+    _NOT_RUN.update(dict.fromkeys(getattr(node, "workeroutput", {}).get("ultralytics_not_run", [])))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from batch_jobs.containment import (
@@ -27,7 +25,8 @@ from batch_jobs.containment import (
 from batch_jobs.ids import job_id_for
 from batch_jobs.launcher import Launcher
 from batch_jobs.outputs import claim_outputs
-from batch_jobs.plan import build_plan, lipsync_options, resolved_steps, speech_file
+from batch_jobs.plan import build_plan, resolved_steps
+from batch_jobs.probing import PROBE_CACHE_SIZE, InputProber, ProbeCache
 from dropbatch.config import Settings
 from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
 from dropbatch.logs import event
@@ -38,16 +37,12 @@ from dropbatch.status.model import (
     JobRecord,
     JobState,
     Plan,
-    VideoInfo,
 )
 from dropbatch.storage.base import NotFound, ObjectStore, OutsideBucket, folder_of
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
 from manifests.paths import is_glob
-from manifests.resolve import MANIFEST_SUFFIXES, ResolvedItem, resolve_inputs, side_files
-from processors.lipsync.audio import AudioInfo, probe_audio
-from processors.media.ffmpeg import MediaError
-from processors.media.probe import TruncatedVideo, check_tail, probe
+from manifests.resolve import MANIFEST_SUFFIXES, resolve_inputs, side_files
 from processors.models.store import ModelStoreError, open_model_store, require_models
 
 log = logging.getLogger("dropbatch.intake")
@@ -94,32 +89,6 @@ def is_own_write(name: str, metadata: dict[str, str]) -> bool:
 def is_manifest(name: str) -> bool:
     base = posixpath.basename(name)
     return name.endswith(MANIFEST_SUFFIXES) and not base.startswith(".")
-
-
-PROBE_CACHE_SIZE = 1024  # object versions; a VideoInfo is a few hundred bytes
-
-
-class ProbeCache:
-    """What probe + check_tail learnt of an object version (bucket, name, generation, size):
-    a version never changes, so its entry never goes stale; the oldest go first when full."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple[str, str, int, int], VideoInfo] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, version: tuple[str, str, int, int]) -> VideoInfo | None:
-        with self._lock:
-            return self._entries.get(version)
-
-    def put(self, version: tuple[str, str, int, int], info: VideoInfo) -> None:
-        with self._lock:
-            self._entries[version] = info
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
 
 
 def located(
@@ -301,33 +270,12 @@ class Intake:
         if face_problems:
             self._invalid(job_id, *face_problems)
             return
-        probed: list[tuple[ResolvedItem, VideoInfo]] = []
-        errors: list[JobError] = []
-        for item in resolution.items:
-            video_uri = self.store.uri(bucket, folder + item.video)
-            try:
-                # The size too: a local file copied in with its old mtime kept (`cp -p`)
-                # has the generation of another version.
-                version = (bucket, folder + item.video, *listing[item.video])
-                info = self.probed.get(version)
-                if info is None:
-                    with self.store.media_source(bucket, folder + item.video) as source:
-                        info = probe(source)
-                        check_tail(source, info)  # a truncated upload: refused before any task
-                    self.probed.put(version, info)
-                probed.append((item, info))
-            except (MediaError, NotFound) as exc:
-                errors.append(
-                    JobError(
-                        code="INPUT_TRUNCATED"
-                        if isinstance(exc, TruncatedVideo)
-                        else "INPUT_UNREADABLE",
-                        message=str(exc),
-                        field=f"inputs[{item.index}].video",
-                        uri=video_uri,
-                    )
-                )
-        speech = self._probe_speech(bucket, folder, manifest, probed, errors)
+        prober = InputProber(
+            self.store, self.probed, bucket, folder, self.settings.probe_concurrency
+        )
+        probed, errors = prober.videos(resolution.items, listing)
+        speech, speech_errors = prober.speech(manifest, probed)
+        errors += speech_errors
         if errors:
             self._invalid(job_id, *errors)
             return
@@ -362,44 +310,6 @@ class Intake:
                     )
                     break
         return problems
-
-    def _probe_speech(
-        self,
-        bucket: str,
-        folder: str,
-        manifest: Manifest,
-        probed: list[tuple[ResolvedItem, VideoInfo]],
-        errors: list[JobError],
-    ) -> list[AudioInfo | None]:
-        """The audio each lipsync item follows (its length decides the output's)."""
-        found: list[AudioInfo | None] = []
-        for item, _ in probed:
-            steps = resolved_steps(manifest, item.overrides)
-            if lipsync_options(steps) is None:
-                found.append(None)
-                continue
-            name, where = speech_file(item, steps)
-            name = folder + (name or item.video)
-            try:
-                with self.store.media_source(bucket, name) as source:
-                    found.append(probe_audio(source))
-            except (MediaError, NotFound) as exc:
-                own = name == folder + item.video
-                errors.append(
-                    JobError(
-                        code="AUDIO_MISSING" if own else "INPUT_UNREADABLE",
-                        message=(
-                            "lipsync needs speech: the video has no audio track; "
-                            "set lipsync.audio or the input's audio"
-                            if own
-                            else f"lipsync audio: {exc}"
-                        ),
-                        field=where,
-                        uri=self.store.uri(bucket, name),
-                    )
-                )
-                found.append(None)
-        return found
 
     def _model_problems(self, manifest: Manifest) -> list[JobError]:
         # The chain's steps, then each input whose overrides change a step's options (they

@@ -40,6 +40,9 @@ class Settings(BaseModel):
     # The trigger counts the faces in swap's source/reference images (needs onnxruntime where
     # it runs; without it, it logs and leaves the check to the task).
     check_faces: bool = True
+    # The trigger probes this many of a manifest's inputs at a time: up to 500 inputs must be
+    # planned inside an event-driven function's 540 s, and each probe mostly waits on storage.
+    probe_concurrency: int = Field(default=16, ge=1)
     # A manifest whose inputs are still missing after this long ends INVALID.
     input_wait_seconds: float = Field(default=3600.0, ge=0)
     # Lease a stitcher holds; a crashed stitcher is replaced once it expires.

@@ -18,11 +18,12 @@ from dropbatch.storage.gcs import GcsStore
 
 
 def make_clip(path: Path) -> Path:
-    """A tiny real H.264 + AAC clip (0.5 s, 32x32): what each input is."""
+    """A tiny real H.264 + AAC clip (0.5 s, 32x32, index first as phones write it)."""
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=32x32:rate=10",
          "-f", "lavfi", "-i", "sine", "-t", "0.5", "-c:v", "libx264", "-preset", "ultrafast",
-         "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
+         "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", "-movflags", "+faststart",
+         str(path)],
         check=True, timeout=60,
     )  # fmt: skip
     return path

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
+from flask import Flask
 from functions_framework import create_app
 
 from dropbatch.config import Settings
@@ -27,9 +28,9 @@ CROP = (
 )
 
 
-def deliver(store: LocalStore, bucket: str, name: str) -> int:
+def deliver(store: LocalStore, bucket: str, name: str, app: Flask | None = None) -> int:
     """Post the object's finalized event to the function, as Eventarc does; returns HTTP code."""
-    client = create_app("on_inbox_object", SOURCE, "cloudevent").test_client()
+    client = (app or create_app("on_inbox_object", SOURCE, "cloudevent")).test_client()
     headers, body = to_structured(storage_cloud_event(store.stat(bucket, name)))
     return client.post("/", headers=headers, data=body).status_code
 
@@ -96,8 +97,12 @@ def test_duplicate_events_make_one_job(deployment: dict, store: LocalStore) -> N
     put(deployment, "c3/clip.mp4", video=40)
     put(deployment, "c3/job.yaml", CROP.encode())
     codes: list[int] = []
+    # One function instance serving ten deliveries at once (gen2 concurrency). The app is
+    # built before the threads start: Flask compiles its routes with `compile()`, which
+    # CPython 3.11.7 does not make thread-safe ("AST constructor recursion depth mismatch").
+    app = create_app("on_inbox_object", SOURCE, "cloudevent")
     threads = [
-        threading.Thread(target=lambda: codes.append(deliver(store, "inbox", "c3/job.yaml")))
+        threading.Thread(target=lambda: codes.append(deliver(store, "inbox", "c3/job.yaml", app)))
         for _ in range(10)
     ]
     for t in threads:

@@ -1,4 +1,4 @@
-"""What the storage trigger does with one object event (DESIGN.md, data flow steps 1–8).
+"""What the storage trigger does with one object event, in eight steps:
 
 1 route (ignore our own writes) → 2 find the manifest(s) the object concerns → 3 validate →
 4 check inputs (else WAITING_FOR_INPUTS) → 5 plan (probe headers) → 6 claim the job id →

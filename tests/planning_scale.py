@@ -30,8 +30,8 @@ def make_clip(path: Path) -> Path:
 
 
 class RecordingEngine:
-    """The engine seam (batch_jobs.launcher.Launcher) answered at once: planning is measured,
-    not the tasks."""
+    """The engine seam (batch_jobs.launcher.Launcher) answered at once, recording what it was
+    asked to launch: what the trigger plans and launches is measured, not the tasks."""
 
     def __init__(self) -> None:
         self.launched: list[str] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,31 +12,15 @@ from pathlib import Path
 from batch_jobs.intake import Intake, StorageEvent
 from dropbatch.config import Settings
 from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
+from dropbatch.status.model import JobState
 from dropbatch.storage.local import LocalStore
+from tests.planning_scale import RecordingEngine
 
 FOLDERS, PER_FOLDER = 30, 10  # 300 manifests; each folder's share one video
 MANIFEST = (
     "version: 1\ninputs: [{{video: clip.mp4, audio: voice-{j}.wav, output_name: m{j}.mp4}}]\n"
     'chain: [{{crop: {{aspect: "1:1"}}}}]\ncompute: {{chunk_seconds: 1}}\n'
 )
-
-
-class CountingEngine:
-    """The engine seam (batch_jobs.launcher.Launcher) answered at once: this test is about
-    which manifests launch, not about running their tasks."""
-
-    def __init__(self) -> None:
-        self.launched: list[str] = []
-        self._lock = threading.Lock()
-
-    def launch(self, record: JobRecord, settings: Settings) -> str:
-        with self._lock:
-            self.launched.append(record.job_id)
-        return f"engine/{record.job_id}"
-
-    def failure_reason(self, job_name: str) -> str:
-        return ""
 
 
 def ffmpeg(*args: str) -> None:
@@ -53,7 +36,7 @@ def test_three_hundred_waiting_manifests_all_launch_when_their_inputs_land(
            "-preset", "ultrafast", str(clip))  # fmt: skip
     ffmpeg("-f", "lavfi", "-i", "sine", "-t", "0.3", str(voice))
     settings = Settings.from_env()
-    store, status, engine = LocalStore(deployment["root"]), open_status(settings), CountingEngine()
+    store, status, engine = LocalStore(deployment["root"]), open_status(settings), RecordingEngine()
     intake = Intake(settings, store, status, engine)
     inbox = deployment["inbox"]
     order = [(i, j) for i in range(FOLDERS) for j in range(PER_FOLDER)]

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from dropbatch.domain import JobError
 from dropbatch.jobstatus import transition
 from dropbatch.logs import event
 from dropbatch.status.base import RecordTooLarge, StatusStore
-from dropbatch.status.model import LAUNCHABLE_STATES, JobError, JobRecord, JobState
+from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord, JobState
 from dropbatch.storage.base import ObjectStore
 from processors.models.store import ModelStoreError
 

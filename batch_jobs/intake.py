@@ -28,16 +28,11 @@ from batch_jobs.outputs import claim_outputs
 from batch_jobs.plan import build_plan, resolved_steps
 from batch_jobs.probing import PROBE_CACHE_SIZE, InputProber, ProbeCache
 from dropbatch.config import Settings
+from dropbatch.domain import JobError, Plan
 from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
 from dropbatch.logs import event
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import (
-    LAUNCHABLE_STATES,
-    JobError,
-    JobRecord,
-    JobState,
-    Plan,
-)
+from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord, JobState
 from dropbatch.storage.base import NotFound, ObjectStore, OutsideBucket, folder_of
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest

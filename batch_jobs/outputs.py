@@ -16,8 +16,8 @@ import contextlib
 import hashlib
 import json
 
+from dropbatch.domain import JobError, Plan
 from dropbatch.jobstatus import ROLE_KEY
-from dropbatch.status.model import JobError, Plan
 from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed
 
 CLAIMS_PREFIX = "_dropbatch/outputs/"

@@ -6,7 +6,7 @@ import math
 import posixpath
 from fractions import Fraction
 
-from dropbatch.status.model import Chunk, Plan, PlannedItem, VideoInfo
+from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
 from processors.lipsync.audio import AudioInfo, output_frames, own_audio_skip

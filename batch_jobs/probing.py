@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from batch_jobs.plan import lipsync_options, resolved_steps, speech_file
-from dropbatch.status.model import JobError, VideoInfo
+from dropbatch.domain import JobError, VideoInfo
 from dropbatch.storage.base import NotFound, ObjectStore
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem

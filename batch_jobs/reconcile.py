@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dropbatch.domain import JobError
 from dropbatch.jobstatus import transition
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import TERMINAL_STATES, JobError, JobState
+from dropbatch.status.model import TERMINAL_STATES, JobState
 from dropbatch.storage.base import ObjectStore
 
 

@@ -11,16 +11,11 @@ from pathlib import Path
 
 from batch_jobs.leases import LeaseKeeper, claim_stitch, release_stitch
 from dropbatch.config import Settings
+from dropbatch.domain import JobError, PlannedItem
 from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
 from dropbatch.logs import event
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import (
-    JobError,
-    JobRecord,
-    JobState,
-    LeaseHolder,
-    PlannedItem,
-)
+from dropbatch.status.model import JobRecord, JobState, LeaseHolder
 from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed
 from processors.media.assemble import audio_offset_for, concat_and_mux
 from processors.media.preview import contact_sheet, decode_jpeg

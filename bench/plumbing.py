@@ -198,7 +198,8 @@ class Plumbing:
     def run(self, threads: int, attempt: int) -> tuple[Sample, Path]:
         from batch_jobs.stitch import part_name
         from batch_jobs.task import ProgressReporter, process_chunk
-        from dropbatch.status.model import Chunk, PlannedItem, TaskProgress
+        from dropbatch.domain import Chunk, PlannedItem
+        from dropbatch.status.model import TaskProgress
 
         frames = self.info.frame_count
         item = PlannedItem(

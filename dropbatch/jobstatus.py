@@ -7,9 +7,10 @@ import logging
 import posixpath
 import time
 
+from dropbatch.domain import JobError
 from dropbatch.logs import event
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import TERMINAL_STATES, JobError, JobRecord, JobState
+from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
 from dropbatch.storage.base import ObjectStore
 
 log = logging.getLogger("dropbatch.status")

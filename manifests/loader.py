@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dropbatch.status.model import JobError
+from dropbatch.domain import JobError
 from manifests.errors import ManifestInvalid, format_path
 from manifests.model import Manifest
 from manifests.yaml_reader import (

@@ -6,7 +6,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from dropbatch.status.model import JobError
+from dropbatch.domain import JobError
 from manifests.globs import Glob, GlobError, is_glob, parse_glob
 from manifests.model import Manifest
 

@@ -14,7 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
-from dropbatch.status.model import VideoInfo
+from dropbatch.domain import VideoInfo
 from processors.media.frames import FrameBatch
 
 

@@ -14,8 +14,8 @@ import pytest
 from media_fixtures import encode_frames
 
 from batch_jobs.plan import build_plan
+from dropbatch.domain import PlannedItem, VideoInfo
 from dropbatch.samples import astronaut
-from dropbatch.status.model import PlannedItem, VideoInfo
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
 from processors.base import ProcessorContext

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dropbatch.status.model import JobError
+from dropbatch.domain import JobError
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import CropOptions, InputItem, Manifest, SwapOptions
 from manifests.schema import SCHEMA_FILE, manifest_schema, schema_text

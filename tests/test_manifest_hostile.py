@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dropbatch.cli import main as dropbatch_main
-from dropbatch.status.model import JobError
+from dropbatch.domain import JobError
 from manifests.globs import GlobError, parse_glob
 from manifests.loader import ManifestInvalid, load_manifest
 from manifests.resolve import resolve_inputs

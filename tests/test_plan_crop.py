@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from batch_jobs.plan import build_plan, chunk_frames
+from dropbatch.domain import PlannedItem, VideoInfo
 from dropbatch.samples import make_talking_video, subject_box
-from dropbatch.status.model import PlannedItem, VideoInfo
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
 from processors.base import ProcessorContext

@@ -11,9 +11,10 @@ import uuid
 import pytest
 
 from dropbatch.config import Settings
+from dropbatch.domain import JobError
 from dropbatch.status import open_status
 from dropbatch.status.firestore import FirestoreStatusStore
-from dropbatch.status.model import JobError, JobRecord, JobState, TaskProgress
+from dropbatch.status.model import JobRecord, JobState, TaskProgress
 
 PROJECT = "dropbatch-test"
 

@@ -231,9 +231,10 @@ def test_a_plan_firestore_cannot_hold_ends_the_job_invalid(
     import uuid
 
     from batch_jobs.containment import contain
+    from dropbatch.domain import Plan, PlannedItem, VideoInfo
     from dropbatch.jobstatus import transition
     from dropbatch.status.base import RecordTooLarge
-    from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord, Plan, PlannedItem, VideoInfo
+    from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord
 
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator)
     status = open_status(

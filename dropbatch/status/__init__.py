@@ -1,14 +1,9 @@
 """Job status: the record model, the store interface, and its backends."""
 
 from dropbatch.config import Settings
+from dropbatch.domain import JobError
 from dropbatch.status.base import JobNotFound, StatusStore
-from dropbatch.status.model import (
-    TERMINAL_STATES,
-    JobError,
-    JobRecord,
-    JobState,
-    TaskProgress,
-)
+from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState, TaskProgress
 
 
 def open_status(settings: Settings) -> StatusStore:

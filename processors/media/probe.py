@@ -8,7 +8,7 @@ import math
 import subprocess
 from fractions import Fraction
 
-from dropbatch.status.model import VideoInfo
+from dropbatch.domain import VideoInfo
 from processors.media.ffmpeg import MediaError, binary
 
 # Output rates we snap a variable-frame-rate input to (phones record VFR around these).

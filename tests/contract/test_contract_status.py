@@ -14,20 +14,10 @@ import time
 import pytest
 
 from dropbatch.config import Settings
+from dropbatch.domain import Chunk, JobError, Plan, PlannedItem, VideoInfo
 from dropbatch.status import open_status
 from dropbatch.status.base import JobNotFound, StatusStore
-from dropbatch.status.model import (
-    Chunk,
-    JobError,
-    JobRecord,
-    JobState,
-    LeaseHolder,
-    Plan,
-    PlannedItem,
-    ProcessOwner,
-    TaskProgress,
-    VideoInfo,
-)
+from dropbatch.status.model import JobRecord, JobState, LeaseHolder, ProcessOwner, TaskProgress
 from tests.contract.backends import StatusBackend
 
 PROCESSES = 4

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batch_jobs.encoder_choice import item_encoder
 from batch_jobs.liveness import HEARTBEAT_SECONDS, current_owner
 from batch_jobs.scratch import task_scratch
 from batch_jobs.side_inputs import fetch_side_inputs
@@ -39,6 +40,7 @@ from dropbatch.storage import open_store
 from dropbatch.storage.base import ObjectStore, folder_of
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
+from processors.media.encoders import X264, decode_args
 from processors.media.frames import EncodeSettings, FrameBatch, FrameReader, FrameWriter
 from processors.media.preview import PreviewTap, preview_indices
 
@@ -89,9 +91,12 @@ class ProgressReporter:
         self._beat.join()
 
 
-def encode_settings(encode: dict, threads: int | None) -> EncodeSettings:
+def encode_settings(encode: dict, threads: int | None, encoder: str = X264) -> EncodeSettings:
     return EncodeSettings(
-        crf=int(encode.get("crf", 20)), preset=str(encode.get("preset", "medium")), threads=threads
+        crf=int(encode.get("crf", 20)),
+        preset=str(encode.get("preset", "medium")),
+        threads=threads,
+        encoder=encoder,
     )
 
 
@@ -163,6 +168,8 @@ def process_chunk(
     tap = PreviewTap(
         [i for i in preview_indices(total) if chunk.start_frame <= i < chunk.end_frame]
     )
+    # Before any frame is decoded: a machine that cannot follow the item's encoder fails fast.
+    encoder = item_encoder(store, bucket, job_id, item.index)
     with tempfile.TemporaryDirectory(prefix="dropbatch-task-") as tmp:
         part = Path(tmp) / "part.mp4"
         with store.media_source(bucket, item.video) as source:
@@ -173,6 +180,7 @@ def process_chunk(
                 read_first,
                 info.frame_count - read_first if holds else None if last_chunk else count,
                 threads=threads,
+                decode=tuple(decode_args()),
             )
             batches = hold_last_frame(reader, first, first + count) if holds else reader
             writer = FrameWriter(
@@ -180,7 +188,7 @@ def process_chunk(
                 width=chain.width,
                 height=chain.height,
                 rate=rate,
-                settings=encode_settings(item.encode, threads),
+                settings=encode_settings(item.encode, threads, encoder),
             )
             done = 0
 

@@ -52,13 +52,6 @@ def raw_video_output(pix_fmt: str = "rgb24") -> list[str]:
     return ["-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1"]
 
 
-def h264(crf: int, preset: str, threads: int | None = None) -> list[str]:
-    args = ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
-    if threads:
-        args += ["-x264-params", f"threads={threads}"]
-    return args
-
-
 def track_timescale(rate: Fraction) -> list[str]:
     # A timescale that is a multiple of the rate's numerator gives every frame an integer
     # duration, so parts concatenate without timestamp drift. The movie header gets the same

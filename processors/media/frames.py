@@ -30,6 +30,7 @@ import numpy as np
 
 from dropbatch.domain import VideoInfo
 from processors.media import ffmpeg
+from processors.media.encoders import X264, encoder_args
 from processors.media.ffmpeg import MediaError
 
 # How far before a chunk to start decoding: enough for any frame gap in VFR input.
@@ -103,7 +104,10 @@ class FrameReader:
         batch_size: int = 8,
         prefetch_batches: int = 4,
         threads: int | None = None,
+        decode: tuple[str, ...] = (),
     ) -> None:
+        """`decode`: input options for the decoder, e.g. `("-hwaccel", "cuda")` from
+        `encoders.decode_args()`; the frames are the same either way."""
         self.width, self.height, self.first, self.count = width, height, first, count
         self.batch_size = batch_size
         origin = grid_origin(start_time, rate)
@@ -113,7 +117,7 @@ class FrameReader:
         vf += f",scale={width}:{height}:flags=bicubic"
         self._format = pipe_format(width, height)
         args = [
-            *ffmpeg.base(threads=threads), *ffmpeg.seek_input(source, seek),
+            *ffmpeg.base(threads=threads), *decode, *ffmpeg.seek_input(source, seek),
             "-map", "0:v:0", "-vf", vf, *ffmpeg.raw_video_output(self._format),
         ]  # fmt: skip
         self._proc = subprocess.Popen(
@@ -209,13 +213,18 @@ class FrameReader:
 
 @dataclass(frozen=True)
 class EncodeSettings:
+    """`encoder`: `libx264` or `h264_nvenc` (processors.media.encoders); every part of an
+    item must share it, so it is chosen once per item, never here."""
+
     crf: int = 20
     preset: str = "medium"
     threads: int | None = None
+    encoder: str = X264
 
 
 class FrameWriter:
-    """Frames → H.264 MP4 part; frames are handed to ffmpeg from a background thread."""
+    """Frames → H.264 MP4 part (x264 or NVENC, as the settings say); frames are handed to
+    ffmpeg from a background thread."""
 
     def __init__(
         self, path: Path, *, width: int, height: int, rate: Fraction, settings: EncodeSettings
@@ -226,7 +235,7 @@ class FrameWriter:
         args = [
             *ffmpeg.base(threads=settings.threads),
             *ffmpeg.raw_video_input(width, height, rate, pix_fmt="yuv420p"),
-            *ffmpeg.h264(settings.crf, settings.preset, settings.threads),
+            *encoder_args(settings.encoder, settings.crf, settings.preset, settings.threads),
             *ffmpeg.track_timescale(rate), "-an", "-f", "mp4", str(path),
         ]  # fmt: skip
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)

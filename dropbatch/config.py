@@ -55,6 +55,16 @@ class Settings(BaseModel):
     project: str = ""
     region: str = "us-central1"
     image: str = ""
+    # Which target of Dockerfile.gpu `image` was built from: `slim` (onnxruntime only) or
+    # `ultralytics` (adds torch and ultralytics, which crop's `yolo` detector needs); the
+    # trigger refuses `detector: yolo` on a slim deployment. Empty: no image (local runs use
+    # this machine's packages), nothing to check.
+    image_variant: Literal["", "slim", "ultralytics"] = ""
+    # The Batch VMs' boot image: `batch-debian` (Batch installs the pinned NVIDIA driver at
+    # every VM start), or an image with the driver already on it (docs/DESIGN-DECISIONS.md,
+    # "VM start-up"), named with gpu_driver_preinstalled = true so no VM installs it again.
+    boot_image: str = "batch-debian"
+    gpu_driver_preinstalled: bool = False
     job_service_account: str = ""
     notification_topic: str = ""  # projects/P/topics/T (or T, in `project`)
     # Where a Batch job may place its VMs (comma-separated `regions/…` or `zones/…`);

@@ -11,6 +11,7 @@ from google.cloud import batch_v1
 
 from batch_jobs.batch_launcher import BatchLauncher, batch_client
 from batch_jobs.cloud_batch import (
+    BOOT_DISK_GB,
     GPU_DRIVER_VERSION,
     IMAGE_UID,
     MODEL_CACHE_HOST,
@@ -144,6 +145,9 @@ def test_the_job_on_the_wire_has_gpu_spot_retries_parallelism_and_notification(
     [gpu] = instance.policy.accelerators
     assert (gpu.type_, gpu.count) == ("nvidia-l4", 1)
     assert gpu.driver_version == GPU_DRIVER_VERSION  # a branch that runs the image's CUDA
+    # Batch's Debian image on an SSD persistent disk sized for the image (VM start-up).
+    disk = instance.policy.boot_disk
+    assert (disk.image, disk.type_, disk.size_gb) == ("batch-debian", "pd-ssd", BOOT_DISK_GB)
     assert instance.policy.provisioning_model == batch_v1.AllocationPolicy.ProvisioningModel.SPOT
     assert list(job.allocation_policy.location.allowed_locations) == [
         "zones/us-central1-a",
@@ -170,6 +174,23 @@ def test_the_image_digest_is_pulled_and_recorded_on_the_job(settings: Settings) 
     assert job.allocation_policy.labels["dropbatch-image"] == job.labels["dropbatch-image"]
     # A tag pins nothing, so no digest label claims one.
     assert "dropbatch-image" not in build_job(record_with([2]), settings).labels
+
+
+def test_a_boot_image_with_the_driver_installs_no_driver_at_vm_start(
+    standin: BatchStandin, settings: Settings
+) -> None:
+    image = "projects/acme-video/global/images/family/dropbatch-batch-debian-nvidia-580"
+    prebuilt = settings.model_copy(update={"boot_image": image, "gpu_driver_preinstalled": True})
+    open_launcher(prebuilt).launch(record_with([2]), prebuilt)
+    [instance] = standin.requests[-1].job.allocation_policy.instances
+    assert instance.policy.boot_disk.image == image
+    assert not instance.install_gpu_drivers  # the driver is on the image already
+    [gpu] = instance.policy.accelerators
+    assert (gpu.type_, gpu.count, gpu.driver_version) == ("nvidia-l4", 1, "")
+    # The tasks learn the deployment's settings too (they pass them on unchanged).
+    env = standin.requests[-1].job.task_groups[0].task_spec.environment.variables
+    seen = Settings.from_env(env)
+    assert (seen.boot_image, seen.gpu_driver_preinstalled) == (image, True)
 
 
 def test_standard_vms_without_gpu_when_the_manifest_says_so(settings: Settings) -> None:

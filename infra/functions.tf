@@ -17,17 +17,20 @@ locals {
   image = var.image_digest == null ? "" : "${local.repository}@${var.image_digest}"
   # Settings (dropbatch/config.py); the trigger passes them on to every Batch task.
   function_env = {
-    DROPBATCH_STORAGE             = "gcs"
-    DROPBATCH_STATUS              = "firestore"
-    DROPBATCH_FIRESTORE_DATABASE  = var.firestore_database
-    DROPBATCH_LAUNCHER            = "batch"
-    DROPBATCH_PROJECT             = var.project_id
-    DROPBATCH_REGION              = var.region
-    DROPBATCH_IMAGE               = local.image
-    DROPBATCH_JOB_SERVICE_ACCOUNT = google_service_account.job.email
-    DROPBATCH_NOTIFICATION_TOPIC  = google_pubsub_topic.batch_state.id
-    DROPBATCH_MODEL_STORE         = "gs://${google_storage_bucket.models.name}/"
-    DROPBATCH_ALLOWED_LOCATIONS   = join(",", var.batch_allowed_locations)
+    DROPBATCH_STORAGE                 = "gcs"
+    DROPBATCH_STATUS                  = "firestore"
+    DROPBATCH_FIRESTORE_DATABASE      = var.firestore_database
+    DROPBATCH_LAUNCHER                = "batch"
+    DROPBATCH_PROJECT                 = var.project_id
+    DROPBATCH_REGION                  = var.region
+    DROPBATCH_IMAGE                   = local.image
+    DROPBATCH_IMAGE_VARIANT           = var.image_variant
+    DROPBATCH_BOOT_IMAGE              = var.boot_image
+    DROPBATCH_GPU_DRIVER_PREINSTALLED = tostring(var.gpu_driver_preinstalled)
+    DROPBATCH_JOB_SERVICE_ACCOUNT     = google_service_account.job.email
+    DROPBATCH_NOTIFICATION_TOPIC      = google_pubsub_topic.batch_state.id
+    DROPBATCH_MODEL_STORE             = "gs://${google_storage_bucket.models.name}/"
+    DROPBATCH_ALLOWED_LOCATIONS       = join(",", var.batch_allowed_locations)
   }
 }
 

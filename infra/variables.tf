@@ -41,6 +41,28 @@ variable "image_digest" {
   }
 }
 
+variable "image_variant" {
+  description = "The Dockerfile.gpu target image_digest was built from: slim (onnxruntime only, the default) or ultralytics (adds torch and ultralytics for crop's `detector: yolo`, which the trigger refuses on slim)."
+  type        = string
+  default     = "slim"
+  validation {
+    condition     = contains(["slim", "ultralytics"], var.image_variant)
+    error_message = "image_variant must be slim or ultralytics (the Dockerfile.gpu target you pushed)."
+  }
+}
+
+variable "boot_image" {
+  description = "Boot image of the Batch VMs: batch-debian (Batch installs the NVIDIA driver at each VM start), or an image with the driver installed (set gpu_driver_preinstalled = true); docs/DESIGN-DECISIONS.md, \"VM start-up\"."
+  type        = string
+  default     = "batch-debian"
+}
+
+variable "gpu_driver_preinstalled" {
+  description = "boot_image already has the NVIDIA driver (R570 or newer), so Batch installs none."
+  type        = bool
+  default     = false
+}
+
 variable "function_source_dir" {
   description = "Folder written by `python -m dropbatch.build_function`."
   type        = string

@@ -230,8 +230,13 @@ def test_functions_get_the_settings_the_batch_launcher_needs(infra: dict) -> Non
     ):
         assert name in Settings.model_fields
         assert f"DROPBATCH_{name.upper()} " in env_text or f"DROPBATCH_{name.upper()}=" in env_text
-    assert "DROPBATCH_NOTIFICATION_TOPIC  = google_pubsub_topic.batch_state.id" in env_text
-    assert "DROPBATCH_JOB_SERVICE_ACCOUNT = google_service_account.job.email" in env_text
+    wired = {
+        "NOTIFICATION_TOPIC": r"google_pubsub_topic\.batch_state\.id",
+        "JOB_SERVICE_ACCOUNT": r"google_service_account\.job\.email",
+        "IMAGE_VARIANT": r"var\.image_variant",
+    }
+    for name, value in wired.items():
+        assert re.search(rf"DROPBATCH_{name} += {value}\n", env_text), name
 
 
 def test_every_variable_terraform_sets_on_the_functions_is_a_setting(infra: dict) -> None:
@@ -327,7 +332,7 @@ def check_image(folder: Path) -> None:
     text = (folder / "functions.tf").read_text()
     [image] = re.findall(r"^\s*image\s*=\s*(.+)$", text, re.M)
     assert image.endswith('"${local.repository}@${var.image_digest}"'), image
-    assert "DROPBATCH_IMAGE               = local.image" in text
+    assert re.search(r"DROPBATCH_IMAGE +=\s*local\.image\n", text)
     variables = (folder / "variables.tf").read_text()
     assert 'regex("^sha256:[0-9a-f]{64}$", var.image_digest)' in variables
     inbox = load(folder)["resource.google_cloudfunctions2_function"]["on_inbox_object"]

@@ -40,11 +40,36 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def stages(steps: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its instructions, those of the stages it builds FROM included first."""
+    own: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] = []
+    for word, args in steps:
+        if word == "FROM":
+            base, _, name = args.partition(" AS ")
+            current = []
+            own[name.strip() or f"stage{len(own)}"] = (base.strip(), current)
+        current.append((word, args))
+
+    def resolve(name: str) -> list[tuple[str, str]]:
+        base, body = own[name]
+        return [*resolve(base), *body] if base in own else body
+
+    return {name: resolve(name) for name in own}
+
+
+@pytest.fixture(scope="module", params=["slim", "ultralytics"])
+def target(request: pytest.FixtureRequest) -> list[tuple[str, str]]:
+    return stages(instructions(ROOT / "Dockerfile.gpu"))[request.param]
+
+
 @pytest.fixture(scope="module")
 def final_stage() -> list[tuple[str, str]]:
+    """What a plain `docker build` gives: the last stage, with the stages it builds on."""
     steps = instructions(ROOT / "Dockerfile.gpu")
-    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
-    return steps[last_from:]
+    last = [args for word, args in steps if word == "FROM"][-1].partition(" AS ")[2].strip()
+    assert last == "slim"  # the default target is the slim one
+    return stages(steps)[last]
 
 
 def env_names(steps: list[tuple[str, str]]) -> set[str]:
@@ -55,32 +80,56 @@ def env_names(steps: list[tuple[str, str]]) -> set[str]:
     return names
 
 
-def test_entrypoint_is_the_jobs_command(final_stage: list[tuple[str, str]]) -> None:
-    [entrypoint] = [json.loads(args) for word, args in final_stage if word == "ENTRYPOINT"]
+def test_entrypoint_is_the_jobs_command(target: list[tuple[str, str]]) -> None:
+    [*_, entrypoint] = [json.loads(args) for word, args in target if word == "ENTRYPOINT"]
     assert entrypoint == [TASK_ENTRYPOINT, *TASK_COMMANDS]
 
 
-def test_runs_as_a_non_root_user_with_ffmpeg_on_cuda(final_stage: list[tuple[str, str]]) -> None:
-    users = [args for word, args in final_stage if word == "USER"]
+def test_runs_as_a_non_root_user_with_ffmpeg_on_cuda(target: list[tuple[str, str]]) -> None:
+    users = [args for word, args in target if word == "USER"]
     assert users and users[-1] not in ("root", "0")
     # The Job makes the VM's model cache folder for this uid (batch_jobs/cloud_batch.py).
-    [created] = [args for word, args in final_stage if word == "RUN" and "useradd" in args]
+    [created] = [args for word, args in target if word == "RUN" and "useradd" in args]
     assert f"--uid {IMAGE_UID} {users[-1]}" in created
-    assert any(word == "RUN" and "ffmpeg" in args for word, args in final_stage)
+    assert any(word == "RUN" and "ffmpeg" in args for word, args in target)
+    # NVENC/NVDEC need the driver's video libraries mounted into the container.
+    [capabilities] = re.findall(r"NVIDIA_DRIVER_CAPABILITIES=(\S+)", " ".join(a for _, a in target))
+    assert {"compute", "utility", "video"} <= set(capabilities.split(","))
     text = (ROOT / "Dockerfile.gpu").read_text()
     base = re.search(r"ARG CUDA_IMAGE=(\S+)", text).group(1)
     assert re.fullmatch(r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", base)
     assert "/whl/cu12" in text  # torch wheels built for the same CUDA major
 
 
-def test_the_gpu_extra_is_installed(final_stage: list[tuple[str, str]]) -> None:
-    text = (ROOT / "Dockerfile.gpu").read_text()
-    assert 'pip install ".[gpu]"' in text
-    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"
-    ]["gpu"]
-    assert any(dep.startswith("onnxruntime-gpu") for dep in extra)
-    assert any(dep.startswith("torch") for dep in extra)
+def extras() -> dict[str, list[str]]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def test_the_slim_target_has_onnxruntime_gpu_and_no_torch() -> None:
+    slim = stages(instructions(ROOT / "Dockerfile.gpu"))["build-slim"]
+    installs = " ".join(args for word, args in slim if word == "RUN" and "pip install" in args)
+    assert 'pip install ".[gpu]"' in installs
+    assert "torch" not in installs and "ultralytics" not in installs
+    assert any(dep.startswith("onnxruntime-gpu") for dep in extras()["gpu"])
+    assert not [d for d in extras()["gpu"] if re.match(r"(torch|ultralytics)\b", d)]
+    # The slim image copies the slim venv; only the ultralytics image copies the other.
+    copies = {
+        name: [a for w, a in body if w == "COPY" and "--from=" in a]
+        for name, body in stages(instructions(ROOT / "Dockerfile.gpu")).items()
+    }
+    assert copies["slim"] == ["--from=build-slim /opt/venv /opt/venv"]
+    assert copies["ultralytics"] == ["--from=build-ultralytics /opt/venv /opt/venv"]
+
+
+def test_the_ultralytics_target_adds_torch_and_ultralytics() -> None:
+    body = stages(instructions(ROOT / "Dockerfile.gpu"))["build-ultralytics"]
+    installs = [args for word, args in body if word == "RUN" and "pip install" in args]
+    assert any('".[gpu]"' in a for a in installs)  # built on the slim venv
+    assert any('".[gpu,ultralytics]"' in a for a in installs)
+    assert {re.match(r"[\w-]+", d).group(0) for d in extras()["ultralytics"]} == {
+        "torch",
+        "ultralytics",
+    }
 
 
 def test_settings_come_from_the_job_not_the_image(final_stage: list[tuple[str, str]]) -> None:
@@ -123,9 +172,9 @@ def test_the_image_holds_every_package_the_task_imports() -> None:
 def test_one_opencv_in_the_image() -> None:
     """ultralytics brings opencv-python, whose cv2/ overwrites opencv-python-headless's: the
     build removes every OpenCV after the extras are in and puts headless back alone."""
-    steps = instructions(ROOT / "Dockerfile.gpu")
+    steps = stages(instructions(ROOT / "Dockerfile.gpu"))["build-ultralytics"]
     runs = [args for word, args in steps if word == "RUN"]
-    gpu_install = next(i for i, a in enumerate(runs) if 'pip install ".[gpu]"' in a)
+    gpu_install = next(i for i, a in enumerate(runs) if 'pip install ".[gpu,ultralytics]"' in a)
     [fix] = [a for a in runs[gpu_install + 1 :] if "pip uninstall" in a and "opencv-python " in a]
     assert "opencv-python-headless" in fix.split("pip uninstall", 1)[1].split("&&")[0]
     assert 'pip install --no-deps "opencv-python-headless==${version}"' in fix
@@ -139,8 +188,9 @@ def test_one_opencv_in_the_image() -> None:
 def test_the_pinned_driver_runs_the_images_cuda() -> None:
     text = (ROOT / "Dockerfile.gpu").read_text()
     major, minor = map(int, re.search(r"ARG CUDA_IMAGE=nvidia/cuda:(\d+)\.(\d+)\.", text).groups())
-    devel = re.search(r"ARG CUDA_DEVEL_IMAGE=nvidia/cuda:(\d+\.\d+\.\d+)-", text).group(1)
-    assert text.count(devel) >= 2  # build and run stages on the same CUDA
+    # Build and run stages on the same CUDA image (the venv's Python is the run stage's).
+    bases = {a.split()[0] for w, a in instructions(ROOT / "Dockerfile.gpu") if w == "FROM"}
+    assert bases == {"${CUDA_IMAGE}", "build-slim", "runtime"}, bases
     branch = GPU_DRIVER_VERSION.split(".")[0]
     assert DRIVER_BRANCH_CUDA[branch] >= (major, minor), (GPU_DRIVER_VERSION, major, minor)
     assert f"/whl/cu{major}{minor}" in text  # torch wheels for the same CUDA

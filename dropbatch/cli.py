@@ -418,10 +418,11 @@ def cmd_cost(args: argparse.Namespace) -> int:
         throughput=Throughput(frames_per_second=args.processing_fps),
     )
     print(
-        f"{args.minutes:g} min of {args.fps:g} fps video, chunks of {compute.chunk_seconds:g} s: "
-        f"{est.tasks} tasks on {est.vms} {est.provisioning} {est.machine_type} VM(s), "
-        f"about {est.wall_seconds / 60:.0f} min, {est.vm_hours:.2f} VM-hours "
-        f"at ${est.hourly_usd:.3f}/h = ${est.usd:.2f}"
+        f"{args.minutes:g} min of {args.fps:g} fps video, chunks of {est.chunk_seconds:g} s: "
+        f"{est.chunks} chunks pulled by {est.tasks} {est.provisioning} {est.machine_type} "
+        f"VM(s), about {est.wall_seconds / 60:.0f} min, {est.vm_hours:.2f} VM-hours "
+        f"at ${est.hourly_usd:.3f}/h = ${est.usd:.2f} ({est.ratio:.1f}× the GPU-time floor "
+        f"of ${est.floor_usd:.2f})"
     )
     return EXIT_OK
 

@@ -1,17 +1,30 @@
-"""What a run costs on Cloud Batch, estimated from a manifest's `compute` settings.
+"""What a run costs on Cloud Batch and how long it waits, from a simulation of the job.
 
-Batch starts `parallelism` VMs (one task per VM: one GPU each) and runs the chunks on them one
-after another, so the bill is the VMs' start-up once per VM plus every chunk's processing time,
-at the hourly rate of the machine (Spot or standard). Prices change (Spot prices daily): the
-rate table is a default to replace with your region's current prices.
+One model serves `dropbatch cost`, the README's cost table and `bench/cloud.py`. The job is
+planned by the real planner (`batch_jobs.plan.build_plan`: the chunks, their pre/post-roll);
+then `parallelism` VMs start (one worker each: one GPU), each pays its start-up (boot, GPU
+driver, image pull) and its worker's setup (container start, imports, model load) once, and
+then pulls chunks one at a time with the workers' claim rule (`next_claim`) until none is
+left; a chunk costs a fixed overhead plus its decoded frames at the chain's speed. The worker
+that finishes an item's last chunk stitches it. A Spot preemption ends a VM mid-chunk: its
+claim is taken over once the lease runs out, and Batch starts a new VM for the task.
+
+The floor is the GPU time the frames alone need: output frames / chain speed, at the same
+hourly rate. Prices change (Spot prices daily): the rate table is a default to replace with
+your region's current prices.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from dataclasses import dataclass
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
 
 from batch_jobs.cloud_batch import BOOT_DISK_GB, MACHINES
+from dropbatch.domain import Plan, VideoInfo
 from manifests.model import ComputeOptions
 
 # USD per VM hour in us-central1 (machine incl. its GPU), as listed when this was written.
@@ -22,8 +35,11 @@ VM_HOURLY_USD = {
     ("n2-standard-8", "standard"): 0.3885,
     ("n2-standard-8", "spot"): 0.0940,
 }
-DISK_GB_MONTH_USD = 0.10  # pd-balanced
+DISK_GB_MONTH_USD = 0.17  # pd-ssd, the boot disk's type (batch_jobs/cloud_batch.py)
 HOURS_PER_MONTH = 730
+# How long a silent worker's claim lasts before another worker may take its chunk (the
+# workers' CLAIM_LEASE_SECONDS).
+CLAIM_LEASE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -37,23 +53,233 @@ DEFAULT_RATES = Rates(VM_HOURLY_USD)
 
 @dataclass(frozen=True)
 class Throughput:
-    """How fast the chain runs on one VM and how long a VM takes to be ready."""
+    """How fast the chain runs on one VM and what each VM, worker and chunk costs besides.
 
-    frames_per_second: float = 30.0  # processing speed of the chain on one VM
-    vm_startup_seconds: float = 240.0  # boot, GPU driver install, image pull
-    task_setup_seconds: float = 30.0  # per task: model fetch and load, probe, part upload
+    Defaults (bench/RESULTS.md, "Cloud model", has the sources): VM start-up is Batch's
+    provisioning and boot (~40 s), the GPU driver install at boot (~150 s; 0 with a boot image
+    that has it) and the slim image's pull and extraction (~60 s); a worker's setup is the
+    container start, imports and model fetch and load; a chunk's overhead is its claim, the
+    decoder's seek and start, the encoder's start and flush, the part's upload and the status
+    writes, measured with the real-model chain in bench/cloud.py.
+    """
+
+    frames_per_second: float = 30.0  # the chain's speed on one VM (the per-frame cost)
+    vm_startup_seconds: float = 250.0  # 40 boot + 150 driver install + 60 image pull
+    worker_setup_seconds: float = 17.0  # 2 measured (chain build) + 15 container and GPU start
+    chunk_overhead_seconds: float = 2.6  # measured
+    stitch_seconds: float = 10.0  # download the parts, concatenate by stream copy, upload
+    stitch_seconds_per_video_second: float = 0.02
+    preemptions_per_vm_hour: float = 0.0  # Spot: the chance rate a VM is taken back
+
+
+@dataclass
+class SimClaim:
+    """One chunk's claim, with the fields the workers' claim rule reads (`ChunkClaim`)."""
+
+    item: int
+    chunk: int
+    owner: str = ""
+    expires_at: float = 0.0
+    done: bool = False
+
+
+ClaimRule = Callable[..., "SimClaim | None"]
+
+
+def first_claimable(
+    chunks: Sequence[SimClaim], now: float, *, prefer_item: int | None = None
+) -> SimClaim | None:
+    """The workers' rule (batch_jobs/claims.py `next_claim`): an unclaimed chunk or one whose
+    lease expired, the preferred item first, then in (item, chunk) order."""
+    free = [c for c in chunks if not c.done and (not c.owner or c.expires_at <= now)]
+    return min(free, key=lambda c: (c.item != prefer_item, c.item, c.chunk)) if free else None
+
+
+@dataclass
+class Simulation:
+    """What the simulated run used: VM time, wall time, the floor, and counts."""
+
+    vm_seconds: float
+    wall_seconds: float
+    floor_seconds: float
+    vms_started: int
+    workers: int
+    chunks: int
+    preemptions: int
+    chunk_seconds: float
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.vm_seconds / self.floor_seconds if self.floor_seconds else math.inf
+
+
+def synthetic_plan(
+    compute: ComputeOptions,
+    video_seconds: float,
+    fps: float = 30.0,
+    chain: list | None = None,
+    size: tuple[int, int] = (1920, 1080),
+) -> Plan:
+    """The real planner's plan for one video of this length (its chunks and their rolls)."""
+    from batch_jobs.plan import build_plan
+    from manifests.model import Manifest
+    from manifests.resolve import ResolvedItem
+
+    rate = Fraction(fps).limit_denominator(1001)
+    frames = max(1, round(video_seconds * rate))
+    info = VideoInfo(
+        duration=float(frames / rate),
+        fps_num=rate.numerator,
+        fps_den=rate.denominator,
+        frame_count=frames,
+        width=size[0],
+        height=size[1],
+    )
+    manifest = Manifest(
+        version=1,
+        inputs=["video.mp4"],
+        chain=chain or [],
+        compute=compute.model_dump(),
+    )
+    return build_plan(manifest, "", [(ResolvedItem(0, "video.mp4", None, None), info)])
+
+
+def simulate(
+    plan: Plan,
+    speed: Throughput,
+    *,
+    seed: int = 0,
+    claim_rule: ClaimRule = first_claimable,
+    lease_seconds: float = CLAIM_LEASE_SECONDS,
+) -> Simulation:
+    """Run the plan's job on simulated VMs (see the module doc); deterministic per seed."""
+    rng = random.Random(seed)
+    claims = [SimClaim(item.index, chunk.index) for item in plan.items for chunk in item.chunks]
+    by_key = {(c.item, c.chunk): c for c in claims}
+    items = {item.index: item for item in plan.items}
+    left = {item.index: len(item.chunks) for item in plan.items}
+    workers = max(1, min(plan.max_parallel_tasks, len(claims)))
+    rate = speed.preemptions_per_vm_hour / 3600
+
+    vm_seconds = wall = 0.0
+    vms = preemptions = 0
+    timeline: list[tuple[float, str]] = []
+    # Events: (time, order, worker name, VM start, preemption time). A worker is asked for
+    # its next chunk at `time`; its VM started at `VM start` and is taken back at `preempt`.
+    events: list[tuple[float, int, str, float, float]] = []
+    order = 0
+
+    def start_vm(at: float, name: str) -> None:
+        nonlocal vms, order
+        vms += 1
+        preempt = at + rng.expovariate(rate) if rate > 0 else math.inf
+        ready = at + speed.vm_startup_seconds + speed.worker_setup_seconds
+        order += 1
+        heapq.heappush(events, (ready, order, name, at, preempt))
+
+    for w in range(workers):
+        start_vm(0.0, f"w{w}")
+    while events:
+        now, _, name, started, preempt = heapq.heappop(events)
+        if now >= preempt:  # taken back before (or while) setting up: Batch retries the task
+            preemptions += 1
+            vm_seconds += preempt - started
+            start_vm(preempt, name)
+            continue
+        pick = claim_rule(claims, now, prefer_item=None)
+        if pick is None:  # nothing claimable: the worker's work is over, its VM goes away
+            vm_seconds += now - started
+            wall = max(wall, now)
+            continue
+        item = items[pick.item]
+        chunk = item.chunks[pick.chunk]
+        frames = (chunk.end_frame - chunk.start_frame) + chunk.preroll + chunk.postroll
+        end = now + speed.chunk_overhead_seconds + frames / speed.frames_per_second
+        pick.owner, pick.expires_at = name, end + lease_seconds  # renewed while it works
+        if preempt < end:  # lost mid-chunk: the claim lapses a lease after the last renewal
+            pick.expires_at = preempt + lease_seconds
+            preemptions += 1
+            vm_seconds += preempt - started
+            timeline.append((preempt, f"{name} preempted in chunk {pick.chunk}"))
+            start_vm(preempt, name)
+            continue
+        by_key[(pick.item, pick.chunk)].done = True
+        left[pick.item] -= 1
+        if left[pick.item] == 0:  # this worker completed the item's set: it stitches
+            end += speed.stitch_seconds + item.info.duration * speed.stitch_seconds_per_video_second
+            timeline.append((end, f"{name} stitched item {pick.item}"))
+        order += 1
+        heapq.heappush(events, (end, order, name, started, preempt))
+
+    frames_out = sum(c.end_frame - c.start_frame for i in plan.items for c in i.chunks)
+    return Simulation(
+        vm_seconds=vm_seconds,
+        wall_seconds=wall,
+        floor_seconds=frames_out / speed.frames_per_second,
+        vms_started=vms,
+        workers=workers,
+        chunks=len(claims),
+        preemptions=preemptions,
+        chunk_seconds=plan.chunk_seconds,
+        timeline=timeline,
+    )
 
 
 @dataclass(frozen=True)
 class CostEstimate:
-    tasks: int
+    tasks: int  # Batch tasks: one worker each
     vms: int
+    chunks: int
+    chunk_seconds: float
     vm_hours: float
+    floor_hours: float
     wall_seconds: float
     usd: float
+    floor_usd: float
     machine_type: str
     provisioning: str
     hourly_usd: float
+
+    @property
+    def ratio(self) -> float:
+        return self.vm_hours / self.floor_hours if self.floor_hours else math.inf
+
+
+def hourly_rate(compute: ComputeOptions, rates: Rates = DEFAULT_RATES) -> tuple[str, str, float]:
+    """(machine type, provisioning, USD per VM hour with its boot disk)."""
+    machine = MACHINES[compute.gpu].machine_type
+    provisioning = "spot" if compute.spot else "standard"
+    hourly = rates.vm_hourly[(machine, provisioning)]
+    return machine, provisioning, hourly + BOOT_DISK_GB * rates.disk_gb_month / HOURS_PER_MONTH
+
+
+def estimate(
+    plan: Plan,
+    compute: ComputeOptions,
+    speed: Throughput,
+    rates: Rates = DEFAULT_RATES,
+    *,
+    seed: int = 0,
+    claim_rule: ClaimRule = first_claimable,
+) -> CostEstimate:
+    """The simulated run of `plan`, priced."""
+    machine, provisioning, hourly = hourly_rate(compute, rates)
+    sim = simulate(plan, speed, seed=seed, claim_rule=claim_rule)
+    return CostEstimate(
+        tasks=sim.workers,
+        vms=sim.vms_started,
+        chunks=sim.chunks,
+        chunk_seconds=sim.chunk_seconds,
+        vm_hours=sim.vm_seconds / 3600,
+        floor_hours=sim.floor_seconds / 3600,
+        wall_seconds=sim.wall_seconds,
+        usd=sim.vm_seconds / 3600 * hourly,
+        floor_usd=sim.floor_seconds / 3600 * hourly,
+        machine_type=machine,
+        provisioning=provisioning,
+        hourly_usd=hourly,
+    )
 
 
 def estimate_cost(
@@ -62,27 +288,10 @@ def estimate_cost(
     fps: float = 30.0,
     throughput: Throughput | None = None,
     rates: Rates = DEFAULT_RATES,
+    chain: list | None = None,
 ) -> CostEstimate:
-    """The cost of processing `video_seconds` of video at `fps` with these compute settings."""
+    """The cost of processing `video_seconds` of video at `fps` with these compute settings
+    (no preemptions unless `throughput` says so)."""
     speed = throughput or Throughput()
-    machine = MACHINES[compute.gpu].machine_type
-    provisioning = "spot" if compute.spot else "standard"
-    hourly = rates.vm_hourly[(machine, provisioning)]
-    hourly += BOOT_DISK_GB * rates.disk_gb_month / HOURS_PER_MONTH
-    tasks = max(1, math.ceil(video_seconds / compute.chunk_seconds))
-    vms = min(tasks, compute.max_parallel_tasks)
-    chunk_frames = compute.chunk_seconds * fps
-    task_seconds = speed.task_setup_seconds + chunk_frames / speed.frames_per_second
-    busy_seconds = tasks * task_seconds + vms * speed.vm_startup_seconds
-    wall = speed.vm_startup_seconds + math.ceil(tasks / vms) * task_seconds
-    vm_hours = busy_seconds / 3600
-    return CostEstimate(
-        tasks=tasks,
-        vms=vms,
-        vm_hours=vm_hours,
-        wall_seconds=wall,
-        usd=vm_hours * hourly,
-        machine_type=machine,
-        provisioning=provisioning,
-        hourly_usd=hourly,
-    )
+    plan = synthetic_plan(compute, video_seconds, fps, chain)
+    return estimate(plan, compute, speed, rates)

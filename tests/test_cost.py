@@ -1,10 +1,23 @@
-"""The run-cost estimate README quotes, derived from compute settings and a rate table."""
+"""The cost model README, `dropbatch cost` and bench/cloud.py share: the real planner's chunks,
+pulled by simulated workers, priced at the machine's rate."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from dropbatch.cost import HOURS_PER_MONTH, Rates, Throughput, estimate_cost
+from dropbatch.cost import (
+    HOURS_PER_MONTH,
+    Rates,
+    Throughput,
+    estimate,
+    estimate_cost,
+    first_claimable,
+    simulate,
+    synthetic_plan,
+)
 from manifests.model import ComputeOptions
 
 RATES = Rates(
@@ -16,17 +29,73 @@ RATES = Rates(
     },
     disk_gb_month=0.0,
 )
-SPEED = Throughput(frames_per_second=15.0, vm_startup_seconds=300.0, task_setup_seconds=60.0)
+SPEED = Throughput(
+    frames_per_second=15.0,
+    vm_startup_seconds=300.0,
+    worker_setup_seconds=60.0,
+    chunk_overhead_seconds=2.0,
+    stitch_seconds=0.0,
+    stitch_seconds_per_video_second=0.0,
+)
 
 
-def test_cost_follows_vm_time_at_the_machines_rate() -> None:
+def test_workers_pull_chunks_and_vms_stop_when_none_is_left() -> None:
     compute = ComputeOptions(gpu="l4", spot=True, chunk_seconds=10, max_parallel_tasks=4)
-    est = estimate_cost(compute, video_seconds=95, fps=30, throughput=SPEED, rates=RATES)
-    assert (est.tasks, est.vms, est.machine_type) == (10, 4, "g2-standard-8")
-    per_task = 60.0 + 10 * 30 / 15.0
-    assert est.vm_hours == pytest.approx((10 * per_task + 4 * 300.0) / 3600)
+    plan = synthetic_plan(compute, 95, fps=30)  # 2850 frames: 9 chunks of 300, one of 150
+    est = estimate(plan, compute, SPEED, RATES)
+    assert (est.chunks, est.tasks, est.vms, est.machine_type) == (10, 4, 4, "g2-standard-8")
+    # Ready at 360 s; a 300-frame chunk takes 2 + 20 s, the last (150 frames) 2 + 10 s.
+    # Chunks 0-3 end at 382, 4-7 at 404; then two workers take 8 and 9 (ending 426 and 416)
+    # and the other two find nothing left at 404 and end.
+    assert est.vm_hours * 3600 == pytest.approx(404 + 404 + 416 + 426)
+    assert est.wall_seconds == pytest.approx(426)
     assert est.usd == pytest.approx(est.vm_hours * 0.3)
-    assert est.wall_seconds == pytest.approx(300.0 + 3 * per_task)  # 10 tasks on 4 VMs
+    assert est.floor_hours * 3600 == pytest.approx(2850 / 15)
+
+
+def test_with_no_overheads_vm_time_is_the_floor_plus_the_rolls() -> None:
+    free = Throughput(
+        frames_per_second=30.0,
+        vm_startup_seconds=0,
+        worker_setup_seconds=0,
+        chunk_overhead_seconds=0,
+        stitch_seconds=0,
+        stitch_seconds_per_video_second=0,
+    )
+    compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=3)
+    bare = simulate(synthetic_plan(compute, 60), free)
+    assert bare.vm_seconds == pytest.approx(bare.floor_seconds) == pytest.approx(60)
+    # crop's smoothing reads context frames around every chunk: the planner's rolls are paid.
+    chain = [{"crop": {"aspect": "9:16"}}]
+    plan = synthetic_plan(compute, 60, chain=chain)
+    rolls = sum(c.preroll + c.postroll for c in plan.items[0].chunks)
+    assert rolls > 0
+    rolled = simulate(plan, free)
+    assert rolled.vm_seconds == pytest.approx(60 + rolls / 30)
+    assert rolled.floor_seconds == pytest.approx(60)
+
+
+def test_preempted_chunks_are_taken_over_and_every_chunk_is_done_once() -> None:
+    compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=5)
+    plan = synthetic_plan(compute, 600)
+    calm = simulate(plan, SPEED)
+    stormy = simulate(plan, Throughput(**{**SPEED.__dict__, "preemptions_per_vm_hour": 6.0}))
+    assert calm.preemptions == 0 and stormy.preemptions > 0
+    assert stormy.vms_started == 5 + stormy.preemptions  # Batch retries each preempted task
+    assert stormy.vm_seconds > calm.vm_seconds and stormy.wall_seconds > calm.wall_seconds
+    assert stormy.floor_seconds == calm.floor_seconds
+
+
+def test_the_simulation_asks_the_claim_rule_it_is_given() -> None:
+    asked: list[float] = []
+
+    def rule(chunks, now, *, prefer_item=None):  # the workers' next_claim has this signature
+        asked.append(now)
+        return first_claimable(chunks, now, prefer_item=prefer_item)
+
+    compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=2)
+    sim = simulate(synthetic_plan(compute, 30), SPEED, claim_rule=rule)
+    assert sim.chunks == 3 and len(asked) == 3 + 2  # one ask per chunk, one per worker's end
 
 
 def test_spot_is_cheaper_and_parallelism_buys_time_not_savings() -> None:
@@ -42,37 +111,33 @@ def test_spot_is_cheaper_and_parallelism_buys_time_not_savings() -> None:
 
 def test_the_boot_disk_is_charged_by_the_hour() -> None:
     compute = ComputeOptions(gpu="none", spot=False, chunk_seconds=60, max_parallel_tasks=1)
-    with_disk = Rates(RATES.vm_hourly, disk_gb_month=0.1)
+    with_disk = Rates(RATES.vm_hourly, disk_gb_month=0.17)
     est = estimate_cost(compute, 60, throughput=SPEED, rates=with_disk)
-    assert est.hourly_usd == pytest.approx(0.4 + 100 * 0.1 / HOURS_PER_MONTH)
+    assert est.hourly_usd == pytest.approx(0.4 + 50 * 0.17 / HOURS_PER_MONTH)
 
 
 def test_the_cost_command_quotes_the_estimate(capsys: pytest.CaptureFixture[str]) -> None:
     from dropbatch.cli import main
-    from dropbatch.cost import Throughput
 
     assert main(["cost", "--minutes", "10", "--processing-fps", "8"]) == 0
     line = capsys.readouterr().out
     est = estimate_cost(ComputeOptions(), 600, throughput=Throughput(frames_per_second=8))
-    assert f"{est.tasks} tasks on {est.vms} spot g2-standard-8" in line
-    assert f"= ${est.usd:.2f}" in line
+    assert f"{est.chunks} chunks pulled by {est.tasks} spot g2-standard-8" in line
+    assert f"= ${est.usd:.2f} ({est.ratio:.1f}× the GPU-time floor" in line
 
 
-def test_readme_cost_table_is_what_the_estimate_says() -> None:
-    import re
-    from pathlib import Path
-
+def test_readme_cost_table_is_what_the_model_says() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     rows = re.findall(
-        r"^\| (\d+) min \| (\d+) \| (\d+) \| ~(\d+) min \| ([\d.]+) "
+        r"^\| (\d+) min \| (\d+) \| (\d+) \| ~(\d+) min \| ([\d.]+) \| ([\d.]+)× "
         r"\| \$([\d.]+) \| \$([\d.]+) \|$",
         readme,
         re.M,
     )
     assert len(rows) == 3
-    for minutes, tasks, vms, wall, hours, spot, standard in rows:
+    for minutes, chunks, vms, wall, hours, ratio, spot, standard in rows:
         s = estimate_cost(ComputeOptions(), int(minutes) * 60)
         t = estimate_cost(ComputeOptions(spot=False), int(minutes) * 60)
-        assert (s.tasks, s.vms, round(s.wall_seconds / 60)) == (int(tasks), int(vms), int(wall))
-        assert f"{s.vm_hours:.2f}" == hours
+        assert (s.chunks, s.vms, round(s.wall_seconds / 60)) == (int(chunks), int(vms), int(wall))
+        assert (f"{s.vm_hours:.2f}", f"{s.ratio:.1f}") == (hours, ratio)
         assert (f"{s.usd:.2f}", f"{t.usd:.2f}") == (spot, standard)

@@ -1,0 +1,185 @@
+"""Cloud Batch, simulated: what one job costs and how long it waits, against the GPU-time floor.
+
+    python bench/cloud.py [--gpu-factor 10] [--preemptions-per-hour 0.1] [--runs 20]
+
+First it measures, once, on this machine, the real-model chain (crop with YOLO11n `yolo-onnx`
+→ swap with the real SCRFD-500m/ArcFace analyser and the test swapper, tests/real_chain.py) on
+a few seconds of the real Pexels clip, done as a worker does a chunk (decode with its pre-roll,
+the chain, the H.264 part): the worker's setup (building the chain: imports, model load), and,
+from two chunk lengths, the per-frame cost and the per-chunk fixed cost.
+
+Then it runs the job through the model `dropbatch cost` uses (dropbatch/cost.py): the REAL
+planner (batch_jobs/plan.build_plan, the manifest's default `compute`) cuts a 1, 10 and
+60-minute 1080p30 video with this chain into chunks; `max_parallel_tasks` workers on Spot L4
+VMs pull them with the workers' claim rule; each VM pays the documented start-up; Spot
+preemptions arrive at the given rate (averaged over `--runs` seeds). The per-frame cost is
+the measured one divided by `--gpu-factor` (the L4 against this machine's shared CPU cores);
+the per-chunk fixed cost and the setup are taken as measured (they are decode/encode starts,
+uploads and model loads, not GPU work). Sources for every figure: bench/RESULTS.md.
+
+Last line: `cloud: X× floor at 10 min, Y× at 60 min, 10 min video in Z min`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from skimage.data import astronaut  # noqa: E402
+
+from batch_jobs.plan import build_plan  # noqa: E402
+from dropbatch.cost import (  # noqa: E402
+    Throughput,
+    estimate,
+    first_claimable,
+    synthetic_plan,
+)
+from manifests.model import ComputeOptions, Manifest  # noqa: E402
+from manifests.resolve import ResolvedItem  # noqa: E402
+from processors.base import ProcessorContext  # noqa: E402
+from processors.chain import Chain  # noqa: E402
+from processors.media.frames import EncodeSettings, FrameReader, FrameWriter  # noqa: E402
+from processors.media.probe import probe  # noqa: E402
+from tests.real_assets import asset  # noqa: E402
+from tests.real_chain import ANALYSER, SWAPPER, YOLO, build_real_store, trim, write_face_image  # noqa: E402
+
+# The workers' claim rule. When batch_jobs/claims.py is on main this line becomes
+#   from batch_jobs.claims import next_claim as CLAIM_RULE
+CLAIM_RULE = first_claimable
+
+# VM start-up on Batch, from documented figures (bench/RESULTS.md, "Cloud model"):
+VM_BOOT_SECONDS = 40.0  # Batch's provisioning to a booted Debian VM
+DRIVER_INSTALL_SECONDS = 150.0  # install_gpu_drivers at boot; 0 with a driver in the image
+IMAGE_PULL_SECONDS = {"slim": 60.0, "ultralytics": 150.0}
+# A worker's start on the VM that this machine cannot show: the container's start and the CUDA
+# context and cuDNN/ONNX Runtime session initialisation on the GPU (estimate).
+GPU_WORKER_START_SECONDS = 15.0
+CHAIN = [
+    {"crop": {"aspect": "9:16", "detector": "yolo-onnx", "model": YOLO}},
+    {"swap": {"analyser": ANALYSER, "model": SWAPPER, "source": "astronaut.png", "det_size": 320}},
+]
+MINUTES = (1, 10, 60)
+
+
+def measure(seconds: float) -> tuple[float, float, float, float]:
+    """(worker setup s, per-chunk fixed s, per-frame s, clip fps) of the real-model chain."""
+    with tempfile.TemporaryDirectory(prefix="bench-cloud-") as tmp:
+        work = Path(tmp)
+        store = build_real_store(work / "models", asset)
+        folder = work / "job"
+        folder.mkdir()
+        source = trim(asset("pexels.mp4"), folder / "talk.mp4", 2.0, seconds)
+        write_face_image(folder / "astronaut.png", astronaut())
+        info = probe(str(source))
+        rate = Fraction(info.fps_num, info.fps_den)
+        manifest = Manifest.model_validate(
+            {"version": 1, "inputs": "talk.mp4", "chain": CHAIN, "compute": {"chunk_seconds": 1}}
+        )
+        [item] = build_plan(manifest, "", [(ResolvedItem(0, "talk.mp4", None, None), info)]).items
+        ctx = ProcessorContext(
+            info=info, rate=rate, width=info.width, height=info.height, folder=folder,
+            model_store=str(store),
+        )  # fmt: skip
+        started = time.perf_counter()
+        Chain(item.chain, ctx)  # the first build: fetch into the cache, imports, model load
+        setup = time.perf_counter() - started
+
+        def chunk_time(first: int, count: int) -> float:
+            """One chunk as a worker does it (the chain's models already loaded once)."""
+            started = time.perf_counter()
+            chain = Chain(item.chain, ctx)
+            built = time.perf_counter() - started
+            reader = FrameReader.for_video(str(source), info, first, count)
+            writer = FrameWriter(
+                work / "part.mp4", width=chain.width, height=chain.height, rate=rate,
+                settings=EncodeSettings(crf=20, preset="veryfast"),
+            )  # fmt: skip
+            try:
+                chain.run(reader, lambda b: writer.write(b.frames), keep=(first, first + count))
+            finally:
+                reader.close()
+            writer.close()
+            return time.perf_counter() - started - built
+
+        short, long = max(4, info.frame_count // 8), info.frame_count // 2
+        chunk_time(0, short)  # warm the page cache and the sessions' first runs
+        t_short = min(chunk_time(0, short) for _ in range(2))
+        t_long = min(chunk_time(short, long) for _ in range(2))
+        per_frame = (t_long - t_short) / (long - short)
+        fixed = max(0.0, t_short - short * per_frame)
+        return setup, fixed, per_frame, float(rate)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu-factor", type=float, default=10.0)
+    parser.add_argument("--preemptions-per-hour", type=float, default=0.1)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--clip-seconds", type=float, default=4.0)
+    parser.add_argument("--driver-in-image", action="store_true")
+    parser.add_argument("--image", choices=sorted(IMAGE_PULL_SECONDS), default="slim")
+    parser.add_argument(
+        "--measured",
+        help="SETUP,FIXED,PER_FRAME seconds from an earlier run, instead of measuring again",
+    )
+    args = parser.parse_args()
+
+    if args.measured:
+        setup, fixed, per_frame = map(float, args.measured.split(","))
+        clip_fps = 0.0
+    else:
+        setup, fixed, per_frame, clip_fps = measure(args.clip_seconds)
+        print(f"measured: --measured {setup:.3f},{fixed:.3f},{per_frame:.4f}")
+    fps = args.gpu_factor / per_frame
+    startup = VM_BOOT_SECONDS + IMAGE_PULL_SECONDS[args.image]
+    startup += 0.0 if args.driver_in_image else DRIVER_INSTALL_SECONDS
+    speed = Throughput(
+        frames_per_second=fps,
+        vm_startup_seconds=startup,
+        worker_setup_seconds=setup + GPU_WORKER_START_SECONDS,
+        chunk_overhead_seconds=fixed,
+        preemptions_per_vm_hour=args.preemptions_per_hour,
+    )
+    print(
+        f"measured here (640x360 @ {clip_fps:.3g} fps, crop yolo11n + swap): setup {setup:.2f} s "
+        f"(+{GPU_WORKER_START_SECONDS:g} s container and GPU start), "
+        f"chunk fixed {fixed:.2f} s, {1 / per_frame:.1f} fps on this CPU → {fps:.0f} fps on "
+        f"an L4 (×{args.gpu_factor:g}); VM start-up {startup:.0f} s; Spot preemptions "
+        f"{args.preemptions_per_hour:g}/VM-hour"
+    )
+    compute = ComputeOptions()
+    header = ("video", "chunks", "VMs", "VM-hours", "USD", "wall", "×floor")
+    print("{:>6} {:>6} {:>5} {:>9} {:>7} {:>8} {:>7}".format(*header))
+    found: dict[int, tuple[float, float]] = {}
+    for minutes in MINUTES:
+        plan = synthetic_plan(compute, minutes * 60, 30.0, CHAIN)
+        runs = [
+            estimate(plan, compute, speed, seed=seed, claim_rule=CLAIM_RULE)
+            for seed in range(args.runs)
+        ]
+        hours = statistics.mean(r.vm_hours for r in runs)
+        usd = statistics.mean(r.usd for r in runs)
+        wall = statistics.mean(r.wall_seconds for r in runs)
+        vms = statistics.mean(r.vms for r in runs)
+        ratio = hours / runs[0].floor_hours
+        found[minutes] = (ratio, wall)
+        print(
+            f"{minutes:>4} m {runs[0].chunks:>6} {vms:>5.1f} {hours:>9.3f} {usd:>7.3f} "
+            f"{wall / 60:>6.1f} m {ratio:>6.2f}×"
+        )
+    print(
+        f"cloud: {found[10][0]:.1f}× floor at 10 min, {found[60][0]:.1f}× at 60 min, "
+        f"10 min video in {found[10][1] / 60:.1f} min"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from processors.sessions import session_providers
+
 
 class RecogniserUnusable(ValueError):
     """The file is not an ArcFace-style recogniser; the message names it and its shapes."""
@@ -33,7 +35,9 @@ class ArcFaceRecogniser:
         import onnxruntime
 
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+            self.session = onnxruntime.InferenceSession(
+                str(path), providers=session_providers(providers)
+            )
         except Exception as exc:  # onnxruntime raises its own types for a file it cannot read
             raise RecogniserUnusable(
                 f"{path.name}: not an ONNX model onnxruntime can load"

@@ -22,6 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from processors.sessions import session_providers
+
 INPUT_MEAN = 127.5
 INPUT_STD = 128.0
 NMS_THRESH = 0.4
@@ -56,7 +58,9 @@ class ScrfdDetector:
         import onnxruntime
 
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+            self.session = onnxruntime.InferenceSession(
+                str(path), providers=session_providers(providers)
+            )
         except Exception as exc:  # onnxruntime raises its own types for a file it cannot read
             raise DetectorUnusable(f"{path.name}: not an ONNX model onnxruntime can load") from exc
         self.name = path.name

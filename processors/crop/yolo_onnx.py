@@ -19,6 +19,7 @@ import numpy as np
 from processors.crop.detectors import Box, DetectorSetupError
 from processors.crop.yolo import INPUT_SIZE, Letterbox, decode_head, letterbox
 from processors.models.store import ModelIncompatible
+from processors.sessions import session_providers
 
 HEAD_ROWS = 84  # cx, cy, w, h + the 80 COCO class scores (class 0 is the person we follow)
 EXPECTED = f"one input [B,3,H,W] and one output [B,{HEAD_ROWS},N] (a COCO YOLO detect head, no NMS)"
@@ -92,7 +93,7 @@ class OnnxYoloDetector:
             # decoder thread and the rest of the crop need.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(
-                str(weights), sess_options=options, providers=_providers(device)
+                str(weights), sess_options=options, providers=session_providers(_providers(device))
             )
         except DetectorSetupError:
             raise

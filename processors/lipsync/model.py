@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from processors.sessions import session_providers
+
 FACE_SIZE = 96
 PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -33,7 +35,9 @@ class Wav2LipModel:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(
+                str(path), options, providers=session_providers(providers)
+            )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
         self.mel_input, self.face_input = _signature(self.session, path.name)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from processors.sessions import session_providers
+
 IDENTITY = 512  # ArcFace embedding width
 EXPECTED = "inputs target [1,3,S,S] and source [1,512] (any order), output [1,3,S,S]"
 
@@ -74,7 +76,7 @@ class Swapper:
                 "swap needs onnxruntime and onnx (pip install onnxruntime onnx, or the gpu extra)"
             ) from None
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            self.session = ort.InferenceSession(str(path), providers=session_providers(providers))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise SwapperUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
         self.target_name, self.source_name = signature(self.session, path.name)

@@ -109,12 +109,16 @@ def measure(seconds: float) -> tuple[float, float, float, float]:
             writer.close()
             return time.perf_counter() - started - built
 
-        short, long = max(4, info.frame_count // 8), info.frame_count // 2
-        chunk_time(0, short)  # warm the page cache and the sessions' first runs
-        t_short = min(chunk_time(0, short) for _ in range(2))
-        t_long = min(chunk_time(short, long) for _ in range(2))
-        per_frame = (t_long - t_short) / (long - short)
-        fixed = max(0.0, t_short - short * per_frame)
+        # Three chunk lengths from the same start, the best of two runs each (this machine is
+        # shared), and a least-squares line through them: slope = per frame, intercept = fixed.
+        lengths = [max(4, info.frame_count // d) for d in (8, 4, 2)]
+        chunk_time(0, lengths[0])  # warm the page cache and the sessions' first runs
+        times = [min(chunk_time(0, n) for _ in range(2)) for n in lengths]
+        mean_n, mean_t = statistics.mean(lengths), statistics.mean(times)
+        per_frame = sum(
+            (n - mean_n) * (t - mean_t) for n, t in zip(lengths, times, strict=True)
+        ) / sum((n - mean_n) ** 2 for n in lengths)
+        fixed = max(0.0, mean_t - per_frame * mean_n)
         return setup, fixed, per_frame, float(rate)
 
 

@@ -403,10 +403,11 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from manifests.loader import ManifestInvalid, load_manifest
     from manifests.model import ComputeOptions
 
-    compute = ComputeOptions()
+    compute, manifest = ComputeOptions(), None
     if args.manifest:
         try:
-            compute = load_manifest(Path(args.manifest).read_bytes()).compute
+            manifest = load_manifest(Path(args.manifest).read_bytes())
+            compute = manifest.compute
         except ManifestInvalid as exc:
             for error in exc.errors:
                 print(error.line(), file=sys.stderr)
@@ -416,6 +417,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         args.minutes * 60,
         fps=args.fps,
         throughput=Throughput(frames_per_second=args.processing_fps),
+        manifest=manifest,
     )
     print(
         f"{args.minutes:g} min of {args.fps:g} fps video, chunks of {est.chunk_seconds:g} s: "

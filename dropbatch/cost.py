@@ -25,7 +25,7 @@ from fractions import Fraction
 
 from batch_jobs.cloud_batch import BOOT_DISK_GB, MACHINES
 from dropbatch.domain import Plan, VideoInfo
-from manifests.model import ComputeOptions
+from manifests.model import ComputeOptions, Manifest
 
 # USD per VM hour in us-central1 (machine incl. its GPU), as listed when this was written.
 # Spot rates move daily; pass your own `Rates` for a real quote.
@@ -120,10 +120,11 @@ def synthetic_plan(
     fps: float = 30.0,
     chain: list | None = None,
     size: tuple[int, int] = (1920, 1080),
+    manifest: Manifest | None = None,
 ) -> Plan:
-    """The real planner's plan for one video of this length (its chunks and their rolls)."""
+    """The real planner's plan for one video of this length (its chunks and their rolls):
+    with `manifest`, its chain and compute; else `compute` and `chain` (manifest syntax)."""
     from batch_jobs.plan import build_plan
-    from manifests.model import Manifest
     from manifests.resolve import ResolvedItem
 
     rate = Fraction(fps).limit_denominator(1001)
@@ -136,12 +137,10 @@ def synthetic_plan(
         width=size[0],
         height=size[1],
     )
-    manifest = Manifest(
-        version=1,
-        inputs=["video.mp4"],
-        chain=chain or [],
-        compute=compute.model_dump(),
-    )
+    if manifest is None:
+        manifest = Manifest.model_validate(
+            {"version": 1, "inputs": ["video.mp4"], "chain": chain or [], "compute": compute}
+        )
     return build_plan(manifest, "", [(ResolvedItem(0, "video.mp4", None, None), info)])
 
 
@@ -289,9 +288,11 @@ def estimate_cost(
     throughput: Throughput | None = None,
     rates: Rates = DEFAULT_RATES,
     chain: list | None = None,
+    manifest: Manifest | None = None,
 ) -> CostEstimate:
     """The cost of processing `video_seconds` of video at `fps` with these compute settings
-    (no preemptions unless `throughput` says so)."""
+    (and the manifest's chain, whose context frames every chunk decodes; no preemptions unless
+    `throughput` says so)."""
     speed = throughput or Throughput()
-    plan = synthetic_plan(compute, video_seconds, fps, chain)
+    plan = synthetic_plan(compute, video_seconds, fps, chain, manifest=manifest)
     return estimate(plan, compute, speed, rates)

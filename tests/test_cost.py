@@ -141,3 +141,16 @@ def test_readme_cost_table_is_what_the_model_says() -> None:
         assert (s.chunks, s.vms, round(s.wall_seconds / 60)) == (int(chunks), int(vms), int(wall))
         assert (f"{s.vm_hours:.2f}", f"{s.ratio:.1f}") == (hours, ratio)
         assert (f"{s.usd:.2f}", f"{t.usd:.2f}") == (spot, standard)
+
+
+def test_a_manifests_chain_context_is_priced(capsys: pytest.CaptureFixture[str]) -> None:
+    from dropbatch.cli import main
+    from manifests.loader import load_manifest
+
+    example = Path(__file__).resolve().parent.parent / "manifests/examples/06-crop-yolo.yaml"
+    manifest = load_manifest(example.read_bytes())
+    assert main(["cost", str(example), "--minutes", "10"]) == 0
+    with_chain = estimate_cost(manifest.compute, 600, manifest=manifest)
+    bare = estimate_cost(manifest.compute, 600)
+    assert with_chain.vm_hours > bare.vm_hours  # crop's context frames, decoded per chunk
+    assert f"= ${with_chain.usd:.2f} ({with_chain.ratio:.1f}×" in capsys.readouterr().out

@@ -38,6 +38,7 @@ from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
 from manifests.paths import is_glob
 from manifests.resolve import MANIFEST_SUFFIXES, resolve_inputs, side_files
+from processors.crop.image import image_problems
 from processors.models.store import ModelStoreError, open_model_store, require_models
 
 log = logging.getLogger("dropbatch.intake")
@@ -329,6 +330,10 @@ class Intake:
             if key in seen:
                 continue
             seen.add(key)
+            if name == "crop":  # the yolo detector needs the image that has ultralytics
+                problems += image_problems(
+                    str(options.get("detector", "")), where, self.settings.image_variant
+                )
             try:
                 store = store or open_model_store(self.settings.model_store, self.settings)
                 require_models(name, options, store, self.settings)

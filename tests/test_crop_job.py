@@ -96,3 +96,54 @@ def test_a_yolo_crop_without_its_model_is_invalid_at_trigger_time(
     assert record.error is not None and record.error.code == "MODEL_MISSING"
     assert record.error.field == "chain[0].crop.model"
     assert "yolov8n.onnx" in record.error.message
+
+
+def test_yolo_on_a_slim_image_is_invalid_naming_the_detector_and_the_fixes(
+    deployment: dict, talk: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The deployment runs Dockerfile.gpu's slim target (no ultralytics): the trigger refuses
+    `detector: yolo` before any VM starts, in the chain and in an input's override."""
+    from triggers.main import intake
+
+    store = tmp_path / "models"
+    build(store / "yolov8n.onnx")  # the model is there: only the image is wrong
+    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(store))
+    monkeypatch.setenv("DROPBATCH_IMAGE_VARIANT", "slim")
+    intake.cache_clear()
+    folder = deployment["inbox"] / "job"
+    folder.mkdir()
+    shutil.copyfile(talk, folder / "talk.mp4")
+    shutil.copyfile(talk, folder / "b.mp4")
+    (folder / "manifest.yaml").write_text(
+        MANIFEST.replace("yolo-onnx", "yolo")
+        .replace("MODEL", "yolov8n")
+        .replace(
+            "inputs: talk.mp4",
+            "inputs: [talk.mp4, {video: b.mp4, overrides: {crop: {confidence: 0.5}}}]",
+        )
+    )
+    info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
+    [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
+    record = record_of(job_id)
+    assert record.state == JobState.INVALID
+    fields = [(e.code, e.field) for e in record.errors]
+    assert fields == [
+        ("DETECTOR_NOT_IN_IMAGE", "chain[0].crop.detector"),
+        ("DETECTOR_NOT_IN_IMAGE", "inputs[1].overrides.crop.detector"),
+    ]
+    assert "yolo-onnx" in record.errors[0].message and "ultralytics" in record.errors[0].message
+    status = json.loads((folder / "manifest.status.json").read_text())
+    assert status["state"] == "INVALID"
+    assert "chain[0].crop.detector" in json.dumps(status)
+
+
+@pytest.mark.parametrize(
+    ("detector", "variant", "refused"),
+    [("yolo", "slim", True), ("yolo", "ultralytics", False), ("yolo", "", False),
+     ("yolo-onnx", "slim", False), ("opencv-face", "slim", False)],
+)  # fmt: skip
+def test_only_yolo_on_the_slim_image_is_refused(detector: str, variant: str, refused: bool) -> None:
+    from processors.crop.image import image_problems
+
+    found = image_problems(detector, "chain[0].crop", variant)
+    assert [e.field for e in found] == (["chain[0].crop.detector"] if refused else [])

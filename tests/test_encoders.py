@@ -29,6 +29,7 @@ from tests.media_fixtures import ffprobe_json
 
 WRAPPER = """#!/bin/sh
 # {mode}: listed-broken | missing | works
+echo "$*" >> "{log}"
 case " $* " in
   *" -encoders "*)
     "{real}" "$@" | grep -v h264_nvenc
@@ -47,9 +48,10 @@ def fake_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> P
     folder = tmp_path / f"bin-{mode}"
     folder.mkdir()
     script = folder / "ffmpeg"
-    script.write_text(WRAPPER.format(mode=mode, real=real))
+    script.write_text(WRAPPER.format(mode=mode, real=real, log=folder / "calls.log"))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert ffmpeg.binary("ffmpeg") == str(script)
     return script
 
@@ -82,6 +84,23 @@ def test_x264_where_nvenc_is_missing_or_fails_its_test_encode(
     fake_ffmpeg(tmp_path, monkeypatch, mode)
     assert best_encoder() == expected
     assert decode_args() == []  # no NVDEC either
+
+
+def test_a_machine_without_nvenc_probes_once_not_in_every_task_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def test_encodes(script: Path) -> int:
+        return (script.parent / "calls.log").read_text().count("h264_nvenc -preset")
+
+    broken = fake_ffmpeg(tmp_path, monkeypatch, "listed-broken")
+    assert best_encoder() == X264 and test_encodes(broken) == 1
+    encoders._nvenc_works.cache_clear()  # as a new task process starts
+    assert best_encoder() == X264 and test_encodes(broken) == 1  # remembered: no new probe
+    # A working NVENC is never remembered: a machine that loses it must not be told it has it.
+    working = fake_ffmpeg(tmp_path, monkeypatch, "works")
+    assert best_encoder() == NVENC
+    encoders._nvenc_works.cache_clear()
+    assert best_encoder() == NVENC and test_encodes(working) == 2
 
 
 def test_nvenc_and_nvdec_where_the_test_encode_succeeds(

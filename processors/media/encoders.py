@@ -14,8 +14,12 @@ decoding is bit-exact, so NVDEC and the software decoder give the same frames.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import os
 import subprocess
+from pathlib import Path
 
 from processors.media import ffmpeg
 
@@ -73,8 +77,35 @@ def _listed(binary: str, flag: str) -> str:
     return proc.stdout if proc.returncode == 0 else ""
 
 
+def _no_nvenc_marker(binary: str) -> Path:
+    """A file that records "this ffmpeg, since this boot, cannot encode with NVENC", so the
+    many short-lived task processes of a machine without a GPU probe once, not each. Only the
+    negative is kept: a stale "no" costs speed (x264 works everywhere), a stale "yes" would
+    fail encodes. A new ffmpeg or a reboot (as a driver install needs) probes again."""
+    stat = os.stat(binary)
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    key = hashlib.sha256(f"{binary}|{stat.st_size}|{stat.st_mtime_ns}|{boot}".encode()).hexdigest()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "dropbatch" / "ffmpeg" / f"no-nvenc-{key[:16]}"
+
+
 @functools.cache
 def _nvenc_works(binary: str) -> bool:
+    marker = _no_nvenc_marker(binary)
+    if marker.exists():
+        return False
+    works = _probe_nvenc(binary)
+    if not works:
+        with contextlib.suppress(OSError):  # a read-only home only costs the next probe
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+    return works
+
+
+def _probe_nvenc(binary: str) -> bool:
     if not any(line.split()[1:2] == [NVENC] for line in _listed(binary, "-encoders").splitlines()):
         return False
     test_encode = [

@@ -389,7 +389,7 @@ def a_probe_that_raises_ends_the_job_failed(cloud: dict, folder: str) -> None:
     """Storage refuses to read the video (a permission or key problem): the probe raises, the
     job ends FAILED saying so, the function answers 200 so the event is not redelivered, and
     a redelivery anyway finds the job finished."""
-    put(cloud, f"{folder}/clip.mp4", frames=FRAMES)
+    put(cloud, f"{folder}/clip.mp4", b"never read: storage refuses")
     cloud["notifications"].refuse_reads(cloud["bucket"], f"{folder}/clip.mp4")
     assert upload(cloud, f"{folder}/job.yaml", MANIFEST.encode()) == 200
     record = the_record(cloud, f"{folder}/job.yaml")

@@ -318,7 +318,8 @@ def test_on_the_emulators_one_upload_runs_once_on_batch_and_failures_reach_fires
     """The issue's whole path on the Google Cloud stand-ins: fake-gcs-server holds the bucket,
     the Firestore emulator the status, the built functions run over HTTP, the Batch stand-in's
     "VMs" run the Job's own command and environment (plus the emulator hosts, as a VM has its
-    credentials)."""
+    credentials). Storage notifies the trigger of every object finalized in the inbox, Cloud
+    Scheduler's sweep reaches `on_sweep`, and storage can refuse a read."""
     standin = cloud["standin"]
     assert cloud["store"].uri(cloud["bucket"], "x").startswith("gs://")
     # A manifest whose video never comes waits, until the scheduled sweep ends it (below).

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 
-from batch_jobs.stitch import parts_folder
+from batch_jobs.workspace import WorkArea
 from dropbatch.storage.base import ObjectStore, PreconditionFailed
 from processors.media.encoders import ENCODERS, NVENC, best_encoder, nvenc_available
 
@@ -22,14 +22,15 @@ class EncoderUnavailable(RuntimeError):
     attempt (on another VM) can, and mixing encoders would break the stream-copy stitch."""
 
 
-def encoder_record(job_id: str, item: int) -> str:
-    return f"{parts_folder(job_id, item)}encoder.txt"
+def encoder_record(work: WorkArea, job_id: str, item: int) -> str:
+    return f"{work.parts_folder(job_id, item)}encoder.txt"
 
 
-def item_encoder(store: ObjectStore, bucket: str, job_id: str, item: int) -> str:
+def item_encoder(store: ObjectStore, work: WorkArea, job_id: str, item: int) -> str:
     """The encoder every part of this item uses: the recorded one, or this machine's best,
-    recorded now if no part recorded one first."""
-    name = encoder_record(job_id, item)
+    recorded now if no part recorded one first (in the item's parts folder, which the stitch
+    empties)."""
+    bucket, name = work.bucket, encoder_record(work, job_id, item)
     with contextlib.suppress(PreconditionFailed):  # an earlier part decided: use its choice
         store.write_bytes(
             bucket, name, best_encoder().encode(), content_type="text/plain", if_generation_match=0

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from batch_jobs.encoder_choice import EncoderUnavailable, encoder_record, item_encoder
+from batch_jobs.workspace import WorkArea
 from dropbatch.storage.local import LocalStore
 from processors.media import encoders, ffmpeg
 from processors.media.assemble import concat_and_mux
@@ -27,6 +28,7 @@ from processors.media.frames import EncodeSettings, FrameReader, FrameWriter
 from processors.media.probe import probe
 from tests.media_fixtures import ffprobe_json
 
+WORK = WorkArea("w", "inbox/")  # the work bucket's area for the inbox "inbox"
 WRAPPER = """#!/bin/sh
 # {mode}: listed-broken | missing | works
 echo "$*" >> "{log}"
@@ -119,17 +121,17 @@ def test_the_first_part_decides_the_items_encoder_and_later_parts_follow(
 ) -> None:
     store = LocalStore(tmp_path / "store")
     fake_ffmpeg(tmp_path, monkeypatch, "works")
-    assert item_encoder(store, "b", "db-1", 0) == NVENC
-    assert store.read_bytes("b", encoder_record("db-1", 0)).decode() == NVENC
+    assert item_encoder(store, WORK, "db-1", 0) == NVENC
+    assert store.read_bytes("w", encoder_record(WORK, "db-1", 0)).decode() == NVENC
     # Item 1 was started on a machine without NVENC: a GPU machine follows it with x264.
-    store.write_bytes("b", encoder_record("db-1", 1), X264.encode())
-    assert item_encoder(store, "b", "db-1", 1) == X264
+    store.write_bytes("w", encoder_record(WORK, "db-1", 1), X264.encode())
+    assert item_encoder(store, WORK, "db-1", 1) == X264
     # A machine without NVENC cannot continue item 0: it fails (Batch retries it elsewhere)
     # rather than put an x264 part among NVENC ones.
     fake_ffmpeg(tmp_path, monkeypatch, "listed-broken")
     with pytest.raises(EncoderUnavailable, match="h264_nvenc"):
-        item_encoder(store, "b", "db-1", 0)
-    assert item_encoder(store, "b", "db-2", 0) == X264
+        item_encoder(store, WORK, "db-1", 0)
+    assert item_encoder(store, WORK, "db-2", 0) == X264
 
 
 def test_the_fallback_writes_frame_exact_x264_parts_that_stitch_by_stream_copy(
@@ -139,7 +141,7 @@ def test_the_fallback_writes_frame_exact_x264_parts_that_stitch_by_stream_copy(
     store = LocalStore(tmp_path / "store")
     source = str(real_asset("pexels.mp4"))
     info = probe(source)
-    encoder = item_encoder(store, "b", "db-3", 0)
+    encoder = item_encoder(store, WORK, "db-3", 0)
     assert encoder == X264
     rate = Fraction(info.fps_num, info.fps_den)
     parts = []

@@ -184,7 +184,9 @@ def models_for_step(step: str, options: dict) -> list[str]:
             else []
         )
     if step == "swap":
-        return [options.get("analyser", "buffalo_l"), options.get("model", "inswapper_128")]
+        from processors.swap.models import swap_models
+
+        return swap_models(options)
     if step == "lipsync":
         return [options.get("model", "wav2lip_gan_96")]
     return []

@@ -186,7 +186,7 @@ def models_for_step(step: str, options: dict) -> list[str]:
     if step == "swap":
         from processors.swap.models import swap_models
 
-        return swap_models(options)
+        return list(dict.fromkeys(swap_models(options).values()))
     if step == "lipsync":
         return [options.get("model", "wav2lip_gan_96")]
     return []

@@ -8,11 +8,14 @@ starts), `dropbatch models check --manifest` and the task's fetch.
 from __future__ import annotations
 
 
-def swap_models(options: dict) -> list[str]:
-    """Catalog names, in the order a task loads them."""
-    names = [options.get("analyser", "buffalo_l"), options.get("model", "inswapper_128")]
+def swap_models(options: dict) -> dict[str, str]:
+    """The option that names each model -> its catalog name, in the order a task loads them."""
+    names = {
+        "analyser": options.get("analyser", "buffalo_l"),
+        "model": options.get("model", "inswapper_128"),
+    }
     if options.get("occlusion"):
-        names.append(options.get("occluder", "xseg_1"))
+        names["occluder"] = options.get("occluder", "xseg_1")
     if options.get("regions"):
-        names.append(options.get("parser", "bisenet_resnet_34"))
+        names["parser"] = options.get("parser", "bisenet_resnet_34")
     return names

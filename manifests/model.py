@@ -195,6 +195,7 @@ class SwapOptions(Strict):
         max_length=len(FACE_REGIONS),
         description="Paste only these face regions, as a BiSeNet face parser (`parser`) finds "
         f"them: any of {', '.join(FACE_REGIONS)}. Empty: the whole face box.",
+        json_schema_extra={"items": {"type": "string", "enum": list(FACE_REGIONS)}},
     )
     parser: str = Field(
         default="bisenet_resnet_34", description="Model store name of the face parser."

@@ -30,6 +30,7 @@ from manifests.loader import ManifestInvalid, load_manifest
 from processors.base import ProcessorContext
 from processors.faces import FaceAnalyser, align_matrix
 from processors.media.frames import FrameBatch
+from processors.swap.masks import FaceParser, MaskModelUnusable, Occluder
 from processors.swap.paste import box_of
 from processors.swap.processor import SwapProcessor
 from processors.swap.swapper import Swapper
@@ -319,3 +320,17 @@ def test_trigger_refuses_occlusion_when_the_occluder_is_not_in_the_store(
     assert record.state == JobState.INVALID
     assert record.error.code == "MODEL_MISSING"
     assert "xseg_2.onnx" in record.error.message, record.error.message
+
+
+def test_a_file_that_is_not_the_mask_model_it_is_named_as_is_refused_with_its_shapes(
+    tmp_path: Path,
+) -> None:
+    occluder = build_occluder(tmp_path / "xseg_1.onnx")
+    parser = build_parser(tmp_path / "bisenet_resnet_34.onnx")
+    with pytest.raises(MaskModelUnusable) as err:
+        FaceParser(occluder, ["CPUExecutionProvider"])
+    assert err.value.code == "MODEL_INCOMPATIBLE"
+    assert "xseg_1.onnx is not a BiSeNet face parser" in str(err.value)
+    assert "input[n,256,256,3]" in str(err.value)
+    with pytest.raises(MaskModelUnusable, match=r"bisenet_resnet_34\.onnx is not an XSeg occluder"):
+        Occluder(parser, ["CPUExecutionProvider"])

@@ -126,7 +126,8 @@ class FaceParser:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         shape = list(inputs[0].shape) if len(inputs) == 1 else []
         out = list(outputs[0].shape) if outputs else []
-        if len(shape) != 4 or shape[1] != 3 or len(out) != 4 or out[1] != PARSER_CLASSES:
+        classes = len(out) == 4 and (out[1] == PARSER_CLASSES or not isinstance(out[1], int))
+        if len(shape) != 4 or shape[1] != 3 or not classes:
             raise MaskModelUnusable(
                 f"{path.name} is not a BiSeNet face parser: expected {self.EXPECTED}, got inputs "
                 f"{_describe(inputs)}; outputs {_describe(outputs)}"

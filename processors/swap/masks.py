@@ -142,6 +142,10 @@ class FaceParser:
         rgb = cv2.resize(crop, self.size, interpolation=cv2.INTER_LINEAR).astype(np.float32)
         blob = ((rgb / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None]
         scores = self.session.run(None, {self.input: blob.astype(self.dtype)})[0][0]
+        if scores.shape[0] != PARSER_CLASSES:  # an export whose shapes left it open
+            raise MaskModelUnusable(
+                f"the face parser gave {scores.shape[0]} class scores, not {PARSER_CLASSES}"
+            )
         # A pixel is wanted when a chosen class scores highest there: the same as "argmax is
         # one of them" (but for exact ties), an order of magnitude faster than argmax over
         # 19 planes of 512×512.

@@ -2,7 +2,8 @@
 
 Per frame: detect faces (embed them too when targeting by reference), hold the frame until the
 look-ahead its decision needs has arrived, choose faces over the tracking window, swap each
-chosen face and paste it back over its box. Frames with no chosen face pass through untouched
+chosen face (on a crop of `pixel_boost` px) and paste it back over its box, limited by the
+occlusion and region masks when asked (masks.py). Frames with no chosen face pass through untouched
 (the same array). The per-frame analysis goes out as `annotations["faces"]`
 (the face contract: processors/faces.py).
 """

@@ -14,18 +14,21 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
 if TYPE_CHECKING:
     from dropbatch.config import Settings
     from dropbatch.storage.base import ObjectStore
+    from manifests.strict import Strict
+    from processors.crop.options import CropOptions
+    from processors.spec import ModelNeed
 
 STORE_CATALOG = "catalog.yaml"  # a store's own additions to the packaged catalog
 HELP = "see README, 'Filling the model store'"
@@ -175,19 +178,17 @@ def merge_catalog(extra: dict[str, dict] | None, where: str = "") -> dict[str, M
     return merged
 
 
-def models_for_step(step: str, options: dict) -> list[str]:
+def step_needs(step: str, options: Strict | Mapping[str, Any]) -> list[ModelNeed]:
+    """What the step's spec says it needs with these options (typed, or a plan's JSON)."""
+    from processors.registry import step_spec
+
+    spec = step_spec(step)
+    return spec.models(spec.parse(options))
+
+
+def models_for_step(step: str, options: Strict | Mapping[str, Any]) -> list[str]:
     """The catalog names a step with these options needs."""
-    if step == "crop":
-        return (
-            [options.get("model", "yolov8n")]
-            if str(options.get("detector", "")).startswith("yolo")
-            else []
-        )
-    if step == "swap":
-        return [options.get("analyser", "buffalo_l"), options.get("model", "inswapper_128")]
-    if step == "lipsync":
-        return [options.get("model", "wav2lip_gan_96")]
-    return []
+    return [need.name for need in step_needs(step, options)]
 
 
 # -- where the files are -----------------------------------------------------------------------
@@ -467,20 +468,20 @@ def open_model_store(
 
 def require_models(
     step: str,
-    options: dict,
+    options: Strict | Mapping[str, Any],
     store: ModelStore | Path | str | None,
     settings: Settings | None = None,
 ) -> None:
     """Raise ModelMissing (or ModelCorrupt, on a wrong size) for the step's first bad model."""
     opened = open_model_store(store, settings)
-    for name in models_for_step(step, options):
-        if step == "crop" and options.get("detector") == "yolo":
-            _require_any_weights(name, opened)
+    for need in step_needs(step, options):
+        if need.any_weights:
+            _require_any_weights(need.name, opened)
             continue
         if opened is None:
-            raw = catalog().get(name)
-            raise ModelMissing(name, "", list(raw["files"]) if raw else [f"{name}.onnx"])
-        opened.require(name)
+            raw = catalog().get(need.name)
+            raise ModelMissing(need.name, "", list(raw["files"]) if raw else [f"{need.name}.onnx"])
+        opened.require(need.name)
 
 
 def _yolo_candidates(name: str) -> list[str]:
@@ -497,7 +498,9 @@ def _require_any_weights(name: str, opened: ModelStore | None) -> None:
 
 
 def crop_weights(
-    options: dict, store: ModelStore | Path | str | None, settings: Settings | None = None
+    options: CropOptions | Mapping[str, Any],
+    store: ModelStore | Path | str | None,
+    settings: Settings | None = None,
 ) -> Path:
     """The weights file the crop's yolo detector loads.
 
@@ -507,9 +510,12 @@ def crop_weights(
     they are not pinned: they are used in place from a folder store; from a gs:// store the
     verified .onnx is what ultralytics loads.
     """
-    name = str(options.get("model", "yolov8n"))
-    if options.get("detector") != "yolo":
-        return fetch_models("crop", options, store, settings)[name].path
+    from processors.crop.options import CropOptions
+
+    crop = CropOptions.model_validate(options)
+    name = crop.model
+    if crop.detector != "yolo":
+        return fetch_models("crop", crop, store, settings)[name].path
     opened = open_model_store(store, settings)
     candidates = _yolo_candidates(name)
     if opened is not None:
@@ -527,7 +533,7 @@ def crop_weights(
 
 def fetch_models(
     step: str,
-    options: dict,
+    options: Strict | Mapping[str, Any],
     store: ModelStore | Path | str | None,
     settings: Settings | None = None,
 ) -> dict[str, FetchedModel]:

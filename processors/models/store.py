@@ -1,6 +1,13 @@
 """The model catalog and the model store: which files a step needs, where they live, and a
 per-VM cache that fetches each file once and verifies it against its published sha256.
 
+The catalog is every registered step's `processors/<step>/models.yaml`: per model its `files`,
+their published `sha256` and `size` (a task verifies every file against them before it loads
+it; null means "not pinned": the file is used as found), `role`, `modules` (analyser packs:
+which file does what, so a step loads only what it needs), `licence` and `source`. A store may
+carry its own catalog.yaml that adds models (and pins unpinned files); it can never change a
+hash pinned in the packaged catalog.
+
 A store is a local folder or a `gs://bucket/prefix/` (read through the ObjectStore protocol).
 The trigger only checks presence (and size, which is free); the task fetches and hashes, so a
 swapped or truncated file is caught before an ONNX session ever sees it.
@@ -17,7 +24,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,7 +34,7 @@ if TYPE_CHECKING:
     from dropbatch.storage.base import ObjectStore
     from manifests.strict import Strict
     from processors.crop.options import CropOptions
-    from processors.spec import ModelNeed
+    from processors.spec import ModelNeed, StepSpec
 
 STORE_CATALOG = "catalog.yaml"  # a store's own additions to the packaged catalog
 HELP = "see README, 'Filling the model store'"
@@ -139,11 +145,28 @@ class ModelEntry:
         )
 
 
-@cache
 def catalog() -> dict[str, dict]:
-    """The packaged catalog as written in catalog.yaml (name -> raw entry)."""
-    text = resources.files("processors.models").joinpath("catalog.yaml").read_text()
-    return yaml.safe_load(text)["models"]
+    """The packaged catalog: every registered step's `models.yaml` (name -> raw entry, with
+    `step` set to the step that brings it)."""
+    from processors import registry
+
+    return _catalog_of((*registry.steps(), *registry.INTERNAL))
+
+
+@cache
+def _catalog_of(specs: tuple[StepSpec, ...]) -> dict[str, dict]:
+    merged: dict[str, dict] = {}
+    for spec in specs:
+        if spec.catalog is None:
+            continue
+        entries = (yaml.safe_load(spec.catalog.read_text()) or {}).get("models") or {}
+        for name, raw in entries.items():
+            if name in merged:
+                raise CatalogError(
+                    f"model {name} is in the catalog of both {merged[name]['step']} and {spec.name}"
+                )
+            merged[name] = {**raw, "step": spec.name}
+    return merged
 
 
 def merge_catalog(extra: dict[str, dict] | None, where: str = "") -> dict[str, ModelEntry]:

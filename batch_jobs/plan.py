@@ -11,7 +11,7 @@ from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
 from manifests.strict import Strict
-from processors.lipsync.audio import AudioInfo, own_audio_skip
+from processors.media.speech import AudioInfo, own_audio_skip
 from processors.registry import step_spec
 from processors.spec import Speech, StepSpec
 

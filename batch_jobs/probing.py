@@ -18,9 +18,9 @@ from dropbatch.domain import JobError, VideoInfo
 from dropbatch.storage.base import NotFound, ObjectStore
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
-from processors.lipsync.audio import AudioInfo, probe_audio
 from processors.media.ffmpeg import MediaError
 from processors.media.probe import TruncatedVideo, check_tail, probe
+from processors.media.speech import AudioInfo, probe_audio
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -22,8 +22,6 @@ from manifests.strict import RelPath, Strict, VideoPath
 from processors import registry
 from processors.spec import StepSpec
 
-__all__ = ["RelPath", "Strict", "VideoPath"]
-
 MAX_INPUTS = 500
 
 

@@ -7,6 +7,9 @@ touched once on its way out: a slice copy, or one resize when the camera has zoo
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
@@ -16,16 +19,19 @@ from processors.crop.cuts import CutDetector
 from processors.crop.detectors import Detector, DetectorSetupError, make_detector
 from processors.crop.options import CropOptions
 from processors.crop.path import CameraPath
+from processors.crop.spec import models
 from processors.media.frames import FrameBatch
+from processors.models.store import ModelStore, ModelStoreError, weights_path
 from processors.spec import StepSetupError
+
+if TYPE_CHECKING:
+    from dropbatch.config import Settings
 
 
 def load_detector(options: CropOptions, ctx: ProcessorContext) -> Detector:
-    from processors.models.store import ModelStoreError, crop_weights
-
     weights = None
     try:
-        if options.detector.startswith("yolo"):
+        if models(options):  # the yolo detectors: one weights file from the store
             weights = crop_weights(options, ctx.model_store or ctx.model_dir)
         return make_detector(
             options.detector,
@@ -107,6 +113,14 @@ class CropProcessor:
                 out[n] = cv2.resize(view, (width, height), interpolation=cv2.INTER_LINEAR)
             self.windows[i] = (x, y, w, h)
         return FrameBatch(out, np.asarray([i for i, _ in ready], np.int64))
+
+
+def crop_weights(
+    options: CropOptions, store: ModelStore | Path | str | None, settings: Settings | None = None
+) -> Path:
+    """The weights file the crop's yolo detector loads (see `weights_path`)."""
+    [need] = models(options)
+    return weights_path(need, store, settings)
 
 
 def build(options: CropOptions, ctx: ProcessorContext) -> CropProcessor:

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from dropbatch.config import Settings
     from dropbatch.storage.base import ObjectStore
     from manifests.strict import Strict
-    from processors.crop.options import CropOptions
     from processors.spec import ModelNeed, StepSpec
 
 STORE_CATALOG = "catalog.yaml"  # a store's own additions to the packaged catalog
@@ -507,51 +506,48 @@ def require_models(
         opened.require(need.name)
 
 
-def _yolo_candidates(name: str) -> list[str]:
-    """ultralytics loads a TensorRT engine, a .pt or an .onnx: best first."""
+def _weights_candidates(name: str) -> list[str]:
+    """A loader such as ultralytics takes a TensorRT engine, a .pt or an .onnx: best first."""
     raw = catalog().get(name) or {}
     return list(raw.get("weights") or raw.get("files") or [f"{name}.onnx"])
 
 
 def _require_any_weights(name: str, opened: ModelStore | None) -> None:
     # Presence only (the trigger must not download weights); the task verifies what it loads.
-    candidates = _yolo_candidates(name)
+    candidates = _weights_candidates(name)
     if opened is None or not any(opened.location.stat(f) for f in candidates):
         raise ModelMissing(name, opened.uri if opened else "", candidates, any_of=True)
 
 
-def crop_weights(
-    options: CropOptions | Mapping[str, Any],
-    store: ModelStore | Path | str | None,
-    settings: Settings | None = None,
+def weights_path(
+    need: ModelNeed, store: ModelStore | Path | str | None, settings: Settings | None = None
 ) -> Path:
-    """The weights file the crop's yolo detector loads.
+    """The one file a single-weights model loads (a step's detector).
 
-    `yolo-onnx`: the model's .onnx, fetched and verified like every model. `yolo`
+    Without `any_weights`: the model's file, fetched and verified like every model. With it
     (ultralytics): the first of the catalog's `weights` the store holds — a TensorRT engine
     beats .pt beats .onnx. Engines and .pt files are built per GPU or per training run, so
     they are not pinned: they are used in place from a folder store; from a gs:// store the
-    verified .onnx is what ultralytics loads.
+    verified .onnx is what is loaded.
     """
-    from processors.crop.options import CropOptions
-
-    crop = CropOptions.model_validate(options)
-    name = crop.model
-    if crop.detector != "yolo":
-        return fetch_models("crop", crop, store, settings)[name].path
     opened = open_model_store(store, settings)
-    candidates = _yolo_candidates(name)
+    if not need.any_weights:
+        if opened is None:
+            raw = catalog().get(need.name)
+            raise ModelMissing(need.name, "", list(raw["files"]) if raw else [f"{need.name}.onnx"])
+        return opened.fetch(need.name).path
+    candidates = _weights_candidates(need.name)
     if opened is not None:
-        pinned = {f.name for f in opened.entry(name).files}
+        pinned = {f.name for f in opened.entry(need.name).files}
         for file in candidates:
             if opened.location.stat(file) is None:
                 continue
             if file in pinned:
-                return opened.fetch(name).paths[file]
+                return opened.fetch(need.name).paths[file]
             local = opened.location.in_place(file)
             if local is not None:
                 return local
-    raise ModelMissing(name, opened.uri if opened else "", candidates, any_of=True)
+    raise ModelMissing(need.name, opened.uri if opened else "", candidates, any_of=True)
 
 
 def fetch_models(

@@ -31,6 +31,7 @@ from processors.base import ProcessorContext
 from processors.faces import FaceAnalyser, align_matrix
 from processors.media.frames import FrameBatch
 from processors.swap.masks import FaceParser, MaskModelUnusable, Occluder
+from processors.swap.options import SwapOptions
 from processors.swap.paste import box_of
 from processors.swap.processor import SwapProcessor
 from processors.swap.swapper import Swapper
@@ -98,7 +99,7 @@ def swap(frames: np.ndarray, store: Path, folder: Path, **options: object) -> Fr
     )  # fmt: skip
     opts = {"analyser": ANALYSER, "model": SWAPPER, "source": "faces/astronaut.png",
             "det_size": 320, "track_window": 0, "max_gap": 0, **options}  # fmt: skip
-    proc = SwapProcessor(opts, ctx)
+    proc = SwapProcessor(SwapOptions(**opts), ctx)
     out = [proc.push(FrameBatch(frames, np.arange(len(frames), dtype=np.int64))), proc.flush()]
     frames_out = np.concatenate([b.frames for b in out if len(b)])
     faces = [f for b in out if len(b) for f in b.annotations["faces"]]

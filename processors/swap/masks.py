@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from manifests.model import FACE_REGIONS
+from processors.swap.options import FACE_REGIONS
 from processors.swap.swapper import SwapperUnusable
 
 # CelebAMask-HQ's class indices as BiSeNet face parsers number them (0 is the background;

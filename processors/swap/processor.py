@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from manifests.model import SwapOptions
 from processors.base import ProcessorContext
 from processors.faces import (
     ANNOTATION,
@@ -27,9 +26,11 @@ from processors.faces import (
     choose_providers,
 )
 from processors.media.frames import FrameBatch
-from processors.models.store import FetchedModel, fetch_models
+from processors.models.store import FetchedModel, ModelStoreError, fetch_models, require_models
+from processors.spec import StepSetupError
 from processors.swap.identity import ImageRef, identity
 from processors.swap.masks import FaceParser, Occluder
+from processors.swap.options import SwapOptions
 from processors.swap.paste import paste_back
 from processors.swap.swapper import Swapper, SwapperUnusable
 from processors.swap.tracking import FaceTracks, Targeting, context, decide
@@ -80,12 +81,10 @@ def crop_size(pixel_boost: int, model_side: int, where: str) -> int:
 class SwapProcessor:
     name = "swap"
 
-    def __init__(self, options: dict, ctx: ProcessorContext, where: str = "swap") -> None:
-        from processors.models.store import ModelStoreError
+    def __init__(self, options: SwapOptions, ctx: ProcessorContext, where: str = "swap") -> None:
         from processors.swap.identity import IdentityError
 
-        self.options = SwapOptions.model_validate(options)
-        opts = self.options
+        self.options = opts = options
         self.size = (ctx.width, ctx.height)
         try:
             models = fetch_models("swap", options, ctx.model_store or ctx.model_dir)
@@ -102,7 +101,7 @@ class SwapProcessor:
                 providers=providers,
             )
             self.swapper = Swapper(models[opts.model].path, providers)
-            # The masks' models only when the options ask for them (processors/swap/models.py).
+            # The masks' models only when the options ask for them (spec.py: models).
             self.occluder = (
                 Occluder(models[opts.occluder].path, providers) if opts.occlusion else None
             )
@@ -215,3 +214,16 @@ class SwapProcessor:
 
     def flush(self) -> FrameBatch:
         return self._release(self._last)
+
+
+def build(options: SwapOptions, ctx: ProcessorContext) -> SwapProcessor:
+    """The step as the chain builds it (processors/swap/spec.py names this): its models are
+    checked first, so a missing one ends the job with the store's code."""
+    try:
+        require_models("swap", options, ctx.model_store or ctx.model_dir)
+    except ModelStoreError as exc:
+        raise StepSetupError(str(exc), exc.code) from None
+    try:
+        return SwapProcessor(options, ctx)
+    except SwapSetupError as exc:
+        raise StepSetupError(str(exc), exc.code) from None

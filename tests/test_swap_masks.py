@@ -322,6 +322,7 @@ def test_trigger_refuses_occlusion_when_the_occluder_is_not_in_the_store(
     assert record.state == JobState.INVALID
     assert record.error.code == "MODEL_MISSING"
     assert "xseg_2.onnx" in record.error.message, record.error.message
+    assert record.error.field == "chain[0].swap.occluder"
 
 
 def test_a_file_that_is_not_the_mask_model_it_is_named_as_is_refused_with_its_shapes(

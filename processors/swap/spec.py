@@ -14,11 +14,14 @@ from processors.swap.options import SwapOptions
 def models(options: SwapOptions) -> list[ModelNeed]:
     """The analyser pack and the swapper always; the occluder with `occlusion`, the face
     parser with `regions` (so a missing one is MODEL_MISSING at trigger time)."""
-    needs = [ModelNeed(options.analyser, "analyser"), ModelNeed(options.model, "swapper")]
+    needs = [
+        ModelNeed(options.analyser, "analyser", option="analyser"),
+        ModelNeed(options.model, "swapper"),
+    ]
     if options.occlusion:
-        needs.append(ModelNeed(options.occluder, "occluder"))
+        needs.append(ModelNeed(options.occluder, "occluder", option="occluder"))
     if options.regions:
-        needs.append(ModelNeed(options.parser, "parser"))
+        needs.append(ModelNeed(options.parser, "parser", option="parser"))
     return needs
 
 

@@ -1,4 +1,5 @@
-"""The `dropbatch` command: validate, run, serve, submit, status, jobs, demo, schema, models."""
+"""The `dropbatch` command: validate, run, serve, submit, status, jobs, demo, schema, models,
+doctor, cost."""
 
 from __future__ import annotations
 
@@ -30,8 +31,15 @@ def _local_settings(root: Path, **overrides: object) -> Settings:
     return settings.model_copy(update={**local, **overrides})
 
 
-def _apply_env(settings: Settings) -> None:
-    os.environ.update(settings.to_env())
+def local_intake(settings: Settings):
+    """The trigger's intake built from `settings` alone, with a local launcher of its own:
+    nothing goes through this process's environment (tasks get theirs from the launcher)."""
+    from batch_jobs.intake import Intake
+    from batch_jobs.local_executor import LocalLauncher
+    from dropbatch.status import open_status
+    from dropbatch.storage import open_store
+
+    return Intake(settings, open_store(settings), open_status(settings), LocalLauncher())
 
 
 # -- validate ------------------------------------------------------------------------------
@@ -84,11 +92,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------
 def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) -> int:
-    from batch_jobs.intake import Intake, StorageEvent, is_manifest
-    from batch_jobs.local_executor import LocalLauncher
+    from batch_jobs.intake import StorageEvent, is_manifest
     from dropbatch import logs
-    from dropbatch.status import open_status
-    from dropbatch.storage.local import LocalStore
 
     manifest = manifest.resolve()
     if not manifest.is_file():
@@ -105,11 +110,9 @@ def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) 
     settings = _local_settings(root, input_wait_seconds=0.0)
     if workers:
         settings = settings.model_copy(update={"local_workers": workers})
-    _apply_env(settings)
     logs.setup()
-    store, status = LocalStore(settings.local_root), open_status(settings)
-    launcher = LocalLauncher.shared()
-    intake = Intake(settings, store, status, launcher)
+    intake = local_intake(settings)
+    store, status, launcher = intake.store, intake.status, intake.launcher
     info = store.stat(bucket, manifest.name)
     handled = intake.handle(StorageEvent(bucket, manifest.name, info.generation))
     if not handled:  # an object of ours (an output, a status file), which the trigger skips
@@ -338,8 +341,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _local_settings(inbox.parent)
     if args.workers:
         settings = settings.model_copy(update={"local_workers": args.workers})
-    _apply_env(settings)
-    serve(inbox, settings, poll_seconds=args.poll, once=args.once)
+    serve(inbox, local_intake(settings), poll_seconds=args.poll, once=args.once)
     return EXIT_OK
 
 

@@ -51,6 +51,9 @@ class Settings(BaseModel):
     local_workers: int = Field(default=0, ge=0)
     # The command a task runs (Cloud Batch runs the image's entrypoint; locally, this).
     task_command: str = ""
+    # Threads a task gives its decoder, encoder and OpenCV (0: their own choice). Bounding it
+    # lets several local tasks share a machine without oversubscribing its cores.
+    task_threads: int = Field(default=0, ge=0)
     # Batch settings (used by the Cloud Batch launcher).
     project: str = ""
     region: str = "us-central1"

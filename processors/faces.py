@@ -21,13 +21,11 @@ as it leaves the step that wrote them (swap keeps the geometry):
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 if TYPE_CHECKING:
@@ -167,9 +165,6 @@ class FaceAnalyser:
                     "keypoints (a *_kps / *_bnkps file)"
                 )
             self.recogniser = ArcFaceRecogniser(recogniser, self.providers)
-        threads = os.environ.get("DROPBATCH_TASK_THREADS")
-        if threads:
-            cv2.setNumThreads(int(threads))
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an RGB frame, largest first."""

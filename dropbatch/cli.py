@@ -400,6 +400,19 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     return EXIT_FAILED if bad else EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from dropbatch.doctor import DoctorRequest, run_doctor
+    from manifests.loader import ManifestInvalid
+
+    manifest = Path(args.manifest) if args.manifest else None
+    try:
+        return run_doctor(load_settings(), DoctorRequest(args.inbox, manifest, args.timeout))
+    except ManifestInvalid as exc:
+        for error in exc.errors:
+            print(f"{manifest}: {error.line()}", file=sys.stderr)
+        return EXIT_INVALID
+
+
 def cmd_cost(args: argparse.Namespace) -> int:
     from dropbatch.cost import Throughput, estimate_cost
     from manifests.loader import ManifestInvalid, load_manifest
@@ -503,6 +516,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="folder or gs://bucket/prefix/ (default DROPBATCH_MODEL_STORE)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models_check)
+    p = sub.add_parser(
+        "doctor", help="check a deployment: buckets, status store, models, a self-check job"
+    )
+    p.add_argument("--inbox", required=True, help="the inbox bucket (gs://BUCKET/ or BUCKET)")
+    p.add_argument("--manifest", help="check the models and the compute this manifest needs")
+    p.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds to wait for the self-check's report"
+    )
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("cost", help="estimate a Cloud Batch run's cost from compute settings")
     p.add_argument("manifest", nargs="?", help="take `compute` from this manifest")
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of video")
@@ -517,7 +539,7 @@ def _log_level(args: argparse.Namespace) -> int:
     story on a person's screen (run, demo): there only warnings and errors are logged."""
     from dropbatch import logs
 
-    quiet_default = args.command in ("run", "demo") and args.log_format == "text"
+    quiet_default = args.command in ("run", "demo", "doctor") and args.log_format == "text"
     return logs.env_level(logging.WARNING if quiet_default else logging.INFO)
 
 

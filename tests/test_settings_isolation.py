@@ -66,7 +66,7 @@ def test_two_intakes_in_one_process_keep_their_own_settings(
         [job_id] = intake.handle(StorageEvent("inbox", "job/job.yaml", info.generation))
         jobs[name] = (intake, job_id, threads)
     assert jobs["a"][0].launcher is not jobs["b"][0].launcher
-    for intake, job_id, _ in jobs.values():
+    for _, job_id, _ in jobs.values():
         assert wait_local_job(job_id, timeout=120)
     stderr = capfd.readouterr().err
     for name, (intake, job_id, threads) in jobs.items():

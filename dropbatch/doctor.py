@@ -28,6 +28,7 @@ from typing import TextIO
 from batch_jobs.selfcheck import GPU_ENV, SELFCHECK_COMMANDS
 from dropbatch.config import Settings
 from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
+from dropbatch.status.base import StatusStore
 from dropbatch.status.model import CheckReport, CheckResult, JobRecord
 
 POLL_SECONDS = 0.5
@@ -118,7 +119,7 @@ def status_where(settings: Settings) -> str:
     return f"SQLite {settings.sqlite_file}"
 
 
-def check_status(settings: Settings, check_id: str):
+def check_status(settings: Settings, check_id: str) -> tuple[CheckResult, StatusStore | None]:
     """(result, the store) — the store is None when it does not answer. The doctor's
     placeholder report is the write; reading it back is the read."""
     from dropbatch.status import open_status
@@ -262,6 +263,11 @@ def launch_locally(settings: Settings, record: JobRecord) -> tuple[str, EngineSt
 
     assert record.plan is not None
     outcome: list[str] = []
+
+    def notify(_name: str, state: str, reason: str) -> None:
+        if state in ("SUCCEEDED", "FAILED"):
+            outcome.append(reason or state)
+
     executor = LocalExecutor(
         job_name=f"local/{record.job_id}",
         task_count=1,
@@ -273,16 +279,16 @@ def launch_locally(settings: Settings, record: JobRecord) -> tuple[str, EngineSt
             GPU_ENV: record.plan.gpu,
         },
         command=[sys.executable, *SELFCHECK_COMMANDS],
-        notify=lambda _name, state, reason: (
-            outcome.append(reason or state) if state in ("SUCCEEDED", "FAILED") else None
-        ),
+        notify=notify,
     )
     thread = threading.Thread(target=executor.run, name=f"doctor-{record.job_id}", daemon=True)
     thread.start()
     return record.job_id, lambda: outcome[0] if outcome else ""
 
 
-def await_report(status, check_id: str, ended: EngineState, timeout: float) -> CheckReport | str:
+def await_report(
+    status: StatusStore, check_id: str, ended: EngineState, timeout: float
+) -> CheckReport | str:
     """The VM's report, or why none came."""
     deadline = time.monotonic() + timeout
     ended_at = None
@@ -300,7 +306,13 @@ def await_report(status, check_id: str, ended: EngineState, timeout: float) -> C
 
 
 def run_selfcheck(
-    settings: Settings, status, check_id: str, bucket: str, gpu: str, spot: bool, timeout: float
+    settings: Settings,
+    status: StatusStore,
+    check_id: str,
+    bucket: str,
+    gpu: str,
+    spot: bool,
+    timeout: float,
 ) -> list[CheckResult]:
     from batch_jobs.launcher import LaunchError
 

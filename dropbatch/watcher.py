@@ -85,11 +85,22 @@ def _logged(what: str, exc: Exception, **fields: object) -> None:
     log.error(what, exc_info=exc, extra={"fields": {**fields, "reason": str(exc)}})
 
 
+def deliver(intake: Intake, cloud_event: CloudEvent) -> list[str]:
+    """The event to the intake, read as the inbox function reads what Eventarc sends."""
+    from batch_jobs.intake import StorageEvent
+
+    ev = StorageEvent.from_data(cloud_event.data)
+    jobs = intake.handle(ev)
+    event(
+        log, "storage event", bucket=ev.bucket, object=ev.name, generation=ev.generation, jobs=jobs
+    )
+    return jobs
+
+
 def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = False) -> None:
     """Watch `inbox` and hand each finished object to `intake`, as the trigger would."""
     from batch_jobs.local_executor import resume_stranded
     from dropbatch import logs
-    from triggers.main import handle_storage_event
 
     logs.setup()
     settings = intake.settings
@@ -116,7 +127,7 @@ def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = F
                 ready = []
             for info in ready:
                 try:
-                    handle_storage_event(intake, storage_cloud_event(info))
+                    deliver(intake, storage_cloud_event(info))
                 except Exception as exc:
                     _logged("delivery failed", exc, object=info.name)
                     watcher.failed(info)

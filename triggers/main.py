@@ -34,19 +34,13 @@ def intake() -> Intake:
     return Intake(settings, open_store(settings), open_status(settings), open_launcher(settings))
 
 
-def handle_storage_event(current: Intake, cloud_event: CloudEvent) -> list[str]:
-    """One object-finalized event through `current` (the function's intake, or serve's)."""
+@functions_framework.cloud_event
+def on_inbox_object(cloud_event: CloudEvent) -> None:
     ev = StorageEvent.from_data(cloud_event.data)
-    jobs = current.handle(ev)
+    jobs = intake().handle(ev)
     logs.event(
         log, "storage event", bucket=ev.bucket, object=ev.name, generation=ev.generation, jobs=jobs
     )
-    return jobs
-
-
-@functions_framework.cloud_event
-def on_inbox_object(cloud_event: CloudEvent) -> None:
-    handle_storage_event(intake(), cloud_event)
 
 
 @functions_framework.cloud_event

@@ -54,7 +54,7 @@ def doctor(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, dict[str, li
 
 
 @pytest.fixture
-def deployment(
+def cloud_deployment(
     gcs_emulator: str,
     firestore_emulator: str,
     tmp_path: Path,
@@ -109,8 +109,9 @@ def deployment(
 
 
 def test_doctor_passes_on_a_healthy_cloud_deployment_and_names_each_broken_part(
-    deployment: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    cloud_deployment: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    deployment = cloud_deployment
     tmp, standin = deployment["tmp"], deployment["standin"]
     code, lines = doctor(capsys, "--inbox", f"gs://{deployment['inbox']}/", "--manifest",
                          str(tmp / "healthy.yaml"))  # fmt: skip

@@ -3,7 +3,7 @@
 Cloud Functions and Cloud Batch tasks both receive their configuration as environment
 variables, so the local tools use the same mechanism: one `Settings` model, one set of
 `DROPBATCH_*` names, passed on unchanged from the trigger to every task it launches.
-The `dropbatch` commands that talk to a deployment (submit, status, jobs) also read an
+The `dropbatch` commands that talk to a deployment (submit, status, jobs, doctor) also read an
 optional TOML file with the same names in lower case (`status = "firestore"`); the
 environment wins over the file. Functions and tasks read the environment only.
 """

@@ -46,14 +46,21 @@ class Checklist:
 
 # -- buckets ---------------------------------------------------------------------------------
 def bucket_name(text: str) -> str:
-    """`gs://bucket/…` or `bucket` → bucket."""
-    rest = text.removeprefix("gs://")
-    return rest.split("/", 1)[0]
+    """`gs://bucket/` or `bucket` → bucket ("" for a path, which names no bucket)."""
+    name = text.removeprefix("gs://").rstrip("/")
+    return "" if "/" in name or name in ("", ".", "..") else name
 
 
 def check_bucket(label: str, settings: Settings, bucket: str, gcs: bool) -> CheckResult:
     """The bucket exists and lists for us. Listing (one object) needs only object read
     access, which anyone running jobs has; reading the bucket's metadata would need more."""
+    if not bucket:
+        return CheckResult(
+            name=label,
+            ok=False,
+            detail="no bucket name given",
+            fix="name the bucket: gs://BUCKET/ or BUCKET (locally, a folder in local_root)",
+        )
     if gcs:
         from google.api_core import exceptions
 
@@ -153,7 +160,7 @@ def check_models(settings: Settings, manifest: Path | None) -> list[CheckResult]
         return [CheckResult(name="model store", ok=True, detail="not set (no model needed)")]
     results = []
     if settings.model_store.startswith("gs://"):
-        bucket = bucket_name(settings.model_store)
+        bucket = settings.model_store.removeprefix("gs://").split("/", 1)[0]
         results.append(check_bucket("model bucket", settings, bucket, gcs=True))
         if not results[-1].ok:
             return results

@@ -164,6 +164,15 @@ def check_models(settings: Settings, manifest: Path | None) -> list[CheckResult]
         results.append(check_bucket("model bucket", settings, bucket, gcs=True))
         if not results[-1].ok:
             return results
+    elif not Path(settings.model_store).is_dir():
+        return [
+            CheckResult(
+                name="model store",
+                ok=False,
+                detail=f"{settings.model_store}: no such folder",
+                fix="correct model_store (DROPBATCH_MODEL_STORE), or create and fill the folder",
+            )
+        ]
     try:
         # Verified copies go to this machine's cache: `model_cache` is the VMs' folder.
         here = default_cache(settings.model_copy(update={"model_cache": ""}))
@@ -295,7 +304,7 @@ def run_doctor(settings: Settings, request: DoctorRequest, out: TextIO | None = 
             settings, status, check_id, inbox, gpu, compute.spot, request.timeout
         ):
             checks.add(result)
-    failed = [r.name for r in checks.results if not r.ok]
+    failed = list(dict.fromkeys(r.name for r in checks.results if not r.ok))
     verdict = "failed: " + ", ".join(failed) if failed else "all checks passed"
     print(f"dropbatch doctor: {verdict}", file=out)
     return 0 if not failed else 1

@@ -163,6 +163,20 @@ def test_doctor_passes_on_the_embedded_default(
     }  # fmt: skip
     assert str(tmp_path / "root" / ".dropbatch" / "status.sqlite") in lines["status store"][0]
 
+    # A status store that cannot open: named, and no self-check is launched whose report
+    # could never come back; a model store folder that is not there.
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("DROPBATCH_SQLITE_PATH", str(tmp_path / "a-file" / "status.sqlite"))
+    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(tmp_path / "no-models"))
+    code, lines = doctor(capsys, "--inbox", "inbox")
+    assert code == 1
+    assert lines["status store"][0].startswith("FAIL") and "a-file" in lines["status store"][0]
+    assert (
+        lines["model store"][0].startswith("FAIL") and "no such folder" in lines["model store"][0]
+    )
+    assert lines["self-check job"][0].startswith("FAIL  self-check job   not run")
+    assert lines["inbox bucket"][0].startswith("ok")
+
 
 def test_the_self_checks_onnx_model_is_x_plus_x_built_by_onnx_helper() -> None:
     """batch_jobs/selfcheck.py carries its model as bytes (the image has no `onnx`)."""

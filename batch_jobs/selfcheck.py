@@ -47,7 +47,8 @@ ENCODE_FRAMES = 8
 
 
 def check_gpu(expect_gpu: bool) -> CheckResult:
-    """A GPU the driver shows: `nvidia-smi -L`, else the driver's /proc entries."""
+    """A GPU this process can reach: `nvidia-smi -L`, else its /dev/nvidia* devices (the
+    host's /proc/driver/nvidia would show GPUs a container was not given)."""
     seen: list[str] = []
     smi = shutil.which("nvidia-smi")
     if smi:
@@ -56,9 +57,8 @@ def check_gpu(expect_gpu: bool) -> CheckResult:
             seen = [line.strip() for line in out.stdout.splitlines() if line.startswith("GPU ")]
         except (OSError, subprocess.TimeoutExpired):
             seen = []
-    if not seen:
-        gpus = Path("/proc/driver/nvidia/gpus")
-        seen = sorted(p.name for p in gpus.iterdir()) if gpus.is_dir() else []
+    if not seen:  # no nvidia-smi in the image: the device nodes the container was given
+        seen = sorted(str(p) for p in Path("/dev").glob("nvidia[0-9]*"))
     if seen:
         return CheckResult(name="gpu", ok=True, detail="; ".join(seen))
     if not expect_gpu:
@@ -66,7 +66,7 @@ def check_gpu(expect_gpu: bool) -> CheckResult:
     return CheckResult(
         name="gpu",
         ok=False,
-        detail="no GPU visible (no nvidia-smi output, no /proc/driver/nvidia/gpus)",
+        detail="no GPU visible (no nvidia-smi output, no /dev/nvidia0…)",
         fix="the job's VM has no working GPU driver: check the Batch job's accelerator and "
         "install_gpu_drivers, the region's L4 quota, and that the pinned driver branch runs "
         "the image's CUDA (batch_jobs/cloud_batch.py, GPU_DRIVER_VERSION)",

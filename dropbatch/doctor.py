@@ -282,9 +282,8 @@ def run_doctor(settings: Settings, request: DoctorRequest, out: TextIO | None = 
     checks = Checklist(out)
     inbox = bucket_name(request.inbox)
     checks.add(check_bucket("inbox bucket", settings, inbox, gcs))
-    work = getattr(settings, "work_bucket", "")
-    if work:
-        checks.add(check_bucket("work bucket", settings, bucket_name(work), gcs))
+    if settings.work_bucket:  # else internal objects live in the inbox bucket (or locally)
+        checks.add(check_bucket("work bucket", settings, bucket_name(settings.work_bucket), gcs))
     check_id = f"doctor-{uuid.uuid4().hex[:12]}"
     result, status = check_status(settings, check_id)
     checks.add(result)

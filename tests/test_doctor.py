@@ -71,8 +71,10 @@ def cloud_deployment(
     for key, value in emulators.items():
         monkeypatch.setenv(key, value)
     store = GcsStore(project="acme-video")
-    inbox, models = (f"{what}-{uuid.uuid4().hex[:10]}" for what in ("inbox", "models"))
-    for bucket in (inbox, models):
+    inbox, work, models = (
+        f"{what}-{uuid.uuid4().hex[:10]}" for what in ("inbox", "work", "models")
+    )
+    for bucket in (inbox, work, models):
         store.client.create_bucket(bucket)
     # A real model, its hash pinned by the store's own catalog (the packaged one leaves it open).
     yolo = real_asset("yolo11n.onnx")
@@ -96,6 +98,7 @@ def cloud_deployment(
         "JOB_SERVICE_ACCOUNT": "dropbatch-job@acme-video.iam.gserviceaccount.com",
         "NOTIFICATION_TOPIC": "projects/acme-video/topics/dropbatch-batch-state",
         "MODEL_STORE": f"gs://{models}/store/",
+        "WORK_BUCKET": work,
         "BATCH_EMULATOR_HOST": standin.endpoint,
     }
     for key, value in settings.items():
@@ -103,7 +106,13 @@ def cloud_deployment(
     (tmp_path / "healthy.yaml").write_text(HEALTHY)
     (tmp_path / "broken.yaml").write_text(BROKEN)
     try:
-        yield {"inbox": inbox, "standin": standin, "tmp": tmp_path, "emulators": emulators}
+        yield {
+            "inbox": inbox,
+            "work": work,
+            "standin": standin,
+            "tmp": tmp_path,
+            "emulators": emulators,
+        }
     finally:
         standin.stop()
 
@@ -126,8 +135,11 @@ def test_doctor_passes_on_a_healthy_cloud_deployment_and_names_each_broken_part(
     assert spec.runnables[-1].container.commands == ["-m", "batch_jobs.selfcheck"]
     assert request.job.task_groups[0].task_count == 1 and spec.max_retry_count == 0
 
-    # Now break it: a bucket that is not there, a model nobody uploaded, and VMs whose image
+    assert lines["work bucket"][0].endswith(f"gs://{deployment['work']}/ answers")
+
+    # Now break it: buckets that are not there, a model nobody uploaded, and VMs whose image
     # lacks ffmpeg and whose model cache cannot be created.
+    monkeypatch.setenv("DROPBATCH_WORK_BUCKET", "no-such-work")
     (tmp / "not-a-folder").write_text("")
     monkeypatch.setenv("DROPBATCH_MODEL_CACHE", str(tmp / "not-a-folder" / "models"))
     empty_bin = tmp / "bin"
@@ -137,9 +149,12 @@ def test_doctor_passes_on_a_healthy_cloud_deployment_and_names_each_broken_part(
                          str(tmp / "broken.yaml"))  # fmt: skip
     assert code == 1
     failed = {name for name, got in lines.items() if got[0].startswith("FAIL")}
-    assert failed == {"inbox bucket", "model", "gpu", "onnxruntime", "ffmpeg", "model cache"}
+    assert failed == {
+        "inbox bucket", "work bucket", "model", "gpu", "onnxruntime", "ffmpeg", "model cache"
+    }  # fmt: skip
     assert lines["status store"][0].startswith("ok") and lines["self-check job"][0].startswith("ok")
     assert "gs://no-such-inbox/: no such bucket" in lines["inbox bucket"][0]
+    assert "gs://no-such-work/: no such bucket" in lines["work bucket"][0]
     assert "yolov8n: yolov8n.onnx missing" in lines["model"][0]
     assert "ffmpeg is not installed" in lines["ffmpeg"][0]
     assert "not-a-folder/models" in lines["model cache"][0]

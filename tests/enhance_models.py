@@ -8,7 +8,9 @@ What they compute stands in for a restoration a test can predict, pixel by pixel
 below, tanh of a fixed 3×3 colour mix plus a lift (a visible change of colour and contrast);
 CodeFormer's output is `weight · input + (1 − weight) · restyle(input)`, so weight 1 returns
 the face as it came. `identity=True` returns the input itself (geometry checks). `batch`: a
-symbolic batch dimension, or the fixed batch of 1 many exports have.
+symbolic batch dimension, or the fixed batch of 1 many exports have. `convs` adds untrained
+3×3 convolutions at full resolution whose output is scaled to nothing before it is added, so a
+benchmark sees real work per face while the pixels stay predictable.
 """
 
 from __future__ import annotations
@@ -44,13 +46,30 @@ def build_restorer(
     batch: int | str = "n",
     identity: bool = False,
     names: tuple[str, str, str] = ("input", "weight", "output"),
+    convs: int = 0,
 ) -> Path:
     image_in, weight_in, output = names
-    nodes = [
-        helper.make_node("Conv", [image_in, "mix", "lift"], ["mixed"]),
-        helper.make_node("Tanh", ["mixed"], ["restyled"]),
-    ]
+    nodes = [helper.make_node("Conv", [image_in, "mix", "lift"], ["mixed0"])]
     inits = [_init("mix", MIX.reshape(3, 3, 1, 1)), _init("lift", LIFT)]
+    if convs:
+        rng = np.random.default_rng(11)
+        width, last = 16, image_in
+        for k in range(convs):
+            out_ch = 3 if k == convs - 1 else width
+            in_ch = 3 if k == 0 else width
+            kernel = (rng.standard_normal((out_ch, in_ch, 3, 3)) * 0.1).astype(np.float32)
+            inits.append(_init(f"k{k}", kernel))
+            nodes.append(helper.make_node("Conv", [last, f"k{k}"], [f"c{k}"], pads=[1, 1, 1, 1]))
+            nodes.append(helper.make_node("Relu", [f"c{k}"], [f"r{k}"]))
+            last = f"r{k}"
+        inits.append(_init("nothing", np.array([0.0], np.float32)))
+        nodes += [
+            helper.make_node("Mul", [last, "nothing"], ["work"]),
+            helper.make_node("Add", ["mixed0", "work"], ["mixed"]),
+        ]
+    else:
+        nodes.append(helper.make_node("Identity", ["mixed0"], ["mixed"]))
+    nodes.append(helper.make_node("Tanh", ["mixed"], ["restyled"]))
     inputs = [helper.make_tensor_value_info(image_in, TensorProto.FLOAT, [batch, 3, SIZE, SIZE])]
     if identity:
         nodes.append(helper.make_node("Identity", [image_in], [output]))
@@ -81,9 +100,14 @@ def build_restorer(
     return path
 
 
-def build_enhance_store(folder: Path, *, batch: int | str = "n", identity: bool = False) -> Path:
+def build_enhance_store(
+    folder: Path, *, batch: int | str = "n", identity: bool = False, convs: int = 0
+) -> Path:
     """The three models under the file names the packaged catalog gives them (unpinned there,
     so a store may hold any file by that name)."""
     for model, file in NAMES.items():
-        build_restorer(folder / file, weight=model == "codeformer", batch=batch, identity=identity)
+        build_restorer(
+            folder / file, weight=model == "codeformer", batch=batch, identity=identity,
+            convs=convs,
+        )  # fmt: skip
     return folder

@@ -244,10 +244,19 @@ def test_a_real_face_is_aligned_to_the_ffhq_template_and_pasted_back_in_place(
     # The crop the model sees: the real detector finds the face in it again with its eyes and
     # nose where the FFHQ template has them (the template's, not the swapper's ArcFace points).
     matrix = ffhq_matrix(face.kps, SIZE)
+    # The least-squares similarity: no other (OpenCV's robust fit included) lands the five
+    # points closer to the template; a real face is not the template, so not exactly on it.
+    template = ffhq_template(SIZE)
+
+    def misfit(m: np.ndarray) -> float:
+        return float(((np.c_[face.kps, np.ones(5)] @ m.T - template) ** 2).sum())
+
+    opencv, _ = cv2.estimateAffinePartial2D(face.kps, template, method=cv2.LMEDS)
+    assert misfit(matrix) <= misfit(opencv) + 1e-6
     crop = aligned_crop(portrait, matrix, SIZE)
     detector = FaceAnalyser(real_store / "scrfd_500m_bnkps.onnx", None)
     [again] = detector.detect(crop)
-    off = np.linalg.norm(again.kps[:3] - ffhq_template(SIZE)[:3], axis=1)
+    off = np.linalg.norm(again.kps[:3] - template[:3], axis=1)
     assert off.max() < 8, off
     # Restored by an identity model and pasted back, the face lands where it was: no shift
     # (phase correlation over the face box, in frame pixels) and only resampling's blur.

@@ -6,8 +6,9 @@ and range (clipped to it before it becomes pixels again). CodeFormer takes one m
 `weight`: its fidelity, a single float64 (FaceFusion feeds shape `[1]`). S is 512 for the three
 models here. Other exports rename these, so inputs are found by shape — the one 4-D image input
 and at most one single-value input — and by the names `input`/`weight` only where a shape is
-not declared. Many exports fix the batch at 1: those get one face per call, whatever
-`batch_size` says; a fixed batch above 1 gets padded calls of exactly that size.
+not declared. Calls always carry `batch_size` crops (a short batch is padded), so the model
+sees one shape per job. Many exports fix the batch at 1: those get one face per call, whatever
+`batch_size` says; a fixed batch above 1 is used as the batch size.
 """
 
 from __future__ import annotations
@@ -101,8 +102,10 @@ class FaceRestorer:
     def _run(self, crops: np.ndarray, weight: float) -> np.ndarray:
         count = len(crops)
         blob = crops.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
-        if self.fixed_batch is not None and count < self.fixed_batch:
-            pad = np.zeros((self.fixed_batch - count, *blob.shape[1:]), np.float32)
+        if count < self.batch_size:
+            # Always one shape: a GPU backend may pick another algorithm for another batch
+            # size, and a face's pixels must not depend on its batch-mates (chunks = one task).
+            pad = np.zeros((self.batch_size - count, *blob.shape[1:]), np.float32)
             blob = np.concatenate([blob, pad])
         feed = {self.image_name: blob.astype(self._image_dtype)}
         if self.weight_name is not None:

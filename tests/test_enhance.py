@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from dropbatch.domain import VideoInfo
 from processors.base import ProcessorContext
@@ -25,7 +26,14 @@ from processors.media.frames import FrameBatch
 from processors.swap.paste import box_of
 from processors.swap.processor import SwapProcessor
 from tests.enhance_models import build_enhance_store, build_restorer, restyle
-from tests.face_models import build_face_store, build_swapper, two_people
+from tests.face_models import (
+    build_detector,
+    build_face_store,
+    build_recognizer,
+    build_swapper,
+    two_people,
+)
+from tests.face_models import frame_faces as known_faces
 
 SIZE = 512  # the models' crop
 REAL_PACK = "scrfd_500m_mbf"
@@ -268,3 +276,18 @@ def test_a_real_face_is_aligned_to_the_ffhq_template_and_pasted_back_in_place(
     assert np.abs(after - before).mean() < 4
     area = inside([box_of(matrix, SIZE, portrait.shape[1], portrait.shape[0])], *portrait.shape[:2])
     assert np.array_equal(out.frames[0][~area], portrait[~area])
+
+
+def test_a_detector_without_landmarks_is_refused_when_enhance_must_detect(
+    store: Path, frames: np.ndarray, tmp_path: Path
+) -> None:
+    folder = build_enhance_store(tmp_path / "no-landmarks")
+    build_detector(folder / "boxes_only.onnx", list(known_faces()), landmarks=False)
+    build_recognizer(folder / "rec.onnx")
+    pack = {"files": ["boxes_only.onnx", "rec.onnx"], "role": "analyser",
+            "modules": {"boxes_only.onnx": "detection", "rec.onnx": "recognition"}}  # fmt: skip
+    (folder / "catalog.yaml").write_text(yaml.safe_dump({"models": {"boxes_only": pack}}))
+    proc = EnhanceProcessor({"analyser": "boxes_only"}, context(frames, folder))
+    with pytest.raises(EnhanceSetupError, match="no face landmarks") as refused:
+        proc.push(FrameBatch(frames[:1], np.arange(1)))
+    assert refused.value.code == "MODEL_INCOMPATIBLE"

@@ -38,6 +38,13 @@ class EnhanceSetupError(Exception):
         self.code = code
 
 
+def _alignable(face: Face) -> bool:
+    """Landmarks a similarity can be fitted to: finite, the eyes apart (a detector without
+    landmarks hands on zeros)."""
+    kps = np.asarray(face.kps, np.float64)
+    return bool(np.isfinite(kps).all() and np.linalg.norm(kps[1] - kps[0]) >= 1.0)
+
+
 class EnhanceProcessor:
     name = "enhance"
     lookbehind = 0  # every frame is restored on its own
@@ -92,11 +99,18 @@ class EnhanceProcessor:
                 raise EnhanceSetupError(
                     f"{self.where}.analyser: {exc}", "MODEL_INCOMPATIBLE"
                 ) from None
+            if not self._analyser.detector.has_landmarks:
+                raise EnhanceSetupError(
+                    f"{self.where}.analyser: {opts.analyser}'s detector gives no face landmarks; "
+                    "alignment needs an SCRFD export with 5 keypoints (a *_kps / *_bnkps file)",
+                    "MODEL_INCOMPATIBLE",
+                )
         return self._analyser
 
     def _chosen(self, faces: FrameFaces) -> list[Face]:
         # The contract orders each frame's faces largest first.
-        return list(faces[:1]) if self.options.target == "largest" else list(faces)
+        chosen = faces[:1] if self.options.target == "largest" else faces
+        return [face for face in chosen if _alignable(face)]
 
     # -- frames -----------------------------------------------------------------------------
     def push(self, batch: FrameBatch) -> FrameBatch:

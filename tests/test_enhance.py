@@ -121,6 +121,16 @@ def test_frames_without_faces_pass_through_and_only_face_boxes_change(
             assert change > 4, f"frame {i}: a face was left as it was ({change:.1f})"
 
 
+def test_target_largest_restores_only_the_largest_face(store: Path, frames: np.ndarray) -> None:
+    first = frames[:1]
+    out = run(EnhanceProcessor({**OWN, "target": "largest"}, context(first, store)), first)
+    [[largest, other]] = faces_of(out)
+    assert largest.area > other.area
+    changed = np.abs(out.frames[0].astype(int) - first[0]).max(axis=2) > 0
+    assert changed[inside(face_boxes([largest]))].any()
+    assert not changed[~inside(face_boxes([largest]))].any()
+
+
 def test_blend_mixes_the_restored_face_with_the_face_as_it_was(
     store: Path, frames: np.ndarray
 ) -> None:

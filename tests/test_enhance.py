@@ -199,6 +199,10 @@ def test_a_file_that_is_not_a_restorer_is_refused_by_name(
         EnhanceProcessor(OWN, context(frames, folder))
     assert refused.value.code == "MODEL_INCOMPATIBLE"
     assert "gfpgan_1.4.onnx" in str(refused.value) and "[1,3,128,128]" in str(refused.value)
+    build_recognizer(folder / "codeformer.onnx")  # one image in, but an embedding out
+    with pytest.raises(EnhanceSetupError, match=r"codeformer\.onnx.*683\[1,512\]") as refused:
+        EnhanceProcessor({**OWN, "model": "codeformer"}, context(frames, folder))
+    assert refused.value.code == "MODEL_INCOMPATIBLE"
     with pytest.raises(EnhanceSetupError) as missing:
         EnhanceProcessor({**OWN, "model": "gpen_bfr_512"}, context(frames, folder))
     assert missing.value.code == "MODEL_MISSING" and "gpen_bfr_512.onnx" in str(missing.value)

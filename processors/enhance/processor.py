@@ -136,7 +136,10 @@ class EnhanceProcessor:
                 for (k, _), m in zip(jobs, matrices, strict=True)
             ]
         )
-        restored = self.restorer.restore(crops, self.options.weight)
+        try:
+            restored = self.restorer.restore(crops, self.options.weight)
+        except RestorerUnusable as exc:  # its output is not the crop its shapes promised
+            raise EnhanceSetupError(f"{self.where}: {exc}", exc.code) from None
         out = list(batch.frames)
         copied: set[int] = set()
         mask = restore_mask(size)

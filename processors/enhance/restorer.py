@@ -38,6 +38,21 @@ def _numpy_type(item) -> type:
     return {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(item.type, np.float32)
 
 
+def _same_layout(image, output) -> bool:
+    """A square crop in, the same crop out, as far as the file declares its shapes."""
+    dims = list(image.shape)
+    height, width = (dims[2], dims[3]) if len(dims) == 4 else (None, None)
+    if isinstance(height, int) and isinstance(width, int) and height != width:
+        return False
+    declared = list(output.shape)
+    if len(declared) != 4:
+        return not declared  # an output whose shape the file leaves open is checked per call
+    return all(
+        not (isinstance(a, int) and isinstance(b, int)) or a == b
+        for a, b in zip(declared[1:], [3, height, width], strict=True)
+    )
+
+
 def _single_value(shape: list) -> bool:
     # [], [1] or [1, 1]: one number however the export shaped it.
     return len(shape) <= 2 and all(d == 1 for d in shape)
@@ -65,8 +80,9 @@ class FaceRestorer:
         weight = next((i for i in rest if _single_value(list(i.shape))), None)
         if weight is None:
             weight = next((i for i in rest if i.name == "weight"), None)
-        if image is None or len(inputs) - 1 - (weight is not None) or len(outputs) != 1:
-            found = f"inputs {_describe(inputs)}; outputs {_describe(outputs)}"
+        unknown = len(inputs) - 1 - (weight is not None)  # inputs it would not know to feed
+        found = f"inputs {_describe(inputs)}; outputs {_describe(outputs)}"
+        if image is None or unknown or len(outputs) != 1 or not _same_layout(image, outputs[0]):
             raise RestorerUnusable(
                 f"{path.name} is not a face restoration model: expected {EXPECTED}, got {found}"
             )

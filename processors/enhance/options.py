@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from manifests.model import Strict
+from manifests.strict import Strict
 
 
 class EnhanceOptions(Strict):

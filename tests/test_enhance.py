@@ -23,6 +23,7 @@ from processors.enhance.align import aligned_crop, ffhq_matrix, ffhq_template
 from processors.enhance.processor import EnhanceProcessor, EnhanceSetupError
 from processors.faces import FaceAnalyser, faces_of
 from processors.media.frames import FrameBatch
+from processors.swap.options import SwapOptions
 from processors.swap.paste import box_of
 from processors.swap.processor import SwapProcessor
 from tests.enhance_models import build_enhance_store, build_restorer, restyle
@@ -217,8 +218,8 @@ def test_enhance_restores_the_faces_swap_hands_on_without_detecting_again(
     cv2.imwrite(str(side / "source.png"), cv2.cvtColor(source, cv2.COLOR_RGB2BGR))
     ctx = context(frames, store, side)
     swap = SwapProcessor(
-        {"analyser": "test_faces", "model": "test_swapper", "source": ["source.png"],
-         "target": "all"},
+        SwapOptions(analyser="test_faces", model="test_swapper", source=["source.png"],
+                    target="all"),
         ctx,
     )  # fmt: skip
     swapped = run(swap, frames, step=3)

@@ -25,17 +25,15 @@ from processors.enhance.restorer import FaceRestorer, RestorerUnusable
 from processors.faces import Face, FaceAnalyser, FrameFaces, annotate, choose_providers, faces_of
 from processors.media.frames import FrameBatch
 from processors.models.store import ModelStoreError, open_model_store
+from processors.spec import StepSetupError
 from processors.swap.paste import paste_back
 
 log = logging.getLogger("dropbatch.enhance")
 
 
-class EnhanceSetupError(Exception):
-    """The step cannot start or go on: a model is missing or wrong; the message names it."""
-
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
+class EnhanceSetupError(StepSetupError):
+    """The step cannot start, or (its own detector, loaded on first need) go on: a model is
+    missing or wrong; the message names it and `code` is the status record's code."""
 
 
 def _alignable(face: Face) -> bool:
@@ -152,3 +150,8 @@ class EnhanceProcessor:
 
     def flush(self) -> FrameBatch:
         return FrameBatch.empty(self.size[1], self.size[0])
+
+
+def build(options: EnhanceOptions, ctx: ProcessorContext) -> EnhanceProcessor:
+    """The step as the chain builds it (processors/enhance/spec.py names this)."""
+    return EnhanceProcessor(options, ctx)

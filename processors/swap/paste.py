@@ -78,10 +78,9 @@ def paste_back(
     mask: np.ndarray | None = None,
 ) -> tuple[int, int, int, int] | None:
     """Blend `crop` (the swapped, aligned face; `matrix` maps frame -> crop) into `frame` in
-    place. Returns the box it touched, or None when the face lies outside the frame.
-
-    `mask`: the blend weight in crop coordinates, for a crop whose template frames the face
-    differently from the swapper's (default: `feather_mask`)."""
+    place. `mask`: a float32 [size, size] weight in crop coordinates (occlusion, regions),
+    combined with the feathered box by the minimum. Returns the box it touched, or None when
+    the face lies outside the frame."""
     size = crop.shape[0]
     height, width = frame.shape[:2]
     x0, y0, x1, y1 = box_of(matrix, size, width, height)
@@ -91,9 +90,10 @@ def paste_back(
     inverse[:, 2] -= (x0, y0)  # warp straight into the box, not the whole frame
     box_size = (x1 - x0, y1 - y0)
     face = cv2.warpAffine(crop, inverse, box_size, flags=cv2.INTER_LINEAR, borderValue=0)
-    if mask is None:
-        mask = feather_mask(size, mouth)
-    weight = cv2.warpAffine(mask, inverse, box_size, flags=cv2.INTER_LINEAR, borderValue=0)
+    blend = feather_mask(size, mouth)
+    if mask is not None:
+        blend = np.minimum(blend, mask)
+    weight = cv2.warpAffine(blend, inverse, box_size, flags=cv2.INTER_LINEAR, borderValue=0)
     if opacity < 1.0:
         weight *= opacity
     region = frame[y0:y1, x0:x1]

@@ -12,7 +12,10 @@ from processors.spec import ModelNeed, StepSpec
 def models(options: EnhanceOptions) -> list[ModelNeed]:
     # The pack is needed only when no earlier step hands faces on; a spec sees its own options
     # alone, so the trigger checks it always (its default is swap's).
-    return [ModelNeed(options.model, "enhancer"), ModelNeed(options.analyser, "analyser")]
+    return [
+        ModelNeed(options.model, "enhancer"),
+        ModelNeed(options.analyser, "analyser", option="analyser"),
+    ]
 
 
 SPEC = StepSpec(

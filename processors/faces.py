@@ -104,8 +104,14 @@ def template(size: int) -> np.ndarray:
 
 def align_matrix(kps: np.ndarray, size: int) -> np.ndarray:
     """The 2×3 similarity that maps the landmarks onto the template (least squares, Umeyama)."""
-    src = np.asarray(kps, np.float64)
-    dst = template(size).astype(np.float64)
+    return similarity(kps, template(size))
+
+
+def similarity(points: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2×3 similarity (rotation, uniform scale, shift) that maps `points` onto `target`
+    with the least squared error (Umeyama); a step aligning to its own template uses it."""
+    src = np.asarray(points, np.float64)
+    dst = np.asarray(target, np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s, d = src - mu_s, dst - mu_d
     cov = d.T @ s / len(src)

@@ -199,6 +199,17 @@ class SwapOptions(Strict):
         return self
 
 
+class Speaker(Strict):
+    """One person of a several-speaker lipsync: who they are and what they say."""
+
+    reference: RelPath = Field(
+        description="An image of this person, one face in it (matched with the analyser)."
+    )
+    audio: RelPath = Field(
+        description="This person's speech, starting at the output's first frame."
+    )
+
+
 class LipsyncOptions(Strict):
     """Make the person speak the given audio (Wav2Lip, 96×96, ONNX)."""
 
@@ -208,7 +219,8 @@ class LipsyncOptions(Strict):
     audio: RelPath | None = Field(
         default=None,
         description="Speech to sync to, for every input; an input's own `audio` wins. "
-        "Default: the video's own audio track. The output carries this audio.",
+        "Default: the video's own audio track. The output carries this audio. With "
+        "`speakers` it is only the output's soundtrack (instead of the speakers' mix).",
     )
     length_policy: Literal["trim", "pad", "extend"] = Field(
         default="trim",
@@ -235,6 +247,39 @@ class LipsyncOptions(Strict):
         description="Detect faces on every k-th frame and interpolate between (own detection "
         "only; faces from a swap step are used on every frame).",
     )
+    speakers: list[Speaker] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Several people, each synced to their own speech: every face is matched "
+        "to the speakers' reference images (ArcFace, `analyser`); faces matching no speaker "
+        "are left untouched. The output carries the mix of their tracks, or `audio` when set.",
+    )
+    analyser: str = Field(
+        default="buffalo_l",
+        description="With `speakers`: the analyser pack (SCRFD + ArcFace) that finds faces "
+        "and tells the speakers apart. With a swap step it must be the swap's analyser.",
+    )
+    threshold: float = Field(
+        default=0.6,
+        gt=0,
+        le=2,
+        description="With `speakers`: max cosine distance between a face and its speaker's "
+        "reference.",
+    )
+
+    @model_validator(mode="after")
+    def _speakers(self) -> LipsyncOptions:
+        if not self.speakers:
+            return self
+        if self.detect_every > 1:
+            raise ValueError(
+                "`detect_every` applies to one speaker; with `speakers` every frame is "
+                "matched to its speaker, so leave it at 1"
+            )
+        references = [s.reference for s in self.speakers]
+        if len(set(references)) != len(references):
+            raise ValueError("each speaker needs their own `reference` image")
+        return self
 
 
 STEP_MODELS: dict[str, type[Strict]] = {
@@ -372,6 +417,20 @@ class Manifest(Strict):
             raise ValueError("each step may appear once")
         if names != sorted(names, key=STEP_ORDER.index):
             raise ValueError(f"steps run in the order {' → '.join(STEP_ORDER)}")
+        steps = {step.name: step.options for step in chain}
+        swap, lipsync = steps.get("swap"), steps.get("lipsync")
+        if (
+            isinstance(swap, SwapOptions)
+            and isinstance(lipsync, LipsyncOptions)
+            and lipsync.speakers
+            and lipsync.analyser != swap.analyser
+        ):
+            # Lipsync matches speakers on the faces swap found, embedded by swap's ArcFace:
+            # the references must be embedded by the same model to be comparable.
+            raise ValueError(
+                f"lipsync.analyser ({lipsync.analyser}) must be swap's analyser "
+                f"({swap.analyser}): the speakers are matched on the faces swap analysed"
+            )
         return chain
 
     def step(self, name: str) -> Strict | None:

@@ -4,10 +4,24 @@ OpenCV."""
 
 from __future__ import annotations
 
+# With `speakers`, a face's speaker is decided over its track within ± TRACK_WINDOW frames,
+# a detector miss of up to MAX_GAP frames bridged (swap's tracking, processors/swap/tracking.py).
+TRACK_WINDOW = 5
+MAX_GAP = 2
+
+
+def speaker_reach() -> int:
+    """Frames each side one frame's speaker decision depends on (swap's `context`)."""
+    return TRACK_WINDOW + MAX_GAP + 1
+
 
 def context_reach(options: dict) -> int:
     """Frames of context each side a lipsync step needs: the smoothing window, plus, when only
     every k-th frame is detected, the gap to the next keyframe and the keyframe after it (a
-    keyframe is checked against its neighbours)."""
+    keyframe is checked against its neighbours), or, with several speakers, the window their
+    assignment to faces is decided over."""
+    smoothing = int(options.get("smoothing_frames", 2))
+    if options.get("speakers"):
+        return smoothing + speaker_reach()
     every = max(1, int(options.get("detect_every", 1)))
-    return int(options.get("smoothing_frames", 2)) + (2 * every - 1 if every > 1 else 0)
+    return smoothing + (2 * every - 1 if every > 1 else 0)

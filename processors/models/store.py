@@ -186,7 +186,9 @@ def models_for_step(step: str, options: dict) -> list[str]:
     if step == "swap":
         return [options.get("analyser", "buffalo_l"), options.get("model", "inswapper_128")]
     if step == "lipsync":
-        return [options.get("model", "wav2lip_gan_96")]
+        model = options.get("model", "wav2lip_gan_96")
+        # Several speakers are told apart by an analyser pack's ArcFace.
+        return [model, options.get("analyser", "buffalo_l")] if options.get("speakers") else [model]
     return []
 
 

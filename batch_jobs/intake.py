@@ -344,19 +344,26 @@ class Intake:
         return problems
 
     def _face_problems(self, manifest: Manifest, bucket: str, folder: str) -> list[JobError]:
-        """Swap's source/reference images must each show one face (checked before any task)."""
-        steps = [(i, s) for i, s in enumerate(manifest.chain) if s.name == "swap"]
+        """Swap's source/reference images and lipsync's speaker references must each show one
+        face (checked before any task)."""
+        steps = [
+            (i, s)
+            for i, s in enumerate(manifest.chain)
+            if s.name == "swap" or (s.name == "lipsync" and getattr(s.options, "speakers", None))
+        ]
         if not steps or not self.settings.check_faces:
             return []
+        from processors.lipsync.checks import check_speaker_images
         from processors.swap.checks import check_face_images
 
         store = open_model_store(self.settings.model_store, self.settings)
         problems: list[JobError] = []
         for i, step in steps:
             options = step.options.model_dump(mode="json")
-            where = f"chain[{i}].swap"
+            where = f"chain[{i}].{step.name}"
+            check = check_face_images if step.name == "swap" else check_speaker_images
             try:
-                found = check_face_images(
+                found = check(
                     options,
                     where,
                     store,

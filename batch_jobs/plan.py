@@ -47,6 +47,19 @@ def speech_file(item: ResolvedItem, steps: list[dict]) -> tuple[str | None, str]
     return None, f"inputs[{item.index}].video"
 
 
+def speaker_files(steps: list[dict]) -> list[tuple[str, str]]:
+    """For a chain whose lipsync has several speakers: each speaker's audio and the manifest
+    field that names it (empty without speakers). Each track starts at output frame 0."""
+    for i, step in enumerate(steps):
+        if step["name"] == "lipsync":
+            speakers = step["options"].get("speakers") or []
+            return [
+                (s["audio"], f"chain[{i}].lipsync.speakers[{j}].audio")
+                for j, s in enumerate(speakers)
+            ]
+    return []
+
+
 def resolved_steps(manifest: Manifest, overrides: dict[str, dict]) -> list[dict]:
     """The chain with an item's overrides merged in and re-validated, as plain dicts."""
     steps = []
@@ -94,7 +107,8 @@ def build_plan(
     items: list[tuple[ResolvedItem, VideoInfo]],
     speech: list[AudioInfo | None] | None = None,
 ) -> Plan:
-    """`speech[n]`: the probed audio item n lip-syncs to (chains with lipsync only)."""
+    """`speech[n]`: the probed audio item n lip-syncs to (chains with lipsync only; with
+    several speakers, the longest of their tracks)."""
     planned = []
     for n, (item, info) in enumerate(items):
         steps = resolved_steps(manifest, item.overrides)
@@ -105,12 +119,15 @@ def build_plan(
             before, after = before + b, after + a
         output, preview = output_names(folder, manifest.output.prefix, item)
         audio = item.audio
-        frames, skip = None, 0.0
+        frames, skip, mix = None, 0.0, []
         lipsync = lipsync_options(steps)
         heard = speech[n] if speech else None
         if lipsync is not None and heard is not None:
             audio, _ = speech_file(item, steps)
-            if audio is None:  # the video's own track: frame 0 is partway into it
+            if lipsync.get("speakers"):
+                # The soundtrack is the given audio, else the speakers' tracks mixed.
+                mix = [] if audio else [folder + name for name, _ in speaker_files(steps)]
+            elif audio is None:  # the video's own track: frame 0 is partway into it
                 skip = own_audio_skip(info.start_time, heard.start_time, rate)
             policy = str(lipsync.get("length_policy", "trim"))
             frames = output_frames(policy, info.frame_count, heard.duration - skip, rate)
@@ -127,6 +144,7 @@ def build_plan(
                 chunks=chunk_frames(info, manifest.compute.chunk_seconds, before, after, frames),
                 frames=frames,
                 audio_skip=skip,
+                mix=mix,
             )
         )
     compute = manifest.compute

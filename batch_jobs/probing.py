@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from batch_jobs.plan import lipsync_options, resolved_steps, speech_file
+from batch_jobs.plan import lipsync_options, resolved_steps, speaker_files, speech_file
 from dropbatch.domain import JobError, VideoInfo
 from dropbatch.storage.base import NotFound, ObjectStore
 from manifests.model import Manifest
@@ -143,29 +143,45 @@ class InputProber:
         def one(entry: tuple[ResolvedItem, VideoInfo]) -> AudioInfo | JobError | None:
             item = entry[0]
             steps = resolved_steps(manifest, item.overrides)
-            if lipsync_options(steps) is None:
+            options = lipsync_options(steps)
+            if options is None:
                 return None
             name, where = speech_file(item, steps)
-            name = self.folder + (name or item.video)
-            try:
-                with self.store.media_source(self.bucket, name) as source:
-                    return probe_audio(source)
-            except (MediaError, NotFound) as exc:
-                own = name == self.folder + item.video
-                return JobError(
-                    code="AUDIO_MISSING" if own else "INPUT_UNREADABLE",
-                    message=(
-                        "lipsync needs speech: the video has no audio track; "
-                        "set lipsync.audio or the input's audio"
-                        if own
-                        else f"lipsync audio: {exc}"
-                    ),
-                    field=where,
-                    uri=self.store.uri(self.bucket, name),
-                )
+            if not options.get("speakers"):
+                return self._speech_of(name or item.video, where, own=name is None)
+            # Several speakers: the output lasts as long as the longest track (by the length
+            # policy); a given audio is only the soundtrack, but it must be readable too.
+            soundtrack = self._speech_of(name, where, own=False) if name else None
+            if isinstance(soundtrack, JobError):
+                return soundtrack
+            tracks = [self._speech_of(n, w, own=False) for n, w in speaker_files(steps)]
+            bad = next((t for t in tracks if isinstance(t, JobError)), None)
+            if bad is not None:
+                return bad
+            longest = max(tracks, key=lambda t: t.duration)  # type: ignore[union-attr]
+            return AudioInfo(duration=longest.duration, start_time=0.0)  # type: ignore[union-attr]
 
         found = in_order(one, probed, self.concurrency)
         return (
             [None if isinstance(f, JobError) else f for f in found],
             [f for f in found if isinstance(f, JobError)],
         )
+
+    def _speech_of(self, relative: str, where: str, *, own: bool) -> AudioInfo | JobError:
+        """The probed audio of one file in the folder, or the error naming its field."""
+        name = self.folder + relative
+        try:
+            with self.store.media_source(self.bucket, name) as source:
+                return probe_audio(source)
+        except (MediaError, NotFound) as exc:
+            return JobError(
+                code="AUDIO_MISSING" if own else "INPUT_UNREADABLE",
+                message=(
+                    "lipsync needs speech: the video has no audio track; "
+                    "set lipsync.audio or the input's audio"
+                    if own
+                    else f"lipsync audio: {exc}"
+                ),
+                field=where,
+                uri=self.store.uri(self.bucket, name),
+            )

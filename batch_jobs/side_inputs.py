@@ -19,6 +19,8 @@ def side_paths(steps: list[dict]) -> list[str]:
         names += [options[k] for k in ("reference", "audio") if options.get(k)]
         for entry in options.get("face_map") or []:
             names += [entry["reference"], entry["source"]]
+        for speaker in options.get("speakers") or []:
+            names += [speaker["reference"], speaker["audio"]]
         found += [n for n in names if n not in found]
     return found
 

@@ -63,6 +63,9 @@ def _files_of(base: str, opts: object) -> list[tuple[str, str]]:
         found.append((f"{base}.face_map[{j}].source", entry.source))
     if getattr(opts, "audio", None):
         found.append((f"{base}.audio", opts.audio))  # type: ignore[attr-defined]
+    for j, speaker in enumerate(getattr(opts, "speakers", []) or []):
+        found.append((f"{base}.speakers[{j}].reference", speaker.reference))
+        found.append((f"{base}.speakers[{j}].audio", speaker.audio))
     return found
 
 

@@ -62,17 +62,32 @@ def check_face_images(
     options: dict, base: str, store: ModelStore, read: Callable[[str], bytes]
 ) -> list[FaceImageProblem]:
     """Problems with the step's face images (empty when every image shows one face)."""
-    images = face_images(options, base)
+    return check_images(
+        face_images(options, base),
+        options.get("analyser", "buffalo_l"),
+        store,
+        read,
+        det_size=int(options.get("det_size", 640)),
+        det_thresh=float(options.get("det_thresh", 0.5)),
+    )
+
+
+def check_images(
+    images: list[tuple[str, str]],
+    name: str,
+    store: ModelStore,
+    read: Callable[[str], bytes],
+    *,
+    det_size: int = 640,
+    det_thresh: float = 0.5,
+) -> list[FaceImageProblem]:
+    """Problems with (field path, relative path) images by analyser pack `name`'s detector:
+    each must show exactly one face. Shared by every step that learns identities from images."""
     if not images:
         return []
-    name = options.get("analyser", "buffalo_l")
     pack = store.fetch(name)
     try:
-        analyser = _detector(
-            str(pack.module("detection")),
-            int(options.get("det_size", 640)),
-            float(options.get("det_thresh", 0.5)),
-        )
+        analyser = _detector(str(pack.module("detection")), det_size, det_thresh)
     except DetectorUnusable as exc:
         raise DetectorIncompatible(f"model {name}: {exc}") from None
     problems = []

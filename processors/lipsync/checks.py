@@ -1,0 +1,28 @@
+"""The trigger's check of a lipsync step's speaker references: each image must show exactly one
+face, found by the step's analyser pack (swap's check, processors/swap/checks.py), so a wrong
+reference is INVALID naming `chain[i].lipsync.speakers[j].reference` before any task starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from processors.models.store import ModelStore
+from processors.swap.checks import FaceImageProblem, check_images
+
+
+def speaker_images(options: dict, base: str) -> list[tuple[str, str]]:
+    """(field path, relative path) of every speaker's reference image."""
+    return [
+        (f"{base}.speakers[{j}].reference", speaker["reference"])
+        for j, speaker in enumerate(options.get("speakers") or [])
+    ]
+
+
+def check_speaker_images(
+    options: dict, base: str, store: ModelStore, read: Callable[[str], bytes]
+) -> list[FaceImageProblem]:
+    """Problems with the speakers' reference images (empty when each shows one face). The
+    task's analyser detects at its defaults (640, 0.5), so the check does too."""
+    return check_images(
+        speaker_images(options, base), options.get("analyser", "buffalo_l"), store, read
+    )

@@ -4,7 +4,7 @@ Two real people side by side: a second of the Pexels clip (left, `host`) and of
 single_face.mp4 (right, `guest`), each scaled to 320×180 and stacked (ffmpeg hstack) at the
 Pexels rate. Their reference images are frames of the same clips at other moments, so the
 identity match is learnt from one picture and found in others. Speech is espeak-ng's, placed
-so that the host speaks first and the guest after, and a track of silence.
+so that the host speaks first and the guest after.
 """
 
 from __future__ import annotations
@@ -61,11 +61,9 @@ def reference_images(folder: Path, real_asset: Callable[[str], Path]) -> dict[st
 
 
 def speech_tracks(folder: Path) -> dict[str, Path]:
-    """host.wav (speaks at once, for about 0.8 s), guest.wav (quiet for GUEST_DELAY, then
-    speaks, and lasts longer), quiet.wav (silence): 16-bit WAVs as espeak-ng writes them."""
+    """host.wav (speaks at once, for about 0.8 s) and guest.wav (quiet for GUEST_DELAY, then
+    speaks, and lasts longer): 16-bit WAVs as espeak-ng writes them."""
     folder.mkdir(parents=True, exist_ok=True)
     host = speech_wav(folder / "host.wav", "Hello there.", silence=0.02)
     guest = speech_wav(folder / "guest.wav", "I am the guest.", silence=GUEST_DELAY)
-    quiet = folder / "quiet.wav"
-    _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=22050:cl=mono", "-t", "1.0", str(quiet))
-    return {"host.wav": host, "guest.wav": guest, "quiet.wav": quiet}
+    return {"host.wav": host, "guest.wav": guest}

@@ -106,25 +106,19 @@ def test_each_face_moves_only_with_its_own_speakers_speech(material: dict, both)
     item, out = both
     source = decode_all(material["files"]["two.mp4"], item.info)
     assert out.indices.tolist() == list(range(FRAMES)) and item.frames == FRAMES
-    quiet = planned(material, [BOTH[0], ("guest.png", "quiet.wav")], PAD)
-    quiet_guest = run_whole(material, quiet)
     host_only = run_whole(material, planned(material, [BOTH[0]], PAD))
-    a, b, d = out.frames, quiet_guest.frames, host_only.frames
-    # The host's face is the same whatever the guest says, or whether there is a guest at all.
-    assert np.array_equal(a[(slice(None), *LEFT)], b[(slice(None), *LEFT)])
+    a, d = out.frames, host_only.frames
+    # The host's face is the same whether or not there is a guest speaking beside her.
     assert np.array_equal(a[(slice(None), *LEFT)], d[(slice(None), *LEFT)])
     # A face that matches no speaker is left byte for byte.
     assert np.array_equal(d[(slice(None), *RIGHT)], source[(slice(None), *RIGHT)])
-    # The host speaks in the first half second: her mouth moves then.
+    # The host speaks in the first half second: her mouth moves then, and rests after.
     host_moves = changed(a[(slice(None), *LEFT)], source[(slice(None), *LEFT)])
-    assert host_moves[:12].mean() > 0.5
-    # The guest is quiet for GUEST_DELAY, then speaks: his face changes with his own track
-    # only, and stays as the model leaves a silent face when his track is silence.
-    guest_speech = changed(a[(slice(None), *RIGHT)], source[(slice(None), *RIGHT)])
-    guest_silence = changed(b[(slice(None), *RIGHT)], source[(slice(None), *RIGHT)])
+    assert host_moves[:12].mean() > 2 * host_moves[-6:].mean()
+    # The guest is quiet for GUEST_DELAY, then speaks: his mouth moves only then.
+    guest_moves = changed(a[(slice(None), *RIGHT)], source[(slice(None), *RIGHT)])
     speaking = slice(round((GUEST_DELAY + 0.2) * 24), FRAMES)
-    assert guest_speech[speaking].mean() > 3 * guest_silence[speaking].mean()
-    assert guest_speech[speaking].mean() > 2 * guest_speech[:10].mean()
+    assert guest_moves[speaking].mean() > 2 * guest_moves[:10].mean()
 
 
 def test_chunked_run_equals_one_task(material: dict, both) -> None:
@@ -251,7 +245,7 @@ def test_missing_speaker_tracks_wait_then_the_job_runs_with_their_mix(
     folder.mkdir()
     for name in ("two.mp4", "host.png", "guest.png"):
         shutil.copyfile(material["files"][name], folder / name)
-    (folder / "manifest.yaml").write_text(manifest_text(BOTH, ", length_policy: extend", chunk=1.0))
+    (folder / "manifest.yaml").write_text(manifest_text(BOTH))
     [job_id] = deliver("talk/manifest.yaml", deployment["root"])
     record = job(job_id)
     assert record.state == JobState.WAITING_FOR_INPUTS
@@ -272,6 +266,7 @@ def test_missing_speaker_tracks_wait_then_the_job_runs_with_their_mix(
     assert record.state == JobState.SUCCEEDED, (record.error, record.errors)
     [item] = record.plan.items
     assert item.mix == ["talk/host.wav", "talk/guest.wav"] and item.audio is None
+    assert item.frames == FRAMES and len(item.chunks) == 2  # trim: the clip is the shorter
     # The output carries both speakers: the host alone at first, the guest alone later.
     heard, _ = decode_audio(folder / "out" / "two.mp4")
     for name, (start, end) in (("host.wav", (0.05, 0.5)), ("guest.wav", (1.0, 1.4))):
@@ -279,7 +274,6 @@ def test_missing_speaker_tracks_wait_then_the_job_runs_with_their_mix(
         expected = envelope(said, rate, start, end)
         assert expected > 0.03
         assert 0.5 < envelope(heard, SAMPLE_RATE, start, end) / expected < 2, name
-    assert envelope(heard, SAMPLE_RATE, 1.9, 2.3) < 0.01  # both quiet: nothing added
 
 
 @pytest.mark.parametrize("bad", ["two-faces", "no-face"])

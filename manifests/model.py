@@ -257,7 +257,9 @@ class LipsyncOptions(Strict):
     analyser: str = Field(
         default="buffalo_l",
         description="With `speakers`: the analyser pack (SCRFD + ArcFace) that finds faces "
-        "and tells the speakers apart. With a swap step it must be the swap's analyser.",
+        "and tells the speakers apart. After a swap that embedded its faces with this same "
+        "pack (targets `reference`, `face_map`) they are matched as they were before the "
+        "swap; otherwise as they arrive here.",
     )
     threshold: float = Field(
         default=0.6,
@@ -417,20 +419,6 @@ class Manifest(Strict):
             raise ValueError("each step may appear once")
         if names != sorted(names, key=STEP_ORDER.index):
             raise ValueError(f"steps run in the order {' → '.join(STEP_ORDER)}")
-        steps = {step.name: step.options for step in chain}
-        swap, lipsync = steps.get("swap"), steps.get("lipsync")
-        if (
-            isinstance(swap, SwapOptions)
-            and isinstance(lipsync, LipsyncOptions)
-            and lipsync.speakers
-            and lipsync.analyser != swap.analyser
-        ):
-            # Lipsync matches speakers on the faces swap found, embedded by swap's ArcFace:
-            # the references must be embedded by the same model to be comparable.
-            raise ValueError(
-                f"lipsync.analyser ({lipsync.analyser}) must be swap's analyser "
-                f"({swap.analyser}): the speakers are matched on the faces swap analysed"
-            )
         return chain
 
     def step(self, name: str) -> Strict | None:

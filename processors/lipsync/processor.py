@@ -112,6 +112,7 @@ class LipsyncProcessor:
         speakers = list(options.get("speakers") or [])
         self._assignment: SpeakerAssignment | None = None
         if speakers:
+            self._pack_name = str(options.get("analyser", "buffalo_l"))
             self.mels = speaker_features(
                 [self._speaker_speech(s["audio"], ctx, samples) for s in speakers], ctx.rate
             )
@@ -179,15 +180,19 @@ class LipsyncProcessor:
         return analyser, SpeakerAssignment(identities, threshold)
 
     def _speaker_faces(self, batch: FrameBatch) -> list[list[Face]]:
-        """Each frame's faces with embeddings: an earlier step's (no second detection; its
-        embedding of the face as it found it where it made one), else our own analysis."""
+        """Each frame's faces with embeddings: an earlier step's faces (no second detection),
+        keeping its embedding of the face as it found it when our pack made it (comparable
+        with the references), else our own analysis; faces without a comparable embedding
+        are embedded as they arrive here."""
         faces = faces_of(batch)
         self._bridge = faces is None
         if faces is None:
             faces = [self._analyser.detect(frame) for frame in batch.frames]
         return [
             [
-                f if f.embedding is not None else f.with_(embedding=self._analyser.embed(frame, f))
+                f
+                if f.embedding is not None and f.embedded_by == self._pack_name
+                else f.with_(embedding=self._analyser.embed(frame, f), embedded_by=self._pack_name)
                 for f in frame_faces
             ]
             for frame, frame_faces in zip(batch.frames, faces, strict=True)

@@ -339,3 +339,30 @@ def test_a_reference_with_two_faces_or_none_is_invalid_naming_the_field(
     assert ("faces in guest.jpg" if bad == "two-faces" else "no face") in record.error.message
     mirror = json.loads((folder / "manifest.status.json").read_text())
     assert mirror["state"] == "INVALID" and mirror["error"]["field"] == field
+
+
+def test_models_check_lists_the_analyser_speakers_need(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from dropbatch.cli import main
+    from tests.lipsync_fixtures import make_model_store
+
+    models = make_model_store(tmp_path / "models")  # Wav2Lip only: no analyser pack
+    manifest = tmp_path / "job.yaml"
+    one = "version: 1\ninputs: [v.mp4]\nchain: [{lipsync: {%s}}]\n"
+    monkeypatch.setenv("DROPBATCH_MODEL_CACHE", str(tmp_path / "cache"))
+
+    def check(options: str) -> tuple[int, dict]:
+        manifest.write_text(one % options)
+        code = main(
+            ["models", "check", "--store", str(models), "--manifest", str(manifest), "--json"]
+        )
+        files = json.loads(capsys.readouterr().out)["files"]
+        return code, {(f["model"], f["file"]): f["state"] for f in files}
+
+    code, states = check(f"analyser: {ANALYSER}")  # one speaker: no analyser needed
+    assert code == 0 and {m for m, _ in states} == {"wav2lip_gan_96"}
+    code, states = check(f"analyser: {ANALYSER}, speakers: [{{reference: a.png, audio: a.wav}}]")
+    assert states[(ANALYSER, "scrfd_500m_bnkps.onnx")] == "missing"
+    assert states[(ANALYSER, "w600k_mbf.onnx")] == "missing"
+    assert code != 0

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from skimage.data import astronaut
 
 from batch_jobs.intake import StorageEvent
 from batch_jobs.plan import build_plan
@@ -37,7 +38,14 @@ from processors.media.probe import probe
 from processors.swap.tracking import distance
 from tests.lipsync_fixtures import read_wav
 from tests.media_fixtures import SAMPLE_RATE, decode_all, decode_audio, run_in_chunks
-from tests.real_chain import ANALYSER, build_real_store, run_task, task_context
+from tests.real_chain import (
+    ANALYSER,
+    SWAPPER,
+    build_real_store,
+    run_task,
+    task_context,
+    write_face_image,
+)
 from tests.speaker_fixtures import (
     GUEST_DELAY,
     HALF,
@@ -55,24 +63,29 @@ def material(tmp_path_factory: pytest.TempPathFactory, real_asset) -> dict:
     folder = tmp_path_factory.mktemp("speakers")
     clip = two_face_clip(folder / "two.mp4", real_asset, FRAMES)
     files = {"two.mp4": clip, **reference_images(folder, real_asset), **speech_tracks(folder)}
+    write_face_image(folder / "faces" / "astronaut.png", astronaut())
     store = build_real_store(tmp_path_factory.mktemp("speaker-models"), real_asset)
     info = probe(str(clip))
     return {"folder": folder, "files": files, "store": store, "info": info}
 
 
-def manifest_text(speakers: list[tuple[str, str]], extra: str = "", chunk: float = 1.0) -> str:
+def manifest_text(
+    speakers: list[tuple[str, str]], extra: str = "", chunk: float = 1.0, before: str = ""
+) -> str:
     listed = ", ".join(f"{{reference: {r}, audio: {a}}}" for r, a in speakers)
     return (
-        "version: 1\ninputs: [two.mp4]\nchain:\n"
+        f"version: 1\ninputs: [two.mp4]\nchain:\n{before}"
         f"  - lipsync: {{analyser: {ANALYSER}, batch_size: 8, speakers: [{listed}]{extra}}}\n"
         "output: {preset: ultrafast, crf: 18}\n"
         f"compute: {{chunk_seconds: {chunk}, max_parallel_tasks: 2, max_retries: 0}}\n"
     )
 
 
-def planned(material: dict, speakers: list[tuple[str, str]], extra: str = "") -> PlannedItem:
+def planned(
+    material: dict, speakers: list[tuple[str, str]], extra: str = "", before: str = ""
+) -> PlannedItem:
     """The item as the trigger plans it: the real prober on the material's folder."""
-    manifest = load_manifest(manifest_text(speakers, extra).encode())
+    manifest = load_manifest(manifest_text(speakers, extra, before=before).encode())
     folder: Path = material["folder"]
     prober = InputProber(LocalStore(folder.parent), ProbeCache(8), folder.name, "", 1)
     item = ResolvedItem(0, "two.mp4", None, None)
@@ -119,6 +132,33 @@ def test_each_face_moves_only_with_its_own_speakers_speech(material: dict, both)
     guest_moves = changed(a[(slice(None), *RIGHT)], source[(slice(None), *RIGHT)])
     speaking = slice(round((GUEST_DELAY + 0.2) * 24), FRAMES)
     assert guest_moves[speaking].mean() > 2 * guest_moves[:10].mean()
+
+
+# Swap puts the astronaut on the host only; its analysis embeds every face, before the swap.
+SWAP_HOST = (
+    f"  - swap: {{analyser: {ANALYSER}, model: {SWAPPER}, source: faces/astronaut.png, "
+    "target: reference, reference: host.png, det_size: 320}\n"
+)
+
+
+def test_after_a_swap_the_host_is_still_known_by_her_face_before_it(material: dict) -> None:
+    item = planned(material, BOTH, PAD, before=SWAP_HOST)
+    out = run_whole(material, item).frames
+    swapped = run_whole(material, item.model_copy(update={"chain": item.chain[:1]})).frames
+    source = decode_all(material["files"]["two.mp4"], item.info)
+    # The swap changed the host's face (the test swapper inverts it) and left the guest's
+    # (its paste box, larger than her face, may reach a few pixels past the middle).
+    guest_side = np.s_[:, :, HALF[0] + 20 :]
+    assert changed(swapped[(slice(None), *LEFT)], source[(slice(None), *LEFT)]).min() > 1
+    assert np.array_equal(swapped[guest_side], source[guest_side])
+    # Her swapped face no longer looks like her reference, yet lipsync syncs it to her track:
+    # it matched her by swap's embedding of her face before the swap (same pack), on swap's
+    # faces. The guest's face follows his track.
+    host = changed(out[(slice(None), *LEFT)], swapped[(slice(None), *LEFT)])
+    guest = changed(out[guest_side], swapped[guest_side])
+    assert host[:12].mean() > 0.5 and host[:12].mean() > 2 * host[-6:].mean()
+    speaking = slice(round((GUEST_DELAY + 0.2) * 24), FRAMES)
+    assert guest[speaking].mean() > 2 * guest[:10].mean()
 
 
 def test_chunked_run_equals_one_task(material: dict, both) -> None:
@@ -299,3 +339,30 @@ def test_a_reference_with_two_faces_or_none_is_invalid_naming_the_field(
     assert ("faces in guest.jpg" if bad == "two-faces" else "no face") in record.error.message
     mirror = json.loads((folder / "manifest.status.json").read_text())
     assert mirror["state"] == "INVALID" and mirror["error"]["field"] == field
+
+
+def test_models_check_lists_the_analyser_speakers_need(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from dropbatch.cli import main
+    from tests.lipsync_fixtures import make_model_store
+
+    models = make_model_store(tmp_path / "models")  # Wav2Lip only: no analyser pack
+    manifest = tmp_path / "job.yaml"
+    one = "version: 1\ninputs: [v.mp4]\nchain: [{lipsync: {%s}}]\n"
+    monkeypatch.setenv("DROPBATCH_MODEL_CACHE", str(tmp_path / "cache"))
+
+    def check(options: str) -> tuple[int, dict]:
+        manifest.write_text(one % options)
+        code = main(
+            ["models", "check", "--store", str(models), "--manifest", str(manifest), "--json"]
+        )
+        files = json.loads(capsys.readouterr().out)["files"]
+        return code, {(f["model"], f["file"]): f["state"] for f in files}
+
+    code, states = check(f"analyser: {ANALYSER}")  # one speaker: no analyser needed
+    assert code == 0 and {m for m, _ in states} == {"wav2lip_gan_96"}
+    code, states = check(f"analyser: {ANALYSER}, speakers: [{{reference: a.png, audio: a.wav}}]")
+    assert states[(ANALYSER, "scrfd_500m_bnkps.onnx")] == "missing"
+    assert states[(ANALYSER, "w600k_mbf.onnx")] == "missing"
+    assert code != 0

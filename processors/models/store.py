@@ -501,9 +501,13 @@ def require_models(
             _require_any_weights(need.name, opened)
             continue
         if opened is None:
-            raw = catalog().get(need.name)
-            raise ModelMissing(need.name, "", list(raw["files"]) if raw else [f"{need.name}.onnx"])
+            raise _no_store(need.name)
         opened.require(need.name)
+
+
+def _no_store(name: str) -> ModelMissing:
+    raw = catalog().get(name)
+    return ModelMissing(name, "", list(raw["files"]) if raw else [f"{name}.onnx"])
 
 
 def _weights_candidates(name: str) -> list[str]:
@@ -533,8 +537,7 @@ def weights_path(
     opened = open_model_store(store, settings)
     if not need.any_weights:
         if opened is None:
-            raw = catalog().get(need.name)
-            raise ModelMissing(need.name, "", list(raw["files"]) if raw else [f"{need.name}.onnx"])
+            raise _no_store(need.name)
         return opened.fetch(need.name).path
     candidates = _weights_candidates(need.name)
     if opened is not None:

@@ -133,7 +133,6 @@ class LipsyncProcessor:
                 raise LipsyncSetupError(str(exc)) from None
             own = f"SCRFD of the {self._pack[0]} pack" if self._pack else "the Haar cascade"
             log.info("lipsync faces: from an earlier step where it hands them on, else %s", own)
-        self.mel = self.mels[0]
         self._detector: HaarFaces | ScrfdFaces | None = None
         # Raw boxes of recent frames, per lane; a lane's box at a frame is known once the
         # frame is `_decided` (at once for one speaker, after the track window for several).

@@ -4,64 +4,72 @@ from __future__ import annotations
 
 import math
 import posixpath
+from dataclasses import dataclass
 from fractions import Fraction
 
 from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
-from processors.lipsync.audio import AudioInfo, output_frames, own_audio_skip
-from processors.lipsync.reach import context_reach
+from manifests.strict import Strict
+from processors.media.speech import AudioInfo, own_audio_skip
+from processors.registry import step_spec
+from processors.spec import Speech, StepSpec
 
 
 def context_frames(
-    step: str, options: dict, rate: Fraction, frame: tuple[int, int] | None = None
+    step: str, options: Strict | dict, rate: Fraction, frame: tuple[int, int] | None = None
 ) -> tuple[int, int]:
     """Frames of context (before, after) a step needs around the frames it emits."""
-    if step == "crop":
-        from processors.crop.context import context_frames as crop_context
-
-        return crop_context(options, rate, frame)
-    if step == "swap":
-        from processors.swap.tracking import context
-
-        n = context(int(options.get("track_window", 5)), int(options.get("max_gap", 2)))
-        return n, n
-    if step == "lipsync":  # face boxes: smoothing window and detection keyframes
-        reach = context_reach(options)
-        return reach, reach
-    return 0, 0
+    spec = step_spec(step)
+    return spec.context(spec.parse(options), rate, frame)
 
 
-def lipsync_options(steps: list[dict]) -> dict | None:
-    return next((s["options"] for s in steps if s["name"] == "lipsync"), None)
+@dataclass(frozen=True)
+class SpeechStep:
+    """The step of a chain that follows speech (lipsync), its typed options and its index."""
+
+    index: int
+    spec: StepSpec
+    options: Strict
+    speech: Speech
+
+
+def speech_step(steps: list[dict]) -> SpeechStep | None:
+    """The chain's step that follows speech, if any (a planned chain: name + options)."""
+    for i, step in enumerate(steps):
+        spec = step_spec(step["name"])
+        if spec.speech is not None:
+            return SpeechStep(i, spec, spec.parse(step["options"]), spec.speech)
+    return None
 
 
 def speech_file(item: ResolvedItem, steps: list[dict]) -> tuple[str | None, str]:
-    """For a chain with lipsync: the side audio file it follows (None: the video's own track)
-    and the manifest field that names it. An input's own `audio` wins over the step's."""
+    """For a chain with a step that follows speech: the side audio file it follows (None: the
+    video's own track) and the manifest field that names it. An input's own `audio` wins
+    over the step's."""
     if item.audio:
         return item.audio, f"inputs[{item.index}].audio"
-    for i, step in enumerate(steps):
-        if step["name"] == "lipsync" and step["options"].get("audio"):
-            return str(step["options"]["audio"]), f"chain[{i}].lipsync.audio"
+    step = speech_step(steps)
+    if step is not None:
+        own = step.speech.file(step.options, f"chain[{step.index}].{step.spec.name}")
+        if own is not None:
+            return own.path, own.field
     return None, f"inputs[{item.index}].video"
 
 
 def speaker_files(steps: list[dict]) -> list[tuple[str, str]]:
-    """For a chain whose lipsync has several speakers: each speaker's audio and the manifest
-    field that names it (empty without speakers). Each track starts at output frame 0."""
-    for i, step in enumerate(steps):
-        if step["name"] == "lipsync":
-            speakers = step["options"].get("speakers") or []
-            return [
-                (s["audio"], f"chain[{i}].lipsync.speakers[{j}].audio")
-                for j, s in enumerate(speakers)
-            ]
-    return []
+    """For a chain whose speech step follows several speakers: each speaker's own track and
+    the manifest field that names it (empty otherwise). Each track starts at output frame 0."""
+    step = speech_step(steps)
+    if step is None:
+        return []
+    tracks = step.speech.tracks(step.options, f"chain[{step.index}].{step.spec.name}")
+    return [(track.path, track.field) for track in tracks]
 
 
 def resolved_steps(manifest: Manifest, overrides: dict[str, dict]) -> list[dict]:
-    """The chain with an item's overrides merged in and re-validated, as plain dicts."""
+    """The chain with an item's overrides merged in and re-validated, as plain dicts (the
+    plan's JSON; the task parses each step's options again with its spec's model)."""
     steps = []
     for step in manifest.chain:
         changes = overrides.get(step.name)
@@ -107,8 +115,8 @@ def build_plan(
     items: list[tuple[ResolvedItem, VideoInfo]],
     speech: list[AudioInfo | None] | None = None,
 ) -> Plan:
-    """`speech[n]`: the probed audio item n lip-syncs to (chains with lipsync only; with
-    several speakers, the longest of their tracks)."""
+    """`speech[n]`: the probed audio item n follows (chains with a step that follows speech,
+    such as lipsync, only; with several speakers, the longest of their tracks)."""
     planned = []
     for n, (item, info) in enumerate(items):
         steps = resolved_steps(manifest, item.overrides)
@@ -120,17 +128,19 @@ def build_plan(
         output, preview = output_names(folder, manifest.output.prefix, item)
         audio = item.audio
         frames, skip, mix = None, 0.0, []
-        lipsync = lipsync_options(steps)
+        follows = speech_step(steps)
         heard = speech[n] if speech else None
-        if lipsync is not None and heard is not None:
+        if follows is not None and heard is not None:
             audio, _ = speech_file(item, steps)
-            if lipsync.get("speakers"):
+            speakers = speaker_files(steps)
+            if speakers:
                 # The soundtrack is the given audio, else the speakers' tracks mixed.
-                mix = [] if audio else [folder + name for name, _ in speaker_files(steps)]
+                mix = [] if audio else [folder + name for name, _ in speakers]
             elif audio is None:  # the video's own track: frame 0 is partway into it
                 skip = own_audio_skip(info.start_time, heard.start_time, rate)
-            policy = str(lipsync.get("length_policy", "trim"))
-            frames = output_frames(policy, info.frame_count, heard.duration - skip, rate)
+            frames = follows.speech.frames(
+                follows.options, info.frame_count, heard.duration - skip, rate
+            )
         planned.append(
             PlannedItem(
                 index=n,

@@ -13,14 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from batch_jobs.plan import lipsync_options, resolved_steps, speaker_files, speech_file
+from batch_jobs.plan import resolved_steps, speaker_files, speech_file, speech_step
 from dropbatch.domain import JobError, VideoInfo
 from dropbatch.storage.base import NotFound, ObjectStore
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
-from processors.lipsync.audio import AudioInfo, probe_audio
 from processors.media.ffmpeg import MediaError
 from processors.media.probe import TruncatedVideo, check_tail, probe
+from processors.media.speech import AudioInfo, probe_audio
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -143,18 +143,20 @@ class InputProber:
         def one(entry: tuple[ResolvedItem, VideoInfo]) -> AudioInfo | JobError | None:
             item = entry[0]
             steps = resolved_steps(manifest, item.overrides)
-            options = lipsync_options(steps)
-            if options is None:
+            follows = speech_step(steps)
+            if follows is None:
                 return None
+            step = follows.spec.name
             name, where = speech_file(item, steps)
-            if not options.get("speakers"):
-                return self._speech_of(name or item.video, where, own=name is None)
+            speakers = speaker_files(steps)
+            if not speakers:
+                return self._speech_of(step, name or item.video, where, own=name is None)
             # Several speakers: the output lasts as long as the longest track (by the length
             # policy); a given audio is only the soundtrack, but it must be readable too.
-            soundtrack = self._speech_of(name, where, own=False) if name else None
+            soundtrack = self._speech_of(step, name, where, own=False) if name else None
             if isinstance(soundtrack, JobError):
                 return soundtrack
-            tracks = [self._speech_of(n, w, own=False) for n, w in speaker_files(steps)]
+            tracks = [self._speech_of(step, n, w, own=False) for n, w in speakers]
             bad = next((t for t in tracks if isinstance(t, JobError)), None)
             if bad is not None:
                 return bad
@@ -167,7 +169,9 @@ class InputProber:
             [f for f in found if isinstance(f, JobError)],
         )
 
-    def _speech_of(self, relative: str, where: str, *, own: bool) -> AudioInfo | JobError:
+    def _speech_of(
+        self, step: str, relative: str, where: str, *, own: bool
+    ) -> AudioInfo | JobError:
         """The probed audio of one file in the folder, or the error naming its field."""
         name = self.folder + relative
         try:
@@ -177,10 +181,10 @@ class InputProber:
             return JobError(
                 code="AUDIO_MISSING" if own else "INPUT_UNREADABLE",
                 message=(
-                    "lipsync needs speech: the video has no audio track; "
-                    "set lipsync.audio or the input's audio"
+                    f"{step} needs speech: the video has no audio track; "
+                    f"set {step}.audio or the input's audio"
                     if own
-                    else f"lipsync audio: {exc}"
+                    else f"{step} audio: {exc}"
                 ),
                 field=where,
                 uri=self.store.uri(self.bucket, name),

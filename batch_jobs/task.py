@@ -42,6 +42,7 @@ from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
 from processors.media.frames import EncodeSettings, FrameBatch, FrameReader, FrameWriter
 from processors.media.preview import PreviewTap, preview_indices
+from processors.registry import step_spec
 
 log = logging.getLogger("dropbatch.task")
 PROGRESS_INTERVAL = 1.0  # seconds; Firestore sustains about one write per second per document
@@ -141,7 +142,8 @@ def process_chunk(
     # Past the video's end (lipsync `extend`): decode up to its last frame, then hold it.
     holds = first + count > info.frame_count and total > info.frame_count
     read_first = min(first, info.frame_count - 1) if holds else first
-    speech = (item.audio or item.video) if any(s["name"] == "lipsync" for s in item.chain) else None
+    follows_speech = any(step_spec(s["name"]).speech for s in item.chain)
+    speech = (item.audio or item.video) if follows_speech else None
     with store.media_source(bucket, speech) if speech else contextlib.nullcontext() as audio:
         ctx = ProcessorContext(
             info=info,

@@ -38,7 +38,8 @@ class Settings(BaseModel):
     firestore_database: str = "(default)"
     firestore_collection: str = "dropbatch_jobs"
     launcher: Literal["local", "batch"] = "local"
-    # A folder, or a gs://bucket/prefix/ of model files listed in processors/models/catalog.yaml.
+    # A folder, or a gs://bucket/prefix/ of the model files the catalog lists (each step's
+    # processors/<step>/models.yaml).
     model_store: str = ""
     # Where a VM keeps verified copies of store models (default: ~/.cache/dropbatch/models).
     # On Cloud Batch, a host folder shared by the VM's tasks, so each file is fetched once.

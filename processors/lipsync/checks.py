@@ -6,23 +6,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dropbatch.domain import JobError
+from processors.lipsync.options import LipsyncOptions
 from processors.models.store import ModelStore
 from processors.swap.checks import FaceImageProblem, check_images
 
 
-def speaker_images(options: dict, base: str) -> list[tuple[str, str]]:
+def speaker_images(options: LipsyncOptions, base: str) -> list[tuple[str, str]]:
     """(field path, relative path) of every speaker's reference image."""
     return [
-        (f"{base}.speakers[{j}].reference", speaker["reference"])
-        for j, speaker in enumerate(options.get("speakers") or [])
+        (f"{base}.speakers[{j}].reference", speaker.reference)
+        for j, speaker in enumerate(options.speakers)
     ]
 
 
 def check_speaker_images(
-    options: dict, base: str, store: ModelStore, read: Callable[[str], bytes]
-) -> list[FaceImageProblem]:
+    options: LipsyncOptions, base: str, store: ModelStore, read: Callable[[str], bytes]
+) -> list[FaceImageProblem | JobError]:
     """Problems with the speakers' reference images (empty when each shows one face). The
     task's analyser detects at its defaults (640, 0.5), so the check does too."""
-    return check_images(
-        speaker_images(options, base), options.get("analyser", "buffalo_l"), store, read
-    )
+    return check_images(speaker_images(options, base), options.analyser, base, store, read)

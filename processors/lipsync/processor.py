@@ -40,10 +40,12 @@ from processors.lipsync.faces import (
 )
 from processors.lipsync.features import MelFeatures, fitted_samples, speaker_features
 from processors.lipsync.model import FACE_SIZE, ModelUnusable, Wav2LipModel
+from processors.lipsync.options import LipsyncOptions
 from processors.lipsync.reach import speaker_reach
 from processors.lipsync.speakers import SpeakerAssignment, speaker_identities
 from processors.media.frames import FrameBatch
-from processors.models.store import ModelStoreError, fetch_models
+from processors.models.store import ModelStoreError, fetch_models, require_models
+from processors.spec import StepSetupError
 from processors.swap.identity import IdentityError
 
 log = logging.getLogger("dropbatch.lipsync")
@@ -82,14 +84,14 @@ def face_input(frame: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray
 class LipsyncProcessor:
     name = "lipsync"
 
-    def __init__(self, options: dict, ctx: ProcessorContext) -> None:
-        self.radius = int(options.get("smoothing_frames", 2))
-        self.every = max(1, int(options.get("detect_every", 1)))
+    def __init__(self, options: LipsyncOptions, ctx: ProcessorContext) -> None:
+        self.radius = options.smoothing_frames
+        self.every = options.detect_every
         # Detection keyframes sit at multiples of `every` in the global frame index, so every
         # chunk detects on the same frames and interpolates between the same boxes.
         self.reach = context_reach(options)
         self.lookbehind = self.lookahead = self.reach
-        self.pads = tuple(int(p) for p in options.get("pads", (0, 10, 0, 0)))
+        self.pads = options.pads
         self._size = (ctx.width, ctx.height)
         store = ctx.model_store or ctx.model_dir
         if not store:
@@ -101,20 +103,16 @@ class LipsyncProcessor:
         except ModelStoreError as exc:
             raise LipsyncSetupError(str(exc)) from None
         try:
-            self.model = Wav2LipModel(
-                models[options.get("model", "wav2lip_gan_96")].path,
-                int(options.get("batch_size", 16)),
-            )
+            self.model = Wav2LipModel(models[options.model].path, options.batch_size)
         except ModelUnusable as exc:
             raise LipsyncSetupError(str(exc)) from None
         total = self._total = ctx.frames or ctx.info.frame_count
         samples = fitted_samples(total, ctx.rate)
-        speakers = list(options.get("speakers") or [])
         self._assignment: SpeakerAssignment | None = None
-        if speakers:
-            self._pack_name = str(options.get("analyser", "buffalo_l"))
+        if options.speakers:
+            self._pack_name = options.analyser
             self.mels = speaker_features(
-                [self._speaker_speech(s["audio"], ctx, samples) for s in speakers], ctx.rate
+                [self._speaker_speech(s.audio, ctx, samples) for s in options.speakers], ctx.rate
             )
             self._analyser, self._assignment = self._speaker_analysis(options, models, ctx)
             self._settle_reach = self.radius  # on boxes already decided over their tracks
@@ -159,24 +157,23 @@ class LipsyncProcessor:
 
     @staticmethod
     def _speaker_analysis(
-        options: dict, models: dict, ctx: ProcessorContext
+        options: LipsyncOptions, models: dict, ctx: ProcessorContext
     ) -> tuple[FaceAnalyser, SpeakerAssignment]:
-        pack = models[options.get("analyser", "buffalo_l")]
+        pack = models[options.analyser]
         try:
             analyser = FaceAnalyser(
                 pack.module("detection"), pack.module("recognition"), providers=choose_providers()
             )
         except (ValueError, ModelStoreError) as exc:  # a file that is not the model it claims
             raise LipsyncSetupError(f"lipsync.analyser: {exc}") from None
-        references = [s["reference"] for s in options["speakers"]]
+        references = [s.reference for s in options.speakers]
         if ctx.folder is None:
             raise LipsyncSetupError("lipsync speakers' reference images are not available")
         try:
             identities = speaker_identities(analyser, references, ctx.folder, "lipsync")
         except IdentityError as exc:
             raise LipsyncSetupError(str(exc)) from None
-        threshold = float(options.get("threshold", 0.6))
-        return analyser, SpeakerAssignment(identities, threshold)
+        return analyser, SpeakerAssignment(identities, options.threshold)
 
     def _speaker_faces(self, batch: FrameBatch) -> list[list[Face]]:
         """Each frame's faces with embeddings: an earlier step's faces (no second detection),
@@ -366,3 +363,16 @@ class LipsyncProcessor:
         else:
             self._decided = self._last_seen
         self._advance(final)
+
+
+def build(options: LipsyncOptions, ctx: ProcessorContext) -> LipsyncProcessor:
+    """The step as the chain builds it (processors/lipsync/spec.py names this): its model is
+    checked first, so a missing one ends the job with the store's code."""
+    try:
+        require_models("lipsync", options, ctx.model_store or ctx.model_dir)
+    except ModelStoreError as exc:
+        raise StepSetupError(str(exc), exc.code) from None
+    try:
+        return LipsyncProcessor(options, ctx)
+    except LipsyncSetupError as exc:
+        raise StepSetupError(str(exc), getattr(exc, "code", "")) from None

@@ -4,6 +4,8 @@ OpenCV."""
 
 from __future__ import annotations
 
+from processors.lipsync.options import LipsyncOptions
+
 # With `speakers`, a face's speaker is decided over its track within ± TRACK_WINDOW frames,
 # a detector miss of up to MAX_GAP frames bridged (swap's tracking, processors/swap/tracking.py).
 TRACK_WINDOW = 5
@@ -15,13 +17,12 @@ def speaker_reach() -> int:
     return TRACK_WINDOW + MAX_GAP + 1
 
 
-def context_reach(options: dict) -> int:
+def context_reach(options: LipsyncOptions) -> int:
     """Frames of context each side a lipsync step needs: the smoothing window, plus, when only
     every k-th frame is detected, the gap to the next keyframe and the keyframe after it (a
     keyframe is checked against its neighbours), or, with several speakers, the window their
     assignment to faces is decided over."""
-    smoothing = int(options.get("smoothing_frames", 2))
-    if options.get("speakers"):
-        return smoothing + speaker_reach()
-    every = max(1, int(options.get("detect_every", 1)))
-    return smoothing + (2 * every - 1 if every > 1 else 0)
+    if options.speakers:
+        return options.smoothing_frames + speaker_reach()
+    every = options.detect_every
+    return options.smoothing_frames + (2 * every - 1 if every > 1 else 0)

@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from manifests.model import SwapOptions
 from processors.base import ProcessorContext
 from processors.faces import (
     ANNOTATION,
@@ -26,8 +25,10 @@ from processors.faces import (
     choose_providers,
 )
 from processors.media.frames import FrameBatch
-from processors.models.store import FetchedModel, fetch_models
+from processors.models.store import FetchedModel, ModelStoreError, fetch_models, require_models
+from processors.spec import StepSetupError
 from processors.swap.identity import ImageRef, identity
+from processors.swap.options import SwapOptions
 from processors.swap.paste import paste_back
 from processors.swap.swapper import Swapper, SwapperUnusable
 from processors.swap.tracking import FaceTracks, Targeting, context, decide
@@ -65,12 +66,10 @@ def _image_refs(options: SwapOptions, folder: Path | None, step_index: str) -> d
 class SwapProcessor:
     name = "swap"
 
-    def __init__(self, options: dict, ctx: ProcessorContext, where: str = "swap") -> None:
-        from processors.models.store import ModelStoreError
+    def __init__(self, options: SwapOptions, ctx: ProcessorContext, where: str = "swap") -> None:
         from processors.swap.identity import IdentityError
 
-        self.options = SwapOptions.model_validate(options)
-        opts = self.options
+        self.options = opts = options
         self.size = (ctx.width, ctx.height)
         try:
             models = fetch_models("swap", options, ctx.model_store or ctx.model_dir)
@@ -184,3 +183,16 @@ class SwapProcessor:
 
     def flush(self) -> FrameBatch:
         return self._release(self._last)
+
+
+def build(options: SwapOptions, ctx: ProcessorContext) -> SwapProcessor:
+    """The step as the chain builds it (processors/swap/spec.py names this): its models are
+    checked first, so a missing one ends the job with the store's code."""
+    try:
+        require_models("swap", options, ctx.model_store or ctx.model_dir)
+    except ModelStoreError as exc:
+        raise StepSetupError(str(exc), exc.code) from None
+    try:
+        return SwapProcessor(options, ctx)
+    except SwapSetupError as exc:
+        raise StepSetupError(str(exc), exc.code) from None

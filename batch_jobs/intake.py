@@ -38,7 +38,12 @@ from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
 from manifests.paths import is_glob
 from manifests.resolve import MANIFEST_SUFFIXES, resolve_inputs, side_files
-from processors.models.store import ModelStoreError, open_model_store, require_models
+from processors.models.store import (
+    ModelStoreError,
+    open_model_store,
+    require_models,
+    step_needs,
+)
 from processors.spec import CheckInputs, no_checks
 
 log = logging.getLogger("dropbatch.intake")
@@ -104,6 +109,13 @@ def located(
         else m
         for m in missing
     ]
+
+
+def _option_naming(step: str, options: dict, exc: ModelStoreError) -> str:
+    """The step's option that names the model at fault (e.g. swap's `occluder`), so the
+    error's field is that option; `model` when the error names no model."""
+    model = getattr(exc, "model", None)
+    return next((n.option for n in step_needs(step, options) if n.name == model), "model")
 
 
 def may_wait_for(record: JobRecord, arrived: str) -> bool:
@@ -340,7 +352,7 @@ class Intake:
                     JobError(
                         code=exc.code,
                         message=str(exc),
-                        field=f"{where}.model",
+                        field=f"{where}.{_option_naming(name, options, exc)}",
                         uri=getattr(exc, "store", None) or None,
                     )
                 )

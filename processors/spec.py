@@ -48,11 +48,13 @@ class ModelNeed:
     `any_weights`: presence of any one of the catalog entry's `weights` files is enough (a
     loader such as ultralytics that takes an engine, a .pt or an .onnx); otherwise every file
     of the entry must be there.
+    `option`: the step's option that names it, so an error about it names that field.
     """
 
     name: str
     role: str
     any_weights: bool = False
+    option: str = "model"
 
 
 class SideFile(NamedTuple):

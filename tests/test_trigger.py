@@ -179,7 +179,7 @@ BAD = {
     "swap": (
         CROP.replace('[{crop: {aspect: "1:1"}}]', "[{swap: {source: clip.mp4}}]"),
         "MODEL_MISSING",
-        "chain[0].swap.model",
+        "chain[0].swap.analyser",  # buffalo_l, the first it needs
     ),
     # One input switches its crop to YOLO: that model must be in the store too.
     "override-model": (

@@ -18,6 +18,14 @@ def _one_or_many_schema(schema: dict[str, Any]) -> None:
     source["anyOf"] = [item, {"type": "array", "items": item}]
 
 
+# The face regions a swap may be limited to: the face parts of the 19 CelebAMask-HQ classes a
+# BiSeNet face parser labels (FaceFusion's names; processors/swap/masks.py maps them to classes).
+FACE_REGIONS = (
+    "skin", "left-eyebrow", "right-eyebrow", "left-eye", "right-eye", "glasses", "nose",
+    "mouth", "upper-lip", "lower-lip",
+)  # fmt: skip
+
+
 class FaceMapEntry(Strict):
     reference: RelPath = Field(description="An image of the person to replace.")
     source: RelPath = Field(description="An image of the identity to put in their place.")
@@ -70,6 +78,40 @@ class SwapOptions(Strict):
     tensorrt: bool = Field(
         default=False, description="Try onnxruntime's TensorRT provider before CUDA."
     )
+    # -- masks and pixel boost: what of the swapped face is pasted, and at what resolution --
+    occlusion: bool = Field(
+        default=False,
+        description="Keep whatever covers the face (a hand, a microphone, hair) from the "
+        "original frame, as an XSeg occluder (`occluder`) sees it.",
+    )
+    occluder: str = Field(default="xseg_1", description="Model store name of the occluder.")
+    regions: list[str] = Field(
+        default_factory=list,
+        max_length=len(FACE_REGIONS),
+        description="Paste only these face regions, as a BiSeNet face parser (`parser`) finds "
+        f"them: any of {', '.join(FACE_REGIONS)}. Empty: the whole face box.",
+        json_schema_extra={"items": {"type": "string", "enum": list(FACE_REGIONS)}},
+    )
+    parser: str = Field(
+        default="bisenet_resnet_34", description="Model store name of the face parser."
+    )
+    pixel_boost: Literal[128, 256, 512] = Field(
+        default=128,
+        description="Side of the aligned face crop the swap works on; above the model's 128 "
+        "the crop is swapped as 128 px sub-grids (every k-th pixel) and reassembled.",
+    )
+
+    @field_validator("regions")
+    @classmethod
+    def _known_regions(cls, value: list[str]) -> list[str]:
+        unknown = [
+            f"{name!r} (at [{i}])" for i, name in enumerate(value) if name not in FACE_REGIONS
+        ]
+        if unknown:
+            raise ValueError(
+                f"unknown region {', '.join(unknown)}; choose from {', '.join(FACE_REGIONS)}"
+            )
+        return list(dict.fromkeys(value))  # a region named twice is the same region
 
     @field_validator("det_size")
     @classmethod

@@ -1,5 +1,5 @@
-"""The swap step's spec: options, models (the analyser pack and the swapper), context frames,
-side images, the trigger's face check and builder (see processors/spec.py)."""
+"""The swap step's spec: options, models (the analyser pack, the swapper, the masks' models),
+context frames, side images, the trigger's face check and builder (see processors/spec.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,17 @@ from processors.swap.options import SwapOptions
 
 
 def models(options: SwapOptions) -> list[ModelNeed]:
-    return [ModelNeed(options.analyser, "analyser"), ModelNeed(options.model, "swapper")]
+    """The analyser pack and the swapper always; the occluder with `occlusion`, the face
+    parser with `regions` (so a missing one is MODEL_MISSING at trigger time)."""
+    needs = [
+        ModelNeed(options.analyser, "analyser", option="analyser"),
+        ModelNeed(options.model, "swapper"),
+    ]
+    if options.occlusion:
+        needs.append(ModelNeed(options.occluder, "occluder", option="occluder"))
+    if options.regions:
+        needs.append(ModelNeed(options.parser, "parser", option="parser"))
+    return needs
 
 
 def context(options: SwapOptions, rate: Fraction, frame: FrameSize | None) -> tuple[int, int]:

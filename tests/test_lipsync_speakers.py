@@ -366,3 +366,22 @@ def test_models_check_lists_the_analyser_speakers_need(
     assert states[(ANALYSER, "scrfd_500m_bnkps.onnx")] == "missing"
     assert states[(ANALYSER, "w600k_mbf.onnx")] == "missing"
     assert code != 0
+
+
+def test_a_missing_analyser_pack_is_invalid_naming_the_option(
+    deployment: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.lipsync_fixtures import make_model_store
+    from triggers.main import intake
+
+    store = make_model_store(deployment["tmp"] / "models")  # Wav2Lip only: no analyser pack
+    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(store))
+    intake.cache_clear()
+    folder = deployment["inbox"] / "nopack"
+    folder.mkdir()
+    (folder / "manifest.yaml").write_text(manifest_text(BOTH))
+    [job_id] = deliver("nopack/manifest.yaml", deployment["root"])
+    record = job(job_id)
+    assert record.state == JobState.INVALID and record.error is not None
+    assert (record.error.code, record.error.field) == ("MODEL_MISSING", "chain[0].lipsync.analyser")
+    assert ANALYSER in record.error.message

@@ -14,7 +14,7 @@ from processors.spec import CheckInputs, FrameSize, ModelNeed, SideFile, Speech,
 def models(options: LipsyncOptions) -> list[ModelNeed]:
     needs = [ModelNeed(options.model, "lipsync")]
     if options.speakers:  # several speakers are told apart by an analyser pack's ArcFace
-        needs.append(ModelNeed(options.analyser, "analyser"))
+        needs.append(ModelNeed(options.analyser, "analyser", option="analyser"))
     return needs
 
 

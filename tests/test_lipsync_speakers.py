@@ -75,7 +75,8 @@ def manifest_text(
     listed = ", ".join(f"{{reference: {r}, audio: {a}}}" for r, a in speakers)
     return (
         f"version: 1\ninputs: [two.mp4]\nchain:\n{before}"
-        f"  - lipsync: {{analyser: {ANALYSER}, batch_size: 8, speakers: [{listed}]{extra}}}\n"
+        f"  - lipsync: {{analyser: {ANALYSER}, batch_size: 8, det_size: 320, "
+        f"speakers: [{listed}]{extra}}}\n"
         "output: {preset: ultrafast, crf: 18}\n"
         f"compute: {{chunk_seconds: {chunk}, max_parallel_tasks: 2, max_retries: 0}}\n"
     )

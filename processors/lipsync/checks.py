@@ -23,6 +23,13 @@ def speaker_images(options: LipsyncOptions, base: str) -> list[tuple[str, str]]:
 def check_speaker_images(
     options: LipsyncOptions, base: str, store: ModelStore, read: Callable[[str], bytes]
 ) -> list[FaceImageProblem | JobError]:
-    """Problems with the speakers' reference images (empty when each shows one face). The
-    task's analyser detects at its defaults (640, 0.5), so the check does too."""
-    return check_images(speaker_images(options, base), options.analyser, base, store, read)
+    """Problems with the speakers' reference images (empty when each shows one face), found
+    as the task's analyser finds them (the step's `det_size`, confidence 0.5)."""
+    return check_images(
+        speaker_images(options, base),
+        options.analyser,
+        base,
+        store,
+        read,
+        det_size=options.det_size,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from manifests.strict import RelPath, Strict
 
@@ -78,6 +78,20 @@ class LipsyncOptions(Strict):
         description="With `speakers`: max cosine distance between a face and its speaker's "
         "reference.",
     )
+    det_size: int = Field(
+        default=640,
+        ge=160,
+        le=2048,
+        description="Input size of the SCRFD detector when lipsync finds faces itself (and "
+        "of the reference check); faces from a swap step are used as they are.",
+    )
+
+    @field_validator("det_size")
+    @classmethod
+    def _det_size(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError("must be a multiple of 32 (the detector's largest stride)")
+        return value
 
     @model_validator(mode="after")
     def _speakers(self) -> LipsyncOptions:

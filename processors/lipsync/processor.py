@@ -92,6 +92,7 @@ class LipsyncProcessor:
         self.reach = context_reach(options)
         self.lookbehind = self.lookahead = self.reach
         self.pads = options.pads
+        self._det_size = options.det_size
         self._size = (ctx.width, ctx.height)
         store = ctx.model_store or ctx.model_dir
         if not store:
@@ -162,7 +163,10 @@ class LipsyncProcessor:
         pack = models[options.analyser]
         try:
             analyser = FaceAnalyser(
-                pack.module("detection"), pack.module("recognition"), providers=choose_providers()
+                pack.module("detection"),
+                pack.module("recognition"),
+                det_size=options.det_size,
+                providers=choose_providers(),
             )
         except (ValueError, ModelStoreError) as exc:  # a file that is not the model it claims
             raise LipsyncSetupError(f"lipsync.analyser: {exc}") from None
@@ -219,7 +223,9 @@ class LipsyncProcessor:
         if faces is not None:
             return list(boxes_from_faces(faces))
         if self._detector is None:
-            self._detector = ScrfdFaces(self._pack[1]) if self._pack else HaarFaces()
+            self._detector = (
+                ScrfdFaces(self._pack[1], self._det_size) if self._pack else HaarFaces()
+            )
         return [
             self._detector.largest(frame) if index % self.every == 0 else _UNDETECTED
             for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True)

@@ -280,9 +280,15 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
         ),
     )
     with reporter:
-        threads = int(os.environ.get("DROPBATCH_TASK_THREADS", "0")) or None
+        threads = limit_threads(settings)
         started = time.time()
-        event(log, "task started", attempt=attempt, frames=chunk.end_frame - chunk.start_frame)
+        event(
+            log,
+            "task started",
+            attempt=attempt,
+            frames=chunk.end_frame - chunk.start_frame,
+            threads=threads or 0,
+        )
         already = chunk_index in record.chunks_done.get(str(item_index), [])
         if not already:
             reporter.update(0, force=True, state="RUNNING")
@@ -335,6 +341,17 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
                 event(log, "stitch failed", logging.ERROR, reason=failure_text(exc))
                 return 1
         return 0
+
+
+def limit_threads(settings: Settings) -> int | None:
+    """The task's thread bound (None: unbounded), applied to OpenCV here, once per process:
+    its pool is process-wide; ffmpeg gets it on each command line."""
+    if not settings.task_threads:
+        return None
+    import cv2
+
+    cv2.setNumThreads(settings.task_threads)
+    return settings.task_threads
 
 
 def main() -> int:

@@ -9,13 +9,14 @@ step").
 from __future__ import annotations
 
 from processors.crop.spec import SPEC as CROP
+from processors.enhance.spec import SPEC as ENHANCE
 from processors.lipsync.spec import SPEC as LIPSYNC
 from processors.noop.spec import SPEC as NOOP
 from processors.spec import StepSpec
 from processors.swap.spec import SPEC as SWAP
 
 # The steps a manifest's chain may name, in the order they run.
-STEPS: tuple[StepSpec, ...] = (CROP, SWAP, LIPSYNC)
+STEPS: tuple[StepSpec, ...] = (CROP, SWAP, ENHANCE, LIPSYNC)
 # Steps a plan may carry that no manifest can name (benchmarks, plumbing tests).
 INTERNAL: tuple[StepSpec, ...] = (NOOP,)
 

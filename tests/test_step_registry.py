@@ -28,6 +28,7 @@ from processors.chain import Chain
 from processors.media.frames import FrameBatch
 from processors.models.store import catalog, open_model_store
 from processors.spec import CheckInputs, ModelNeed, SideFile, StepSetupError, StepSpec
+from tests.enhance_models import build_enhance_store
 from tests.face_models import build_face_store, two_people
 from tests.lipsync_fixtures import make_model_store, speech_wav
 
@@ -59,6 +60,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     speech_wav(side / "speech.wav")
     return {
         "swap": faces,
+        "enhance": build_enhance_store(faces),  # the restorers beside the analyser pack
         "lipsync": make_model_store(tmp_path_factory.mktemp("wav2lip")),
         "side": side,
     }
@@ -67,7 +69,10 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # What each step's options cannot default (a step whose defaults validate needs nothing),
 # and, to run here, the test models' names.
 REQUIRED = {"swap": {"source": "face.png"}}
-RUNNABLE = {"swap": {**REQUIRED["swap"], "analyser": "test_faces", "model": "test_swapper"}}
+RUNNABLE = {
+    "swap": {**REQUIRED["swap"], "analyser": "test_faces", "model": "test_swapper"},
+    "enhance": {"analyser": "test_faces"},
+}
 
 
 def context_for(step: str, stores: dict[str, Path]) -> ProcessorContext:
@@ -81,9 +86,9 @@ def context_for(step: str, stores: dict[str, Path]) -> ProcessorContext:
 
 
 def test_the_registry_lists_the_chain_steps_in_order() -> None:
-    assert registry.step_names() == ("crop", "swap", "lipsync")
+    assert registry.step_names() == ("crop", "swap", "enhance", "lipsync")
     assert registry.step_spec("noop").name == "noop"  # internal: plans may carry it
-    with pytest.raises(KeyError, match="crop, swap, lipsync"):
+    with pytest.raises(KeyError, match="crop, swap, enhance, lipsync"):
         registry.step_spec("blur")
 
 
@@ -96,11 +101,13 @@ def test_each_step_provides_every_part_of_its_spec(
     # plan's JSON as the task parses it back.
     options = spec.parse(RUNNABLE.get(spec.name, {}))
     assert spec.parse(options.model_dump(mode="json")) == options
-    # Models: with the defaults, names the step's own catalog lists, each with a role.
+    # Models: with the defaults, names the step's own catalog lists, each with a role; an
+    # analyser pack (face detection, shared by the face steps) is swap's.
     defaults = spec.parse(REQUIRED.get(spec.name, {}))
     for need in spec.models(defaults):
         assert isinstance(need, ModelNeed) and need.role
-        assert catalog()[need.name]["step"] == spec.name
+        owner = "swap" if need.role == "analyser" else spec.name
+        assert catalog()[need.name]["step"] == owner
     # Context: frames each side, never fewer without a frame size (a bound for any size).
     before, after = spec.context(options, RATE, (WIDTH, HEIGHT))
     unsized = spec.context(options, RATE, None)

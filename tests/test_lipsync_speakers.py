@@ -271,7 +271,7 @@ def envelope(samples: np.ndarray, rate: int, start: float, end: float) -> float:
 def test_missing_speaker_tracks_wait_then_the_job_runs_with_their_mix(
     deployment: dict, monkeypatch: pytest.MonkeyPatch, material: dict
 ) -> None:
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_job
     from triggers.main import intake
 
     monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(material["store"]))
@@ -296,7 +296,7 @@ def test_missing_speaker_tracks_wait_then_the_job_runs_with_their_mix(
         if name == "host.wav":  # one of two: still waiting, now only for the other
             waiting = [w.field for w in job(job_id).waiting_for]
             assert waiting == ["chain[0].lipsync.speakers[1].audio"]
-    assert LocalLauncher.shared().wait(job_id, timeout=600)
+    assert wait_local_job(job_id, timeout=600)
     record = job(job_id)
     assert record.state == JobState.SUCCEEDED, (record.error, record.errors)
     [item] = record.plan.items

@@ -418,7 +418,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         throughput=Throughput(frames_per_second=args.processing_fps),
     )
     print(
-        f"{args.minutes:g} min of {args.fps:g} fps video, chunks of {compute.chunk_seconds:g} s: "
+        f"{args.minutes:g} min of {args.fps:g} fps video, chunks of {est.chunk_seconds:g} s: "
         f"{est.tasks} tasks on {est.vms} {est.provisioning} {est.machine_type} VM(s), "
         f"about {est.wall_seconds / 60:.0f} min, {est.vm_hours:.2f} VM-hours "
         f"at ${est.hourly_usd:.3f}/h = ${est.usd:.2f}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from batch_jobs.chunk_size import auto_chunk_seconds
 from batch_jobs.cloud_batch import BOOT_DISK_GB, MACHINES
 from manifests.model import ComputeOptions
 
@@ -54,6 +55,7 @@ class CostEstimate:
     machine_type: str
     provisioning: str
     hourly_usd: float
+    chunk_seconds: float = 10.0
 
 
 def estimate_cost(
@@ -69,9 +71,10 @@ def estimate_cost(
     provisioning = "spot" if compute.spot else "standard"
     hourly = rates.vm_hourly[(machine, provisioning)]
     hourly += BOOT_DISK_GB * rates.disk_gb_month / HOURS_PER_MONTH
-    tasks = max(1, math.ceil(video_seconds / compute.chunk_seconds))
+    seconds = chunk_seconds_for(compute, video_seconds, fps)
+    tasks = max(1, math.ceil(video_seconds / seconds))
     vms = min(tasks, compute.max_parallel_tasks)
-    chunk_frames = compute.chunk_seconds * fps
+    chunk_frames = seconds * fps
     task_seconds = speed.task_setup_seconds + chunk_frames / speed.frames_per_second
     busy_seconds = tasks * task_seconds + vms * speed.vm_startup_seconds
     wall = speed.vm_startup_seconds + math.ceil(tasks / vms) * task_seconds
@@ -85,4 +88,12 @@ def estimate_cost(
         machine_type=machine,
         provisioning=provisioning,
         hourly_usd=hourly,
+        chunk_seconds=seconds,
     )
+
+
+def chunk_seconds_for(compute: ComputeOptions, video_seconds: float, fps: float) -> float:
+    """The manifest's chunk length, or what `auto` chooses for a chain without context."""
+    if compute.chunk_seconds == "auto":
+        return auto_chunk_seconds(video_seconds, fps, compute.max_parallel_tasks, 0, 0)
+    return compute.chunk_seconds

@@ -49,7 +49,8 @@ class ProcessOwner(BaseModel):
 
 
 class LeaseHolder(BaseModel):
-    """Who holds a stitch lease, so it can be known dead before the lease runs out."""
+    """Who holds a stitch lease or a chunk claim, so it can be known dead before the lease
+    runs out."""
 
     process: ProcessOwner | None = None
     task_index: int | None = None  # BATCH_TASK_INDEX
@@ -60,6 +61,19 @@ class StitchLease(BaseModel):
     owner: str
     expires_at: float
     holder: LeaseHolder | None = None
+
+
+class ChunkClaim(BaseModel):
+    """Which worker processes one chunk: a lease like the stitch lease, kept on a document of
+    its own (one per chunk) so claiming and renewing never contend on the job record."""
+
+    item: int
+    chunk: int
+    owner: str = ""  # the claiming worker's id; "" while never claimed
+    expires_at: float = 0.0  # renewed by the holder's heartbeat while it works
+    holder: LeaseHolder | None = None
+    done: bool = False
+    grants: int = 0  # how many times it was claimed: 1, plus one per takeover
 
 
 class JobRecord(BaseModel):

@@ -214,3 +214,14 @@ class ClaimKeeper:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def release_claim(status: StatusStore, job_id: str, claim: ChunkClaim) -> None:
+    """Give up our claim (this attempt failed): the next worker takes the chunk at once,
+    rather than when its lease runs out."""
+
+    def mutate(stored: ChunkClaim) -> None:
+        if stored.owner == claim.owner and not stored.done:
+            stored.expires_at = 0.0
+
+    status.transact_claim(job_id, claim.item, claim.chunk, mutate)

@@ -1,9 +1,12 @@
-"""One Batch task: `python -m batch_jobs.task`.
+"""One Batch task, a worker: `python -m batch_jobs.task`.
 
-Reads its chunk from the job record by `BATCH_TASK_INDEX`, decodes the chunk (plus the pre-
+A job runs as many workers as its parallelism (`BATCH_TASK_INDEX` names one; it picks no
+chunk). Each claims the next unfinished chunk (batch_jobs/claims.py), decodes it (plus the pre-
 and post-roll its processors need), runs the chain, encodes the part with the same encoder
-settings as every other part, stores it, and marks the chunk done in a transaction on a set.
-The task that completes an item's set stitches it (see `batch_jobs.stitch`).
+settings as every other part, stores it, marks the chunk done in a transaction on a set, and
+claims again until none is left. Models load once per process (processors/models/sessions.py)
+and side inputs once per item (batch_jobs/worker.py). The worker that completes an item's set
+stitches it (see `batch_jobs.stitch`).
 Exit codes: 0 done, 1 failed (Batch retries it), 2 misconfigured (retrying will not help).
 """
 
@@ -24,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from batch_jobs.claims import ClaimKeeper, claim_next, finish_claim, release_claim
 from batch_jobs.liveness import HEARTBEAT_SECONDS, current_owner
 from batch_jobs.scratch import task_scratch
-from batch_jobs.side_inputs import fetch_side_inputs
 from batch_jobs.stitch import mark_chunk_done, part_name, preview_tile_name, stitch_when_ready
+from batch_jobs.worker import WorkerSetup, unstitched_items
 from dropbatch import logs
 from dropbatch.config import Settings
 from dropbatch.jobstatus import ROLE_KEY, transition
@@ -36,7 +40,7 @@ from dropbatch.status import open_status
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import JobState, LeaseHolder, TaskProgress
 from dropbatch.storage import open_store
-from dropbatch.storage.base import ObjectStore, folder_of
+from dropbatch.storage.base import ObjectStore
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
 from processors.media.frames import EncodeSettings, FrameBatch, FrameReader, FrameWriter
@@ -69,6 +73,12 @@ class ProgressReporter:
                 self.progress.updated_at = now
                 self.status.put_progress(self.progress)
                 self._last = now
+
+    def start_chunk(self, item: int, chunk: int, frames_total: int) -> None:
+        """A new chunk: its frame count and fps start from zero."""
+        with self._lock:
+            self._started = time.time()
+        self.update(0, force=True, item=item, chunk=chunk, frames_total=frames_total)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
@@ -236,6 +246,8 @@ def failure_text(exc: BaseException) -> str:
 
 
 def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
+    """One worker: claim a chunk, process it, record it done, and again, until no chunk is
+    left to claim (batch_jobs/claims.py); the worker that completes an item stitches it."""
     store, status = open_store(settings), open_status(settings)
     record = status.get(job_id)
     if record is None or record.plan is None:
@@ -246,46 +258,38 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
             reason=f"job {job_id} has no plan in the status store",
         )
         return 2
-    tasks = record.plan.tasks()
-    if not 0 <= index < len(tasks):
-        event(
-            log,
-            "task failed",
-            logging.ERROR,
-            reason=f"task index {index} outside 0..{len(tasks) - 1}",
-        )
+    if index < 0:
+        event(log, "task failed", logging.ERROR, reason=f"task index {index} is negative")
         return 2
     if record.state in (JobState.FAILED, JobState.CANCELLED, JobState.SUCCEEDED):
         return 0  # nothing left to do for this job
-    item_index, chunk_index = tasks[index]
-    item = record.plan.items[item_index]
-    chunk = item.chunks[chunk_index]
-    logs.bind(job_id=job_id, task_index=index, chunk=chunk_index, item=item_index)
+    plan = record.plan
+    logs.bind(job_id=job_id, task_index=index)
     transition(store, status, job_id, JobState.RUNNING, allowed_from=frozenset({JobState.QUEUED}))
-    reporter = ProgressReporter(
-        status,
-        TaskProgress(
-            job_id=job_id,
-            task_index=index,
-            item=item_index,
-            chunk=chunk_index,
-            attempt=attempt,
-            frames_total=chunk.end_frame - chunk.start_frame,
-            owner=current_owner(),
-        ),
+    me = current_owner()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    holder = LeaseHolder(process=me, task_index=index, attempt=attempt)
+    progress = TaskProgress(
+        job_id=job_id, task_index=index, item=0, chunk=0, attempt=attempt, owner=me
     )
-    with reporter:
-        threads = int(os.environ.get("DROPBATCH_TASK_THREADS", "0")) or None
-        started = time.time()
-        event(log, "task started", attempt=attempt, frames=chunk.end_frame - chunk.start_frame)
-        already = chunk_index in record.chunks_done.get(str(item_index), [])
-        if not already:
-            reporter.update(0, force=True, state="RUNNING")
+    reporter = ProgressReporter(status, progress)
+    threads = int(os.environ.get("DROPBATCH_TASK_THREADS", "0")) or None
+    with reporter, WorkerSetup(store, record) as setup:
+        reporter.update(0, force=True, state="RUNNING")
+        event(log, "worker started", attempt=attempt)
+        item_index: int | None = None
+        while True:
+            claim = claim_next(status, job_id, plan, owner, holder, prefer_item=item_index)
+            if claim is None:
+                break
+            item_index = claim.item
+            item, chunk = plan.items[claim.item], plan.items[claim.item].chunks[claim.chunk]
+            frames = chunk.end_frame - chunk.start_frame
+            logs.bind(item=claim.item, chunk=claim.chunk)
+            reporter.start_chunk(claim.item, claim.chunk, frames)
+            started = time.time()
             try:
-                with tempfile.TemporaryDirectory(prefix="dropbatch-side-") as side:
-                    fetch_side_inputs(
-                        store, record.bucket, folder_of(record.manifest), item.chain, Path(side)
-                    )
+                with ClaimKeeper(status, job_id, claim):
                     process_chunk(
                         store,
                         settings,
@@ -296,9 +300,10 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
                         chunk,
                         reporter,
                         threads,
-                        folder=Path(side),
+                        folder=setup.side_inputs(item),
                     )
             except Exception as exc:
+                release_claim(status, job_id, claim)  # another worker may take it now
                 reason = failure_text(exc)
                 reporter.update(
                     reporter.progress.frames_done,
@@ -311,25 +316,46 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
                 # A chain that cannot be set up (bad model, bad side image) fails the same way on
                 # every retry: exit 2 says so.
                 return 2 if isinstance(exc, ChainSetupError) else 1
-        complete = mark_chunk_done(status, job_id, item_index, chunk_index)
-        elapsed = time.time() - started
-        frames = chunk.end_frame - chunk.start_frame
-        reporter.update(frames, force=True, state="SUCCEEDED")
-        event(
-            log,
-            "task finished",
-            seconds=round(elapsed, 3),
-            fps=round(frames / max(elapsed, 1e-6), 2),
-        )
-        if complete:
-            owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-            holder = LeaseHolder(process=reporter.progress.owner, task_index=index, attempt=attempt)
-            try:
-                stitch_when_ready(store, status, settings, job_id, item_index, owner, holder)
-            except Exception as exc:
-                event(log, "stitch failed", logging.ERROR, reason=failure_text(exc))
+            complete = mark_chunk_done(status, job_id, claim.item, claim.chunk)
+            finish_claim(status, job_id, claim.item, claim.chunk)
+            elapsed = time.time() - started
+            reporter.update(frames, force=True, chunks_done=reporter.progress.chunks_done + 1)
+            event(
+                log,
+                "chunk finished",
+                seconds=round(elapsed, 3),
+                fps=round(frames / max(elapsed, 1e-6), 2),
+            )
+            if complete and not stitch(store, status, settings, job_id, claim.item, owner, holder):
                 return 1
+        # Nothing left to claim. An item whose chunks are all done but which nobody is
+        # stitching (its stitcher died, or a worker died between its last chunk and the
+        # stitch): this worker stitches it.
+        for orphan in unstitched_items(status, job_id, holder):
+            if not stitch(store, status, settings, job_id, orphan, owner, holder):
+                return 1
+        reporter.update(reporter.progress.frames_done, force=True, state="SUCCEEDED")
+        event(log, "worker finished", chunks=reporter.progress.chunks_done)
         return 0
+
+
+def stitch(
+    store: ObjectStore,
+    status: StatusStore,
+    settings: Settings,
+    job_id: str,
+    item: int,
+    owner: str,
+    holder: LeaseHolder,
+) -> bool:
+    """Stitch the item (or wait for the stitcher that has it); False if the stitch failed."""
+    logs.bind(item=item)
+    try:
+        stitch_when_ready(store, status, settings, job_id, item, owner, holder)
+    except Exception as exc:
+        event(log, "stitch failed", logging.ERROR, reason=failure_text(exc))
+        return False
+    return True
 
 
 def main() -> int:

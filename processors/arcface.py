@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from processors.models.sessions import onnx_session
+
 
 class RecogniserUnusable(ValueError):
     """The file is not an ArcFace-style recogniser; the message names it and its shapes."""
@@ -30,10 +32,8 @@ def _normalises_inside(path: Path) -> bool:
 
 class ArcFaceRecogniser:
     def __init__(self, path: Path, providers: list[str]) -> None:
-        import onnxruntime
-
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+            self.session = onnx_session(path, providers)
         except Exception as exc:  # onnxruntime raises its own types for a file it cannot read
             raise RecogniserUnusable(
                 f"{path.name}: not an ONNX model onnxruntime can load"

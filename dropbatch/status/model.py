@@ -1,8 +1,9 @@
 """The job record: what the status store holds and what `.status.json` mirrors.
 
 One `JobRecord` per job (a Firestore document, or a SQLite row holding its JSON); per-task
-progress in `TaskProgress`, one per task, because progress is written often and the job record
-is contended by the transactions that count finished chunks.
+progress in `TaskProgress`, one per task (a worker), because progress is written often and the
+job record is contended by the transactions that count finished chunks; which worker holds
+which chunk in `ChunkClaim`, one per chunk, for the same reason.
 """
 
 from __future__ import annotations
@@ -138,9 +139,11 @@ class JobRecord(BaseModel):
 
 
 class TaskProgress(BaseModel):
+    """One worker (a Batch task): the chunk it works on now, and how many it has finished."""
+
     job_id: str
     task_index: int
-    item: int
+    item: int  # the chunk it works on (or worked on last)
     chunk: int
     state: str = "RUNNING"  # RUNNING | SUCCEEDED | FAILED
     attempt: int = 0
@@ -152,3 +155,4 @@ class TaskProgress(BaseModel):
     # The heartbeat: a running task rewrites its progress at least every few seconds.
     updated_at: float = Field(default_factory=time.time)
     owner: ProcessOwner | None = None  # the task's process
+    chunks_done: int = 0  # chunks this attempt of the worker finished

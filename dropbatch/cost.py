@@ -1,7 +1,8 @@
 """What a run costs on Cloud Batch, estimated from a manifest's `compute` settings.
 
-Batch starts `parallelism` VMs (one task per VM: one GPU each) and runs the chunks on them one
-after another, so the bill is the VMs' start-up once per VM plus every chunk's processing time,
+Batch starts `parallelism` VMs (one task per VM: one GPU each), each a worker that sets up once
+and then pulls chunks one after another, so the bill is the VMs' start-up and setup once per VM
+plus every chunk's processing time (and its small fixed cost),
 at the hourly rate of the machine (Spot or standard). Prices change (Spot prices daily): the
 rate table is a default to replace with your region's current prices.
 """
@@ -42,13 +43,16 @@ class Throughput:
 
     frames_per_second: float = 30.0  # processing speed of the chain on one VM
     vm_startup_seconds: float = 240.0  # boot, GPU driver install, image pull
-    task_setup_seconds: float = 30.0  # per task: model fetch and load, probe, part upload
+    # per worker (one per VM): container start, imports, model fetch and load
+    task_setup_seconds: float = 30.0
+    # per chunk in a worker: claim, seek and pre-roll decode, encoder start, part upload
+    chunk_setup_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
 class CostEstimate:
-    tasks: int
-    vms: int
+    tasks: int  # chunks (each VM's worker pulls them)
+    vms: int  # workers: one Batch task per VM
     vm_hours: float
     wall_seconds: float
     usd: float
@@ -75,9 +79,11 @@ def estimate_cost(
     tasks = max(1, math.ceil(video_seconds / seconds))
     vms = min(tasks, compute.max_parallel_tasks)
     chunk_frames = seconds * fps
-    task_seconds = speed.task_setup_seconds + chunk_frames / speed.frames_per_second
-    busy_seconds = tasks * task_seconds + vms * speed.vm_startup_seconds
-    wall = speed.vm_startup_seconds + math.ceil(tasks / vms) * task_seconds
+    # Workers pull chunks: each VM pays start-up and setup once, then chunks back to back.
+    chunk_time = speed.chunk_setup_seconds + chunk_frames / speed.frames_per_second
+    per_vm = speed.vm_startup_seconds + speed.task_setup_seconds
+    busy_seconds = tasks * chunk_time + vms * per_vm
+    wall = per_vm + math.ceil(tasks / vms) * chunk_time
     vm_hours = busy_seconds / 3600
     return CostEstimate(
         tasks=tasks,

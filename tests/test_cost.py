@@ -23,10 +23,11 @@ def test_cost_follows_vm_time_at_the_machines_rate() -> None:
     compute = ComputeOptions(gpu="l4", spot=True, chunk_seconds=10, max_parallel_tasks=4)
     est = estimate_cost(compute, video_seconds=95, fps=30, throughput=SPEED, rates=RATES)
     assert (est.tasks, est.vms, est.machine_type) == (10, 4, "g2-standard-8")
-    per_task = 60.0 + 10 * 30 / 15.0
-    assert est.vm_hours == pytest.approx((10 * per_task + 4 * 300.0) / 3600)
+    # Four workers set up once each, then pull the ten chunks.
+    per_chunk = SPEED.chunk_setup_seconds + 10 * 30 / 15.0
+    assert est.vm_hours == pytest.approx((10 * per_chunk + 4 * (300.0 + 60.0)) / 3600)
     assert est.usd == pytest.approx(est.vm_hours * 0.3)
-    assert est.wall_seconds == pytest.approx(300.0 + 3 * per_task)  # 10 tasks on 4 VMs
+    assert est.wall_seconds == pytest.approx(300.0 + 60.0 + 3 * per_chunk)  # 10 on 4 VMs
 
 
 def test_spot_is_cheaper_and_parallelism_buys_time_not_savings() -> None:

@@ -140,7 +140,9 @@ def process_chunk(
     reporter: ProgressReporter,
     threads: int | None,
     folder: Path | None = None,
-) -> None:
+) -> float:
+    """Process one chunk into its part; returns the seconds spent building its chain (the
+    per-chunk setup a worker pays; models come from the process's session cache)."""
     info = item.info
     rate = Fraction(info.fps_num, info.fps_den)
     first = chunk.start_frame - chunk.preroll
@@ -168,7 +170,9 @@ def process_chunk(
             audio_skip=item.audio_skip,
             frames=item.frames,
         )
+        building = time.perf_counter()
         chain = Chain(item.chain, ctx)  # lipsync reads its audio features here
+        chain_seconds = time.perf_counter() - building
     wanted = chunk.end_frame - chunk.start_frame
     tap = PreviewTap(
         [i for i in preview_indices(total) if chunk.start_frame <= i < chunk.end_frame]
@@ -235,6 +239,7 @@ def process_chunk(
             metadata={ROLE_KEY: "part"},
         )
         reporter.update(done, force=True)
+    return chain_seconds
 
 
 def failure_text(exc: BaseException) -> str:
@@ -245,9 +250,12 @@ def failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
+def run_task(
+    settings: Settings, job_id: str, index: int, attempt: int, max_chunks: int | None = None
+) -> int:
     """One worker: claim a chunk, process it, record it done, and again, until no chunk is
-    left to claim (batch_jobs/claims.py); the worker that completes an item stitches it."""
+    left to claim (batch_jobs/claims.py) or it has done `max_chunks`; the worker that
+    completes an item stitches it."""
     store, status = open_store(settings), open_status(settings)
     record = status.get(job_id)
     if record is None or record.plan is None:
@@ -278,7 +286,7 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
         reporter.update(0, force=True, state="RUNNING")
         event(log, "worker started", attempt=attempt)
         item_index: int | None = None
-        while True:
+        while max_chunks is None or reporter.progress.chunks_done < max_chunks:
             claim = claim_next(status, job_id, plan, owner, holder, prefer_item=item_index)
             if claim is None:
                 break
@@ -290,7 +298,7 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
             started = time.time()
             try:
                 with ClaimKeeper(status, job_id, claim):
-                    process_chunk(
+                    chain_seconds = process_chunk(
                         store,
                         settings,
                         status,
@@ -324,6 +332,7 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
                 log,
                 "chunk finished",
                 seconds=round(elapsed, 3),
+                chain_setup_seconds=round(chain_seconds, 3),
                 fps=round(frames / max(elapsed, 1e-6), 2),
             )
             if complete and not stitch(store, status, settings, job_id, claim.item, owner, holder):

@@ -284,7 +284,8 @@ def run_task(
     threads = int(os.environ.get("DROPBATCH_TASK_THREADS", "0")) or None
     with reporter, WorkerSetup(store, record) as setup:
         reporter.update(0, force=True, state="RUNNING")
-        event(log, "worker started", attempt=attempt)
+        worker_started = time.time()
+        event(log, "task started", attempt=attempt)
         item_index: int | None = None
         while max_chunks is None or reporter.progress.chunks_done < max_chunks:
             claim = claim_next(status, job_id, plan, owner, holder, prefer_item=item_index)
@@ -344,7 +345,12 @@ def run_task(
             if not stitch(store, status, settings, job_id, orphan, owner, holder):
                 return 1
         reporter.update(reporter.progress.frames_done, force=True, state="SUCCEEDED")
-        event(log, "worker finished", chunks=reporter.progress.chunks_done)
+        event(
+            log,
+            "task finished",
+            chunks=reporter.progress.chunks_done,
+            seconds=round(time.time() - worker_started, 3),
+        )
         return 0
 
 

@@ -27,6 +27,7 @@ from batch_jobs.launcher import Launcher
 from batch_jobs.outputs import claim_outputs
 from batch_jobs.plan import build_plan, resolved_steps
 from batch_jobs.probing import PROBE_CACHE_SIZE, InputProber, ProbeCache
+from batch_jobs.workspace import INBOX_WORK_PREFIX, work_area
 from dropbatch.config import Settings
 from dropbatch.domain import JobError, Plan
 from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
@@ -42,7 +43,6 @@ from processors.models.store import ModelStoreError, open_model_store, require_m
 
 log = logging.getLogger("dropbatch.intake")
 
-INTERNAL_PREFIX = "_dropbatch/"  # parts and scratch space, per bucket
 MAX_IMAGE_BYTES = 50 << 20  # a face image larger than this is not read whole by the trigger
 # Claimed states in which an engine job should exist.
 ENGINE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.STITCHING})
@@ -73,12 +73,14 @@ class StorageEvent:
 
 
 def is_own_write(name: str, metadata: dict[str, str]) -> bool:
-    """Outputs, status files and parts: what we write must never start work (no loops)."""
-    if ROLE_KEY in metadata:
+    """Outputs, previews, status files (and, in a one-bucket setup, parts and claims): what we
+    write must never start work (no loops). Decided from the event alone, before any read."""
+    if ROLE_KEY in metadata:  # everything we write carries it (dropbatch/jobstatus.py)
         return True
     # Recognised by our marker and our own places, never by a folder's name: a user's
-    # manifest or input may live in a folder called `out`.
-    return name.startswith(INTERNAL_PREFIX) or name.endswith(".status.json")
+    # manifest or input may live in a folder called `out`. The places cover an object whose
+    # metadata was lost (copied by hand) and a bucket that is also its own work bucket.
+    return name.startswith(INBOX_WORK_PREFIX) or name.endswith(".status.json")
 
 
 def is_manifest(name: str) -> bool:
@@ -280,7 +282,8 @@ class Intake:
             self._invalid(job_id, *outside)
             return
         fields = [f"inputs[{item.index}]" for item, _ in probed]
-        clashes = claim_outputs(self.store, bucket, name, job_id, plan, fields)
+        work = work_area(self.settings, bucket)
+        clashes = claim_outputs(self.store, work, bucket, name, job_id, plan, fields)
         if clashes:  # another manifest's outputs, or a user's file: never overwritten
             self._invalid(job_id, *clashes)
             return

@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from batch_jobs.leases import LeaseKeeper, claim_stitch, release_stitch
+from batch_jobs.workspace import WorkArea, work_area
 from dropbatch.config import Settings
 from dropbatch.domain import JobError, PlannedItem
 from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
@@ -28,19 +29,6 @@ __all__ = ["LeaseKeeper", "claim_stitch", "mark_chunk_done", "release_stitch", "
 
 class OutputConflict(Exception):
     """The output name is taken by an object we did not write; we never overwrite it."""
-
-
-def parts_folder(job_id: str, item: int) -> str:
-    return f"_dropbatch/jobs/{job_id}/parts/{item:04d}/"
-
-
-def part_name(job_id: str, item: int, chunk: int) -> str:
-    return f"{parts_folder(job_id, item)}part-{chunk:05d}.mp4"
-
-
-def preview_tile_name(job_id: str, item: int, key: str) -> str:
-    """A preview tile a task stores beside its part (`key` from PreviewTap.jpegs)."""
-    return f"{parts_folder(job_id, item)}preview-{key}.jpg"
 
 
 def mark_chunk_done(status: StatusStore, job_id: str, item: int, chunk: int) -> bool:
@@ -110,6 +98,7 @@ def stitch_item(
     item: PlannedItem,
 ) -> None:
     bucket, job_id = record.bucket, record.job_id
+    work = work_area(settings, bucket)  # the parts and tiles; the outputs go to the inbox
     info = item.info
     rate = Fraction(info.fps_num, info.fps_den)
     transition(
@@ -121,19 +110,19 @@ def stitch_item(
     )
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="dropbatch-stitch-") as tmp:
-        work = Path(tmp)
+        scratch = Path(tmp)
         parts = []
         for chunk in item.chunks:
-            name = part_name(job_id, item.index, chunk.index)
-            local = store.local_path(bucket, name)
+            name = work.part(job_id, item.index, chunk.index)
+            local = store.local_path(work.bucket, name)
             if local is None:
-                local = work / f"part-{chunk.index:05d}.mp4"
-                store.download_file(bucket, name, local)
+                local = scratch / f"part-{chunk.index:05d}.mp4"
+                store.download_file(work.bucket, name, local)
             parts.append(local)
         frames = sum(c.end_frame - c.start_frame for c in item.chunks)
         duration = float(frames / rate)
         audio_name = item.audio or (item.video if info.has_audio else None)
-        output = work / "output.mp4"
+        output = scratch / "output.mp4"
         with _maybe_source(store, bucket, audio_name) as audio_source:
             offset = 0.0
             if audio_name == item.video:
@@ -148,8 +137,8 @@ def stitch_item(
                 # Lipsync's speech is the soundtrack of the whole output, however long.
                 pad_audio=item.frames is not None,
             )
-        preview = work / "preview.jpg"
-        sheet = _preview_sheet(store, bucket, job_id, item.index)
+        preview = scratch / "preview.jpg"
+        sheet = _preview_sheet(store, work, job_id, item.index)
         if sheet is not None:
             preview.write_bytes(sheet)
         _put_output(store, bucket, item.output, output, "video/mp4", job_id)
@@ -166,23 +155,23 @@ def stitch_item(
         seconds=round(time.time() - started, 3),
         chunks=len(item.chunks),
     )
-    for leftover in store.list(bucket, parts_folder(job_id, item.index)):
+    for leftover in store.list(work.bucket, work.parts_folder(job_id, item.index)):
         with contextlib.suppress(NotFound):
-            store.delete(bucket, leftover.name)
+            store.delete(work.bucket, leftover.name)
     if if_complete:
         transition(store, status, job_id, JobState.SUCCEEDED)
     else:
         publish(store, status, job_id)
 
 
-def _preview_sheet(store: ObjectStore, bucket: str, job_id: str, item: int) -> bytes | None:
+def _preview_sheet(store: ObjectStore, work: WorkArea, job_id: str, item: int) -> bytes | None:
     """Lay out the tiles the tasks stored; a missing tile only shortens the sheet."""
     tiles: dict[str, dict[str, object]] = {}
-    prefix = parts_folder(job_id, item) + "preview-"
-    for obj in store.list(bucket, prefix):
+    prefix = work.parts_folder(job_id, item) + "preview-"
+    for obj in store.list(work.bucket, prefix):
         key = obj.name[len(prefix) : -len(".jpg")]
         index, _, end = key.partition("-")
-        image = decode_jpeg(store.read_bytes(bucket, obj.name))
+        image = decode_jpeg(store.read_bytes(work.bucket, obj.name))
         if image is not None:
             tiles.setdefault(index, {})[end] = image
     pairs = [tiles[i] for i in sorted(tiles) if {"in", "out"} <= tiles[i].keys()]

@@ -30,8 +30,9 @@ import numpy as np
 from batch_jobs.claims import ClaimKeeper, claim_next, finish_claim, release_claim
 from batch_jobs.liveness import HEARTBEAT_SECONDS, current_owner
 from batch_jobs.scratch import task_scratch
-from batch_jobs.stitch import mark_chunk_done, part_name, preview_tile_name, stitch_when_ready
+from batch_jobs.stitch import mark_chunk_done, stitch_when_ready
 from batch_jobs.worker import WorkerSetup, unstitched_items
+from batch_jobs.workspace import work_area
 from dropbatch import logs
 from dropbatch.config import Settings
 from dropbatch.jobstatus import ROLE_KEY, transition
@@ -222,18 +223,20 @@ def process_chunk(
                 f"decoded {emitted} of {wanted} frames for chunk {chunk.index} "
                 f"(frames {chunk.start_frame}–{chunk.end_frame}); the video may be truncated"
             )
-        # Tiles first: a part's presence is what marks the chunk's outputs complete.
+        # Tiles first: a part's presence is what marks the chunk's outputs complete. Both go
+        # to the work bucket, which the inbox trigger does not watch.
+        work = work_area(settings, bucket)
         for key, jpeg in tap.jpegs().items():
             store.write_bytes(
-                bucket,
-                preview_tile_name(job_id, item.index, key),
+                work.bucket,
+                work.preview_tile(job_id, item.index, key),
                 jpeg,
                 content_type="image/jpeg",
                 metadata={ROLE_KEY: "part"},
             )
         store.upload_file(
-            bucket,
-            part_name(job_id, item.index, chunk.index),
+            work.bucket,
+            work.part(job_id, item.index, chunk.index),
             part,
             content_type="video/mp4",
             metadata={ROLE_KEY: "part"},

@@ -196,8 +196,8 @@ class Plumbing:
         self.info = probe(str(self.root / BUCKET / "clip.mp4"))
 
     def run(self, threads: int, attempt: int) -> tuple[Sample, Path]:
-        from batch_jobs.stitch import part_name
         from batch_jobs.task import ProgressReporter, process_chunk
+        from batch_jobs.workspace import work_area
         from dropbatch.domain import Chunk, PlannedItem
         from dropbatch.status.model import TaskProgress
 
@@ -220,7 +220,8 @@ class Plumbing:
                 self.store, self.settings, self.status, job_id, BUCKET,
                 item, item.chunks[0], reporter, threads,
             )  # fmt: skip
-        return sample, self.root / BUCKET / part_name(job_id, 0, 0)
+        work = work_area(self.settings, BUCKET)
+        return sample, self.root / work.bucket / work.part(job_id, 0, 0)
 
 
 # -- (b) a whole local job ------------------------------------------------------------------

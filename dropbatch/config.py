@@ -27,6 +27,12 @@ class Settings(BaseModel):
     storage: Literal["local", "gcs"] = "local"
     # Local storage: <local_root>/<bucket>/<object name>. Ignored for gcs.
     local_root: Path = Path(".dropbatch-data")
+    # Where internal objects go (chunk parts, preview tiles, output-name claims): a bucket the
+    # inbox trigger does not watch, so our own intermediate writes never invoke it. Empty: a
+    # local store keeps them in `<local_root>/.dropbatch/work/`; a Cloud Storage one under
+    # `_dropbatch/` in the inbox bucket itself (one-bucket setups; each such write then costs
+    # an invocation that returns at once). The deployment (infra/) always sets it.
+    work_bucket: str = ""
     status: Literal["sqlite", "firestore"] = "sqlite"
     sqlite_path: Path | None = None  # default: <local_root>/.dropbatch/status.sqlite
     firestore_database: str = "(default)"

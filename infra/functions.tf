@@ -18,6 +18,7 @@ locals {
   # Settings (dropbatch/config.py); the trigger passes them on to every Batch task.
   function_env = {
     DROPBATCH_STORAGE             = "gcs"
+    DROPBATCH_WORK_BUCKET         = google_storage_bucket.work.name
     DROPBATCH_STATUS              = "firestore"
     DROPBATCH_FIRESTORE_DATABASE  = var.firestore_database
     DROPBATCH_LAUNCHER            = "batch"

@@ -47,6 +47,18 @@ resource "google_storage_bucket_iam_member" "function_writes_status_files" {
   }
 }
 
+# The trigger claims output names in the work bucket (create-only writes, read back, replaced
+# with a precondition, deleted when refused) and touches nothing else there.
+resource "google_storage_bucket_iam_member" "function_claims_outputs" {
+  bucket = google_storage_bucket.work.name
+  role   = "roles/storage.objectUser"
+  member = local.function_member
+  condition {
+    title      = "output-claims-only"
+    expression = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.work.name}/objects/${var.inbox_bucket}/outputs/\")"
+  }
+}
+
 # The model store is checked at trigger time: a missing model is a validation error.
 resource "google_storage_bucket_iam_member" "function_reads_models" {
   bucket = google_storage_bucket.models.name
@@ -103,10 +115,17 @@ resource "google_pubsub_topic_iam_member" "function_publishes_batch_state" {
   member = local.function_member
 }
 
-# --- job: read/write the inbox, read models, Firestore, logs, report to Batch, pull the image ---
+# --- job: read/write the inbox and the work bucket, read models, Firestore, logs, report to Batch, pull the image ---
 
 resource "google_storage_bucket_iam_member" "job_reads_writes_inbox" {
   bucket = google_storage_bucket.inbox.name
+  role   = "roles/storage.objectUser"
+  member = local.job_member
+}
+
+# Parts and preview tiles: written by each task, listed, read and deleted by the stitcher.
+resource "google_storage_bucket_iam_member" "job_writes_work" {
+  bucket = google_storage_bucket.work.name
   role   = "roles/storage.objectUser"
   member = local.job_member
 }

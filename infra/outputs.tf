@@ -3,6 +3,11 @@ output "inbox" {
   value       = "gs://${google_storage_bucket.inbox.name}/"
 }
 
+output "work_bucket" {
+  description = "Internal objects (parts, preview tiles, output-name claims); no trigger watches it."
+  value       = "gs://${google_storage_bucket.work.name}/"
+}
+
 output "model_store" {
   description = "Copy model files listed in processors/models/catalog.yaml here."
   value       = "gs://${google_storage_bucket.models.name}/"

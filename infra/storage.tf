@@ -5,18 +5,10 @@ resource "google_storage_bucket" "inbox" {
   public_access_prevention    = "enforced"
   depends_on                  = [google_project_service.apis]
 
-  # Chunk parts and scratch files left by a job that never stitched (failed, cancelled).
-  lifecycle_rule {
-    condition {
-      age            = var.leftover_parts_days
-      matches_prefix = ["_dropbatch/"]
-    }
-    action {
-      type = "Delete"
-    }
-  }
-
-  # Parallel/resumable uploads that were never completed.
+  # XML API multipart uploads (S3-compatible tools) that were never completed: their parts are
+  # stored and billed until aborted. Only those: a JSON API resumable upload (gsutil, gcloud,
+  # the client libraries, the console) that is never finalised is no object at all, and its
+  # session lapses a week after it began; no lifecycle rule can see it, none is needed.
   lifecycle_rule {
     condition {
       age = 1
@@ -25,6 +17,33 @@ resource "google_storage_bucket" "inbox" {
       type = "AbortIncompleteMultipartUpload"
     }
   }
+}
+
+# Internal objects (DROPBATCH_WORK_BUCKET): chunk parts, preview tiles and output-name claims,
+# named `<inbox bucket>/…`. No trigger watches it, so a job's own writes invoke nothing.
+resource "google_storage_bucket" "work" {
+  name                        = local.work_bucket
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  depends_on                  = [google_project_service.apis]
+
+  # Parts and tiles of a job that never stitched (failed, cancelled); a stitch deletes its
+  # own. Not the claims (`<inbox>/outputs/`): they hold an output's name while its manifest
+  # is in the inbox, however old.
+  lifecycle_rule {
+    condition {
+      age            = var.leftover_parts_days
+      matches_prefix = ["${var.inbox_bucket}/jobs/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
+
+locals {
+  work_bucket = coalesce(var.work_bucket, "${var.inbox_bucket}-work")
 }
 
 resource "google_storage_bucket" "models" {

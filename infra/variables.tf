@@ -53,8 +53,14 @@ variable "batch_allowed_locations" {
   default     = []
 }
 
+variable "work_bucket" {
+  description = "Name of the bucket for internal objects (chunk parts, preview tiles, output-name claims); null: \"<inbox_bucket>-work\"."
+  type        = string
+  default     = null
+}
+
 variable "leftover_parts_days" {
-  description = "Delete chunk parts and scratch objects under _dropbatch/ after this many days."
+  description = "Delete chunk parts and preview tiles a job left in the work bucket after this many days."
   type        = number
   default     = 3
 }

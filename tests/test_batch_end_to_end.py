@@ -8,12 +8,14 @@ its emulator: the same code, chosen by configuration only."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from google.cloud import batch_v1
 
 from batch_jobs.batch_launcher import batch_client
 from batch_jobs.reconcile import BatchNotification
+from batch_jobs.workspace import work_area
 from dropbatch.build_function import build
 from dropbatch.config import Settings
 from dropbatch.status import open_status
@@ -33,6 +36,7 @@ from dropbatch.watcher import storage_cloud_event
 from tests.batch_standin import BatchStandin, pubsub_event
 from tests.function_servers import FunctionServer, function_env
 from tests.indexed_video import decoded_indices, make_indexed_video
+from tests.storage_notifications import StorageNotifications
 
 MANIFEST = (
     "version: 1\ninputs: [clip.mp4]\nchain: [{crop: {aspect: '1:1'}}]\n"
@@ -40,6 +44,7 @@ MANIFEST = (
     "compute: {gpu: l4, spot: true, chunk_seconds: 1, max_parallel_tasks: 2, max_retries: 1}\n"
 )
 FRAMES = 75  # 2.5 s at 30 fps: 3 chunks
+WAIT_SECONDS = 15  # input_wait_seconds on the emulators: long enough to see a manifest wait
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +87,12 @@ def cloud(
     deployment: dict, built_function: Path, monkeypatch: pytest.MonkeyPatch, request
 ) -> Iterator[dict]:
     """The built functions and the Batch stand-in. Indirect params (a tuple): "hold" keeps jobs
-    waiting for VMs until `standin.release`; "emulators" puts the inbox bucket on
-    fake-gcs-server and the status on the Firestore emulator instead of the local backends."""
+    waiting for VMs until `standin.release`; "emulators" puts the inbox and work buckets on
+    fake-gcs-server and the status on the Firestore emulator instead of the local backends;
+    storage then notifies `on_inbox_object` of every object finalized in the inbox, as a
+    storage trigger does (tests/storage_notifications.py), and `on_sweep` is served too."""
     options = set(getattr(request, "param", ()))
+    notifications = None
     env = {
         "DROPBATCH_LAUNCHER": "batch",
         "DROPBATCH_PROJECT": "acme-video",
@@ -94,12 +102,15 @@ def cloud(
         "DROPBATCH_NOTIFICATION_TOPIC": "projects/acme-video/topics/dropbatch-batch-state",
     }
     if "emulators" in options:
+        notifications = StorageNotifications(request.getfixturevalue("gcs_emulator"))
         env.update(
-            STORAGE_EMULATOR_HOST=request.getfixturevalue("gcs_emulator"),
+            STORAGE_EMULATOR_HOST=notifications.host,
             FIRESTORE_EMULATOR_HOST=request.getfixturevalue("firestore_emulator"),
             DROPBATCH_STORAGE="gcs",
             DROPBATCH_STATUS="firestore",
             DROPBATCH_FIRESTORE_COLLECTION=f"batch-e2e-{uuid.uuid4().hex[:10]}",
+            DROPBATCH_WORK_BUCKET=f"work-{uuid.uuid4().hex[:10]}",
+            DROPBATCH_INPUT_WAIT_SECONDS=str(WAIT_SECONDS),
         )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -107,6 +118,7 @@ def cloud(
         store = GcsStore(project="acme-video")
         bucket = f"inbox-{uuid.uuid4().hex[:10]}"
         store.client.create_bucket(bucket)
+        store.client.create_bucket(env["DROPBATCH_WORK_BUCKET"])
     else:
         store, bucket = LocalStore(deployment["root"]), deployment["bucket"]
     standin = BatchStandin(
@@ -119,20 +131,29 @@ def cloud(
     inbox_fn = FunctionServer(built_function, "on_inbox_object", logs / "inbox-fn.log").start()
     state_fn = FunctionServer(built_function, "on_batch_state", logs / "state-fn.log").start()
     standin.on_notification = lambda event: _expect_ok(state_fn.post(event))
+    sweep_fn = None
+    if notifications is not None:
+        notifications.watch(bucket, inbox_fn.post)
+        sweep_fn = FunctionServer(built_function, "on_sweep", logs / "sweep-fn.log").start()
     try:
         yield {
             **deployment,
             "standin": standin,
             "inbox_fn": inbox_fn,
             "state_fn": state_fn,
+            "sweep_fn": sweep_fn,
+            "notifications": notifications,
             "store": store,
             "bucket": bucket,
         }
     finally:
         standin.release.set()
         standin.stop()
-        inbox_fn.stop()
-        state_fn.stop()
+        for server in (inbox_fn, state_fn, sweep_fn):
+            if server is not None:
+                server.stop()
+        if notifications is not None:
+            notifications.close()
 
 
 def _expect_ok(code: int) -> None:
@@ -156,7 +177,13 @@ def event_for(cloud: dict, name: str) -> CloudEvent:
 
 
 def upload(cloud: dict, name: str, data: bytes | None = None, frames: int = 0) -> int:
+    """Upload, and the trigger's answer to the upload's event: storage's own notification
+    where it sends one (the emulators), else the event posted as Eventarc would."""
     put(cloud, name, data or b"", frames)
+    notifications = cloud.get("notifications")
+    if notifications is not None:
+        generation = cloud["store"].stat(cloud["bucket"], name).generation
+        return notifications.wait_delivered(cloud["bucket"], name, generation)
     return cloud["inbox_fn"].post(event_for(cloud, name))
 
 
@@ -291,9 +318,12 @@ def test_on_the_emulators_one_upload_runs_once_on_batch_and_failures_reach_fires
     """The issue's whole path on the Google Cloud stand-ins: fake-gcs-server holds the bucket,
     the Firestore emulator the status, the built functions run over HTTP, the Batch stand-in's
     "VMs" run the Job's own command and environment (plus the emulator hosts, as a VM has its
-    credentials)."""
+    credentials). Storage notifies the trigger of every object finalized in the inbox, Cloud
+    Scheduler's sweep reaches `on_sweep`, and storage can refuse a read."""
     standin = cloud["standin"]
     assert cloud["store"].uri(cloud["bucket"], "x").startswith("gs://")
+    # A manifest whose video never comes waits, until the scheduled sweep ends it (below).
+    waiting = a_manifest_waits_for_its_video(cloud, "c9")
     # An upload ends stitched in the bucket and SUCCEEDED in Firestore; the Job asked for
     # what the manifest asks for.
     record = run_to_success(cloud, "c1")
@@ -301,10 +331,10 @@ def test_on_the_emulators_one_upload_runs_once_on_batch_and_failures_reach_fires
     assert_the_job_is_what_the_manifest_asked(request)
     mirror = cloud["store"].read_bytes(cloud["bucket"], "c1/job.status.json").decode()
     assert '"SUCCEEDED"' in mirror
-    assert cloud["store"].list(cloud["bucket"], "_dropbatch/jobs/") == []  # parts gone
-    # What stays is the claim on the output's name (batch_jobs/outputs.py), ours by its role.
-    claims = cloud["store"].list(cloud["bucket"], "_dropbatch/outputs/")
-    assert claims and all(c.metadata.get("dropbatch-role") == "claim" for c in claims)
+    internal_objects_stay_in_the_work_bucket(cloud, record)
+    # Storage notified the trigger of every object finalized in the inbox, ours included;
+    # only the user's two uploads made it do anything.
+    only_user_uploads_make_the_trigger_work(cloud, "c1", {"c1/clip.mp4", "c1/job.yaml"})
     # The same storage CloudEvent 20 times, 10 at once: one Batch job.
     put(cloud, "c2/clip.mp4", frames=FRAMES)
     put(cloud, "c2/job.yaml", MANIFEST.encode())
@@ -321,6 +351,102 @@ def test_on_the_emulators_one_upload_runs_once_on_batch_and_failures_reach_fires
     assert [h.state for h in second.history].count(JobState.QUEUED) == 1
     # Batch's FAILED notification, through on_batch_state, moves the Firestore record.
     fail_on_batch(cloud, "c3")
+    # Cloud Scheduler's tick, through Pub/Sub to on_sweep, ends the manifest that waited.
+    the_sweep_ends_it(cloud, waiting)
+    # An exception while planning ends the job with its reason, once: no endless retry.
+    a_probe_that_raises_ends_the_job_failed(cloud, "c8")
+
+
+def sweep_tick(cloud: dict) -> int:
+    """What Eventarc delivers to on_sweep for the message Cloud Scheduler publishes."""
+    event = pubsub_event("projects/acme-video/topics/dropbatch-sweep", {}, "sweep")
+    return cloud["sweep_fn"].post(event)
+
+
+def a_manifest_waits_for_its_video(cloud: dict, folder: str) -> JobRecord:
+    assert upload(cloud, f"{folder}/job.yaml", MANIFEST.encode()) == 200
+    record = the_record(cloud, f"{folder}/job.yaml")
+    assert record.state == JobState.WAITING_FOR_INPUTS
+    assert sweep_tick(cloud) == 200
+    if time.time() - record.created_at < WAIT_SECONDS - 2:  # a tick inside the wait: no change
+        assert the_record(cloud, f"{folder}/job.yaml").state == JobState.WAITING_FOR_INPUTS
+    return record
+
+
+def the_sweep_ends_it(cloud: dict, waiting: JobRecord) -> None:
+    time.sleep(max(0.0, waiting.created_at + WAIT_SECONDS - time.time()))
+    assert sweep_tick(cloud) == 200
+    final = the_record(cloud, waiting.manifest)
+    assert final.state == JobState.INVALID
+    assert final.error is not None and final.error.code == "INPUT_MISSING"
+    assert final.error.field == "inputs[0].video"
+    folder = waiting.manifest.rsplit("/", 1)[0]
+    assert final.error.uri == cloud["store"].uri(cloud["bucket"], f"{folder}/clip.mp4")
+    mirror = json.loads(cloud["store"].read_bytes(cloud["bucket"], f"{folder}/job.status.json"))
+    assert mirror["state"] == "INVALID" and mirror["error"]["code"] == "INPUT_MISSING"
+
+
+def a_probe_that_raises_ends_the_job_failed(cloud: dict, folder: str) -> None:
+    """Storage refuses to read the video (a permission or key problem): the probe raises, the
+    job ends FAILED saying so, the function answers 200 so the event is not redelivered, and
+    a redelivery anyway finds the job finished."""
+    put(cloud, f"{folder}/clip.mp4", b"never read: storage refuses")
+    cloud["notifications"].refuse_reads(cloud["bucket"], f"{folder}/clip.mp4")
+    assert upload(cloud, f"{folder}/job.yaml", MANIFEST.encode()) == 200
+    record = the_record(cloud, f"{folder}/job.yaml")
+    assert record.state == JobState.FAILED and record.batch_job is None
+    assert record.error is not None and record.error.code == "STORAGE_UNAVAILABLE"
+    assert "403" in record.error.message
+    assert record.error.uri == cloud["store"].uri(cloud["bucket"], f"{folder}/job.yaml")
+    mirror = json.loads(cloud["store"].read_bytes(cloud["bucket"], f"{folder}/job.status.json"))
+    assert mirror["state"] == "FAILED" and mirror["error"]["code"] == "STORAGE_UNAVAILABLE"
+    assert cloud["inbox_fn"].post(event_for(cloud, f"{folder}/job.yaml")) == 200
+    assert the_record(cloud, f"{folder}/job.yaml").revision == record.revision
+
+
+def internal_objects_stay_in_the_work_bucket(cloud: dict, record: JobRecord) -> None:
+    """Parts, tiles and claims were written to the work bucket, never the inbox; the stitch
+    deleted the parts and tiles, the claims on the output names stay."""
+    store, notifications = cloud["store"], cloud["notifications"]
+    work = work_area(Settings.from_env(), cloud["bucket"])
+    assert work.bucket != cloud["bucket"]
+    written = [
+        r["name"]
+        for r in notifications.finalized
+        if r["bucket"] == work.bucket and f"/jobs/{record.job_id}/" in r["name"]
+    ]
+    assert sum(name.endswith(".mp4") for name in written) == record.chunks_total
+    assert store.list(work.bucket, work.jobs_folder()) == []
+    claims = store.list(work.bucket, work.claims_folder())
+    assert len(claims) == 2 and all(c.metadata.get("dropbatch-role") == "claim" for c in claims)
+    assert store.list(cloud["bucket"], "_dropbatch/") == []
+
+
+def only_user_uploads_make_the_trigger_work(cloud: dict, folder: str, uploads: set[str]) -> None:
+    """Every object finalized in the folder reached on_inbox_object (storage notifies the
+    trigger of each); the ones we wrote (status files, output, preview) returned at once:
+    only the user's uploads were routed on ("storage event" is logged past the routing)."""
+    notifications = cloud["notifications"]
+    notifications.idle()
+    delivered = [d for d in notifications.deliveries if d.name.startswith(f"{folder}/")]
+    assert delivered and all(d.status == 200 for d in delivered)
+    log = [
+        json.loads(line)
+        for line in (cloud["tmp"] / "inbox-fn.log").read_text().splitlines()
+        if line.startswith("{") and '"storage event"' in line
+    ]
+    worked = sorted(e["object"] for e in log if e["object"].startswith(f"{folder}/"))
+    assert worked == sorted(uploads)
+    ours = [d for d in delivered if d.name not in uploads]
+    roles = Counter(d.metadata.get("dropbatch-role") for d in ours)
+    assert set(roles) == {"status", "output"}, roles
+    work = work_area(Settings.from_env(), cloud["bucket"])
+    internal = sum(r["bucket"] == work.bucket for r in notifications.finalized)
+    print(
+        f"\n{folder}: {len(delivered)} trigger invocations for one job: {len(worked)} user "
+        f"uploads did work; {roles['status']} status-file and {roles['output']} output/preview "
+        f"writes returned at once; {internal} work-bucket writes invoked nothing"
+    )
 
 
 def test_a_notification_naming_the_full_job_resource_is_understood(cloud: dict) -> None:

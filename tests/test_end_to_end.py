@@ -12,6 +12,7 @@ import cv2
 import pytest
 
 from batch_jobs.intake import StorageEvent
+from batch_jobs.workspace import work_area
 from dropbatch.config import Settings
 from dropbatch.status import open_status
 from dropbatch.status.model import JobRecord, JobState
@@ -104,7 +105,14 @@ def check_output(deployment: dict, record: JobRecord) -> None:
     assert (int(video["width"]), int(video["height"])) == (240, 240)
     assert abs(float(audio["duration"]) - 60.0) <= 1 / FPS + 0.05
     check_preview(deployment["inbox"] / "job/out/clip.preview.jpg", in_width=640, out_width=240)
-    assert not list((deployment["inbox"] / "_dropbatch").rglob("*.mp4"))  # parts cleaned up
+    # Parts and tiles lived in the work bucket, and are gone; the inbox only ever held what the
+    # user dropped and what the user reads.
+    work = work_area(Settings.from_env(), "inbox")
+    assert list((deployment["root"] / work.bucket).rglob("*.mp4")) == []
+    inbox = sorted(p.relative_to(deployment["inbox"]).as_posix()
+                   for p in deployment["inbox"].rglob("*") if p.is_file())  # fmt: skip
+    assert inbox == ["job/clip.mp4", "job/manifest.status.json", "job/manifest.yaml",
+                     "job/out/clip.mp4", "job/out/clip.preview.jpg"]  # fmt: skip
     mirror = json.loads((deployment["inbox"] / "job/manifest.status.json").read_text())
     assert mirror["state"] == "SUCCEEDED" and mirror["chunks"] == {"done": 6, "total": 6}
 

@@ -13,9 +13,15 @@ import pytest
 
 INFRA = Path(__file__).resolve().parent.parent / "infra"
 
+CLAIMS_ONLY = (
+    'resource.name.startsWith("projects/_/buckets/${google_storage_bucket.work.name}'
+    '/objects/${var.inbox_bucket}/outputs/")'
+)
 FUNCTION_ROLES = {
     ("inbox", "roles/storage.objectViewer", None),
     ("inbox", "roles/storage.objectUser", 'resource.name.endsWith(".status.json")'),
+    # Output-name claims, and nothing else, in the work bucket.
+    ("work", "roles/storage.objectUser", CLAIMS_ONLY),
     ("models", "roles/storage.objectViewer", None),
     ("project", "roles/batch.jobsEditor", None),
     ("job-account", "roles/iam.serviceAccountUser", None),
@@ -29,6 +35,7 @@ FUNCTION_ROLES = {
 }
 JOB_ROLES = {
     ("inbox", "roles/storage.objectUser", None),
+    ("work", "roles/storage.objectUser", None),
     ("models", "roles/storage.objectViewer", None),
     ("project", "roles/datastore.user", None),
     ("project", "roles/logging.logWriter", None),
@@ -82,6 +89,7 @@ def scope_of(rtype: str, attrs: dict) -> str:
         return {
             "${google_storage_bucket.inbox.name}": "inbox",
             "${google_storage_bucket.models.name}": "models",
+            "${google_storage_bucket.work.name}": "work",
         }.get(attrs["bucket"], attrs["bucket"])
     if rtype == "google_service_account_iam_member":
         return {"${google_service_account.job.name}": "job-account"}.get(
@@ -178,12 +186,9 @@ def test_required_apis_are_enabled(infra: dict) -> None:
     assert infra["resource.google_project_service"]["apis"]["for_each"] == "${local.apis}"
 
 
-def test_inbox_deletes_leftover_parts_and_buckets_are_private(infra: dict) -> None:
+def test_buckets_are_private(infra: dict) -> None:
     buckets = infra["resource.google_storage_bucket"]
-    rules = buckets["inbox"]["lifecycle_rule"]
-    parts = [r for r in rules if r["condition"][0].get("matches_prefix") == ["_dropbatch/"]]
-    assert parts and parts[0]["action"][0]["type"] == "Delete"
-    for name in ("inbox", "models"):
+    for name in ("inbox", "work", "models"):
         assert buckets[name]["uniform_bucket_level_access"] is True
         assert buckets[name]["public_access_prevention"] == "enforced"
     assert infra["resource.google_firestore_database"]["status"]["type"] == "FIRESTORE_NATIVE"
@@ -323,6 +328,30 @@ def check_sweep(infra: dict) -> None:
     assert fn["service_config"][0]["environment_variables"] == "${local.function_env}"
 
 
+def check_work_bucket(folder: Path) -> None:
+    """Internal objects go to a bucket of their own that no trigger watches; what a failed job
+    leaves there is deleted after a while, the output claims are not; the inbox keeps only
+    the rule for XML multipart uploads (a JSON API resumable upload never finalised is no
+    object: nothing to delete)."""
+    infra = load(folder)
+    buckets = infra["resource.google_storage_bucket"]
+    work = buckets["work"]
+    [rule] = work["lifecycle_rule"]
+    assert rule["action"][0]["type"] == "Delete"
+    assert rule["condition"][0]["matches_prefix"] == ["${var.inbox_bucket}/jobs/"]
+    assert rule["condition"][0]["age"] == "${var.leftover_parts_days}"
+    [inbox_rule] = buckets["inbox"]["lifecycle_rule"]
+    assert inbox_rule["action"][0]["type"] == "AbortIncompleteMultipartUpload"
+    for name, fn in infra["resource.google_cloudfunctions2_function"].items():
+        for trigger in fn.get("event_trigger", []):
+            values = [f["value"] for f in trigger.get("event_filters", [])]
+            assert "${google_storage_bucket.work.name}" not in values, name
+    env = infra["resource.google_cloudfunctions2_function"]["on_inbox_object"]
+    assert env["service_config"][0]["environment_variables"] == "${local.function_env}"
+    text = (folder / "functions.tf").read_text()
+    assert "DROPBATCH_WORK_BUCKET         = google_storage_bucket.work.name" in text
+
+
 def check_image(folder: Path) -> None:
     text = (folder / "functions.tf").read_text()
     [image] = re.findall(r"^\s*image\s*=\s*(.+)$", text, re.M)
@@ -351,6 +380,10 @@ def test_a_scheduler_sweeps_expired_waiting_manifests(infra: dict) -> None:
     assert '"cloudscheduler.googleapis.com"' in (INFRA / "apis.tf").read_text()
     assert set(BUILT) == set(FUNCTIONS)
     assert all(callable(getattr(trigger_main, name)) for name in FUNCTIONS)
+
+
+def test_internal_objects_go_to_an_unwatched_work_bucket() -> None:
+    check_work_bucket(INFRA)
 
 
 def test_the_task_image_is_referenced_by_digest() -> None:
@@ -418,6 +451,30 @@ MUTATIONS = {
         lambda t: _remove_block(t, 'resource "google_cloud_scheduler_job" "sweep"'),
         "sweep",
     ),
+    "work bucket's leftovers never deleted": (
+        "storage.tf",
+        lambda t: t.replace(
+            'matches_prefix = ["${var.inbox_bucket}/jobs/"]', "matches_prefix = []"
+        ),
+        "work",
+    ),
+    "claims deleted by the leftover rule": (
+        "storage.tf",
+        lambda t: t.replace('["${var.inbox_bucket}/jobs/"]', '["${var.inbox_bucket}/"]'),
+        "work",
+    ),
+    "work bucket not given to the functions": (
+        "functions.tf",
+        lambda t: _remove_line(
+            t, "    DROPBATCH_WORK_BUCKET         = google_storage_bucket.work.name"
+        ),
+        "work",
+    ),
+    "tasks cannot write parts": (
+        "iam.tf",
+        lambda t: _remove_block(t, 'resource "google_storage_bucket_iam_member" "job_writes_work"'),
+        "iam",
+    ),
     "image by tag": (
         "functions.tf",
         lambda t: t.replace("@${var.image_digest}", ":latest"),
@@ -441,6 +498,7 @@ def test_each_check_fails_when_its_piece_is_removed(tmp_path: Path, mutation: st
         "ordering": lambda: check_ordering(load(copy)),
         "sweep": lambda: check_sweep(load(copy)),
         "image": lambda: check_image(copy),
+        "work": lambda: check_work_bucket(copy),
     }[check]
     with pytest.raises((AssertionError, KeyError)):
         run()

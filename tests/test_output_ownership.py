@@ -10,7 +10,7 @@ import pytest
 
 from batch_jobs.intake import Intake, StorageEvent
 from batch_jobs.local_executor import LocalLauncher
-from batch_jobs.outputs import claim_name
+from batch_jobs.workspace import work_area
 from dropbatch.config import Settings
 from dropbatch.jobstatus import JOB_KEY, ROLE_KEY
 from dropbatch.status import open_status
@@ -117,7 +117,8 @@ def test_a_deleted_manifest_frees_its_output_names(deployment: dict, video: Path
     store.delete("inbox", "c/old.yaml")
     [job] = intake.handle(drop(deployment, "c/new.yaml", crop("9:16").encode()))
     assert status.get(job).state == JobState.QUEUED
-    assert b"c/new.yaml" in store.read_bytes("inbox", claim_name("c/out/clip.mp4"))
+    work = work_area(settings, "inbox")
+    assert b"c/new.yaml" in store.read_bytes(work.bucket, work.claim("c/out/clip.mp4"))
 
 
 def test_a_users_file_at_the_output_name_is_refused_not_overwritten(

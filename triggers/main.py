@@ -15,7 +15,7 @@ from functools import cache
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from batch_jobs.intake import Intake, StorageEvent
+from batch_jobs.intake import Intake, StorageEvent, is_own_write
 from batch_jobs.launcher import open_launcher
 from batch_jobs.reconcile import BatchNotification, apply_notification
 from dropbatch import logs
@@ -37,6 +37,10 @@ def intake() -> Intake:
 @functions_framework.cloud_event
 def on_inbox_object(cloud_event: CloudEvent) -> None:
     ev = StorageEvent.from_data(cloud_event.data)
+    if is_own_write(ev.name, ev.metadata):
+        # Our own output, preview or status file: known from the event alone, so nothing is
+        # read, built or logged (a cold instance does not even open its clients).
+        return
     jobs = intake().handle(ev)
     logs.event(
         log, "storage event", bucket=ev.bucket, object=ev.name, generation=ev.generation, jobs=jobs

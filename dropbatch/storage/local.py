@@ -78,9 +78,10 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _bucket_lock(self, bucket: str) -> Iterator[None]:
-        lock_dir = self.root / STATE_DIR / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{bucket}.lock", "a+") as handle:
+        lock_file = self.root / STATE_DIR / "locks" / f"{bucket}.lock"
+        # A bucket name may hold a slash (the work bucket `.dropbatch/work`).
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_file, "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

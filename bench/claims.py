@@ -1,0 +1,74 @@
+"""Output-claim benchmark: how long the trigger takes to claim the outputs and previews of a
+500-input manifest on Cloud Storage (fake-gcs-server), one claim after another vs
+`CLAIM_CONCURRENCY` at a time.
+
+    python bench/claims.py [--inputs 500] [--concurrency 16]
+
+Each claim is what `batch_jobs.outputs.claim_outputs` does for a fresh name: a stat of the
+output in the inbox (absent) and a create-only write of its claim in the work bucket. Every
+run claims in a fresh work bucket, so each claim is a first claim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from batch_jobs.outputs import CLAIM_CONCURRENCY, claim_outputs  # noqa: E402
+from batch_jobs.workspace import WorkArea  # noqa: E402
+from dropbatch.domain import Plan, PlannedItem, VideoInfo  # noqa: E402
+from dropbatch.storage.gcs import GcsStore  # noqa: E402
+from tests.servers import fake_gcs_server  # noqa: E402
+
+
+def plan_of(count: int) -> Plan:
+    info = VideoInfo(duration=1, fps_num=30, fps_den=1, frame_count=30, width=32, height=32)
+    return Plan(
+        items=[
+            PlannedItem(index=i, video=f"f/in-{i:03d}.mp4", output=f"f/out/in-{i:03d}.mp4",
+                        preview=f"f/out/in-{i:03d}.preview.jpg", info=info, chain=[])
+            for i in range(count)
+        ]
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=CLAIM_CONCURRENCY)
+    args = parser.parse_args()
+    plan = plan_of(args.inputs)
+    fields = [f"inputs[{i}]" for i in range(args.inputs)]
+    with tempfile.TemporaryDirectory() as tmp, fake_gcs_server(Path(tmp)) as host:
+        os.environ["STORAGE_EMULATOR_HOST"] = host
+        store = GcsStore(project="bench")
+        inbox = f"inbox-{uuid.uuid4().hex[:8]}"
+        store.client.create_bucket(inbox)
+        times = {}
+        for bound in (1, args.concurrency):
+            work = WorkArea(f"work-{uuid.uuid4().hex[:8]}", f"{inbox}/")
+            store.client.create_bucket(work.bucket)
+            started, cpu = time.monotonic(), time.process_time()
+            problems = claim_outputs(store, work, inbox, "f/job.yaml", "job", plan, fields, bound)
+            times[bound] = time.monotonic() - started
+            cpu = time.process_time() - cpu
+            assert problems == [], problems
+            assert len(store.list(work.bucket)) == 2 * args.inputs
+            print(f"concurrency={bound}: {2 * args.inputs} claims in {times[bound]:.2f} s "
+                  f"({1000 * times[bound] / args.inputs:.1f} ms an input; {cpu:.2f} s of our CPU)",
+                  flush=True)  # fmt: skip
+    print(f"claiming the outputs of {args.inputs} inputs: one at a time {times[1]:.2f} s, "
+          f"{args.concurrency} at a time {times[args.concurrency]:.2f} s, "
+          f"{times[1] / times[args.concurrency]:.1f}x on {os.cpu_count()} cores")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

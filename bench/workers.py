@@ -19,8 +19,11 @@ process's wall time minus, for each chunk it did, the chunk's seconds less its c
 It holds interpreter start, imports, status reads, claims, side-input fetch, model checks and
 loads, and each chunk's chain build.
 
-The last line: `workers: X× one-process-per-chunk, setup share: Y % → Z %` with X the wall
-time of one process per chunk over that of the workers, Y its setup share, Z the workers'.
+The last line: `workers: X× one-process-per-chunk, setup share: Y % → Z %` with X the CPU
+seconds one process per chunk spent (its processes and their ffmpeg children) over those the
+workers spent — the machine time a job costs; on a machine shared with other work the wall
+times move with its load (both are printed, with the load average) — Y its setup share, Z the
+workers'.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -79,6 +83,7 @@ class Process:
 class ModeRun:
     name: str
     wall: float = 0.0
+    cpu: float = 0.0  # CPU seconds of its processes (and their ffmpeg children)
     processes: list[Process] = field(default_factory=list)
 
     @property
@@ -208,12 +213,15 @@ def run_mode(name: str, commands: list[list[str]], env: dict[str, str], parallel
                 run.processes.append(done)
 
     started = time.perf_counter()
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     lanes = [threading.Thread(target=lane) for _ in range(parallel)]
     for t in lanes:
         t.start()
     for t in lanes:
         t.join()
     run.wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run.cpu = (after.ru_utime + after.ru_stime) - (cpu.ru_utime + cpu.ru_stime)
     if errors:
         raise errors[0]
     return run
@@ -262,17 +270,20 @@ def main() -> None:
                 raise RuntimeError(f"{name}: the job ended {record.state}: {record.error}")
             output = root / BUCKET / record.plan.items[0].output
             frames = decoded_frame_count(output)
+            busy = sum(p.wall for p in run.processes)
+            frame_work = sum(p.work() for p in run.processes)
             print(
-                f"{name:<22} {run.wall:7.1f} s wall, {len(run.processes)} processes, chunks per "
-                f"process {sorted(p.chunks() for p in run.processes)}, setup share "
-                f"{100 * run.setup_share:.1f} %, output {frames} frames, "
+                f"{name:<22} {run.wall:7.1f} s wall, {len(run.processes)} processes "
+                f"(chunks each {sorted(p.chunks() for p in run.processes)}), process time "
+                f"{busy:.1f} s of which frame work {frame_work:.1f} s, setup share "
+                f"{100 * run.setup_share:.1f} %, CPU {run.cpu:.1f} s, output {frames} frames, "
                 f"load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
             runs.append(run)
         workers, per_chunk = runs
         print(
-            f"workers: {per_chunk.wall / workers.wall:.2f}× one-process-per-chunk, "
+            f"workers: {per_chunk.cpu / workers.cpu:.2f}× one-process-per-chunk, "
             f"setup share: {100 * per_chunk.setup_share:.0f} % → "
             f"{100 * workers.setup_share:.0f} %"
         )

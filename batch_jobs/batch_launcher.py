@@ -70,18 +70,21 @@ class BatchLauncher:
         self.client = client or batch_client(settings)
 
     def launch(self, record: JobRecord, settings: Settings) -> str:
-        job = build_job(record, settings)
+        return self.submit(record.job_id, build_job(record, settings), settings)
+
+    def submit(self, job_id: str, job: batch_v1.Job, settings: Settings) -> str:
+        """Create `job` as `job_id` (idempotent, see the module doc); its full name."""
         request = batch_v1.CreateJobRequest(
             parent=job_parent(settings),
-            job_id=record.job_id,
+            job_id=job_id,
             job=job,
-            request_id=request_id_for(record.job_id),
+            request_id=request_id_for(job_id),
         )
         try:
             created = self.client.create_job(request=request, retry=CREATE_RETRY)
         except exceptions.AlreadyExists:
-            created = self.client.get_job(name=job_name(settings, record.job_id))
-            event(log, "batch job exists", job_id=record.job_id, batch_job=created.name)
+            created = self.client.get_job(name=job_name(settings, job_id))
+            event(log, "batch job exists", job_id=job_id, batch_job=created.name)
         return created.name
 
     def failure_reason(self, name: str) -> str:

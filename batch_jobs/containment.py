@@ -11,7 +11,6 @@ to repeat.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from dropbatch.domain import JobError
 from dropbatch.jobstatus import transition
@@ -20,9 +19,6 @@ from dropbatch.status.base import RecordTooLarge, StatusStore
 from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord, JobState
 from dropbatch.storage.base import ObjectStore
 from processors.models.store import ModelStoreError
-
-if TYPE_CHECKING:
-    from processors.models.store import ModelStore
 
 log = logging.getLogger("dropbatch.intake")
 
@@ -126,27 +122,6 @@ def contain(
         record = status.get(job_id)
         if record is not None and record.state in CLAIMED_STATES and record.batch_job is None:
             raise exc  # claimed, launch failed: a redelivered event launches it again
-
-
-def unloadable_analyser(
-    models: ModelStore | None, options: dict, where: str, exc: Exception
-) -> JobError:
-    """The face analyser pack is in the store but will not load or run (not ONNX, a layout
-    insightface does not know): INVALID naming the pack and its detector file."""
-    pack = str(options.get("analyser", "buffalo_l"))
-    uri = None
-    if models is not None:
-        try:
-            uri = f"{models.uri.rstrip('/')}/{models.entry(pack).file_for('detection')}"
-        except ModelStoreError:
-            uri = models.uri
-    return JobError(
-        code="MODEL_UNLOADABLE",
-        message=f"the face analyser {pack} in the model store could not be loaded or run "
-        f"({_first_line(exc)}); replace its files (`dropbatch models check` lists them)",
-        field=where,
-        uri=uri,
-    )
 
 
 def unreadable_manifest(exc: Exception, uri: str, field: str | None = None) -> JobError:

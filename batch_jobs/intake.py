@@ -19,7 +19,6 @@ from batch_jobs.containment import (
     RETRY_DELAY_SECONDS,
     contain,
     is_transient,
-    unloadable_analyser,
     unreadable_manifest,
 )
 from batch_jobs.ids import job_id_for
@@ -39,7 +38,13 @@ from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
 from manifests.paths import is_glob
 from manifests.resolve import MANIFEST_SUFFIXES, resolve_inputs, side_files
-from processors.models.store import ModelStoreError, open_model_store, require_models
+from processors.models.store import (
+    ModelStoreError,
+    open_model_store,
+    require_models,
+    step_needs,
+)
+from processors.spec import CheckInputs, no_checks
 
 log = logging.getLogger("dropbatch.intake")
 
@@ -104,6 +109,13 @@ def located(
         else m
         for m in missing
     ]
+
+
+def _option_naming(step: str, options: dict, exc: ModelStoreError) -> str:
+    """The step's option that names the model at fault (e.g. swap's `occluder`), so the
+    error's field is that option; `model` when the error names no model."""
+    model = getattr(exc, "model", None)
+    return next((n.option for n in step_needs(step, options) if n.name == model), "model")
 
 
 def may_wait_for(record: JobRecord, arrived: str) -> bool:
@@ -263,9 +275,9 @@ class Intake:
         if resolution.missing:
             self._wait(job_id, located(manifest, resolution.missing, self.store, bucket, folder))
             return
-        face_problems = self._face_problems(manifest, bucket, folder)
-        if face_problems:
-            self._invalid(job_id, *face_problems)
+        step_problems = self._step_problems(manifest, bucket, folder)
+        if step_problems:
+            self._invalid(job_id, *step_problems)
             return
         prober = InputProber(
             self.store, self.probed, bucket, folder, self.settings.probe_concurrency
@@ -340,52 +352,38 @@ class Intake:
                     JobError(
                         code=exc.code,
                         message=str(exc),
-                        field=f"{where}.model",
+                        field=f"{where}.{_option_naming(name, options, exc)}",
                         uri=getattr(exc, "store", None) or None,
                     )
                 )
         return problems
 
-    def _face_problems(self, manifest: Manifest, bucket: str, folder: str) -> list[JobError]:
-        """Swap's source/reference images must each show one face (checked before any task)."""
-        steps = [(i, s) for i, s in enumerate(manifest.chain) if s.name == "swap"]
-        if not steps or not self.settings.check_faces:
+    def _step_problems(self, manifest: Manifest, bucket: str, folder: str) -> list[JobError]:
+        """Each step's own trigger-time checks (swap: its face images each show one face),
+        run before any task starts."""
+        if not self.settings.check_faces:
             return []
-        from processors.swap.checks import check_face_images
-
-        store = open_model_store(self.settings.model_store, self.settings)
+        store = None
+        inputs = None
         problems: list[JobError] = []
-        for i, step in steps:
-            options = step.options.model_dump(mode="json")
-            where = f"chain[{i}].swap"
+        for i, step in enumerate(manifest.chain):
+            if step.spec.checks is no_checks:
+                continue
+            where = f"chain[{i}].{step.name}"
             try:
-                found = check_face_images(
-                    options,
-                    where,
-                    store,
-                    lambda n: self.store.read_bytes(bucket, folder + n, MAX_IMAGE_BYTES),
+                store = store or open_model_store(self.settings.model_store, self.settings)
+                inputs = inputs or CheckInputs(
+                    models=store,
+                    read=lambda n: self.store.read_bytes(bucket, folder + n, MAX_IMAGE_BYTES),
+                    uri=lambda n: self.store.uri(bucket, folder + n),
                 )
+                problems += step.spec.checks(step.options, where, inputs)
             except ImportError as exc:
-                # The function may be deployed without insightface: the task checks instead.
-                event(log, "faces unchecked", logging.WARNING, reason=str(exc))
-                return []
+                # The function may be deployed without a step's runtime (onnxruntime): the
+                # task checks instead.
+                event(log, "step unchecked", logging.WARNING, step=step.name, reason=str(exc))
             except ModelStoreError as exc:
                 problems.append(JobError(code=exc.code, message=str(exc), field=f"{where}.model"))
-                continue
-            except Exception as exc:
-                if is_transient(exc):
-                    raise  # storage, not the model: evaluate() retries, then contains it
-                problems.append(unloadable_analyser(store, options, f"{where}.analyser", exc))
-                continue
-            problems += [
-                JobError(
-                    code="FACE_IMAGE",
-                    message=p.message,
-                    field=p.field,
-                    uri=self.store.uri(bucket, folder + p.name),
-                )
-                for p in found
-            ]
         return problems
 
     def _launch(self, job_id: str, plan) -> None:

@@ -26,7 +26,7 @@ def open_launcher(settings: Settings) -> Launcher:
     if settings.launcher == "local":
         from batch_jobs.local_executor import LocalLauncher
 
-        return LocalLauncher.shared()
+        return LocalLauncher()  # one per caller: its jobs run on this process
     if settings.launcher == "batch":
         from batch_jobs.batch_launcher import BatchLauncher
 

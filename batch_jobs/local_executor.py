@@ -216,22 +216,21 @@ def claim_executor(
     return claimed
 
 
-class LocalLauncher:
-    """Launches each job once, on a background thread of this process."""
+def executor_thread_name(job_id: str) -> str:
+    """The name of the thread that runs a local job's tasks (what a waiting caller looks for)."""
+    return f"job-{job_id}"
 
-    _shared: LocalLauncher | None = None
-    _shared_lock = threading.Lock()
+
+class LocalLauncher:
+    """Launches each job once, on a background thread of this process.
+
+    One per intake, handed to it by whoever builds it (`dropbatch run`, `serve`, the trigger's
+    own `open_launcher`): two intakes in one process never share jobs or settings.
+    """
 
     def __init__(self) -> None:
         self._jobs: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
-
-    @classmethod
-    def shared(cls) -> LocalLauncher:
-        with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
 
     def launch(self, record: JobRecord, settings: Settings) -> str:
         self.start(record, settings)
@@ -292,7 +291,7 @@ class LocalLauncher:
                 executor.run()
                 sweep_dead()
 
-            thread = threading.Thread(target=run, name=f"job-{record.job_id}")
+            thread = threading.Thread(target=run, name=executor_thread_name(record.job_id))
             self._jobs[record.job_id] = thread
             thread.start()
         return True

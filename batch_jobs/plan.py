@@ -4,52 +4,63 @@ from __future__ import annotations
 
 import math
 import posixpath
+from dataclasses import dataclass
 from fractions import Fraction
 
 from batch_jobs.chunk_size import auto_chunk_seconds
 from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
-from processors.lipsync.audio import AudioInfo, output_frames, own_audio_skip
-from processors.lipsync.reach import context_reach
+from manifests.strict import Strict
+from processors.media.speech import AudioInfo, own_audio_skip
+from processors.registry import step_spec
+from processors.spec import Speech, StepSpec
 
 
 def context_frames(
-    step: str, options: dict, rate: Fraction, frame: tuple[int, int] | None = None
+    step: str, options: Strict | dict, rate: Fraction, frame: tuple[int, int] | None = None
 ) -> tuple[int, int]:
     """Frames of context (before, after) a step needs around the frames it emits."""
-    if step == "crop":
-        from processors.crop.context import context_frames as crop_context
-
-        return crop_context(options, rate, frame)
-    if step == "swap":
-        from processors.swap.tracking import context
-
-        n = context(int(options.get("track_window", 5)), int(options.get("max_gap", 2)))
-        return n, n
-    if step == "lipsync":  # face boxes: smoothing window and detection keyframes
-        reach = context_reach(options)
-        return reach, reach
-    return 0, 0
+    spec = step_spec(step)
+    return spec.context(spec.parse(options), rate, frame)
 
 
-def lipsync_options(steps: list[dict]) -> dict | None:
-    return next((s["options"] for s in steps if s["name"] == "lipsync"), None)
+@dataclass(frozen=True)
+class SpeechStep:
+    """The step of a chain that follows speech (lipsync), its typed options and its index."""
+
+    index: int
+    spec: StepSpec
+    options: Strict
+    speech: Speech
+
+
+def speech_step(steps: list[dict]) -> SpeechStep | None:
+    """The chain's step that follows speech, if any (a planned chain: name + options)."""
+    for i, step in enumerate(steps):
+        spec = step_spec(step["name"])
+        if spec.speech is not None:
+            return SpeechStep(i, spec, spec.parse(step["options"]), spec.speech)
+    return None
 
 
 def speech_file(item: ResolvedItem, steps: list[dict]) -> tuple[str | None, str]:
-    """For a chain with lipsync: the side audio file it follows (None: the video's own track)
-    and the manifest field that names it. An input's own `audio` wins over the step's."""
+    """For a chain with a step that follows speech: the side audio file it follows (None: the
+    video's own track) and the manifest field that names it. An input's own `audio` wins
+    over the step's."""
     if item.audio:
         return item.audio, f"inputs[{item.index}].audio"
-    for i, step in enumerate(steps):
-        if step["name"] == "lipsync" and step["options"].get("audio"):
-            return str(step["options"]["audio"]), f"chain[{i}].lipsync.audio"
+    step = speech_step(steps)
+    if step is not None:
+        own = step.speech.file(step.options, f"chain[{step.index}].{step.spec.name}")
+        if own is not None:
+            return own.path, own.field
     return None, f"inputs[{item.index}].video"
 
 
 def resolved_steps(manifest: Manifest, overrides: dict[str, dict]) -> list[dict]:
-    """The chain with an item's overrides merged in and re-validated, as plain dicts."""
+    """The chain with an item's overrides merged in and re-validated, as plain dicts (the
+    plan's JSON; the task parses each step's options again with its spec's model)."""
     steps = []
     for step in manifest.chain:
         changes = overrides.get(step.name)
@@ -95,7 +106,8 @@ def build_plan(
     items: list[tuple[ResolvedItem, VideoInfo]],
     speech: list[AudioInfo | None] | None = None,
 ) -> Plan:
-    """`speech[n]`: the probed audio item n lip-syncs to (chains with lipsync only)."""
+    """`speech[n]`: the probed audio item n follows (chains with a step that follows speech,
+    such as lipsync, only)."""
     planned = []
     compute = manifest.compute
     # What the workers share: every item's seconds (auto chunks balance the whole job).
@@ -111,14 +123,15 @@ def build_plan(
         output, preview = output_names(folder, manifest.output.prefix, item)
         audio = item.audio
         frames, skip = None, 0.0
-        lipsync = lipsync_options(steps)
+        follows = speech_step(steps)
         heard = speech[n] if speech else None
-        if lipsync is not None and heard is not None:
+        if follows is not None and heard is not None:
             audio, _ = speech_file(item, steps)
             if audio is None:  # the video's own track: frame 0 is partway into it
                 skip = own_audio_skip(info.start_time, heard.start_time, rate)
-            policy = str(lipsync.get("length_policy", "trim"))
-            frames = output_frames(policy, info.frame_count, heard.duration - skip, rate)
+            frames = follows.speech.frames(
+                follows.options, info.frame_count, heard.duration - skip, rate
+            )
         seconds = (
             auto_chunk_seconds(job_seconds, info.fps, compute.max_parallel_tasks, before, after)
             if compute.chunk_seconds == "auto"

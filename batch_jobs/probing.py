@@ -13,14 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from batch_jobs.plan import lipsync_options, resolved_steps, speech_file
+from batch_jobs.plan import resolved_steps, speech_file, speech_step
 from dropbatch.domain import JobError, VideoInfo
 from dropbatch.storage.base import NotFound, ObjectStore
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
-from processors.lipsync.audio import AudioInfo, probe_audio
 from processors.media.ffmpeg import MediaError
 from processors.media.probe import TruncatedVideo, check_tail, probe
+from processors.media.speech import AudioInfo, probe_audio
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -143,8 +143,10 @@ class InputProber:
         def one(entry: tuple[ResolvedItem, VideoInfo]) -> AudioInfo | JobError | None:
             item = entry[0]
             steps = resolved_steps(manifest, item.overrides)
-            if lipsync_options(steps) is None:
+            follows = speech_step(steps)
+            if follows is None:
                 return None
+            step = follows.spec.name
             name, where = speech_file(item, steps)
             name = self.folder + (name or item.video)
             try:
@@ -155,10 +157,10 @@ class InputProber:
                 return JobError(
                     code="AUDIO_MISSING" if own else "INPUT_UNREADABLE",
                     message=(
-                        "lipsync needs speech: the video has no audio track; "
-                        "set lipsync.audio or the input's audio"
+                        f"{step} needs speech: the video has no audio track; "
+                        f"set {step}.audio or the input's audio"
                         if own
-                        else f"lipsync audio: {exc}"
+                        else f"{step} audio: {exc}"
                     ),
                     field=where,
                     uri=self.store.uri(self.bucket, name),

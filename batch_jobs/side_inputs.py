@@ -8,18 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from dropbatch.storage.base import ObjectStore
+from processors.registry import step_spec
 
 
 def side_paths(steps: list[dict]) -> list[str]:
-    """Every relative path a planned chain's options name besides the video."""
+    """Every relative path a planned chain's options name besides the video (each step's
+    spec says which)."""
     found: list[str] = []
-    for step in steps:
-        options = step.get("options", {})
-        names = list(options.get("source") or [])
-        names += [options[k] for k in ("reference", "audio") if options.get(k)]
-        for entry in options.get("face_map") or []:
-            names += [entry["reference"], entry["source"]]
-        found += [n for n in names if n not in found]
+    for i, step in enumerate(steps):
+        spec = step_spec(step["name"])
+        named = spec.side_files(spec.parse(step.get("options")), f"chain[{i}].{spec.name}")
+        found += [f.path for f in named if f.path not in found]
     return found
 
 

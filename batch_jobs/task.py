@@ -46,6 +46,7 @@ from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
 from processors.media.frames import EncodeSettings, FrameBatch, FrameReader, FrameWriter
 from processors.media.preview import PreviewTap, preview_indices
+from processors.registry import step_spec
 
 log = logging.getLogger("dropbatch.task")
 PROGRESS_INTERVAL = 1.0  # seconds; Firestore sustains about one write per second per document
@@ -153,7 +154,8 @@ def process_chunk(
     # Past the video's end (lipsync `extend`): decode up to its last frame, then hold it.
     holds = first + count > info.frame_count and total > info.frame_count
     read_first = min(first, info.frame_count - 1) if holds else first
-    speech = (item.audio or item.video) if any(s["name"] == "lipsync" for s in item.chain) else None
+    follows_speech = any(step_spec(s["name"]).speech for s in item.chain)
+    speech = (item.audio or item.video) if follows_speech else None
     with store.media_source(bucket, speech) if speech else contextlib.nullcontext() as audio:
         ctx = ProcessorContext(
             info=info,
@@ -284,11 +286,11 @@ def run_task(
         job_id=job_id, task_index=index, item=0, chunk=0, attempt=attempt, owner=me
     )
     reporter = ProgressReporter(status, progress)
-    threads = int(os.environ.get("DROPBATCH_TASK_THREADS", "0")) or None
+    threads = limit_threads(settings)
     with reporter, WorkerSetup(store, record) as setup:
         reporter.update(0, force=True, state="RUNNING")
         worker_started = time.time()
-        event(log, "task started", attempt=attempt)
+        event(log, "task started", attempt=attempt, threads=threads or 0)
         item_index: int | None = None
         while max_chunks is None or reporter.progress.chunks_done < max_chunks:
             claim = claim_next(status, job_id, plan, owner, holder, prefer_item=item_index)
@@ -355,6 +357,17 @@ def run_task(
             seconds=round(time.time() - worker_started, 3),
         )
         return 0
+
+
+def limit_threads(settings: Settings) -> int | None:
+    """The task's thread bound (None: unbounded), applied to OpenCV here, once per process:
+    its pool is process-wide; ffmpeg gets it on each command line."""
+    if not settings.task_threads:
+        return None
+    import cv2
+
+    cv2.setNumThreads(settings.task_threads)
+    return settings.task_threads
 
 
 def stitch(

@@ -47,9 +47,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from plumbing import Sample, make_clip, measure, wait_quiet  # noqa: E402
 
-from dropbatch.status.model import VideoInfo  # noqa: E402
+from dropbatch.domain import VideoInfo  # noqa: E402
 from processors.base import ProcessorContext  # noqa: E402
 from processors.crop.detectors import Box, make_detector  # noqa: E402
+from processors.crop.options import CropOptions  # noqa: E402
 from processors.crop.processor import CropProcessor  # noqa: E402
 from processors.media.frames import FrameBatch, FrameReader  # noqa: E402
 from processors.media.probe import probe  # noqa: E402
@@ -113,7 +114,7 @@ def run_crop(
         assert store is not None
         options, detector = {**options, "detector": "yolo-onnx"}, CostedBoxes(store)
     # The step as the chain builds it (with the bench's detector handed in for yolo-suit).
-    crop = CropProcessor(options, ctx, detector=detector)
+    crop = CropProcessor(CropOptions(**options), ctx, detector=detector)
     frames = 0
 
     def sink(batch: FrameBatch) -> None:

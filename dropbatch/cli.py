@@ -1,4 +1,5 @@
-"""The `dropbatch` command: validate, run, serve, submit, status, jobs, demo, schema, models."""
+"""The `dropbatch` command: validate, run, serve, submit, status, jobs, demo, schema, models,
+doctor, cost."""
 
 from __future__ import annotations
 
@@ -30,8 +31,15 @@ def _local_settings(root: Path, **overrides: object) -> Settings:
     return settings.model_copy(update={**local, **overrides})
 
 
-def _apply_env(settings: Settings) -> None:
-    os.environ.update(settings.to_env())
+def local_intake(settings: Settings):
+    """The trigger's intake built from `settings` alone, with a local launcher of its own:
+    nothing goes through this process's environment (tasks get theirs from the launcher)."""
+    from batch_jobs.intake import Intake
+    from batch_jobs.local_executor import LocalLauncher
+    from dropbatch.status import open_status
+    from dropbatch.storage import open_store
+
+    return Intake(settings, open_store(settings), open_status(settings), LocalLauncher())
 
 
 # -- validate ------------------------------------------------------------------------------
@@ -84,11 +92,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------
 def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) -> int:
-    from batch_jobs.intake import Intake, StorageEvent, is_manifest
-    from batch_jobs.local_executor import LocalLauncher
+    from batch_jobs.intake import StorageEvent, is_manifest
     from dropbatch import logs
-    from dropbatch.status import open_status
-    from dropbatch.storage.local import LocalStore
 
     manifest = manifest.resolve()
     if not manifest.is_file():
@@ -105,11 +110,9 @@ def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) 
     settings = _local_settings(root, input_wait_seconds=0.0)
     if workers:
         settings = settings.model_copy(update={"local_workers": workers})
-    _apply_env(settings)
     logs.setup()
-    store, status = LocalStore(settings.local_root), open_status(settings)
-    launcher = LocalLauncher.shared()
-    intake = Intake(settings, store, status, launcher)
+    intake = local_intake(settings)
+    store, status, launcher = intake.store, intake.status, intake.launcher
     info = store.stat(bucket, manifest.name)
     handled = intake.handle(StorageEvent(bucket, manifest.name, info.generation))
     if not handled:  # an object of ours (an output, a status file), which the trigger skips
@@ -343,8 +346,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _local_settings(inbox.parent)
     if args.workers:
         settings = settings.model_copy(update={"local_workers": args.workers})
-    _apply_env(settings)
-    serve(inbox, settings, poll_seconds=args.poll, once=args.once)
+    serve(inbox, local_intake(settings), poll_seconds=args.poll, once=args.once)
     return EXIT_OK
 
 
@@ -401,6 +403,19 @@ def cmd_models_check(args: argparse.Namespace) -> int:
             print(f"  {r.model:<16} {r.file:<22} {r.state:<9} {r.detail}")
     bad = [r for r in reports if r.state in ("missing", "corrupt")]
     return EXIT_FAILED if bad else EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from dropbatch.doctor import DoctorRequest, run_doctor
+    from manifests.loader import ManifestInvalid
+
+    manifest = Path(args.manifest) if args.manifest else None
+    try:
+        return run_doctor(load_settings(), DoctorRequest(args.inbox, manifest, args.timeout))
+    except ManifestInvalid as exc:
+        for error in exc.errors:
+            print(f"{manifest}: {error.line()}", file=sys.stderr)
+        return EXIT_INVALID
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -506,6 +521,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="folder or gs://bucket/prefix/ (default DROPBATCH_MODEL_STORE)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models_check)
+    p = sub.add_parser(
+        "doctor", help="check a deployment: buckets, status store, models, a self-check job"
+    )
+    p.add_argument("--inbox", required=True, help="the inbox bucket (gs://BUCKET/ or BUCKET)")
+    p.add_argument("--manifest", help="check the models and the compute this manifest needs")
+    p.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds to wait for the self-check's report"
+    )
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("cost", help="estimate a Cloud Batch run's cost from compute settings")
     p.add_argument("manifest", nargs="?", help="take `compute` from this manifest")
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of video")
@@ -520,7 +544,7 @@ def _log_level(args: argparse.Namespace) -> int:
     story on a person's screen (run, demo): there only warnings and errors are logged."""
     from dropbatch import logs
 
-    quiet_default = args.command in ("run", "demo") and args.log_format == "text"
+    quiet_default = args.command in ("run", "demo", "doctor") and args.log_format == "text"
     return logs.env_level(logging.WARNING if quiet_default else logging.INFO)
 
 

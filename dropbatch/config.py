@@ -3,7 +3,7 @@
 Cloud Functions and Cloud Batch tasks both receive their configuration as environment
 variables, so the local tools use the same mechanism: one `Settings` model, one set of
 `DROPBATCH_*` names, passed on unchanged from the trigger to every task it launches.
-The `dropbatch` commands that talk to a deployment (submit, status, jobs) also read an
+The `dropbatch` commands that talk to a deployment (submit, status, jobs, doctor) also read an
 optional TOML file with the same names in lower case (`status = "firestore"`); the
 environment wins over the file. Functions and tasks read the environment only.
 """
@@ -38,7 +38,8 @@ class Settings(BaseModel):
     firestore_database: str = "(default)"
     firestore_collection: str = "dropbatch_jobs"
     launcher: Literal["local", "batch"] = "local"
-    # A folder, or a gs://bucket/prefix/ of model files listed in processors/models/catalog.yaml.
+    # A folder, or a gs://bucket/prefix/ of the model files the catalog lists (each step's
+    # processors/<step>/models.yaml).
     model_store: str = ""
     # Where a VM keeps verified copies of store models (default: ~/.cache/dropbatch/models).
     # On Cloud Batch, a host folder shared by the VM's tasks, so each file is fetched once.
@@ -57,6 +58,9 @@ class Settings(BaseModel):
     local_workers: int = Field(default=0, ge=0)
     # The command a task runs (Cloud Batch runs the image's entrypoint; locally, this).
     task_command: str = ""
+    # Threads a task gives its decoder, encoder and OpenCV (0: their own choice). Bounding it
+    # lets several local tasks share a machine without oversubscribing its cores.
+    task_threads: int = Field(default=0, ge=0)
     # Batch settings (used by the Cloud Batch launcher).
     project: str = ""
     region: str = "us-central1"

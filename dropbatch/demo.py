@@ -111,9 +111,11 @@ def what_is_missing(models: DemoModels) -> list[str]:
     """Lines that say which files would turn on the steps the demo leaves out."""
     where = models.store or "(none: set DROPBATCH_MODEL_STORE to a folder)"
     lines = [f"dropbatch demo: running crop only; the model store {where} lacks"]
-    steps = {"analyser": "swap", "swapper": "swap", "lipsync": "lipsync"}
+    from processors.models.store import catalog
+
     for role, files in models.missing.items():
-        lines.append(f"dropbatch demo:   for {steps[role]} ({role}): {', '.join(files)}")
+        step = catalog()[PREFERRED[role][0]]["step"]  # the step whose catalog lists the model
+        lines.append(f"dropbatch demo:   for {step} ({role}): {', '.join(files)}")
     lines.append(
         "dropbatch demo: put them in the store (README, 'Filling the model store') to run "
         "crop → swap → lipsync"

@@ -7,10 +7,13 @@ import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cloudevents.http import CloudEvent
 
-from dropbatch.config import Settings
+if TYPE_CHECKING:
+    from batch_jobs.intake import Intake
+
 from dropbatch.logs import event
 from dropbatch.storage.base import ObjectInfo
 from dropbatch.storage.local import LocalStore
@@ -82,19 +85,32 @@ def _logged(what: str, exc: Exception, **fields: object) -> None:
     log.error(what, exc_info=exc, extra={"fields": {**fields, "reason": str(exc)}})
 
 
-def serve(inbox: Path, settings: Settings, poll_seconds: float = 1.0, once: bool = False) -> None:
+def deliver(intake: Intake, cloud_event: CloudEvent) -> list[str]:
+    """The event to the intake, read as the inbox function reads what Eventarc sends."""
+    from batch_jobs.intake import StorageEvent
+
+    ev = StorageEvent.from_data(cloud_event.data)
+    jobs = intake.handle(ev)
+    event(
+        log, "storage event", bucket=ev.bucket, object=ev.name, generation=ev.generation, jobs=jobs
+    )
+    return jobs
+
+
+def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = False) -> None:
+    """Watch `inbox` and hand each finished object to `intake`, as the trigger would."""
     from batch_jobs.local_executor import resume_stranded
     from dropbatch import logs
-    from triggers.main import intake, on_inbox_object
 
     logs.setup()
+    settings = intake.settings
     store = LocalStore(inbox.parent)
     watcher = FolderWatcher(store, inbox.name)
     event(log, "watching", inbox=str(inbox), status=str(settings.sqlite_file))
     print(f"dropbatch: watching {inbox} (Ctrl-C to stop)", flush=True)
     # Jobs whose tasks died with an earlier serve continue from their done chunks.
     try:
-        for job_id in resume_stranded(intake().launcher, settings):
+        for job_id in resume_stranded(intake.launcher, settings):
             print(f"dropbatch: resuming job {job_id}", flush=True)
     except Exception as exc:  # a job that cannot be resumed must not keep the inbox down
         _logged("resume failed", exc)
@@ -111,12 +127,12 @@ def serve(inbox: Path, settings: Settings, poll_seconds: float = 1.0, once: bool
                 ready = []
             for info in ready:
                 try:
-                    on_inbox_object(storage_cloud_event(info))
+                    deliver(intake, storage_cloud_event(info))
                 except Exception as exc:
                     _logged("delivery failed", exc, object=info.name)
                     watcher.failed(info)
             try:
-                intake().sweep_expired()
+                intake.sweep_expired()
             except Exception as exc:
                 _logged("sweep failed", exc)
             scans += 1
@@ -124,6 +140,6 @@ def serve(inbox: Path, settings: Settings, poll_seconds: float = 1.0, once: bool
                 break
             time.sleep(poll_seconds)
         if once:
-            intake().launcher.wait_all()  # type: ignore[attr-defined]
+            intake.launcher.wait_all()  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         print("dropbatch: stopped", flush=True)

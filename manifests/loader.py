@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from dropbatch.domain import JobError
 from manifests.errors import ManifestInvalid, format_path
-from manifests.model import Manifest
+from manifests.model import Manifest, manifest_model
 from manifests.yaml_reader import (
     LOAD_BUDGET_SECONDS,
     MAX_MANIFEST_BYTES,
@@ -96,7 +96,8 @@ def load_manifest(data: bytes, budget: float = LOAD_BUDGET_SECONDS) -> Manifest:
         )
         raise ManifestInvalid([*found, shape])
     try:
-        manifest = Manifest.model_validate(document)
+        # The model of the steps registered now (a step is one registry line).
+        manifest = manifest_model().model_validate(document)
     except ValidationError as exc:
         raise ManifestInvalid([*found, *_not_covered(_field_errors(exc), found)]) from None
     errors = [*found, *_not_covered(override_errors(manifest), found)]

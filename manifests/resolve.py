@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from dropbatch.domain import JobError
 from manifests.globs import Glob, GlobError, is_glob, parse_glob
 from manifests.model import Manifest
+from manifests.strict import Strict
+from processors import registry
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 NOT_INPUTS = (".status.json", ".yaml", ".yml", ".json", ".txt", ".md")
@@ -52,18 +54,8 @@ class Resolution:
         return not self.missing and not self.errors
 
 
-def _files_of(base: str, opts: object) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    for j, src in enumerate(getattr(opts, "source", []) or []):
-        found.append((f"{base}.source[{j}]", src))
-    if getattr(opts, "reference", None):
-        found.append((f"{base}.reference", opts.reference))  # type: ignore[attr-defined]
-    for j, entry in enumerate(getattr(opts, "face_map", []) or []):
-        found.append((f"{base}.face_map[{j}].reference", entry.reference))
-        found.append((f"{base}.face_map[{j}].source", entry.source))
-    if getattr(opts, "audio", None):
-        found.append((f"{base}.audio", opts.audio))  # type: ignore[attr-defined]
-    return found
+def _files_of(base: str, step: str, options: Strict) -> list[tuple[str, str]]:
+    return [tuple(f) for f in registry.step_spec(step).side_files(options, base)]
 
 
 def side_files(manifest: Manifest) -> list[tuple[str, str]]:
@@ -72,7 +64,7 @@ def side_files(manifest: Manifest) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     chain = {step.name: step for step in manifest.chain}
     for i, step in enumerate(manifest.chain):
-        found += _files_of(f"chain[{i}].{step.name}", step.options)
+        found += _files_of(f"chain[{i}].{step.name}", step.name, step.options)
     for j, item in enumerate(manifest.inputs):
         for name, changes in item.overrides.model_dump(exclude_none=True).items():
             if name not in chain:
@@ -80,7 +72,7 @@ def side_files(manifest: Manifest) -> list[tuple[str, str]]:
             merged = chain[name].with_overrides(changes)
             base = f"inputs[{j}].overrides.{name}"
             # Only what the override itself names; the chain's own files are listed above.
-            for where, path in _files_of(base, merged):
+            for where, path in _files_of(base, name, merged):
                 option = re.split(r"[.\[]", where[len(base) + 1 :])[0]
                 if option in changes:
                     found.append((where, path))

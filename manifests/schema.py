@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from manifests.model import STEP_ORDER, Manifest
+from manifests.model import Manifest
+from processors.registry import step_names
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID = "urn:dropbatch:manifest:v1"
@@ -23,22 +24,18 @@ def _allow_shorthands(schema: dict[str, Any]) -> None:
     """Accept in the schema the short forms the model's `before` validators expand.
 
     pydantic describes only the expanded shape; without this an editor would flag
-    `inputs: talk.mp4`, `chain: [crop]` and `source: alex.jpg`, which the loader accepts.
+    `inputs: talk.mp4` and `chain: [crop]`, which the loader accepts (a step's options describe
+    their own short forms, e.g. swap's `source: alex.jpg`).
     """
     defs = schema["$defs"]
     defs["InputItem"] = {"anyOf": [{"type": "string", "minLength": 1}, defs["InputItem"]]}
-    defs["ChainStep"] = {"anyOf": [{"enum": list(STEP_ORDER)}, defs["ChainStep"]]}
+    defs["ChainStep"] = {"anyOf": [{"enum": list(step_names())}, defs["ChainStep"]]}
     inputs = schema["properties"]["inputs"]
     schema["properties"]["inputs"] = {
         "anyOf": [{"$ref": "#/$defs/InputItem"}, {k: v for k, v in inputs.items() if k != "title"}],
         "title": inputs.get("title", "Inputs"),
         "description": "One input, or a list of them: a path (or glob), or a mapping.",
     }
-    source = defs["SwapOptions"]["properties"]["source"]
-    item = source["items"]
-    source.pop("type")
-    source["anyOf"] = [item, {"type": "array", "items": item}]
-    source.pop("items")
 
 
 def manifest_schema() -> dict[str, Any]:

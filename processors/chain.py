@@ -7,59 +7,29 @@ from dataclasses import replace
 
 import numpy as np
 
-from processors.base import PassThrough, Processor, ProcessorContext
+from manifests.strict import Strict
+from processors.base import Processor, ProcessorContext
 from processors.media.frames import FrameBatch
+from processors.registry import step_spec
+from processors.spec import StepSetupError
+
+# A step that cannot be built raises this (the name the task and tests know it by).
+ChainSetupError = StepSetupError
 
 
-class ChainSetupError(Exception):
-    """A step cannot be built (missing model, bad side input); the message names it.
-
-    `code` is the status record's error code when the cause has one (MODEL_MISSING,
-    MODEL_INCOMPATIBLE, …), so the job ends with it instead of a generic task failure.
-    """
-
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def build_processor(name: str, options: dict, ctx: ProcessorContext) -> Processor:
-    if name == "crop":
-        from processors.crop.processor import CropProcessor
-
-        return CropProcessor(options, ctx)
-    if name == "noop":
-        return PassThrough(ctx)
-    if name == "swap":
-        _require_models(name, options, ctx)
-        from processors.swap.processor import SwapProcessor, SwapSetupError
-
-        try:
-            return SwapProcessor(options, ctx)
-        except SwapSetupError as exc:
-            raise ChainSetupError(str(exc), getattr(exc, "code", "")) from None
-    if name == "lipsync":
-        _require_models(name, options, ctx)
-        from processors.lipsync.processor import LipsyncProcessor, LipsyncSetupError
-
-        try:
-            return LipsyncProcessor(options, ctx)
-        except LipsyncSetupError as exc:
-            raise ChainSetupError(str(exc), getattr(exc, "code", "")) from None
-    raise ChainSetupError(f"unknown step {name!r}")
-
-
-def _require_models(name: str, options: dict, ctx: ProcessorContext) -> None:
-    from processors.models.store import ModelStoreError, require_models
-
+def build_processor(name: str, options: Strict | dict, ctx: ProcessorContext) -> Processor:
+    """Step `name` built from its options (typed, or a plan's JSON parsed once here)."""
     try:
-        require_models(name, options, ctx.model_store or ctx.model_dir)
-    except ModelStoreError as exc:
-        raise ChainSetupError(str(exc), exc.code) from None
+        spec = step_spec(name)
+    except KeyError as exc:
+        raise ChainSetupError(str(exc.args[0])) from None
+    return spec.build(spec.parse(options), ctx)
 
 
 class Chain:
     def __init__(self, steps: list[dict], ctx: ProcessorContext) -> None:
+        """`steps`: a planned item's chain, [{"name": …, "options": {…}}]; each step's options
+        are parsed once, by its spec's model, and its processor gets them typed."""
         self.processors: list[Processor] = []
         for step in steps:
             proc = build_processor(step["name"], step.get("options", {}), ctx)

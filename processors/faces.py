@@ -21,13 +21,11 @@ as it leaves the step that wrote them (swap keeps the geometry):
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 if TYPE_CHECKING:
@@ -106,8 +104,14 @@ def template(size: int) -> np.ndarray:
 
 def align_matrix(kps: np.ndarray, size: int) -> np.ndarray:
     """The 2×3 similarity that maps the landmarks onto the template (least squares, Umeyama)."""
-    src = np.asarray(kps, np.float64)
-    dst = template(size).astype(np.float64)
+    return similarity(kps, template(size))
+
+
+def similarity(points: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2×3 similarity (rotation, uniform scale, shift) that maps `points` onto `target`
+    with the least squared error (Umeyama); a step aligning to its own template uses it."""
+    src = np.asarray(points, np.float64)
+    dst = np.asarray(target, np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s, d = src - mu_s, dst - mu_d
     cov = d.T @ s / len(src)
@@ -167,9 +171,6 @@ class FaceAnalyser:
                     "keypoints (a *_kps / *_bnkps file)"
                 )
             self.recogniser = ArcFaceRecogniser(recogniser, self.providers)
-        threads = os.environ.get("DROPBATCH_TASK_THREADS")
-        if threads:
-            cv2.setNumThreads(int(threads))
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an RGB frame, largest first."""

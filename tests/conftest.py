@@ -89,9 +89,9 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict
 
     trigger_main.intake.cache_clear()
     yield {"root": root, "bucket": "inbox", "inbox": root / "inbox", "tmp": tmp_path}
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_jobs
 
-    LocalLauncher.shared().wait_all(timeout=120)
+    wait_local_jobs(timeout=120)
     trigger_main.intake.cache_clear()
 
 

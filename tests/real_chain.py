@@ -25,6 +25,7 @@ from dropbatch.domain import PlannedItem
 from processors.base import ProcessorContext
 from processors.chain import Chain, concat_batches
 from processors.media.frames import FrameBatch, FrameReader
+from tests.enhance_models import build_enhance_store
 from tests.face_models import build_swapper
 from tests.lipsync_fixtures import make_model_store
 from tests.media_fixtures import run_in_chunks
@@ -37,10 +38,11 @@ ANALYSER = "scrfd_500m_mbf"  # SCRFD-500m (batch-dim outputs) + ArcFace MobileFa
 SWAPPER = "test_swapper"
 REAL_FILES = {YOLO: ["yolo11n.onnx"], ANALYSER: ["scrfd_500m_bnkps.onnx", "w600k_mbf.onnx"]}
 
-# Every chain a manifest can have (steps always run crop → swap → lipsync).
+# The chains the real-footage tests run (steps run in the registry's order): every combination
+# of crop, swap and lipsync but swap alone, which runs as swap → enhance instead.
 CHAINS = [
     ("crop",),
-    ("swap",),
+    ("swap", "enhance"),
     ("lipsync",),
     ("crop", "swap"),
     ("crop", "lipsync"),
@@ -53,6 +55,7 @@ STEP_YAML = {
         f"swap: {{analyser: {ANALYSER}, model: {SWAPPER}, source: faces/astronaut.png, "
         "det_size: 320}"
     ),
+    "enhance": f"enhance: {{analyser: {ANALYSER}, blend: 100, batch_size: 8}}",
     "lipsync": "lipsync: {batch_size: 8}",  # the video's own soundtrack is the speech
 }
 
@@ -83,6 +86,7 @@ def build_real_store(folder: Path, real_asset: Callable[[str], Path], *, convs: 
             if not target.exists():
                 target.symlink_to(real_asset(name))
     build_swapper(folder / "test_swapper.onnx")
+    build_enhance_store(folder)  # the restorers' test signatures, under the catalog's names
 
     def pins(names: list[str]) -> dict:
         return {

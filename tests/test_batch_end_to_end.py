@@ -75,7 +75,9 @@ def test_the_build_is_self_contained(built_function: Path) -> None:
     assert not (built_function / "processors" / "crop" / "processor.py").exists()
     assert not (built_function / "processors" / "crop" / "detectors.py").exists()
     assert not (built_function / "dropbatch" / "cli.py").exists()
-    assert (built_function / "processors" / "models" / "catalog.yaml").is_file()
+    # The catalog: each step's models.yaml, read through the registry.
+    for step in ("crop", "swap", "lipsync"):
+        assert (built_function / "processors" / step / "models.yaml").is_file()
 
 
 # What a real VM has that no Job carries (its credentials); here, where the emulators listen.

@@ -64,12 +64,12 @@ def record_of(job_id: str) -> JobRecord:
 def test_a_yolo_onnx_crop_job_runs_with_the_model_from_the_store(
     deployment: dict, talk: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_job
 
     store = tmp_path / "models"
     build(store / "yolov8n.onnx")
     job_id = submit(deployment, talk, monkeypatch, store)
-    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    assert wait_local_job(job_id, timeout=300)
     record = record_of(job_id)
     assert record.state == JobState.SUCCEEDED, record.error
     assert record.chunks_total == 3

@@ -101,13 +101,13 @@ def talk(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_job_with_the_real_yolo11n_succeeds(
     deployment: dict, talk: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, real_asset
 ) -> None:
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_job
 
     store = tmp_path / "models"
     store.mkdir()
     (store / "yolo11n.onnx").symlink_to(real_asset("yolo11n.onnx"))
     job_id = submit(deployment, talk, monkeypatch, store, model="yolo11n")
-    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    assert wait_local_job(job_id, timeout=300)
     record = record_of(job_id)
     assert record.state == JobState.SUCCEEDED, record.error
 
@@ -115,14 +115,14 @@ def test_a_job_with_the_real_yolo11n_succeeds(
 def test_a_job_with_a_face_only_yolo_fails_at_setup_without_retries(
     deployment: dict, talk: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from batch_jobs.local_executor import LocalLauncher
     from dropbatch.config import Settings
     from dropbatch.status import open_status
+    from tests.local_jobs import wait_local_job
 
     store = tmp_path / "models"
     build_head(store / "yolov8n.onnx", 5, 8400, (5, 8400))
     job_id = submit(deployment, talk, monkeypatch, store)
-    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    assert wait_local_job(job_id, timeout=300)
     record = record_of(job_id)
     assert record.state == JobState.FAILED
     assert record.error is not None and record.error.code == "MODEL_INCOMPATIBLE"

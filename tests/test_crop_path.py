@@ -10,8 +10,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from manifests.model import CropOptions
 from processors.crop.context import context_frames, path_settings
+from processors.crop.options import CropOptions
 from processors.crop.path import CameraPath, PathSettings, Window
 
 FPS = 30
@@ -122,9 +122,10 @@ def test_six_chunks_give_the_single_task_path_over_a_minute(options: dict) -> No
 def test_planner_context_is_the_paths_own() -> None:
     s = settings(detect_every=3, smoothing_seconds=0.7, hold_seconds=1.0, max_speed=0.5)
     options = {"detect_every": 3, "smoothing_seconds": 0.7, "hold_seconds": 1.0, "max_speed": 0.5}
-    assert context_frames(options, Fraction(FPS), FRAME) == (s.lookbehind, s.lookahead)
+    crop = CropOptions(**options)
+    assert context_frames(crop, Fraction(FPS), FRAME) == (s.lookbehind, s.lookahead)
     # Without a frame size, a bound that covers every size.
-    before, after = context_frames(options, Fraction(FPS))
+    before, after = context_frames(crop, Fraction(FPS))
     assert before >= s.lookbehind and after >= s.lookahead
     # Too little pre-roll really breaks the seam: the windows are needed in full.
     cuts, boxes, _ = MINUTE

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from processors.crop.detectors import make_detector
+from processors.crop.options import CropOptions
+from processors.crop.processor import crop_weights
 from processors.crop.yolo import letterbox
-from processors.models.store import ModelMissing, crop_weights, require_models
+from processors.models.store import ModelMissing, require_models
 from tests.yolo_test_model import build
 
 DARK = 30
@@ -112,13 +114,13 @@ def test_a_batch_gives_each_frame_its_own_boxes(
 def test_the_store_gives_the_onnx_file_and_names_what_is_missing(
     store: Path, tmp_path: Path
 ) -> None:
-    options = {"detector": "yolo-onnx", "model": "yolov8n"}
+    options = CropOptions(detector="yolo-onnx", model="yolov8n")
     assert crop_weights(options, store) == store / "yolov8n.onnx"
     require_models("crop", options, store)
     with pytest.raises(ModelMissing, match=r"yolov8n .*expected yolov8n\.onnx"):
         require_models("crop", options, tmp_path)
     # ultralytics takes an engine, .pt or .onnx: the first the store has.
-    yolo = {"detector": "yolo", "model": "yolov8n"}
+    yolo = CropOptions(detector="yolo", model="yolov8n")
     assert crop_weights(yolo, store) == store / "yolov8n.onnx"
     (tmp_path / "yolov8n.pt").write_bytes(b"weights")
     assert crop_weights(yolo, tmp_path) == tmp_path / "yolov8n.pt"
@@ -131,7 +133,7 @@ def test_the_ultralytics_detector_without_ultralytics_says_what_to_do(store: Pat
     code = (
         "import sys; sys.modules['ultralytics'] = None; sys.modules['torch'] = None\n"
         "from fractions import Fraction\n"
-        "from dropbatch.status.model import VideoInfo\n"
+        "from dropbatch.domain import VideoInfo\n"
         "from processors.base import ProcessorContext\n"
         "from processors.chain import ChainSetupError, build_processor\n"
         "info = VideoInfo(duration=1, fps_num=30, fps_den=1, frame_count=30, width=64, height=64)\n"

@@ -25,7 +25,7 @@ from dropbatch.status.model import JobRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 # Read by the task but optional, with defaults in code: the Job need not pass them.
-OPTIONAL_TASK_ENV = {"DROPBATCH_TASK_THREADS", "DROPBATCH_LOG_LEVEL"}
+OPTIONAL_TASK_ENV = {"DROPBATCH_LOG_LEVEL"}
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:

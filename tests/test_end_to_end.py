@@ -37,7 +37,7 @@ def sixty_seconds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_job(deployment: dict, clip: Path, fault_plan: dict | None, monkeypatch) -> JobRecord:
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_job
     from triggers.main import intake
 
     monkeypatch.setenv(
@@ -52,7 +52,7 @@ def run_job(deployment: dict, clip: Path, fault_plan: dict | None, monkeypatch) 
     store = LocalStore(deployment["root"])
     info = store.stat("inbox", "job/manifest.yaml")
     [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
-    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    assert wait_local_job(job_id, timeout=300)
     record = open_status(Settings.from_env()).get(job_id)
     assert record is not None
     return record

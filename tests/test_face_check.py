@@ -100,11 +100,11 @@ def test_a_group_photo_as_source_ends_the_job_invalid(deployment, real_asset, st
 
 
 def test_a_one_face_source_passes_the_check_and_the_job_runs(deployment, real_asset, store) -> None:
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_job
 
     record = submit(deployment, real_asset, PACK, "obama.jpg")
     assert record.state not in (JobState.INVALID, JobState.RECEIVED), record
-    assert LocalLauncher.shared().wait(record.job_id, timeout=300)
+    assert wait_local_job(record.job_id, timeout=300)
     done = open_status(Settings.from_env()).get(record.job_id)
     assert done is not None and done.state == JobState.SUCCEEDED, done
 

@@ -39,7 +39,7 @@ FPS = 25
 def run_manifest(
     deployment: dict, monkeypatch: pytest.MonkeyPatch, folder: str, files: dict, manifest: str
 ) -> JobRecord:
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_job
     from triggers.main import intake
 
     monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(make_model_store(deployment["tmp"] / "models")))
@@ -52,7 +52,7 @@ def run_manifest(
     store = LocalStore(deployment["root"])
     info = store.stat("inbox", f"{folder}/manifest.yaml")
     [job_id] = intake().handle(StorageEvent("inbox", f"{folder}/manifest.yaml", info.generation))
-    assert LocalLauncher.shared().wait(job_id, timeout=600)
+    assert wait_local_job(job_id, timeout=600)
     record = open_status(Settings.from_env()).get(job_id)
     assert record is not None
     assert record.state == JobState.SUCCEEDED, (record.error, record.errors)

@@ -20,6 +20,7 @@ from processors.faces import ANNOTATION, FaceContractError
 from processors.lipsync.audio import probe_audio
 from processors.lipsync.blend import lower_face_mask
 from processors.lipsync.faces import context_reach
+from processors.lipsync.options import LipsyncOptions
 from processors.media.frames import FrameBatch, FrameReader
 from processors.media.probe import probe
 from tests.lipsync_fixtures import (
@@ -205,7 +206,7 @@ def test_chunked_run_equals_single_run_frame_for_frame(
     if "detect_every" in options:
         item = planned(material, options, chunk_seconds=3600)
         single = run_chain(material, item, 0, None, (0, frames))
-    reach = context_reach(options)
+    reach = context_reach(LipsyncOptions(**options))
     item = planned(material, options, chunk_seconds=frames / FPS / 4 + 0.01)
     assert len(item.chunks) == 4
     assert all(c.preroll == reach for c in item.chunks[1:]) and item.chunks[0].postroll == reach

@@ -21,6 +21,7 @@ from processors.chain import concat_batches
 from processors.faces import FaceAnalyser
 from processors.lipsync.blend import BOX_LANDMARKS, lower_face_mask
 from processors.lipsync.faces import face_shape, placed
+from processors.lipsync.options import LipsyncOptions
 from processors.lipsync.processor import LipsyncProcessor
 from processors.media.frames import FrameBatch
 from tests.lipsync_fixtures import make_model_store, speech_wav
@@ -115,7 +116,7 @@ def test_lipsync_with_the_real_detector_changes_only_the_lower_face(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     monkeypatch.setenv("DROPBATCH_MODEL_CACHE", str(tmp_path / "cache"))
-    options = {"batch_size": 8, "smoothing_frames": 2}
+    options = LipsyncOptions(batch_size=8, smoothing_frames=2)
     with caplog.at_level(logging.INFO, logger="dropbatch.lipsync"):
         single = run(LipsyncProcessor(options, context(clip, store, speech)), clip, 0)
     assert f"SCRFD of the {PACK} pack" in caplog.text

@@ -11,8 +11,10 @@ import pytest
 
 from dropbatch.domain import JobError
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
-from manifests.model import CropOptions, InputItem, Manifest, SwapOptions
+from manifests.model import InputItem, Manifest
 from manifests.schema import SCHEMA_FILE, manifest_schema, schema_text
+from processors.crop.options import CropOptions
+from processors.swap.options import SwapOptions
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "manifests" / "examples").glob("*.yaml"))
 

@@ -240,6 +240,6 @@ def test_trigger_rejects_a_manifest_whose_models_are_not_in_the_store(
     [record] = records(deployment)
     assert record.state == JobState.INVALID
     assert record.error.code == "MODEL_MISSING"
-    assert record.error.field == "chain[0].swap.model"
+    assert record.error.field == "chain[0].swap.analyser"  # buffalo_l is the missing one
     assert "buffalo_l" in record.error.message and str(folder) in record.error.message
     assert record.error.uri == str(folder)

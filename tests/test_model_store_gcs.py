@@ -112,7 +112,7 @@ def test_the_trigger_checks_models_in_a_gs_store(
     [record] = records(deployment)
     assert record.state == JobState.INVALID
     assert record.error is not None and record.error.code == "MODEL_MISSING"
-    assert record.error.field == "chain[0].swap.model"
+    assert record.error.field == "chain[0].swap.analyser"  # buffalo_l is the missing one
     assert "buffalo_l" in record.error.message and uri in record.error.message
     assert record.error.uri == uri
 

@@ -17,6 +17,7 @@ from dropbatch.status import open_status
 from dropbatch.status.model import JobRecord, JobState
 from dropbatch.storage.local import LocalStore
 from tests.indexed_video import make_indexed_video
+from tests.local_jobs import wait_local_job
 
 
 def crop(aspect: str, video: str = "clip.mp4", prefix: str = "out/") -> str:
@@ -61,7 +62,7 @@ def test_two_manifests_writing_one_output_the_second_is_refused_naming_both(
 ) -> None:
     settings = Settings.from_env()
     store, status = LocalStore(deployment["root"]), open_status(settings)
-    intake = Intake(settings, store, status, LocalLauncher.shared())
+    intake = Intake(settings, store, status, LocalLauncher())
     drop(deployment, "c/clip.mp4", video.read_bytes())
     [first] = intake.handle(drop(deployment, "c/square.yaml", crop("1:1").encode()))
     [second] = intake.handle(drop(deployment, "c/tall.yaml", crop("9:16").encode()))
@@ -71,14 +72,14 @@ def test_two_manifests_writing_one_output_the_second_is_refused_naming_both(
     assert refused.error.field == "inputs[0]"
     assert refused.error.uri == store.uri("inbox", "c/out/clip.mp4")
     assert store.uri("inbox", "c/square.yaml") in refused.error.message
-    assert LocalLauncher.shared().wait(first, timeout=240)
+    assert wait_local_job(first, timeout=240)
     done = status.get(first)
     assert done is not None and done.state == JobState.SUCCEEDED, done.error
     assert store.stat("inbox", "c/out/clip.mp4").metadata[JOB_KEY] == first
     # The same manifest uploaded again is a re-run: it writes over its own output.
     [again] = intake.handle(drop(deployment, "c/square.yaml", crop("1:1").encode() + b"\n"))
     assert again != first
-    assert LocalLauncher.shared().wait(again, timeout=240)
+    assert wait_local_job(again, timeout=240)
     assert status.get(again).state == JobState.SUCCEEDED
     assert store.stat("inbox", "c/out/clip.mp4").metadata[JOB_KEY] == again
 

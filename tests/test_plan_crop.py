@@ -17,6 +17,7 @@ from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
 from processors.base import ProcessorContext
 from processors.chain import Chain, concat_batches
+from processors.crop.options import CropOptions
 from processors.crop.processor import CropProcessor
 from processors.media.frames import FrameBatch, FrameReader
 from processors.media.probe import probe
@@ -90,7 +91,7 @@ def test_plan_gives_crop_chunks_the_context_the_crop_needs() -> None:
     item = plan.items[0]
     assert item.output == "campaign-7/out/talk.mp4"
     rate = Fraction(info.fps_num, info.fps_den)
-    crop = CropProcessor(item.chain[0]["options"], context(info, rate))
+    crop = CropProcessor(CropOptions(**item.chain[0]["options"]), context(info, rate))
     middle = item.chunks[2]
     assert middle.preroll >= crop.lookbehind and middle.postroll >= crop.lookahead
     assert crop.lookbehind >= 0.5 * 30 - 1  # half a second of frames either side
@@ -114,7 +115,9 @@ SIZES = [
 def test_crop_window_is_even_and_of_the_target_aspect(aspect: str, size: tuple[int, int]) -> None:
     width, height = size
     info = video_info(8, width=width, height=height)
-    crop = CropProcessor({"aspect": aspect, "smoothing_seconds": 0.1}, context(info, Fraction(30)))
+    crop = CropProcessor(
+        CropOptions(aspect=aspect, smoothing_seconds=0.1), context(info, Fraction(30))
+    )
     w, h = crop.output_size()
     aw, ah = (int(v) for v in aspect.split(":"))
     assert w % 2 == 0 and h % 2 == 0

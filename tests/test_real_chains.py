@@ -1,7 +1,8 @@
-"""Every chain combination as a user runs it: `dropbatch run` (and `dropbatch serve`) on three
-seconds of real footage, with the real detectors (YOLO11n for crop; SCRFD-500m + ArcFace MBF as
-swap's analyser pack, whose detector lipsync also takes from the store when no swap runs before
-it) and the test-signature swapper and Wav2Lip from a model store folder.
+"""The chains (tests/real_chain.py, CHAINS) as a user runs them: `dropbatch run` (and `dropbatch
+serve`) on three seconds of real footage, with the real detectors (YOLO11n for crop; SCRFD-500m
++ ArcFace MBF as swap's analyser pack, whose detector lipsync also takes from the store when no
+swap runs before it) and the test-signature swapper, restorers and Wav2Lip from a model store
+folder.
 
 Each job ends SUCCEEDED with every frame and the soundtrack; the same chain run in process
 chunk by chunk (each chunk with its pre- and post-roll, as its task decodes it) equals one task
@@ -149,6 +150,10 @@ def test_every_chain_runs_on_real_footage_and_chunks_equal_one_task(
     diff = np.abs(single.frames.astype(np.int16) - cropped)
     if "swap" in steps:  # the test swapper inverts the face it pastes
         assert diff.mean() > 8, diff.mean(axis=(1, 2, 3))
+    if "enhance" in steps:  # the test restorer changes the swapped face's colours again
+        swapped = only(tuple(s for s in steps if s != "enhance")).astype(np.int16)
+        restored = (np.abs(single.frames - swapped).max(axis=3) > 3).sum(axis=(1, 2))
+        assert (restored > 100).mean() >= 0.9, restored
     # A face step pastes into (nearly) every frame: her face is on screen throughout.
     touched = (diff.max(axis=3) > 3).sum(axis=(1, 2))
     assert (touched > 100).mean() >= 0.9, touched

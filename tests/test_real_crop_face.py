@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from processors.base import ProcessorContext
+from processors.crop.options import CropOptions
 from processors.crop.processor import CropProcessor
 from processors.faces import FaceAnalyser
 from processors.media.frames import FrameReader
@@ -40,7 +41,7 @@ def test_yolo11n_keeps_the_face_in_the_9_16_window_on_the_pexels_clip(
         height=info.height,
         model_store=str(store),
     )
-    crop = CropProcessor({"aspect": "9:16", "detector": "yolo-onnx", "model": YOLO}, ctx)
+    crop = CropProcessor(CropOptions(aspect="9:16", detector="yolo-onnx", model=YOLO), ctx)
     faces = FaceAnalyser(real_asset("scrfd_500m_bnkps.onnx"), None, det_size=320)
     found: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> largest face's box, kps
     windows: dict[int, tuple[int, int, int, int]] = {}

@@ -26,6 +26,7 @@ from dropbatch.config import Settings
 from dropbatch.status import open_status
 from dropbatch.status.model import JobState
 from processors.base import ProcessorContext
+from processors.swap.options import SwapOptions
 from processors.swap.processor import SwapProcessor
 from tests.media_fixtures import encode_frames
 from tests.real_chain import (
@@ -133,7 +134,7 @@ def test_face_map_swaps_each_person_for_their_own_source_on_every_frame(
     assert applied == [[e] for e in expected]
 
     # The output's pixels: the tint inside each pasted face is its source's.
-    swap = SwapProcessor(item.chain[0]["options"], ctx)
+    swap = SwapProcessor(SwapOptions(**item.chain[0]["options"]), ctx)
     tints = [tint(latent, store / "test_swapper.onnx") for latent in swap.latents]
     assert np.abs(tints[0] - tints[1]).max() > 0.05  # the two sources are told apart
     before, after = decode(folder / "turns.mp4"), decode(folder / "out" / "turns.mp4")

@@ -57,7 +57,7 @@ def scratch_folders(tmp: Path) -> list[str]:
 
 def run_in_process(deployment: dict, clip: Path, chunk_seconds: int, plan: dict, monkeypatch):
     """Trigger the manifest in this process (local executor); returns (record, seconds)."""
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_job
     from triggers.main import intake
 
     monkeypatch.setenv("DROPBATCH_TASK_COMMAND", FAULT_TASK)
@@ -70,7 +70,7 @@ def run_in_process(deployment: dict, clip: Path, chunk_seconds: int, plan: dict,
     info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
     started = time.monotonic()
     [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
-    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    assert wait_local_job(job_id, timeout=300)
     seconds = time.monotonic() - started
     record = open_status(Settings.from_env()).get(job_id)
     assert record is not None

@@ -52,7 +52,7 @@ def box_diff(a: np.ndarray, b: np.ndarray, box: tuple[float, ...]) -> float:
 def test_swap_manifest_runs_end_to_end(
     deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_job
     from triggers.main import intake
 
     store = build_face_store(tmp_path / "models")
@@ -71,7 +71,7 @@ def test_swap_manifest_runs_end_to_end(
     (folder / "manifest.yaml").write_text(MANIFEST)
     info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
     [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
-    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    assert wait_local_job(job_id, timeout=300)
     record = open_status(Settings.from_env()).get(job_id)
     assert record is not None
     assert record.state == JobState.SUCCEEDED, record.error
@@ -92,7 +92,7 @@ def test_swap_manifest_runs_end_to_end(
 def test_a_source_image_with_two_faces_is_refused_naming_the_file(
     deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, checked_by: str
 ) -> None:
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_job
     from triggers.main import intake
 
     monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(build_face_store(tmp_path / "models")))
@@ -121,7 +121,7 @@ def test_a_source_image_with_two_faces_is_refused_naming_the_file(
         assert record.errors[0].uri.endswith("job/faces/astronaut.png")
         assert record.chunks_total == 0 and status.progress(job_id) == []
         return
-    assert LocalLauncher.shared().wait(job_id, timeout=300)
+    assert wait_local_job(job_id, timeout=300)
     record = status.get(job_id)
     assert record is not None and record.state == JobState.FAILED
     assert "swap.source[0]: 2 faces in faces/astronaut.png" in record.error.message

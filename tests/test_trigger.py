@@ -40,9 +40,9 @@ def records(deployment: dict) -> list[JobRecord]:
 
 
 def wait_done(job_id: str, timeout: float = 120) -> JobRecord:
-    from batch_jobs.local_executor import LocalLauncher
+    from tests.local_jobs import wait_local_job
 
-    LocalLauncher.shared().wait(job_id, timeout)
+    wait_local_job(job_id, timeout)
     record = open_status(Settings.from_env()).get(job_id)
     assert record is not None
     return record
@@ -179,7 +179,7 @@ BAD = {
     "swap": (
         CROP.replace('[{crop: {aspect: "1:1"}}]', "[{swap: {source: clip.mp4}}]"),
         "MODEL_MISSING",
-        "chain[0].swap.model",
+        "chain[0].swap.analyser",  # buffalo_l, the first it needs
     ),
     # One input switches its crop to YOLO: that model must be in the store too.
     "override-model": (

@@ -162,7 +162,7 @@ def test_storage_that_keeps_failing_ends_the_job_failed(
     make_indexed_video(deployment["inbox"] / "c1" / "clip.mp4", 10, audio=False)
     (deployment["inbox"] / "c1" / "job.yaml").write_text(CROP)
     status = open_status(settings)
-    intake = Intake(settings, store, status, LocalLauncher.shared())
+    intake = Intake(settings, store, status, LocalLauncher())
     generation = store.stat("inbox", "c1/job.yaml").generation
     [job_id] = intake.handle(StorageEvent("inbox", "c1/job.yaml", generation))
     record = status.get(job_id)
@@ -184,7 +184,7 @@ def test_a_storage_fault_that_passes_costs_a_retry_not_the_job(deployment: dict)
     (deployment["inbox"] / "c2").mkdir()
     (deployment["inbox"] / "c2" / "job.yaml").write_text(CROP)  # clip.mp4 comes later
     status = open_status(settings)
-    intake = Intake(settings, store, status, LocalLauncher.shared())
+    intake = Intake(settings, store, status, LocalLauncher())
     generation = store.stat("inbox", "c2/job.yaml").generation
     [job_id] = intake.handle(StorageEvent("inbox", "c2/job.yaml", generation))
     record = status.get(job_id)

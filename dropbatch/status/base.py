@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from dropbatch.status.model import ChunkClaim, JobRecord, JobState, TaskProgress
+from dropbatch.status.model import (
+    CheckReport,
+    ChunkClaim,
+    JobRecord,
+    JobState,
+    TaskProgress,
+)
 
 T = TypeVar("T")
 
@@ -75,3 +81,9 @@ class StatusStore(Protocol):
     def put_progress(self, progress: TaskProgress) -> None: ...
 
     def progress(self, job_id: str) -> list[TaskProgress]: ...
+
+    def put_check(self, report: CheckReport) -> None:
+        """Write (or replace) the self-check report with `report.check_id`."""
+        ...
+
+    def get_check(self, check_id: str) -> CheckReport | None: ...

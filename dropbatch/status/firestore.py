@@ -13,6 +13,9 @@ Layout, under `<collection>/<job_id>`:
   only by the few transactions of that chunk (claim, renewal every 20 s, done), with its own
   `claims/<item>-<chunk>/revisions/<n>` guards.
 
+Self-check reports (`dropbatch doctor`) live beside it in `<collection>_checks/<check_id>`, so
+the job queries never meet them.
+
 `transact` is a read-modify-write in a Firestore transaction that also *creates*
 `revisions/<n+1>`. Creating a document that exists fails the whole commit, so of two writers
 that read revision n only one can commit revision n+1, whatever the server's concurrency mode
@@ -34,7 +37,13 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from dropbatch.status.base import JobNotFound, RecordTooLarge
-from dropbatch.status.model import ChunkClaim, JobRecord, JobState, TaskProgress
+from dropbatch.status.model import (
+    CheckReport,
+    ChunkClaim,
+    JobRecord,
+    JobState,
+    TaskProgress,
+)
 
 T = TypeVar("T")
 
@@ -90,6 +99,7 @@ class FirestoreStatusStore:
         # FIRESTORE_EMULATOR_HOST, when set, is honoured by the client library itself.
         self.client = client or firestore.Client(project=project or None, database=database)
         self.jobs = self.client.collection(collection)
+        self.checks = self.client.collection(f"{collection}_checks")
         self._written: dict[tuple[str, int], tuple[float, str]] = {}
         self._written_lock = threading.Lock()
 
@@ -246,3 +256,11 @@ class FirestoreStatusStore:
     def progress(self, job_id: str) -> list[TaskProgress]:
         tasks = self._ref(job_id).collection("tasks").order_by("task_index")
         return [TaskProgress.model_validate(s.to_dict()) for s in tasks.stream()]
+
+    # -- self-checks ---------------------------------------------------------------------
+    def put_check(self, report: CheckReport) -> None:
+        self.checks.document(report.check_id).set(report.model_dump(mode="json"))
+
+    def get_check(self, check_id: str) -> CheckReport | None:
+        snapshot = self.checks.document(check_id).get()
+        return CheckReport.model_validate(snapshot.to_dict()) if snapshot.exists else None

@@ -156,3 +156,29 @@ class TaskProgress(BaseModel):
     updated_at: float = Field(default_factory=time.time)
     owner: ProcessOwner | None = None  # the task's process
     chunks_done: int = 0  # chunks this attempt of the worker finished
+
+
+class CheckResult(BaseModel):
+    """One line of `dropbatch doctor`'s checklist: what was checked, whether it holds, what
+    was seen, and what to do when it does not."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    fix: str = ""
+
+
+class CheckReport(BaseModel):
+    """What `python -m batch_jobs.selfcheck` found on a task VM, keyed by the check's id (the
+    id of the one-task job `dropbatch doctor` launched). `finished` is False while the doctor's
+    placeholder waits for the VM's report."""
+
+    check_id: str
+    host: str = ""
+    finished: bool = False
+    results: list[CheckResult] = Field(default_factory=list)
+    updated_at: float = Field(default_factory=time.time)
+
+    @property
+    def ok(self) -> bool:
+        return self.finished and all(r.ok for r in self.results)

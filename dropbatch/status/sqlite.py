@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from dropbatch.status.base import JobNotFound
-from dropbatch.status.model import ChunkClaim, JobRecord, JobState, TaskProgress
+from dropbatch.status.model import (
+    CheckReport,
+    ChunkClaim,
+    JobRecord,
+    JobState,
+    TaskProgress,
+)
 
 T = TypeVar("T")
 
@@ -35,6 +41,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     task_index INTEGER NOT NULL,
     doc TEXT NOT NULL,
     PRIMARY KEY (job_id, task_index)
+);
+CREATE TABLE IF NOT EXISTS checks (
+    check_id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS claims (
     job_id TEXT NOT NULL,
@@ -210,3 +220,15 @@ class SqliteStatusStore:
                 "SELECT doc FROM tasks WHERE job_id = ? ORDER BY task_index", (job_id,)
             ).fetchall()
         return [TaskProgress.model_validate_json(r[0]) for r in rows]
+
+    def put_check(self, report: CheckReport) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO checks VALUES (?, ?)",
+                (report.check_id, report.model_dump_json()),
+            )
+
+    def get_check(self, check_id: str) -> CheckReport | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT doc FROM checks WHERE check_id = ?", (check_id,)).fetchone()
+        return CheckReport.model_validate_json(row[0]) if row else None

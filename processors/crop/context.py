@@ -10,7 +10,7 @@ import math
 from dataclasses import replace
 from fractions import Fraction
 
-from manifests.model import CropOptions
+from processors.crop.options import CropOptions
 from processors.crop.path import PathSettings, radii, speed_radius, window_size
 
 
@@ -39,13 +39,12 @@ def path_settings(options: CropOptions, frame: tuple[int, int], rate: Fraction) 
 
 
 def context_frames(
-    options: dict, rate: Fraction, frame: tuple[int, int] | None = None
+    options: CropOptions, rate: Fraction, frame: tuple[int, int] | None = None
 ) -> tuple[int, int]:
     """Frames of context (before, after) the crop needs: what the planner decodes around a
     chunk — the processor's own lookbehind/lookahead for this frame size. Without a size,
     a bound that holds for any: no centre or size travels more than a frame length."""
-    crop = CropOptions.model_validate(options)
-    settings = path_settings(crop, frame or (2, 2), rate)
+    settings = path_settings(options, frame or (2, 2), rate)
     if frame is None:
-        settings = replace(settings, speed_radius=math.ceil(float(rate) / crop.max_speed))
+        settings = replace(settings, speed_radius=math.ceil(float(rate) / options.max_speed))
     return settings.lookbehind, settings.lookahead

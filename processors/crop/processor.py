@@ -7,28 +7,32 @@ touched once on its way out: a slice copy, or one resize when the camera has zoo
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
-from manifests.model import CropOptions
 from processors.base import ProcessorContext
 from processors.crop.context import path_settings
 from processors.crop.cuts import CutDetector
 from processors.crop.detectors import Detector, DetectorSetupError, make_detector
+from processors.crop.options import CropOptions
 from processors.crop.path import CameraPath
+from processors.crop.spec import models
 from processors.media.frames import FrameBatch
+from processors.models.store import ModelStore, ModelStoreError, weights_path
+from processors.spec import StepSetupError
+
+if TYPE_CHECKING:
+    from dropbatch.config import Settings
 
 
 def load_detector(options: CropOptions, ctx: ProcessorContext) -> Detector:
-    from processors.chain import ChainSetupError
-    from processors.models.store import ModelStoreError, crop_weights
-
     weights = None
     try:
-        if options.detector.startswith("yolo"):
-            weights = crop_weights(
-                options.model_dump(mode="json"), ctx.model_store or ctx.model_dir
-            )
+        if models(options):  # the yolo detectors: one weights file from the store
+            weights = crop_weights(options, ctx.model_store or ctx.model_dir)
         return make_detector(
             options.detector,
             weights=weights,
@@ -37,18 +41,18 @@ def load_detector(options: CropOptions, ctx: ProcessorContext) -> Detector:
             confidence=options.confidence,
         )
     except ModelStoreError as exc:
-        raise ChainSetupError(f"crop: {exc}", exc.code) from None
+        raise StepSetupError(f"crop: {exc}", exc.code) from None
     except DetectorSetupError as exc:
-        raise ChainSetupError(f"crop: {exc}") from None
+        raise StepSetupError(f"crop: {exc}") from None
 
 
 class CropProcessor:
     name = "crop"
 
     def __init__(
-        self, options: dict, ctx: ProcessorContext, detector: Detector | None = None
+        self, options: CropOptions, ctx: ProcessorContext, detector: Detector | None = None
     ) -> None:
-        self.options = CropOptions.model_validate(options)
+        self.options = options
         self.frame = (ctx.width, ctx.height)
         self.settings = path_settings(self.options, self.frame, ctx.rate)
         self.size = self.settings.window
@@ -109,3 +113,16 @@ class CropProcessor:
                 out[n] = cv2.resize(view, (width, height), interpolation=cv2.INTER_LINEAR)
             self.windows[i] = (x, y, w, h)
         return FrameBatch(out, np.asarray([i for i, _ in ready], np.int64))
+
+
+def crop_weights(
+    options: CropOptions, store: ModelStore | Path | str | None, settings: Settings | None = None
+) -> Path:
+    """The weights file the crop's yolo detector loads (see `weights_path`)."""
+    [need] = models(options)
+    return weights_path(need, store, settings)
+
+
+def build(options: CropOptions, ctx: ProcessorContext) -> CropProcessor:
+    """The step as the chain builds it (processors/crop/spec.py names this)."""
+    return CropProcessor(options, ctx)

@@ -35,8 +35,10 @@ from processors.lipsync.faces import (
 )
 from processors.lipsync.features import MelFeatures, fitted_samples
 from processors.lipsync.model import FACE_SIZE, ModelUnusable, Wav2LipModel
+from processors.lipsync.options import LipsyncOptions
 from processors.media.frames import FrameBatch
-from processors.models.store import ModelStoreError, fetch_models
+from processors.models.store import ModelStoreError, fetch_models, require_models
+from processors.spec import StepSetupError
 
 log = logging.getLogger("dropbatch.lipsync")
 _UNDETECTED = "undetected"  # a frame between detection keyframes (detect_every > 1)
@@ -70,14 +72,14 @@ def face_input(frame: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray
 class LipsyncProcessor:
     name = "lipsync"
 
-    def __init__(self, options: dict, ctx: ProcessorContext) -> None:
-        self.radius = int(options.get("smoothing_frames", 2))
-        self.every = max(1, int(options.get("detect_every", 1)))
+    def __init__(self, options: LipsyncOptions, ctx: ProcessorContext) -> None:
+        self.radius = options.smoothing_frames
+        self.every = options.detect_every
         # Detection keyframes sit at multiples of `every` in the global frame index, so every
         # chunk detects on the same frames and interpolates between the same boxes.
         self.reach = context_reach(options)
         self.lookbehind = self.lookahead = self.reach
-        self.pads = tuple(int(p) for p in options.get("pads", (0, 10, 0, 0)))
+        self.pads = options.pads
         self._size = (ctx.width, ctx.height)
         store = ctx.model_store or ctx.model_dir
         if not store:
@@ -89,7 +91,7 @@ class LipsyncProcessor:
         except ModelStoreError as exc:
             raise LipsyncSetupError(str(exc)) from None
         try:
-            self.model = Wav2LipModel(fetched.path, int(options.get("batch_size", 16)))
+            self.model = Wav2LipModel(fetched.path, options.batch_size)
         except ModelUnusable as exc:
             raise LipsyncSetupError(str(exc)) from None
         if ctx.audio_path is None:
@@ -235,3 +237,16 @@ class LipsyncProcessor:
     def flush(self) -> FrameBatch:
         self._advance(final=True)
         return self._emit(final=True)
+
+
+def build(options: LipsyncOptions, ctx: ProcessorContext) -> LipsyncProcessor:
+    """The step as the chain builds it (processors/lipsync/spec.py names this): its model is
+    checked first, so a missing one ends the job with the store's code."""
+    try:
+        require_models("lipsync", options, ctx.model_store or ctx.model_dir)
+    except ModelStoreError as exc:
+        raise StepSetupError(str(exc), exc.code) from None
+    try:
+        return LipsyncProcessor(options, ctx)
+    except LipsyncSetupError as exc:
+        raise StepSetupError(str(exc), getattr(exc, "code", "")) from None

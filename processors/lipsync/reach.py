@@ -4,10 +4,12 @@ OpenCV."""
 
 from __future__ import annotations
 
+from processors.lipsync.options import LipsyncOptions
 
-def context_reach(options: dict) -> int:
+
+def context_reach(options: LipsyncOptions) -> int:
     """Frames of context each side a lipsync step needs: the smoothing window, plus, when only
     every k-th frame is detected, the gap to the next keyframe and the keyframe after it (a
     keyframe is checked against its neighbours)."""
-    every = max(1, int(options.get("detect_every", 1)))
-    return int(options.get("smoothing_frames", 2)) + (2 * every - 1 if every > 1 else 0)
+    every = options.detect_every
+    return options.smoothing_frames + (2 * every - 1 if every > 1 else 0)

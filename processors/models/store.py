@@ -1,6 +1,13 @@
 """The model catalog and the model store: which files a step needs, where they live, and a
 per-VM cache that fetches each file once and verifies it against its published sha256.
 
+The catalog is every registered step's `processors/<step>/models.yaml`: per model its `files`,
+their published `sha256` and `size` (a task verifies every file against them before it loads
+it; null means "not pinned": the file is used as found), `role`, `modules` (analyser packs:
+which file does what, so a step loads only what it needs), `licence` and `source`. A store may
+carry its own catalog.yaml that adds models (and pins unpinned files); it can never change a
+hash pinned in the packaged catalog.
+
 A store is a local folder or a `gs://bucket/prefix/` (read through the ObjectStore protocol).
 The trigger only checks presence (and size, which is free); the task fetches and hashes, so a
 swapped or truncated file is caught before an ONNX session ever sees it.
@@ -14,18 +21,19 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
 if TYPE_CHECKING:
     from dropbatch.config import Settings
     from dropbatch.storage.base import ObjectStore
+    from manifests.strict import Strict
+    from processors.spec import ModelNeed, StepSpec
 
 STORE_CATALOG = "catalog.yaml"  # a store's own additions to the packaged catalog
 HELP = "see README, 'Filling the model store'"
@@ -136,11 +144,28 @@ class ModelEntry:
         )
 
 
-@cache
 def catalog() -> dict[str, dict]:
-    """The packaged catalog as written in catalog.yaml (name -> raw entry)."""
-    text = resources.files("processors.models").joinpath("catalog.yaml").read_text()
-    return yaml.safe_load(text)["models"]
+    """The packaged catalog: every registered step's `models.yaml` (name -> raw entry, with
+    `step` set to the step that brings it)."""
+    from processors import registry
+
+    return _catalog_of((*registry.steps(), *registry.INTERNAL))
+
+
+@cache
+def _catalog_of(specs: tuple[StepSpec, ...]) -> dict[str, dict]:
+    merged: dict[str, dict] = {}
+    for spec in specs:
+        if spec.catalog is None:
+            continue
+        entries = (yaml.safe_load(spec.catalog.read_text()) or {}).get("models") or {}
+        for name, raw in entries.items():
+            if name in merged:
+                raise CatalogError(
+                    f"model {name} is in the catalog of both {merged[name]['step']} and {spec.name}"
+                )
+            merged[name] = {**raw, "step": spec.name}
+    return merged
 
 
 def merge_catalog(extra: dict[str, dict] | None, where: str = "") -> dict[str, ModelEntry]:
@@ -175,19 +200,17 @@ def merge_catalog(extra: dict[str, dict] | None, where: str = "") -> dict[str, M
     return merged
 
 
-def models_for_step(step: str, options: dict) -> list[str]:
+def step_needs(step: str, options: Strict | Mapping[str, Any]) -> list[ModelNeed]:
+    """What the step's spec says it needs with these options (typed, or a plan's JSON)."""
+    from processors.registry import step_spec
+
+    spec = step_spec(step)
+    return spec.models(spec.parse(options))
+
+
+def models_for_step(step: str, options: Strict | Mapping[str, Any]) -> list[str]:
     """The catalog names a step with these options needs."""
-    if step == "crop":
-        return (
-            [options.get("model", "yolov8n")]
-            if str(options.get("detector", "")).startswith("yolo")
-            else []
-        )
-    if step == "swap":
-        return [options.get("analyser", "buffalo_l"), options.get("model", "inswapper_128")]
-    if step == "lipsync":
-        return [options.get("model", "wav2lip_gan_96")]
-    return []
+    return [need.name for need in step_needs(step, options)]
 
 
 # -- where the files are -----------------------------------------------------------------------
@@ -467,67 +490,72 @@ def open_model_store(
 
 def require_models(
     step: str,
-    options: dict,
+    options: Strict | Mapping[str, Any],
     store: ModelStore | Path | str | None,
     settings: Settings | None = None,
 ) -> None:
     """Raise ModelMissing (or ModelCorrupt, on a wrong size) for the step's first bad model."""
     opened = open_model_store(store, settings)
-    for name in models_for_step(step, options):
-        if step == "crop" and options.get("detector") == "yolo":
-            _require_any_weights(name, opened)
+    for need in step_needs(step, options):
+        if need.any_weights:
+            _require_any_weights(need.name, opened)
             continue
         if opened is None:
-            raw = catalog().get(name)
-            raise ModelMissing(name, "", list(raw["files"]) if raw else [f"{name}.onnx"])
-        opened.require(name)
+            raise _no_store(need.name)
+        opened.require(need.name)
 
 
-def _yolo_candidates(name: str) -> list[str]:
-    """ultralytics loads a TensorRT engine, a .pt or an .onnx: best first."""
+def _no_store(name: str) -> ModelMissing:
+    raw = catalog().get(name)
+    return ModelMissing(name, "", list(raw["files"]) if raw else [f"{name}.onnx"])
+
+
+def _weights_candidates(name: str) -> list[str]:
+    """A loader such as ultralytics takes a TensorRT engine, a .pt or an .onnx: best first."""
     raw = catalog().get(name) or {}
     return list(raw.get("weights") or raw.get("files") or [f"{name}.onnx"])
 
 
 def _require_any_weights(name: str, opened: ModelStore | None) -> None:
     # Presence only (the trigger must not download weights); the task verifies what it loads.
-    candidates = _yolo_candidates(name)
+    candidates = _weights_candidates(name)
     if opened is None or not any(opened.location.stat(f) for f in candidates):
         raise ModelMissing(name, opened.uri if opened else "", candidates, any_of=True)
 
 
-def crop_weights(
-    options: dict, store: ModelStore | Path | str | None, settings: Settings | None = None
+def weights_path(
+    need: ModelNeed, store: ModelStore | Path | str | None, settings: Settings | None = None
 ) -> Path:
-    """The weights file the crop's yolo detector loads.
+    """The one file a single-weights model loads (a step's detector).
 
-    `yolo-onnx`: the model's .onnx, fetched and verified like every model. `yolo`
+    Without `any_weights`: the model's file, fetched and verified like every model. With it
     (ultralytics): the first of the catalog's `weights` the store holds — a TensorRT engine
     beats .pt beats .onnx. Engines and .pt files are built per GPU or per training run, so
     they are not pinned: they are used in place from a folder store; from a gs:// store the
-    verified .onnx is what ultralytics loads.
+    verified .onnx is what is loaded.
     """
-    name = str(options.get("model", "yolov8n"))
-    if options.get("detector") != "yolo":
-        return fetch_models("crop", options, store, settings)[name].path
     opened = open_model_store(store, settings)
-    candidates = _yolo_candidates(name)
+    if not need.any_weights:
+        if opened is None:
+            raise _no_store(need.name)
+        return opened.fetch(need.name).path
+    candidates = _weights_candidates(need.name)
     if opened is not None:
-        pinned = {f.name for f in opened.entry(name).files}
+        pinned = {f.name for f in opened.entry(need.name).files}
         for file in candidates:
             if opened.location.stat(file) is None:
                 continue
             if file in pinned:
-                return opened.fetch(name).paths[file]
+                return opened.fetch(need.name).paths[file]
             local = opened.location.in_place(file)
             if local is not None:
                 return local
-    raise ModelMissing(name, opened.uri if opened else "", candidates, any_of=True)
+    raise ModelMissing(need.name, opened.uri if opened else "", candidates, any_of=True)
 
 
 def fetch_models(
     step: str,
-    options: dict,
+    options: Strict | Mapping[str, Any],
     store: ModelStore | Path | str | None,
     settings: Settings | None = None,
 ) -> dict[str, FetchedModel]:

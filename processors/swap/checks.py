@@ -17,8 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dropbatch.domain import JobError
 from processors.models.store import ModelStore, ModelStoreError
 from processors.scrfd import DetectorUnusable
+from processors.swap.options import SwapOptions
 
 
 @dataclass(frozen=True)
@@ -28,17 +30,17 @@ class FaceImageProblem:
     message: str
 
 
-def face_images(options: dict, base: str) -> list[tuple[str, str]]:
+def face_images(options: SwapOptions, base: str) -> list[tuple[str, str]]:
     """(field path, relative path) of every image the swap step learns an identity from."""
-    found = [(f"{base}.source[{j}]", s) for j, s in enumerate(options.get("source") or [])]
-    if options.get("face_map"):
-        for j, entry in enumerate(options["face_map"]):
+    found = [(f"{base}.source[{j}]", s) for j, s in enumerate(options.source)]
+    if options.face_map:
+        for j, entry in enumerate(options.face_map):
             found += [
-                (f"{base}.face_map[{j}].reference", entry["reference"]),
-                (f"{base}.face_map[{j}].source", entry["source"]),
+                (f"{base}.face_map[{j}].reference", entry.reference),
+                (f"{base}.face_map[{j}].source", entry.source),
             ]
-    elif options.get("target") == "reference" and options.get("reference"):
-        found.append((f"{base}.reference", options["reference"]))
+    elif options.target == "reference" and options.reference:
+        found.append((f"{base}.reference", options.reference))
     return found
 
 
@@ -59,30 +61,36 @@ def _detector(path: str, det_size: int, det_thresh: float):
 
 
 def check_face_images(
-    options: dict, base: str, store: ModelStore, read: Callable[[str], bytes]
-) -> list[FaceImageProblem]:
-    """Problems with the step's face images (empty when every image shows one face)."""
+    options: SwapOptions, base: str, store: ModelStore, read: Callable[[str], bytes]
+) -> list[FaceImageProblem | JobError]:
+    """Problems with the step's face images (empty when every image shows one face).
+
+    A pack that is in the store but will not load or run is INVALID naming it
+    (MODEL_UNLOADABLE); a storage fault while reading an image raises.
+    """
     images = face_images(options, base)
     if not images:
         return []
-    name = options.get("analyser", "buffalo_l")
-    pack = store.fetch(name)
+    pack = store.fetch(options.analyser)
     try:
-        analyser = _detector(
-            str(pack.module("detection")),
-            int(options.get("det_size", 640)),
-            float(options.get("det_thresh", 0.5)),
-        )
+        analyser = _detector(str(pack.module("detection")), options.det_size, options.det_thresh)
     except DetectorUnusable as exc:
-        raise DetectorIncompatible(f"model {name}: {exc}") from None
-    problems = []
+        raise DetectorIncompatible(f"model {options.analyser}: {exc}") from None
+    except (ImportError, ModelStoreError):
+        raise
+    except Exception as exc:
+        return [unloadable_analyser(store, options.analyser, f"{base}.analyser", exc)]
+    problems: list[FaceImageProblem | JobError] = []
     for field, name in images:
         data = np.frombuffer(read(name), np.uint8)
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if image is None:
             problems.append(FaceImageProblem(field, name, f"{name} is not a readable image"))
             continue
-        count = len(analyser.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
+        try:
+            count = len(analyser.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
+        except Exception as exc:
+            return [unloadable_analyser(store, options.analyser, f"{base}.analyser", exc)]
         if count == 0:
             problems.append(FaceImageProblem(field, name, f"no face found in {name}"))
         elif count > 1:
@@ -94,3 +102,25 @@ def check_face_images(
                 )
             )  # fmt: skip
     return problems
+
+
+def unloadable_analyser(
+    models: ModelStore | None, pack: str, where: str, exc: Exception
+) -> JobError:
+    """The face analyser pack is in the store but will not load or run (not ONNX, a layout
+    insightface does not know): INVALID naming the pack and its detector file."""
+    uri = None
+    if models is not None:
+        try:
+            uri = f"{models.uri.rstrip('/')}/{models.entry(pack).file_for('detection')}"
+        except ModelStoreError:
+            uri = models.uri
+    lines = str(exc).strip().splitlines()
+    first = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return JobError(
+        code="MODEL_UNLOADABLE",
+        message=f"the face analyser {pack} in the model store could not be loaded or run "
+        f"({first}); replace its files (`dropbatch models check` lists them)",
+        field=where,
+        uri=uri,
+    )

@@ -75,9 +75,12 @@ def paste_back(
     *,
     mouth: bool = False,
     opacity: float = 1.0,
+    mask: np.ndarray | None = None,
 ) -> tuple[int, int, int, int] | None:
     """Blend `crop` (the swapped, aligned face; `matrix` maps frame -> crop) into `frame` in
-    place. Returns the box it touched, or None when the face lies outside the frame."""
+    place. `mask`: a float32 [size, size] weight in crop coordinates (occlusion, regions),
+    combined with the feathered box by the minimum. Returns the box it touched, or None when
+    the face lies outside the frame."""
     size = crop.shape[0]
     height, width = frame.shape[:2]
     x0, y0, x1, y1 = box_of(matrix, size, width, height)
@@ -87,9 +90,10 @@ def paste_back(
     inverse[:, 2] -= (x0, y0)  # warp straight into the box, not the whole frame
     box_size = (x1 - x0, y1 - y0)
     face = cv2.warpAffine(crop, inverse, box_size, flags=cv2.INTER_LINEAR, borderValue=0)
-    weight = cv2.warpAffine(
-        feather_mask(size, mouth), inverse, box_size, flags=cv2.INTER_LINEAR, borderValue=0
-    )
+    blend = feather_mask(size, mouth)
+    if mask is not None:
+        blend = np.minimum(blend, mask)
+    weight = cv2.warpAffine(blend, inverse, box_size, flags=cv2.INTER_LINEAR, borderValue=0)
     if opacity < 1.0:
         weight *= opacity
     region = frame[y0:y1, x0:x1]

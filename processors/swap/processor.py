@@ -2,7 +2,8 @@
 
 Per frame: detect faces (embed them too when targeting by reference), hold the frame until the
 look-ahead its decision needs has arrived, choose faces over the tracking window, swap each
-chosen face and paste it back over its box. Frames with no chosen face pass through untouched
+chosen face (on a crop of `pixel_boost` px) and paste it back over its box, limited by the
+occlusion and region masks when asked (masks.py). Frames with no chosen face pass through untouched
 (the same array). The per-frame analysis goes out as `annotations["faces"]`
 (the face contract: processors/faces.py).
 """
@@ -15,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from manifests.model import SwapOptions
 from processors.base import ProcessorContext
 from processors.faces import (
     ANNOTATION,
@@ -26,8 +26,11 @@ from processors.faces import (
     choose_providers,
 )
 from processors.media.frames import FrameBatch
-from processors.models.store import FetchedModel, fetch_models
+from processors.models.store import FetchedModel, ModelStoreError, fetch_models, require_models
+from processors.spec import StepSetupError
 from processors.swap.identity import ImageRef, identity
+from processors.swap.masks import FaceParser, Occluder
+from processors.swap.options import SwapOptions
 from processors.swap.paste import paste_back
 from processors.swap.swapper import Swapper, SwapperUnusable
 from processors.swap.tracking import FaceTracks, Targeting, context, decide
@@ -62,15 +65,26 @@ def _image_refs(options: SwapOptions, folder: Path | None, step_index: str) -> d
     return {"sources": sources, "references": references}
 
 
+def crop_size(pixel_boost: int, model_side: int, where: str) -> int:
+    """The side of the aligned crop: the model's own, or pixel_boost when that is larger (a
+    whole multiple of the model's side, so the crop splits into model-sized sub-grids)."""
+    if pixel_boost <= model_side:
+        return model_side
+    if pixel_boost % model_side:
+        raise SwapSetupError(
+            f"{where}.pixel_boost: {pixel_boost} is not a multiple of the swap model's "
+            f"{model_side} px input; use a multiple of {model_side}"
+        )
+    return pixel_boost
+
+
 class SwapProcessor:
     name = "swap"
 
-    def __init__(self, options: dict, ctx: ProcessorContext, where: str = "swap") -> None:
-        from processors.models.store import ModelStoreError
+    def __init__(self, options: SwapOptions, ctx: ProcessorContext, where: str = "swap") -> None:
         from processors.swap.identity import IdentityError
 
-        self.options = SwapOptions.model_validate(options)
-        opts = self.options
+        self.options = opts = options
         self.size = (ctx.width, ctx.height)
         try:
             models = fetch_models("swap", options, ctx.model_store or ctx.model_dir)
@@ -87,10 +101,16 @@ class SwapProcessor:
                 providers=providers,
             )
             self.swapper = Swapper(models[opts.model].path, providers)
+            # The masks' models only when the options ask for them (spec.py: models).
+            self.occluder = (
+                Occluder(models[opts.occluder].path, providers) if opts.occlusion else None
+            )
+            self.parser = FaceParser(models[opts.parser].path, providers) if opts.regions else None
         except SwapperUnusable as exc:
             raise SwapSetupError(f"{where}: {exc}", exc.code) from None
         except (ValueError, ModelStoreError) as exc:  # a file that is not the model it claims
             raise SwapSetupError(f"{where}: {exc}") from None
+        self.crop_size = crop_size(opts.pixel_boost, self.swapper.size, where)
         refs = _image_refs(opts, ctx.folder, where)
         try:
             sources = [identity(self.analyser, images) for images in refs["sources"]]
@@ -141,13 +161,26 @@ class SwapProcessor:
 
     def _swap_one(self, source: np.ndarray, out: np.ndarray, face: Face, who: int) -> None:
         # Align on the original pixels (another face's paste may overlap this one's crop).
-        matrix = align_matrix(face.kps, self.swapper.size)
-        size = (self.swapper.size, self.swapper.size)
+        matrix = align_matrix(face.kps, self.crop_size)
+        size = (self.crop_size, self.crop_size)
         crop = cv2.warpAffine(source, matrix, size, borderValue=0.0)
         swapped = self.swapper.swap(crop, self.latents[who])
         paste_back(
-            out, swapped, matrix, mouth=self.options.mouth_mask, opacity=self.options.opacity
-        )
+            out, swapped, matrix, mouth=self.options.mouth_mask, opacity=self.options.opacity,
+            mask=self._mask(crop),
+        )  # fmt: skip
+
+    def _mask(self, crop: np.ndarray) -> np.ndarray | None:
+        """The occlusion and region masks of the original crop (their minimum), or None.
+
+        Both read the target's own face: what covers it, and where its regions are (FaceFusion
+        parses the swapped crop instead; the target's regions are the ones a user sees)."""
+        masks = []
+        if self.occluder is not None:
+            masks.append(self.occluder.mask(crop))
+        if self.parser is not None:
+            masks.append(self.parser.mask(crop, self.options.regions))
+        return np.minimum.reduce(masks) if masks else None
 
     def _release(self, upto: int) -> FrameBatch:
         ready = [i for i in self._frames if i <= upto]
@@ -181,3 +214,16 @@ class SwapProcessor:
 
     def flush(self) -> FrameBatch:
         return self._release(self._last)
+
+
+def build(options: SwapOptions, ctx: ProcessorContext) -> SwapProcessor:
+    """The step as the chain builds it (processors/swap/spec.py names this): its models are
+    checked first, so a missing one ends the job with the store's code."""
+    try:
+        require_models("swap", options, ctx.model_store or ctx.model_dir)
+    except ModelStoreError as exc:
+        raise StepSetupError(str(exc), exc.code) from None
+    try:
+        return SwapProcessor(options, ctx)
+    except SwapSetupError as exc:
+        raise StepSetupError(str(exc), exc.code) from None

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from processors.models.sessions import onnx_session
+from processors.swap.pixel_boost import join, split
 
 IDENTITY = 512  # ArcFace embedding width
 EXPECTED = "inputs target [1,3,S,S] and source [1,512] (any order), output [1,3,S,S]"
@@ -103,7 +104,15 @@ class Swapper:
         return (latent / np.linalg.norm(latent)).astype(np.float32)
 
     def swap(self, crop: np.ndarray, latent: np.ndarray) -> np.ndarray:
-        """An aligned RGB uint8 crop -> the swapped RGB uint8 crop."""
+        """An aligned RGB uint8 crop -> the swapped RGB uint8 crop. A crop k times the model's
+        side (pixel boost) is swapped as k×k interleaved sub-images (pixel_boost.py)."""
+        k = crop.shape[0] // self.size
+        if k > 1:
+            pieces = split(crop, k)
+            return join(np.stack([self._swap(p, latent) for p in pieces]), k)
+        return self._swap(crop, latent)
+
+    def _swap(self, crop: np.ndarray, latent: np.ndarray) -> np.ndarray:
         blob = crop.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
         pred = self.session.run(
             [self.output_name],
@@ -113,4 +122,5 @@ class Swapper:
             },
         )[0]
         out = np.asarray(pred[0], np.float32).transpose(1, 2, 0)
-        return np.clip(out * 255.0, 0, 255).astype(np.uint8)
+        # Rounded, not truncated: a model that returns its input gives back the same bytes.
+        return np.rint(np.clip(out * 255.0, 0, 255)).astype(np.uint8)

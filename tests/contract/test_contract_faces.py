@@ -24,8 +24,10 @@ from processors.base import ProcessorContext
 from processors.chain import concat_batches
 from processors.faces import Face, faces_of
 from processors.lipsync.faces import CHIN_MARGIN
+from processors.lipsync.options import LipsyncOptions
 from processors.lipsync.processor import LipsyncProcessor
 from processors.media.frames import FrameBatch
+from processors.swap.options import SwapOptions
 from processors.swap.processor import SwapProcessor
 from tests.face_models import build_face_store, two_people
 from tests.lipsync_fixtures import make_model_store, speech_wav
@@ -142,7 +144,7 @@ def seam(request: pytest.FixtureRequest) -> Seam:
 
 
 def test_lipsync_uses_the_faces_swap_hands_on(seam: Seam) -> None:
-    swap = SwapProcessor(seam.swap_options, seam.ctx)
+    swap = SwapProcessor(SwapOptions(**seam.swap_options), seam.ctx)
     batches = [
         FrameBatch(seam.frames[i : i + 8], np.arange(i, min(i + 8, len(seam.frames))))
         for i in range(0, len(seam.frames), 8)
@@ -155,7 +157,7 @@ def test_lipsync_uses_the_faces_swap_hands_on(seam: Seam) -> None:
     with_face = [i for i, frame_faces in enumerate(faces) if frame_faces]
     assert len(with_face) >= len(seam.frames) * 0.6, "swap found too few faces to test the seam"
 
-    lipsync = LipsyncProcessor({"batch_size": 4}, seam.ctx)
+    lipsync = LipsyncProcessor(LipsyncOptions(batch_size=4), seam.ctx)
     synced = _run(lipsync, [swapped])
     assert synced.indices.tolist() == list(range(len(seam.frames)))
 

@@ -17,7 +17,15 @@ from dropbatch.config import Settings
 from dropbatch.domain import Chunk, JobError, Plan, PlannedItem, VideoInfo
 from dropbatch.status import open_status
 from dropbatch.status.base import JobNotFound, StatusStore
-from dropbatch.status.model import JobRecord, JobState, LeaseHolder, ProcessOwner, TaskProgress
+from dropbatch.status.model import (
+    CheckReport,
+    CheckResult,
+    JobRecord,
+    JobState,
+    LeaseHolder,
+    ProcessOwner,
+    TaskProgress,
+)
 from tests.contract.backends import StatusBackend
 
 PROCESSES = 4
@@ -474,6 +482,17 @@ def test_a_failed_task_keeps_its_message(status: StatusStore) -> None:
     [stored] = status.progress("job-1")
     assert (stored.state, stored.message, stored.frames_done) == ("FAILED", "decode: EOF", 10)
     assert abs(stored.updated_at - time.time()) < 60
+
+
+def test_a_self_check_report_is_kept_by_its_id_apart_from_the_jobs(status: StatusStore) -> None:
+    assert status.get_check("doctor-1") is None
+    status.put_check(CheckReport(check_id="doctor-1"))  # the doctor's placeholder
+    failed = CheckResult(name="ffmpeg", ok=False, detail="not on PATH", fix="install it")
+    status.put_check(CheckReport(check_id="doctor-1", host="vm-7", finished=True, results=[failed]))
+    stored = status.get_check("doctor-1")
+    assert stored is not None and stored.finished and stored.host == "vm-7"
+    assert stored.results == [failed] and not stored.ok
+    assert status.recent(10) == [] and status.get("doctor-1") is None
 
 
 # -- chunk claims (workers that pull chunks) ---------------------------------------------------

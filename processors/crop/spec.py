@@ -1,0 +1,33 @@
+"""The crop step's spec: options, models, context frames and builder (see processors/spec.py)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+from processors.crop.options import CropOptions
+from processors.spec import FrameSize, ModelNeed, StepSpec
+
+
+def models(options: CropOptions) -> list[ModelNeed]:
+    """The yolo detectors load `model` from the store; the OpenCV ones need no weights.
+    ultralytics (`yolo`) takes an engine, a .pt or an .onnx: any one of them will do."""
+    if not options.detector.startswith("yolo"):
+        return []
+    return [ModelNeed(options.model, "detector", any_weights=options.detector == "yolo")]
+
+
+def context(options: CropOptions, rate: Fraction, frame: FrameSize | None) -> tuple[int, int]:
+    from processors.crop.context import context_frames
+
+    return context_frames(options, rate, frame)
+
+
+SPEC = StepSpec(
+    name="crop",
+    options=CropOptions,
+    processor="processors.crop.processor:build",
+    models=models,
+    context=context,
+    catalog=Path(__file__).with_name("models.yaml"),
+)

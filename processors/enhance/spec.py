@@ -1,0 +1,27 @@
+"""The enhance step's spec: options, models (the restorer and the analyser pack its own
+detection reads), no context frames, no side files, builder (see processors/spec.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from processors.enhance.options import EnhanceOptions
+from processors.spec import ModelNeed, StepSpec
+
+
+def models(options: EnhanceOptions) -> list[ModelNeed]:
+    # The pack is needed only when no earlier step hands faces on; a spec sees its own options
+    # alone, so the trigger checks it always (its default is swap's).
+    return [
+        ModelNeed(options.model, "enhancer"),
+        ModelNeed(options.analyser, "analyser", option="analyser"),
+    ]
+
+
+SPEC = StepSpec(
+    name="enhance",
+    options=EnhanceOptions,
+    processor="processors.enhance.processor:build",
+    models=models,
+    catalog=Path(__file__).with_name("models.yaml"),
+)

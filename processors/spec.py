@@ -1,0 +1,143 @@
+"""What a chain step knows about itself, in one object the rest of the system asks.
+
+Each step folder `processors/<step>/` exposes one `SPEC` (its `spec.py`); `processors/registry.py`
+lists them. The manifest model, the trigger's checks, the planner, the model store, input
+resolution, side-input fetching and the task learn about steps only through these specs.
+
+A spec must stay cheap to import: the Cloud Function imports every spec (to validate and plan)
+but none of the code that decodes or runs a model. So `processor` names the builder as a
+"module:function" string, imported only when a task builds the step.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from manifests.strict import Strict
+
+if TYPE_CHECKING:
+    from dropbatch.domain import JobError
+    from processors.base import Processor, ProcessorContext
+    from processors.models.store import ModelStore
+
+FrameSize = tuple[int, int]  # (width, height)
+
+
+class StepSetupError(Exception):
+    """A step cannot be built (missing model, bad side input); the message names it.
+
+    `code` is the status record's error code when the cause has one (MODEL_MISSING,
+    MODEL_INCOMPATIBLE, …), so the job ends with it instead of a generic task failure.
+    """
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ModelNeed:
+    """One model-store entry a step needs with its options.
+
+    `role` says what the step uses it for (analyser, swapper, detector, lipsync…).
+    `any_weights`: presence of any one of the catalog entry's `weights` files is enough (a
+    loader such as ultralytics that takes an engine, a .pt or an .onnx); otherwise every file
+    of the entry must be there.
+    `option`: the step's option that names it, so an error about it names that field.
+    """
+
+    name: str
+    role: str
+    any_weights: bool = False
+    option: str = "model"
+
+
+class SideFile(NamedTuple):
+    """A file a step reads besides the video, with the manifest field that names it."""
+
+    field: str  # e.g. chain[1].swap.source[0]
+    path: str  # relative to the manifest's folder
+
+
+@dataclass(frozen=True)
+class CheckInputs:
+    """What a step's trigger-time checks may use."""
+
+    models: ModelStore | None  # the configured model store (None: none configured)
+    read: Callable[[str], bytes]  # a side file's bytes, by its manifest-relative path
+    uri: Callable[[str], str]  # a side file's object URI, for the error that names it
+
+
+@dataclass(frozen=True)
+class Speech:
+    """A step that follows speech (lipsync): the planner probes the speech, sets the output's
+    frame count by the step's length policy and where output frame 0 sits in the audio.
+
+    `file(options, base)`: the speech file the step's own options name (None: the video's own
+    track); an input's own `audio` wins over it.
+    `frames(options, video_frames, speech_seconds, rate)`: the output's frame count.
+    """
+
+    file: Callable[[Any, str], SideFile | None]
+    frames: Callable[[Any, int, float, Fraction], int]
+
+
+def _no_models(options: Any) -> list[ModelNeed]:
+    return []
+
+
+def _no_context(options: Any, rate: Fraction, frame: FrameSize | None) -> tuple[int, int]:
+    return 0, 0
+
+
+def _no_side_files(options: Any, base: str) -> list[SideFile]:
+    return []
+
+
+def no_checks(options: Any, base: str, inputs: CheckInputs) -> list[JobError]:
+    return []
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One chain step. Every callable takes the step's typed options (an instance of
+    `options`); `base` is the step's manifest field path, e.g. `chain[1].swap`.
+
+    - `models(options)`: the model-store entries it needs.
+    - `context(options, rate, frame)`: frames (before, after) it reads around the frames it
+      emits, for that frame rate and the frame size arriving at the step (None: a bound that
+      holds for any size).
+    - `side_files(options, base)`: the files it reads besides the video.
+    - `checks(options, base, inputs)`: what the trigger can refuse before any task starts
+      (INVALID errors naming the field); a storage fault raises.
+    - `processor`: "module:function" taking (options, ProcessorContext) and returning the
+      Processor, raising StepSetupError when it cannot.
+    - `speech`: set by a step that follows speech (see `Speech`).
+    - `catalog`: the YAML file of the models this step brings to the catalog, if any.
+    """
+
+    name: str
+    options: type[Strict]
+    processor: str
+    models: Callable[[Any], list[ModelNeed]] = _no_models
+    context: Callable[[Any, Fraction, FrameSize | None], tuple[int, int]] = _no_context
+    side_files: Callable[[Any, str], list[SideFile]] = _no_side_files
+    checks: Callable[[Any, str, CheckInputs], list[JobError]] = no_checks
+    speech: Speech | None = None
+    catalog: Path | None = None
+
+    def parse(self, options: Strict | Mapping[str, Any] | None) -> Strict:
+        """The typed options from a manifest's mapping or a plan's JSON (raises pydantic's
+        ValidationError, located within the options)."""
+        if isinstance(options, self.options):
+            return options
+        return self.options.model_validate(dict(options or {}))
+
+    def build(self, options: Strict, ctx: ProcessorContext) -> Processor:
+        module, _, function = self.processor.partition(":")
+        return getattr(importlib.import_module(module), function)(options, ctx)

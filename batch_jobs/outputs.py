@@ -7,14 +7,14 @@ object in the work bucket (`WorkArea.claim`, batch_jobs/workspace.py) that names
 manifest. A new version of the same manifest (a re-upload, `dropbatch run --again`) writes over
 its own earlier outputs; another manifest is refused, naming both, for as long as the claiming
 manifest is in the bucket. Storage's generation preconditions make the claim atomic on every
-backend, so two manifests evaluated at the same moment cannot both win.
+backend, so two manifests evaluated at the same moment cannot both win; claiming in name
+order keeps them from both losing (`claim_outputs`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 from batch_jobs.workspace import WorkArea
 from dropbatch.domain import JobError, Plan
@@ -22,7 +22,6 @@ from dropbatch.jobstatus import ROLE_KEY
 from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed, folder_of
 
 CLAIM_ATTEMPTS = 5  # races with another claimant before giving up (each loser re-reads)
-CLAIM_CONCURRENCY = 16  # claims in flight at once (each mostly waits on storage)
 
 
 def _claim(
@@ -67,6 +66,24 @@ def _claim(
     raise PreconditionFailed(f"{store.uri(work.bucket, name)}: too many claimants at once")
 
 
+def _holder(
+    store: ObjectStore, work: WorkArea, bucket: str, output: str, manifest: str
+) -> str | None:
+    """The other, still present manifest that holds `output`, read without claiming it."""
+    name = work.claim(output)
+    try:
+        holder = json.loads(store.read_bytes(work.bucket, name))["manifest"]
+    except (NotFound, ValueError, KeyError):
+        return None
+    if holder == manifest:
+        return None
+    try:
+        store.stat(bucket, holder)
+    except NotFound:
+        return None
+    return holder
+
+
 def claim_outputs(
     store: ObjectStore,
     work: WorkArea,
@@ -75,28 +92,37 @@ def claim_outputs(
     job_id: str,
     plan: Plan,
     fields: list[str],
-    concurrency: int = CLAIM_CONCURRENCY,
 ) -> list[JobError]:
-    """Claim every object the plan writes for `manifest`, `concurrency` at a time; the
-    problems, if any, in plan order (then nothing stays claimed by this call).
-    `fields[n]`: the manifest field of plan item n."""
-    problems: list[JobError] = []
-    writes: dict[str, str] = {}
+    """Claim every object the plan writes for `manifest`; the problems, if any, in plan order
+    (then nothing stays claimed by this call). `fields[n]`: the manifest field of plan item n.
+
+    Claims are taken one at a time in name order and stop at the first problem; the names after
+    it are only read, to report every one another manifest holds. Two manifests racing for
+    the same outputs then cannot each take a part and both be refused: whichever takes the
+    first name they share goes on to take the rest (ordered locking). Claiming concurrently
+    lost that — a manifest holding `clip.mp4` and another holding `clip.preview.jpg` refused
+    each other.
+    """
+    problems: list[tuple[int, JobError]] = []
+    writes: dict[str, tuple[int, str]] = {}
     for item, field in zip(plan.items, fields, strict=True):
         for output in (item.output, item.preview):
             if output in writes:  # two items of this manifest (an output named like a preview)
                 problems.append(
-                    JobError(
-                        code="OUTPUT_TAKEN",
-                        message=f"{output} would be written by {writes[output]} too; "
-                        "set output_name on one",
-                        field=field,
-                        uri=store.uri(bucket, output),
+                    (
+                        len(writes),
+                        JobError(
+                            code="OUTPUT_TAKEN",
+                            message=f"{output} would be written by {writes[output][1]} too; "
+                            "set output_name on one",
+                            field=field,
+                            uri=store.uri(bucket, output),
+                        ),
                     )
                 )
-            writes[output] = field
+            writes[output] = (len(writes), field)
     if problems:
-        return problems
+        return [problem for _, problem in problems]
 
     # What already sits at the output names: one listing per output folder, not one stat per
     # output (1000 requests for a 500-input manifest).
@@ -105,87 +131,54 @@ def claim_outputs(
         for folder in sorted({folder_of(output) for output in writes})
         for info in store.list(bucket, folder, recursive=False)
     }
-
-    def claim_one(output: str, field: str) -> tuple[JobError | None, bool]:
-        """(the problem with `output` or None, whether this call created its claim)."""
-        existing = present.get(output)
-        if existing is not None and existing.metadata.get(ROLE_KEY) != "output":
-            return JobError(
-                code="OUTPUT_EXISTS",
-                message=f"{output} exists and was not written by dropbatch; move it away "
-                "or set output.prefix / output_name",
-                field=field,
-                uri=store.uri(bucket, output),
-            ), False
-        holder, created = _claim(store, work, bucket, output, manifest, job_id)
-        if holder is None:
-            return None, created
-        return JobError(
-            code="OUTPUT_TAKEN",
-            message=f"{output} is the output of another manifest, "
-            f"{store.uri(bucket, holder)}; set output_name on this input or "
-            "output.prefix so each manifest writes its own files",
-            field=field,
-            uri=store.uri(bucket, output),
-        ), created
-
-    # A claim is one or two small requests that wait on storage (a create-only write, read
-    # back when taken): on Cloud Storage each is a round trip, so several go at once.
-    entries = list(writes.items())
     made: list[str] = []
-    failure: Exception | None = None
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(entries)))) as pool:
-        futures = [pool.submit(claim_one, output, field) for output, field in entries]
-        for (output, _), future in zip(entries, futures, strict=True):
-            try:
-                problem, created = future.result()
-            except Exception as exc:  # storage failed: release what we hold, then raise
-                failure = failure or exc
+    try:
+        for output in sorted(writes):
+            order, field = writes[output]
+            existing = present.get(output)
+            if existing is not None and existing.metadata.get(ROLE_KEY) != "output":
+                problems.append(
+                    (
+                        order,
+                        JobError(
+                            code="OUTPUT_EXISTS",
+                            message=f"{output} exists and was not written by dropbatch; move "
+                            "it away or set output.prefix / output_name",
+                            field=field,
+                            uri=store.uri(bucket, output),
+                        ),
+                    )
+                )
                 continue
-            if created:
-                made.append(output)
-            if problem is not None:
-                problems.append(problem)  # in the plan's order, as one after another gives
-    if problems or failure is not None:
-        for output in made:  # refused: hold nothing, so the other side is not blocked by us
-            with contextlib.suppress(NotFound):
-                store.delete(work.bucket, work.claim(output))
-    if failure is not None:
-        raise failure
-    return problems
-    made: list[str] = []
-    for output, field in writes.items():
-        try:
-            existing = store.stat(bucket, output)
-        except NotFound:
-            existing = None
-        if existing is not None and existing.metadata.get(ROLE_KEY) != "output":
-            problems.append(
-                JobError(
-                    code="OUTPUT_EXISTS",
-                    message=f"{output} exists and was not written by dropbatch; move it away "
-                    "or set output.prefix / output_name",
-                    field=field,
-                    uri=store.uri(bucket, output),
+            if problems:
+                holder = _holder(store, work, bucket, output, manifest)
+            else:
+                holder, created = _claim(store, work, bucket, output, manifest, job_id)
+                if created:
+                    made.append(output)
+            if holder is not None:
+                problems.append(
+                    (
+                        order,
+                        JobError(
+                            code="OUTPUT_TAKEN",
+                            message=f"{output} is the output of another manifest, "
+                            f"{store.uri(bucket, holder)}; set output_name on this input or "
+                            "output.prefix so each manifest writes its own files",
+                            field=field,
+                            uri=store.uri(bucket, output),
+                        ),
+                    )
                 )
-            )
-            continue
-        holder, created = _claim(store, work, bucket, output, manifest, job_id)
-        if created:
-            made.append(output)
-        if holder is not None:
-            problems.append(
-                JobError(
-                    code="OUTPUT_TAKEN",
-                    message=f"{output} is the output of another manifest, "
-                    f"{store.uri(bucket, holder)}; set output_name on this input or "
-                    "output.prefix so each manifest writes its own files",
-                    field=field,
-                    uri=store.uri(bucket, output),
-                )
-            )
+    except BaseException:
+        _release(store, work, made)
+        raise
     if problems:
-        for output in made:  # refused: hold nothing, so the other side is not blocked by us
-            with contextlib.suppress(NotFound):
-                store.delete(work.bucket, work.claim(output))
-    return problems
+        _release(store, work, made)  # refused: hold nothing, so the other side is not blocked
+    return [problem for _, problem in sorted(problems, key=lambda p: p[0])]
+
+
+def _release(store: ObjectStore, work: WorkArea, outputs: list[str]) -> None:
+    for output in outputs:
+        with contextlib.suppress(NotFound):
+            store.delete(work.bucket, work.claim(output))

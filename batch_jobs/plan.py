@@ -58,6 +58,16 @@ def speech_file(item: ResolvedItem, steps: list[dict]) -> tuple[str | None, str]
     return None, f"inputs[{item.index}].video"
 
 
+def speaker_files(steps: list[dict]) -> list[tuple[str, str]]:
+    """For a chain whose speech step follows several speakers: each speaker's own track and
+    the manifest field that names it (empty otherwise). Each track starts at output frame 0."""
+    step = speech_step(steps)
+    if step is None:
+        return []
+    tracks = step.speech.tracks(step.options, f"chain[{step.index}].{step.spec.name}")
+    return [(track.path, track.field) for track in tracks]
+
+
 def resolved_steps(manifest: Manifest, overrides: dict[str, dict]) -> list[dict]:
     """The chain with an item's overrides merged in and re-validated, as plain dicts (the
     plan's JSON; the task parses each step's options again with its spec's model)."""
@@ -107,7 +117,7 @@ def build_plan(
     speech: list[AudioInfo | None] | None = None,
 ) -> Plan:
     """`speech[n]`: the probed audio item n follows (chains with a step that follows speech,
-    such as lipsync, only)."""
+    such as lipsync, only; with several speakers, the longest of their tracks)."""
     planned = []
     compute = manifest.compute
     # What the workers share: every item's seconds (auto chunks balance the whole job).
@@ -122,12 +132,16 @@ def build_plan(
             before, after = before + b, after + a
         output, preview = output_names(folder, manifest.output.prefix, item)
         audio = item.audio
-        frames, skip = None, 0.0
+        frames, skip, mix = None, 0.0, []
         follows = speech_step(steps)
         heard = speech[n] if speech else None
         if follows is not None and heard is not None:
             audio, _ = speech_file(item, steps)
-            if audio is None:  # the video's own track: frame 0 is partway into it
+            speakers = speaker_files(steps)
+            if speakers:
+                # The soundtrack is the given audio, else the speakers' tracks mixed.
+                mix = [] if audio else [folder + name for name, _ in speakers]
+            elif audio is None:  # the video's own track: frame 0 is partway into it
                 skip = own_audio_skip(info.start_time, heard.start_time, rate)
             frames = follows.speech.frames(
                 follows.options, info.frame_count, heard.duration - skip, rate
@@ -151,6 +165,7 @@ def build_plan(
                 chunks=chunk_frames(info, seconds, before, after, frames),
                 frames=frames,
                 audio_skip=skip,
+                mix=mix,
             )
         )
     return Plan(

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from batch_jobs.plan import resolved_steps, speech_file, speech_step
+from batch_jobs.plan import resolved_steps, speaker_files, speech_file, speech_step
 from dropbatch.domain import JobError, VideoInfo
 from dropbatch.storage.base import NotFound, ObjectStore
 from manifests.model import Manifest
@@ -148,26 +148,44 @@ class InputProber:
                 return None
             step = follows.spec.name
             name, where = speech_file(item, steps)
-            name = self.folder + (name or item.video)
-            try:
-                with self.store.media_source(self.bucket, name) as source:
-                    return probe_audio(source)
-            except (MediaError, NotFound) as exc:
-                own = name == self.folder + item.video
-                return JobError(
-                    code="AUDIO_MISSING" if own else "INPUT_UNREADABLE",
-                    message=(
-                        f"{step} needs speech: the video has no audio track; "
-                        f"set {step}.audio or the input's audio"
-                        if own
-                        else f"{step} audio: {exc}"
-                    ),
-                    field=where,
-                    uri=self.store.uri(self.bucket, name),
-                )
+            speakers = speaker_files(steps)
+            if not speakers:
+                return self._speech_of(step, name or item.video, where, own=name is None)
+            # Several speakers: the output lasts as long as the longest track (by the length
+            # policy); a given audio is only the soundtrack, but it must be readable too.
+            soundtrack = self._speech_of(step, name, where, own=False) if name else None
+            if isinstance(soundtrack, JobError):
+                return soundtrack
+            tracks = [self._speech_of(step, n, w, own=False) for n, w in speakers]
+            bad = next((t for t in tracks if isinstance(t, JobError)), None)
+            if bad is not None:
+                return bad
+            longest = max(tracks, key=lambda t: t.duration)  # type: ignore[union-attr]
+            return AudioInfo(duration=longest.duration, start_time=0.0)  # type: ignore[union-attr]
 
         found = in_order(one, probed, self.concurrency)
         return (
             [None if isinstance(f, JobError) else f for f in found],
             [f for f in found if isinstance(f, JobError)],
         )
+
+    def _speech_of(
+        self, step: str, relative: str, where: str, *, own: bool
+    ) -> AudioInfo | JobError:
+        """The probed audio of one file in the folder, or the error naming its field."""
+        name = self.folder + relative
+        try:
+            with self.store.media_source(self.bucket, name) as source:
+                return probe_audio(source)
+        except (MediaError, NotFound) as exc:
+            return JobError(
+                code="AUDIO_MISSING" if own else "INPUT_UNREADABLE",
+                message=(
+                    f"{step} needs speech: the video has no audio track; "
+                    f"set {step}.audio or the input's audio"
+                    if own
+                    else f"{step} audio: {exc}"
+                ),
+                field=where,
+                uri=self.store.uri(self.bucket, name),
+            )

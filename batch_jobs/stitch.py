@@ -18,7 +18,7 @@ from dropbatch.logs import event
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import JobRecord, JobState, LeaseHolder
 from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed
-from processors.media.assemble import audio_offset_for, concat_and_mux
+from processors.media.assemble import audio_offset_for, concat_and_mux, mix_tracks
 from processors.media.preview import contact_sheet, decode_jpeg
 
 log = logging.getLogger("dropbatch.stitch")
@@ -123,7 +123,13 @@ def stitch_item(
         duration = float(frames / rate)
         audio_name = item.audio or (item.video if info.has_audio else None)
         output = scratch / "output.mp4"
-        with _maybe_source(store, bucket, audio_name) as audio_source:
+        with contextlib.ExitStack() as sources:
+            if item.mix:  # several speakers: their tracks, mixed, are the soundtrack
+                tracks = [sources.enter_context(store.media_source(bucket, n)) for n in item.mix]
+                audio_source: str | None = str(mix_tracks(tracks, scratch / "mix.wav"))
+                audio_name = None
+            else:
+                audio_source = sources.enter_context(_maybe_source(store, bucket, audio_name))
             offset = 0.0
             if audio_name == item.video:
                 offset = audio_offset_for(info.start_time, info.format_start_time, rate)

@@ -66,6 +66,9 @@ class PlannedItem(BaseModel):
     # and where output frame 0 sits in the speech audio (seconds; 0 for a separate file).
     frames: int | None = None
     audio_skip: float = 0.0
+    # Lipsync with several speakers and no given audio: the object names of their tracks,
+    # which the stitch mixes into the output's soundtrack (`audio` is None then).
+    mix: list[str] = Field(default_factory=list)
 
 
 class Plan(BaseModel):

@@ -10,8 +10,11 @@ as it leaves the step that wrote them (swap keeps the geometry):
 - `box`: float32 [4] x0, y0, x1, y1
 - `kps`: float32 [5, 2] eyes (image left, right), nose tip, mouth corners (left, right)
 - `score`: detector confidence; 0.0 for a `carried` face
-- `embedding`: float32 [512] L2-normalised ArcFace embedding, or None where the step did not
-  need one (targets `largest`/`all`)
+- `embedding`: float32 [512] L2-normalised ArcFace embedding of the face as the writing step
+  found it (before it changed it), or None where the step did not need one (targets
+  `largest`/`all`)
+- `embedded_by`: the analyser pack whose recogniser made `embedding` ("" when none): two
+  embeddings are comparable only when the same model made them
 - `track`: id of the face's track, stable within one chunk (not across chunks)
 - `carried`: True when the detector missed this face here and it keeps the landmarks of its
   last detection (a gap of at most a couple of frames, bridged on both sides)
@@ -48,6 +51,7 @@ class Face:
     kps: np.ndarray
     score: float
     embedding: np.ndarray | None = None
+    embedded_by: str = ""
     track: int = -1
     carried: bool = False
     identity: int | None = None

@@ -81,10 +81,14 @@ class Speech:
     `file(options, base)`: the speech file the step's own options name (None: the video's own
     track); an input's own `audio` wins over it.
     `frames(options, video_frames, speech_seconds, rate)`: the output's frame count.
+    `tracks(options, base)`: several speakers' own tracks, each starting at output frame 0
+    (none: the step follows one speech). With tracks, the longest sets the output's length,
+    and the soundtrack is `file` (or the input's audio) when given, else the tracks mixed.
     """
 
     file: Callable[[Any, str], SideFile | None]
     frames: Callable[[Any, int, float, Fraction], int]
+    tracks: Callable[[Any, str], list[SideFile]] = lambda options, base: []
 
 
 def _no_models(options: Any) -> list[ModelNeed]:

@@ -97,8 +97,10 @@ def pack_detector(store: str | Path | None) -> tuple[str, Path] | None:
 class ScrfdFaces:
     """Faces and their landmarks by an analyser pack's SCRFD detector."""
 
-    def __init__(self, detector: Path) -> None:
-        self._analyser = FaceAnalyser(detector, None, providers=choose_providers())
+    def __init__(self, detector: Path, det_size: int = 640) -> None:
+        self._analyser = FaceAnalyser(
+            detector, None, det_size=det_size, providers=choose_providers()
+        )
 
     def largest(self, frame: np.ndarray) -> Box | None:
         faces = self._analyser.detect(frame)  # largest first

@@ -14,6 +14,7 @@ so chunk seams are invisible: chunked output equals single-task output bit for b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import cache
 
@@ -154,3 +155,13 @@ class MelFeatures:
     def window(self, frame: int) -> np.ndarray:
         start = window_start(frame, self.rate, self.total)
         return self.frames(start, start + MEL_STEP)[None]
+
+
+def speaker_features(signals: Sequence[np.ndarray], rate: Fraction) -> list[MelFeatures]:
+    """One feature track per speaker, each over that speaker's own fitted track.
+
+    Every track is fitted to the same output length and read with the same window timing, so
+    at any frame each speaker's face hears what that speaker says at that instant, and a
+    chunk computes each speaker's blocks exactly as a one-task run does.
+    """
+    return [MelFeatures(signal, rate) for signal in signals]

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from manifests.strict import RelPath, Strict
+
+
+class Speaker(Strict):
+    """One person of a several-speaker lipsync: who they are and what they say."""
+
+    reference: RelPath = Field(
+        description="An image of this person, one face in it (matched with the analyser)."
+    )
+    audio: RelPath = Field(
+        description="This person's speech, starting at the output's first frame."
+    )
 
 
 class LipsyncOptions(Strict):
@@ -18,7 +29,8 @@ class LipsyncOptions(Strict):
     audio: RelPath | None = Field(
         default=None,
         description="Speech to sync to, for every input; an input's own `audio` wins. "
-        "Default: the video's own audio track. The output carries this audio.",
+        "Default: the video's own audio track. The output carries this audio. With "
+        "`speakers` it is only the output's soundtrack (instead of the speakers' mix).",
     )
     length_policy: Literal["trim", "pad", "extend"] = Field(
         default="trim",
@@ -45,3 +57,52 @@ class LipsyncOptions(Strict):
         description="Detect faces on every k-th frame and interpolate between (own detection "
         "only; faces from a swap step are used on every frame).",
     )
+    speakers: list[Speaker] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Several people, each synced to their own speech: every face is matched "
+        "to the speakers' reference images (ArcFace, `analyser`); faces matching no speaker "
+        "are left untouched. The output carries the mix of their tracks, or `audio` when set.",
+    )
+    analyser: str = Field(
+        default="buffalo_l",
+        description="With `speakers`: the analyser pack (SCRFD + ArcFace) that finds faces "
+        "and tells the speakers apart. After a swap that embedded its faces with this same "
+        "pack (targets `reference`, `face_map`) they are matched as they were before the "
+        "swap; otherwise as they arrive here.",
+    )
+    threshold: float = Field(
+        default=0.6,
+        gt=0,
+        le=2,
+        description="With `speakers`: max cosine distance between a face and its speaker's "
+        "reference.",
+    )
+    det_size: int = Field(
+        default=640,
+        ge=160,
+        le=2048,
+        description="Input size of the SCRFD detector when lipsync finds faces itself (and "
+        "of the reference check); faces from a swap step are used as they are.",
+    )
+
+    @field_validator("det_size")
+    @classmethod
+    def _det_size(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError("must be a multiple of 32 (the detector's largest stride)")
+        return value
+
+    @model_validator(mode="after")
+    def _speakers(self) -> LipsyncOptions:
+        if not self.speakers:
+            return self
+        if self.detect_every > 1:
+            raise ValueError(
+                "`detect_every` applies to one speaker; with `speakers` every frame is "
+                "matched to its speaker, so leave it at 1"
+            )
+        references = [s.reference for s in self.speakers]
+        if len(set(references)) != len(references):
+            raise ValueError("each speaker needs their own `reference` image")
+        return self

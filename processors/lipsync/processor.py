@@ -7,20 +7,24 @@ bottom at least an eighth of the face below the chin, so the blend can reach pas
 at 96×96 with its lower half masked; the mel window for that frame's time; the model, in
 fixed-size batches; the lower face blended back along the landmarks. A frame without a face
 passes through byte for byte.
+
+With `speakers`, each frame's faces are matched to the speakers (processors/lipsync/speakers.py)
+and every speaker is a lane of its own: its face's boxes are smoothed like the one face above,
+and its crop gets the mel window of its own speech. Faces matching no speaker pass untouched.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from processors.base import ProcessorContext
-from processors.faces import faces_of
+from processors.faces import Face, FaceAnalyser, choose_providers, faces_of
 from processors.lipsync.audio import decode_speech
-from processors.lipsync.blend import FaceLayout, paste
+from processors.lipsync.blend import BOX_LANDMARKS, FaceLayout, paste
 from processors.lipsync.faces import (
     Box,
     HaarFaces,
@@ -28,17 +32,21 @@ from processors.lipsync.faces import (
     boxes_from_faces,
     checked_keyframe,
     context_reach,
+    face_shape,
     interpolate,
     pack_detector,
     placed,
     smooth,
 )
-from processors.lipsync.features import MelFeatures, fitted_samples
+from processors.lipsync.features import MelFeatures, fitted_samples, speaker_features
 from processors.lipsync.model import FACE_SIZE, ModelUnusable, Wav2LipModel
 from processors.lipsync.options import LipsyncOptions
+from processors.lipsync.reach import speaker_reach
+from processors.lipsync.speakers import SpeakerAssignment, speaker_identities
 from processors.media.frames import FrameBatch
 from processors.models.store import ModelStoreError, fetch_models, require_models
 from processors.spec import StepSetupError
+from processors.swap.identity import IdentityError
 
 log = logging.getLogger("dropbatch.lipsync")
 _UNDETECTED = "undetected"  # a frame between detection keyframes (detect_every > 1)
@@ -48,12 +56,16 @@ class LipsyncSetupError(Exception):
     """The step cannot run (no audio, unusable model); the message says what to fix."""
 
 
+Crop = tuple[int, int, int, int]
+
+
 @dataclass
 class _Frame:
     index: int
     pixels: np.ndarray
-    crop: tuple[int, int, int, int] | None = None
-    layout: FaceLayout | None = None  # the face in its crop, for the blend mask
+    # (lane, crop, the face in its crop for the blend mask) per face to sync; a lane is a
+    # speaker (one lane when the step follows one speech).
+    faces: list[tuple[int, Crop, FaceLayout]] = field(default_factory=list)
 
 
 def face_input(frame: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
@@ -80,6 +92,7 @@ class LipsyncProcessor:
         self.reach = context_reach(options)
         self.lookbehind = self.lookahead = self.reach
         self.pads = options.pads
+        self._det_size = options.det_size
         self._size = (ctx.width, ctx.height)
         store = ctx.model_store or ctx.model_dir
         if not store:
@@ -87,40 +100,120 @@ class LipsyncProcessor:
         try:
             # Through the store, not a path beside it: a gs:// store is copied into the VM's
             # cache once, and a pinned file is hashed before the session loads it.
-            [fetched] = fetch_models("lipsync", options, store).values()
+            models = fetch_models("lipsync", options, store)
         except ModelStoreError as exc:
             raise LipsyncSetupError(str(exc)) from None
         try:
-            self.model = Wav2LipModel(fetched.path, options.batch_size)
+            self.model = Wav2LipModel(models[options.model].path, options.batch_size)
         except ModelUnusable as exc:
             raise LipsyncSetupError(str(exc)) from None
-        if ctx.audio_path is None:
-            raise LipsyncSetupError(
-                "lipsync has no audio: set lipsync.audio or the input's audio, "
-                "or use a video with an audio track"
-            )
         total = self._total = ctx.frames or ctx.info.frame_count
-        signal = decode_speech(
-            str(ctx.audio_path), skip=ctx.audio_skip, samples=fitted_samples(total, ctx.rate)
-        )
-        self.mel = MelFeatures(signal, ctx.rate)
-        try:
-            # Our own faces, when no earlier step hands them on: the store's SCRFD (boxes and
-            # landmarks) if it holds an analyser pack, else the weight-free Haar cascade.
-            self._pack = pack_detector(store)
-        except ModelStoreError as exc:
-            raise LipsyncSetupError(str(exc)) from None
-        own = f"SCRFD of the {self._pack[0]} pack" if self._pack else "the Haar cascade"
-        log.info("lipsync faces: from an earlier step where it hands them on, else %s", own)
+        samples = fitted_samples(total, ctx.rate)
+        self._assignment: SpeakerAssignment | None = None
+        if options.speakers:
+            self._pack_name = options.analyser
+            self.mels = speaker_features(
+                [self._speaker_speech(s.audio, ctx, samples) for s in options.speakers], ctx.rate
+            )
+            self._analyser, self._assignment = self._speaker_analysis(options, models, ctx)
+            self._settle_reach = self.radius  # on boxes already decided over their tracks
+        else:
+            if ctx.audio_path is None:
+                raise LipsyncSetupError(
+                    "lipsync has no audio: set lipsync.audio or the input's audio, "
+                    "or use a video with an audio track"
+                )
+            signal = decode_speech(str(ctx.audio_path), skip=ctx.audio_skip, samples=samples)
+            self.mels = [MelFeatures(signal, ctx.rate)]
+            self._settle_reach = self.reach
+            try:
+                # Our own faces, when no earlier step hands them on: the store's SCRFD (boxes
+                # and landmarks) if it holds an analyser pack, else the weight-free Haar cascade.
+                self._pack = pack_detector(store)
+            except ModelStoreError as exc:
+                raise LipsyncSetupError(str(exc)) from None
+            own = f"SCRFD of the {self._pack[0]} pack" if self._pack else "the Haar cascade"
+            log.info("lipsync faces: from an earlier step where it hands them on, else %s", own)
         self._detector: HaarFaces | ScrfdFaces | None = None
-        self._boxes: dict[int, Box | str | None] = {}  # raw boxes of recent frames
+        # Raw boxes of recent frames, per lane; a lane's box at a frame is known once the
+        # frame is `_decided` (at once for one speaker, after the track window for several).
+        self._boxes: list[dict[int, Box | str | None]] = [{} for _ in self.mels]
+        self._deciding: list[int] = []  # frames whose speakers wait for their track window
         self._waiting: list[_Frame] = []  # frames whose smoothing window is not complete yet
-        self._ready: list[_Frame] = []  # frames with their final crop, waiting for a batch
+        self._ready: list[_Frame] = []  # frames with their final crops, waiting for a batch
         self._last_seen = -1
+        self._decided = -1
         self._bridge = True
 
     def output_size(self) -> tuple[int, int]:
         return self._size
+
+    # -- speakers -------------------------------------------------------------------------
+    @staticmethod
+    def _speaker_speech(name: str, ctx: ProcessorContext, samples: int) -> np.ndarray:
+        """A speaker's track: a side file whose first sample sits at output frame 0."""
+        if ctx.folder is None or not (ctx.folder / name).is_file():
+            raise LipsyncSetupError(f"lipsync speaker audio {name} is not available to this task")
+        return decode_speech(str(ctx.folder / name), skip=0.0, samples=samples)
+
+    @staticmethod
+    def _speaker_analysis(
+        options: LipsyncOptions, models: dict, ctx: ProcessorContext
+    ) -> tuple[FaceAnalyser, SpeakerAssignment]:
+        pack = models[options.analyser]
+        try:
+            analyser = FaceAnalyser(
+                pack.module("detection"),
+                pack.module("recognition"),
+                det_size=options.det_size,
+                providers=choose_providers(),
+            )
+        except (ValueError, ModelStoreError) as exc:  # a file that is not the model it claims
+            raise LipsyncSetupError(f"lipsync.analyser: {exc}") from None
+        references = [s.reference for s in options.speakers]
+        if ctx.folder is None:
+            raise LipsyncSetupError("lipsync speakers' reference images are not available")
+        try:
+            identities = speaker_identities(analyser, references, ctx.folder, "lipsync")
+        except IdentityError as exc:
+            raise LipsyncSetupError(str(exc)) from None
+        return analyser, SpeakerAssignment(identities, options.threshold)
+
+    def _speaker_faces(self, batch: FrameBatch) -> list[list[Face]]:
+        """Each frame's faces with embeddings: an earlier step's faces (no second detection),
+        keeping its embedding of the face as it found it when our pack made it (comparable
+        with the references), else our own analysis; faces without a comparable embedding
+        are embedded as they arrive here."""
+        faces = faces_of(batch)
+        self._bridge = faces is None
+        if faces is None:
+            faces = [self._analyser.detect(frame) for frame in batch.frames]
+        return [
+            [
+                f
+                if f.embedding is not None and f.embedded_by == self._pack_name
+                else f.with_(embedding=self._analyser.embed(frame, f), embedded_by=self._pack_name)
+                for f in frame_faces
+            ]
+            for frame, frame_faces in zip(batch.frames, faces, strict=True)
+        ]
+
+    def _decide(self, final: bool) -> None:
+        """Frames whose track window has arrived get each speaker's face as that lane's box."""
+        assert self._assignment is not None
+        horizon = self._last_seen if final else self._last_seen - speaker_reach()
+        keep = 0
+        for index in self._deciding:
+            if index > horizon:
+                break
+            for lane, face in enumerate(self._assignment.speakers_at(index)):
+                self._boxes[lane][index] = (
+                    None if face is None else face_shape(face.box, face.kps, BOX_LANDMARKS)
+                )
+            self._decided = index
+            keep += 1
+        del self._deciding[:keep]
+        self._assignment.drop_before(self._decided + 1 - speaker_reach())
 
     # -- faces ----------------------------------------------------------------------------
     def _raw_boxes(self, batch: FrameBatch) -> list[Box | str | None]:
@@ -130,31 +223,37 @@ class LipsyncProcessor:
         if faces is not None:
             return list(boxes_from_faces(faces))
         if self._detector is None:
-            self._detector = ScrfdFaces(self._pack[1]) if self._pack else HaarFaces()
+            self._detector = (
+                ScrfdFaces(self._pack[1], self._det_size) if self._pack else HaarFaces()
+            )
         return [
             self._detector.largest(frame) if index % self.every == 0 else _UNDETECTED
             for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True)
         ]
 
     def _keyframe(self, k: int) -> Box | str | None:
-        raw = self._boxes.get(k, _UNDETECTED)
+        boxes = self._boxes[0]
+        raw = boxes.get(k, _UNDETECTED)
         if self.every == 1 or raw == _UNDETECTED:
             return raw
-        near = [self._boxes.get(j, _UNDETECTED) for j in (k - self.every, k + self.every)]
+        near = [boxes.get(j, _UNDETECTED) for j in (k - self.every, k + self.every)]
         if _UNDETECTED in near:
             return raw  # the video's ends: nothing to check against
         return checked_keyframe(raw, *near)  # type: ignore[arg-type]
 
-    def _box_at(self, index: int) -> Box | None:
-        raw = self._boxes[index]
+    def _box_at(self, lane: int, index: int) -> Box | None:
+        raw = self._boxes[lane][index]
+        if self.every == 1:
+            return raw  # type: ignore[return-value]
         if raw != _UNDETECTED:
             return self._keyframe(index)  # type: ignore[return-value]
+        boxes = self._boxes[0]
         before = index - index % self.every
         after = before + self.every
         known = {
             k: self._keyframe(k)
             for k in (before, after)
-            if k < self._total and self._boxes.get(k, _UNDETECTED) != _UNDETECTED
+            if k < self._total and boxes.get(k, _UNDETECTED) != _UNDETECTED
         }
         if before in known and after in known:
             t = (index - before) / self.every
@@ -164,54 +263,74 @@ class LipsyncProcessor:
 
     def _settle(self, frame: _Frame) -> None:
         lo, hi = frame.index - self.radius, frame.index + self.radius
-        indices = [i for i in range(lo, hi + 1) if i in self._boxes]
-        box = smooth(
-            [self._box_at(i) for i in indices], indices.index(frame.index), bridge=self._bridge
-        )
-        if box is not None:
-            height, width = frame.pixels.shape[:2]
-            found = placed(box, self.pads, width, height)
-            if found is not None:
-                frame.crop, frame.layout = found
+        height, width = frame.pixels.shape[:2]
+        for lane, boxes in enumerate(self._boxes):
+            indices = [i for i in range(lo, hi + 1) if i in boxes]
+            box = smooth(
+                [self._box_at(lane, i) for i in indices],
+                indices.index(frame.index),
+                bridge=self._bridge,
+            )
+            if box is not None:
+                found = placed(box, self.pads, width, height)
+                if found is not None:
+                    frame.faces.append((lane, *found))
         self._ready.append(frame)
 
     def _advance(self, final: bool) -> None:
         keep = 0
         for frame in self._waiting:
-            if final or frame.index + self.reach <= self._last_seen:
+            if frame.index > self._decided:
+                break
+            if final or frame.index + self._settle_reach <= self._decided:
                 self._settle(frame)
                 keep += 1
             else:
                 break
         del self._waiting[:keep]
-        oldest = self._waiting[0].index if self._waiting else self._last_seen + 1
-        for i in [i for i in self._boxes if i < oldest - self.reach]:
-            del self._boxes[i]
+        oldest = self._waiting[0].index if self._waiting else self._decided + 1
+        for boxes in self._boxes:
+            for i in [i for i in boxes if i < oldest - self._settle_reach]:
+                del boxes[i]
 
     # -- inference ------------------------------------------------------------------------
     def _infer(self, frames: list[_Frame]) -> None:
-        with_face = [f for f in frames if f.crop is not None]
-        if not with_face:
+        jobs = [(f, lane, crop, layout) for f in frames for lane, crop, layout in f.faces]
+        if not jobs:
             return
-        mels = np.stack([self.mel.window(f.index) for f in with_face])
-        faces = np.stack([face_input(f.pixels, f.crop) for f in with_face])  # type: ignore[arg-type]
-        out = self.model.run(mels, faces)
-        for frame, pred in zip(with_face, out, strict=True):
+        mels = np.stack([self.mels[lane].window(f.index) for f, lane, _, _ in jobs])
+        # Every face's input is cut from the frame as it came, before any mouth is pasted.
+        faces = np.stack([face_input(f.pixels, crop) for f, _, crop, _ in jobs])
+        size = self.model.batch_size
+        out = np.concatenate(
+            [
+                self.model.run(mels[k : k + size], faces[k : k + size])
+                for k in range(0, len(jobs), size)
+            ]
+        )
+        copied: set[int] = set()
+        for (frame, _, crop, layout), pred in zip(jobs, out, strict=True):
             rgb = np.clip(pred.transpose(1, 2, 0)[:, :, ::-1] * 255.0, 0, 255)
-            frame.pixels = frame.pixels.copy()
+            if id(frame) not in copied:
+                frame.pixels = frame.pixels.copy()
+                copied.add(id(frame))
             face = np.ascontiguousarray(rgb, np.float32)
-            paste(frame.pixels, face, frame.crop, frame.layout)  # type: ignore[arg-type]
+            paste(frame.pixels, face, crop, layout)
 
     def _emit(self, final: bool) -> FrameBatch:
         done: list[_Frame] = []
+        size = self.model.batch_size
         while True:
-            positions = [k for k, f in enumerate(self._ready) if f.crop is not None]
-            if len(positions) >= self.model.batch_size:
-                cut = positions[self.model.batch_size - 1] + 1
-            elif final or not positions:  # the end, or only faceless frames: all can go
+            # The first cut after which `size` faces are waiting: batches hold whole frames.
+            counts = np.cumsum([len(f.faces) for f in self._ready])
+            full = np.nonzero(counts >= size)[0]
+            with_face = np.nonzero([len(f.faces) > 0 for f in self._ready])[0]
+            if len(full):
+                cut = int(full[0]) + 1
+            elif final or not len(with_face):  # the end, or only faceless frames: all can go
                 cut = len(self._ready)
             else:
-                cut = positions[0]  # faceless frames before the first face can go now
+                cut = int(with_face[0])  # faceless frames before the first face can go now
             if cut == 0:
                 break
             group, self._ready = self._ready[:cut], self._ready[cut:]
@@ -225,18 +344,31 @@ class LipsyncProcessor:
 
     # -- the processor contract -----------------------------------------------------------
     def push(self, batch: FrameBatch) -> FrameBatch:
-        for index, pixels, box in zip(
-            batch.indices.tolist(), batch.frames, self._raw_boxes(batch), strict=True
-        ):
-            self._boxes[index] = box
+        if self._assignment is not None:
+            for index, faces in zip(
+                batch.indices.tolist(), self._speaker_faces(batch), strict=True
+            ):
+                self._assignment.add(index, faces)
+                self._deciding.append(index)
+        else:
+            for index, box in zip(batch.indices.tolist(), self._raw_boxes(batch), strict=True):
+                self._boxes[0][index] = box
+        for index, pixels in zip(batch.indices.tolist(), batch.frames, strict=True):
             self._waiting.append(_Frame(index, pixels))
             self._last_seen = index
-        self._advance(final=False)
+        self._progress(final=False)
         return self._emit(final=False)
 
     def flush(self) -> FrameBatch:
-        self._advance(final=True)
+        self._progress(final=True)
         return self._emit(final=True)
+
+    def _progress(self, final: bool) -> None:
+        if self._assignment is not None:
+            self._decide(final)
+        else:
+            self._decided = self._last_seen
+        self._advance(final)
 
 
 def build(options: LipsyncOptions, ctx: ProcessorContext) -> LipsyncProcessor:

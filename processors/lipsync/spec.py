@@ -6,12 +6,16 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+from dropbatch.domain import JobError
 from processors.lipsync.options import LipsyncOptions
-from processors.spec import FrameSize, ModelNeed, SideFile, Speech, StepSpec
+from processors.spec import CheckInputs, FrameSize, ModelNeed, SideFile, Speech, StepSpec
 
 
 def models(options: LipsyncOptions) -> list[ModelNeed]:
-    return [ModelNeed(options.model, "lipsync")]
+    needs = [ModelNeed(options.model, "lipsync")]
+    if options.speakers:  # several speakers are told apart by an analyser pack's ArcFace
+        needs.append(ModelNeed(options.analyser, "analyser", option="analyser"))
+    return needs
 
 
 def context(options: LipsyncOptions, rate: Fraction, frame: FrameSize | None) -> tuple[int, int]:
@@ -22,7 +26,33 @@ def context(options: LipsyncOptions, rate: Fraction, frame: FrameSize | None) ->
 
 
 def side_files(options: LipsyncOptions, base: str) -> list[SideFile]:
-    return [SideFile(f"{base}.audio", options.audio)] if options.audio else []
+    found = [SideFile(f"{base}.audio", options.audio)] if options.audio else []
+    for j, speaker in enumerate(options.speakers):
+        found.append(SideFile(f"{base}.speakers[{j}].reference", speaker.reference))
+        found.append(SideFile(f"{base}.speakers[{j}].audio", speaker.audio))
+    return found
+
+
+def speaker_tracks(options: LipsyncOptions, base: str) -> list[SideFile]:
+    return [
+        SideFile(f"{base}.speakers[{j}].audio", speaker.audio)
+        for j, speaker in enumerate(options.speakers)
+    ]
+
+
+def checks(options: LipsyncOptions, base: str, inputs: CheckInputs) -> list[JobError]:
+    """Each speaker's reference image must show exactly one face."""
+    from processors.lipsync.checks import check_speaker_images
+    from processors.swap.checks import FaceImageProblem
+
+    if not options.speakers or inputs.models is None:
+        return []  # no store: the model check has already said so
+    return [
+        JobError(code="FACE_IMAGE", message=p.message, field=p.field, uri=inputs.uri(p.name))
+        if isinstance(p, FaceImageProblem)
+        else p
+        for p in check_speaker_images(options, base, inputs.models, inputs.read)
+    ]
 
 
 def speech_file(options: LipsyncOptions, base: str) -> SideFile | None:
@@ -44,6 +74,7 @@ SPEC = StepSpec(
     models=models,
     context=context,
     side_files=side_files,
-    speech=Speech(file=speech_file, frames=output_frames),
+    checks=checks,
+    speech=Speech(file=speech_file, frames=output_frames, tracks=speaker_tracks),
     catalog=Path(__file__).with_name("models.yaml"),
 )

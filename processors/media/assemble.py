@@ -50,3 +50,27 @@ def concat_and_mux(
 def audio_offset_for(start_time: float, format_start: float, rate: Fraction) -> float:
     """Where output frame 0 sits on the input file's own (zero-based) timeline."""
     return float(Fraction(grid_origin(start_time, rate)) / rate) - format_start
+
+
+MIX_RATE = 48000  # every track is resampled to this and to stereo before they are summed
+
+
+def mix_tracks(sources: list[str], output: Path) -> Path:
+    """Several speakers' tracks, each starting at output frame 0, summed into one WAV.
+
+    Summed at their own levels (`normalize=0`): amix's default divides every input by the
+    number of inputs, so a speaker would sound quieter the more speakers there are. The mix
+    lasts as long as the longest track, in float samples (the sum is not clipped here).
+    """
+    args = [*ffmpeg.base()]
+    for source in sources:
+        args += ["-i", source]
+    same = "".join(
+        f"[{k}:a:0]aresample={MIX_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo[a{k}];"
+        for k in range(len(sources))
+    )
+    inputs = "".join(f"[a{k}]" for k in range(len(sources)))
+    graph = f"{same}{inputs}amix=inputs={len(sources)}:duration=longest:normalize=0[mix]"
+    args += ["-filter_complex", graph, "-map", "[mix]", "-c:a", "pcm_f32le", str(output)]
+    ffmpeg.run(args, "audio mix")
+    return output

@@ -63,23 +63,46 @@ def _detector(path: str, det_size: int, det_thresh: float):
 def check_face_images(
     options: SwapOptions, base: str, store: ModelStore, read: Callable[[str], bytes]
 ) -> list[FaceImageProblem | JobError]:
-    """Problems with the step's face images (empty when every image shows one face).
+    """Problems with the step's face images (empty when every image shows one face)."""
+    return check_images(
+        face_images(options, base),
+        options.analyser,
+        base,
+        store,
+        read,
+        det_size=options.det_size,
+        det_thresh=options.det_thresh,
+    )
+
+
+def check_images(
+    images: list[tuple[str, str]],
+    analyser_name: str,
+    base: str,
+    store: ModelStore,
+    read: Callable[[str], bytes],
+    *,
+    det_size: int = 640,
+    det_thresh: float = 0.5,
+) -> list[FaceImageProblem | JobError]:
+    """Problems with (field path, relative path) images, found by analyser pack
+    `analyser_name`'s detector: each must show exactly one face. Shared by every step that
+    learns identities from images (`base`: the step's field path).
 
     A pack that is in the store but will not load or run is INVALID naming it
     (MODEL_UNLOADABLE); a storage fault while reading an image raises.
     """
-    images = face_images(options, base)
     if not images:
         return []
-    pack = store.fetch(options.analyser)
+    pack = store.fetch(analyser_name)
     try:
-        analyser = _detector(str(pack.module("detection")), options.det_size, options.det_thresh)
+        analyser = _detector(str(pack.module("detection")), det_size, det_thresh)
     except DetectorUnusable as exc:
-        raise DetectorIncompatible(f"model {options.analyser}: {exc}") from None
+        raise DetectorIncompatible(f"model {analyser_name}: {exc}") from None
     except (ImportError, ModelStoreError):
         raise
     except Exception as exc:
-        return [unloadable_analyser(store, options.analyser, f"{base}.analyser", exc)]
+        return [unloadable_analyser(store, analyser_name, f"{base}.analyser", exc)]
     problems: list[FaceImageProblem | JobError] = []
     for field, name in images:
         data = np.frombuffer(read(name), np.uint8)
@@ -90,7 +113,7 @@ def check_face_images(
         try:
             count = len(analyser.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
         except Exception as exc:
-            return [unloadable_analyser(store, options.analyser, f"{base}.analyser", exc)]
+            return [unloadable_analyser(store, analyser_name, f"{base}.analyser", exc)]
         if count == 0:
             problems.append(FaceImageProblem(field, name, f"no face found in {name}"))
         elif count > 1:

@@ -135,7 +135,10 @@ class SwapProcessor:
     def _analyse(self, frame: np.ndarray) -> list[Face]:
         faces = self.analyser.detect(frame)
         if self.targeting.needs_embeddings:
-            faces = [f.with_(embedding=self.analyser.embed(frame, f)) for f in faces]
+            faces = [
+                f.with_(embedding=self.analyser.embed(frame, f), embedded_by=self.options.analyser)
+                for f in faces
+            ]
         return faces
 
     def _track_id(self, node: tuple[int, int]) -> int:

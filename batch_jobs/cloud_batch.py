@@ -1,9 +1,9 @@
 """The Cloud Batch Job for one dropbatch job, built field by field so a reader can point at the
 line that sets the GPU, Spot, the retry policy or the notification.
 
-One task group, one task per chunk (`BATCH_TASK_INDEX` picks the chunk from the job record in
-the status store, so the Job itself carries no plan and stays small whatever the manifest
-holds), one task per VM because each VM has one GPU.
+One task group of `parallelism` tasks, each a worker that claims chunks from the status store
+until none is left (batch_jobs/task.py), so the Job itself carries no plan and stays small
+whatever the manifest holds; one task per VM because each VM has one GPU.
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ IMAGE_UID = 10001  # Dockerfile.gpu's user: the folder must be writable by it
 BOOT_DISK_TYPE = "pd-ssd"
 BOOT_DISK_GB = 50
 
-# max_run_duration: model fetch and load, then the chunk at the slowest chain we ship (about
-# 1 frame/s at 30 fps, so 30 s per video second), plus a stitch of the longest item.
+# max_run_duration: model fetch and load, then chunks at the slowest chain we ship (about
+# 1 frame/s at 30 fps, so 30 s per video second), plus a stitch of the longest item. A worker
+# may end up doing every chunk (the others preempted), so the whole job's seconds count.
 TASK_SETUP_SECONDS = 600
 PROCESS_SECONDS_PER_VIDEO_SECOND = 30
 STITCH_SECONDS_PER_VIDEO_SECOND = 0.5
@@ -121,9 +122,10 @@ def allowed_locations(settings: Settings) -> list[str]:
 
 def max_run_seconds(plan: Plan) -> int:
     longest_item = max((item.info.duration for item in plan.items), default=0.0)
+    job_seconds = sum(item.info.duration for item in plan.items)
     return int(
         TASK_SETUP_SECONDS
-        + plan.chunk_seconds * PROCESS_SECONDS_PER_VIDEO_SECOND
+        + job_seconds * PROCESS_SECONDS_PER_VIDEO_SECOND
         + longest_item * STITCH_SECONDS_PER_VIDEO_SECOND
     )
 
@@ -154,7 +156,7 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
         raise LaunchError(f"job {record.job_id} has no plan")
     if not JOB_ID_RE.match(record.job_id):
         raise LaunchError(f"job id {record.job_id!r} does not fit Cloud Batch's id rule")
-    task_count = len(plan.tasks())
+    workers = plan.parallelism
     machine = MACHINES[plan.gpu]
 
     # What each task runs: the image's own command, with our settings as environment.
@@ -187,11 +189,12 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
     )
     task.lifecycle_policies = [retry]
 
-    # One task per chunk, at most max_parallel_tasks at a time, one task per VM (one GPU each).
+    # One task per worker, all at once (min(max_parallel_tasks, chunks)); the workers pull the
+    # chunks; one task per VM (one GPU each).
     group = batch_v1.TaskGroup()
     group.task_spec = task
-    group.task_count = task_count
-    group.parallelism = min(task_count, plan.max_parallel_tasks)
+    group.task_count = workers
+    group.parallelism = workers
     group.task_count_per_node = 1
 
     # The VM: g2-standard for an L4, Spot or standard as the manifest's compute asks.

@@ -440,8 +440,14 @@ class Intake:
         # Redeliveries may submit again (the engine answers with the same job); the event a
         # user searches for is logged once, by the delivery that recorded the engine's name.
         if first:
+            workers = record.plan.parallelism if record.plan else 0
             event(
-                log, "job launched", job_id=job_id, batch_job=batch_job, tasks=record.chunks_total
+                log,
+                "job launched",
+                job_id=job_id,
+                batch_job=batch_job,
+                tasks=workers,
+                chunks=record.chunks_total,
             )
 
     # -- outcomes ------------------------------------------------------------------------

@@ -19,10 +19,15 @@ log = logging.getLogger("dropbatch.stitch")
 
 
 def holder_dead(current: StitchLease, claimant: LeaseHolder | None) -> str:
-    """Why the lease's holder is known dead before its lease runs out ('' if it is not):
-    a later attempt of the same task is running (Batch and the local executor run one attempt
-    of a task at a time, and retry only one that ended), or its process is gone (this host)."""
-    held = current.holder
+    """Why the stitch lease's holder is known dead before its lease runs out ('' if not)."""
+    return holder_gone(current.holder, claimant)
+
+
+def holder_gone(held: LeaseHolder | None, claimant: LeaseHolder | None) -> str:
+    """Why a lease's holder (stitch lease or chunk claim) is known dead before its lease runs
+    out ('' if it is not): a later attempt of the same task is running (Batch and the local
+    executor run one attempt of a task at a time, and retry only one that ended), or its
+    process is gone (this host)."""
     if held is None:
         return ""
     if (

@@ -1,7 +1,8 @@
 """Run a job's tasks on this machine the way Cloud Batch would.
 
-Each task is a separate process (`python -m batch_jobs.task`) with `BATCH_TASK_INDEX` and
-`BATCH_TASK_COUNT` set, `parallelism` at a time; a task that exits non-zero (or is killed) is
+Each task is a worker, a separate process (`python -m batch_jobs.task`) with
+`BATCH_TASK_INDEX` and `BATCH_TASK_COUNT` set, `parallelism` at a time, that claims chunks
+until none is left; a task that exits non-zero (or is killed) is
 retried up to `max_retries` times; job state changes go to the same reconcile handler that
 Cloud Batch's Pub/Sub notifications reach. This is for one machine and for tests: it is not,
 and must not grow into, a scheduler.
@@ -188,23 +189,14 @@ def _last_message(tail: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def tasks_to_run(record: JobRecord) -> list[int]:
-    """The tasks a (re)started executor runs: those whose chunk is not done yet, and, for an
-    item whose chunks are all done but which is not stitched, its last task (it finds the set
-    complete and stitches). A fresh job: every task."""
+def worker_count(record: JobRecord, settings: Settings) -> int:
+    """The workers a (re)started executor runs: the job's parallelism, at most `local_workers`.
+    A resumed job runs as many: they claim what is left (chunks not done, items not stitched);
+    none if every item is stitched."""
     assert record.plan is not None
-    tasks = record.plan.tasks()
-    run: list[int] = []
-    last_of: dict[int, int] = {}
-    for index, (item, chunk) in enumerate(tasks):
-        last_of[item] = index
-        if item not in record.items_stitched and chunk not in record.chunks_done.get(str(item), []):
-            run.append(index)
-    running_items = {tasks[i][0] for i in run}
-    for item, index in last_of.items():
-        if item not in record.items_stitched and item not in running_items:
-            run.append(index)
-    return sorted(run)
+    if len(record.items_stitched) == len(record.plan.items):
+        return 0  # every output is there (the stitcher died before saying SUCCEEDED)
+    return max(1, min(record.plan.parallelism, settings.local_workers or 10**6))
 
 
 def claim_executor(
@@ -264,8 +256,8 @@ class LocalLauncher:
                 return False
             fresh = status.get(record.job_id)
             assert fresh is not None and fresh.plan is not None
-            plan = fresh.plan
-            indices = tasks_to_run(fresh)
+            workers = worker_count(fresh, settings)
+            indices = list(range(workers))
             # A task that ran before (a resumed job) continues its attempt count.
             first_attempts = {
                 p.task_index: p.attempt + 1
@@ -283,11 +275,9 @@ class LocalLauncher:
 
             executor = LocalExecutor(
                 job_name=name,
-                task_count=len(plan.tasks()),
-                parallelism=min(
-                    len(plan.tasks()), plan.max_parallel_tasks, settings.local_workers or 10**6
-                ),
-                max_retries=plan.max_retries,
+                task_count=workers,
+                parallelism=workers,
+                max_retries=fresh.plan.max_retries,
                 env={**settings.to_env(), "DROPBATCH_JOB_ID": record.job_id},
                 command=task_command(settings),
                 notify=notify,

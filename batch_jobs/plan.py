@@ -7,6 +7,7 @@ import posixpath
 from dataclasses import dataclass
 from fractions import Fraction
 
+from batch_jobs.chunk_size import auto_chunk_seconds
 from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
@@ -118,6 +119,10 @@ def build_plan(
     """`speech[n]`: the probed audio item n follows (chains with a step that follows speech,
     such as lipsync, only; with several speakers, the longest of their tracks)."""
     planned = []
+    compute = manifest.compute
+    # What the workers share: every item's seconds (auto chunks balance the whole job).
+    job_seconds = sum(info.frame_count / info.fps for _, info in items if info.fps > 0)
+    chosen: list[float] = []
     for n, (item, info) in enumerate(items):
         steps = resolved_steps(manifest, item.overrides)
         rate = Fraction(info.fps_num, info.fps_den)
@@ -141,6 +146,12 @@ def build_plan(
             frames = follows.speech.frames(
                 follows.options, info.frame_count, heard.duration - skip, rate
             )
+        seconds = (
+            auto_chunk_seconds(job_seconds, info.fps, compute.max_parallel_tasks, before, after)
+            if compute.chunk_seconds == "auto"
+            else compute.chunk_seconds
+        )
+        chosen.append(seconds)
         planned.append(
             PlannedItem(
                 index=n,
@@ -151,18 +162,17 @@ def build_plan(
                 info=info,
                 chain=steps,
                 encode=manifest.output.model_dump(mode="json"),
-                chunks=chunk_frames(info, manifest.compute.chunk_seconds, before, after, frames),
+                chunks=chunk_frames(info, seconds, before, after, frames),
                 frames=frames,
                 audio_skip=skip,
                 mix=mix,
             )
         )
-    compute = manifest.compute
     return Plan(
         items=planned,
         max_parallel_tasks=compute.max_parallel_tasks,
         max_retries=compute.max_retries,
         gpu=compute.gpu,
         spot=compute.spot,
-        chunk_seconds=compute.chunk_seconds,
+        chunk_seconds=max(chosen, default=10.0),
     )

@@ -1,9 +1,12 @@
-"""One Batch task: `python -m batch_jobs.task`.
+"""One Batch task, a worker: `python -m batch_jobs.task`.
 
-Reads its chunk from the job record by `BATCH_TASK_INDEX`, decodes the chunk (plus the pre-
+A job runs as many workers as its parallelism (`BATCH_TASK_INDEX` names one; it picks no
+chunk). Each claims the next unfinished chunk (batch_jobs/claims.py), decodes it (plus the pre-
 and post-roll its processors need), runs the chain, encodes the part with the same encoder
-settings as every other part, stores it, and marks the chunk done in a transaction on a set.
-The task that completes an item's set stitches it (see `batch_jobs.stitch`).
+settings as every other part, stores it, marks the chunk done in a transaction on a set, and
+claims again until none is left. Models load once per process (processors/models/sessions.py)
+and side inputs once per item (batch_jobs/worker.py). The worker that completes an item's set
+stitches it (see `batch_jobs.stitch`).
 Exit codes: 0 done, 1 failed (Batch retries it), 2 misconfigured (retrying will not help).
 """
 
@@ -24,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from batch_jobs.claims import ClaimKeeper, claim_next, finish_claim, release_claim
 from batch_jobs.encoder_choice import item_encoder
 from batch_jobs.liveness import HEARTBEAT_SECONDS, current_owner
 from batch_jobs.scratch import task_scratch
-from batch_jobs.side_inputs import fetch_side_inputs
 from batch_jobs.stitch import mark_chunk_done, stitch_when_ready
+from batch_jobs.worker import WorkerSetup, unstitched_items
 from batch_jobs.workspace import work_area
 from dropbatch import logs
 from dropbatch.config import Settings
@@ -38,7 +42,7 @@ from dropbatch.status import open_status
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import JobState, LeaseHolder, TaskProgress
 from dropbatch.storage import open_store
-from dropbatch.storage.base import ObjectStore, folder_of
+from dropbatch.storage.base import ObjectStore
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
 from processors.media.encoders import X264, decode_args
@@ -73,6 +77,12 @@ class ProgressReporter:
                 self.progress.updated_at = now
                 self.status.put_progress(self.progress)
                 self._last = now
+
+    def start_chunk(self, item: int, chunk: int, frames_total: int) -> None:
+        """A new chunk: its frame count and fps start from zero."""
+        with self._lock:
+            self._started = time.time()
+        self.update(0, force=True, item=item, chunk=chunk, frames_total=frames_total)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
@@ -137,7 +147,9 @@ def process_chunk(
     reporter: ProgressReporter,
     threads: int | None,
     folder: Path | None = None,
-) -> None:
+) -> float:
+    """Process one chunk into its part; returns the seconds spent building its chain (the
+    per-chunk setup a worker pays; models come from the process's session cache)."""
     info = item.info
     rate = Fraction(info.fps_num, info.fps_den)
     first = chunk.start_frame - chunk.preroll
@@ -166,7 +178,9 @@ def process_chunk(
             audio_skip=item.audio_skip,
             frames=item.frames,
         )
+        building = time.perf_counter()
         chain = Chain(item.chain, ctx)  # lipsync reads its audio features here
+        chain_seconds = time.perf_counter() - building
     wanted = chunk.end_frame - chunk.start_frame
     tap = PreviewTap(
         [i for i in preview_indices(total) if chunk.start_frame <= i < chunk.end_frame]
@@ -238,6 +252,7 @@ def process_chunk(
             metadata={ROLE_KEY: "part"},
         )
         reporter.update(done, force=True)
+    return chain_seconds
 
 
 def failure_text(exc: BaseException) -> str:
@@ -248,7 +263,12 @@ def failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
+def run_task(
+    settings: Settings, job_id: str, index: int, attempt: int, max_chunks: int | None = None
+) -> int:
+    """One worker: claim a chunk, process it, record it done, and again, until no chunk is
+    left to claim (batch_jobs/claims.py) or it has done `max_chunks`; the worker that
+    completes an item stitches it."""
     store, status = open_store(settings), open_status(settings)
     record = status.get(job_id)
     if record is None or record.plan is None:
@@ -259,53 +279,40 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
             reason=f"job {job_id} has no plan in the status store",
         )
         return 2
-    tasks = record.plan.tasks()
-    if not 0 <= index < len(tasks):
-        event(
-            log,
-            "task failed",
-            logging.ERROR,
-            reason=f"task index {index} outside 0..{len(tasks) - 1}",
-        )
+    if index < 0:
+        event(log, "task failed", logging.ERROR, reason=f"task index {index} is negative")
         return 2
     if record.state in (JobState.FAILED, JobState.CANCELLED, JobState.SUCCEEDED):
         return 0  # nothing left to do for this job
-    item_index, chunk_index = tasks[index]
-    item = record.plan.items[item_index]
-    chunk = item.chunks[chunk_index]
-    logs.bind(job_id=job_id, task_index=index, chunk=chunk_index, item=item_index)
+    plan = record.plan
+    logs.bind(job_id=job_id, task_index=index)
     transition(store, status, job_id, JobState.RUNNING, allowed_from=frozenset({JobState.QUEUED}))
-    reporter = ProgressReporter(
-        status,
-        TaskProgress(
-            job_id=job_id,
-            task_index=index,
-            item=item_index,
-            chunk=chunk_index,
-            attempt=attempt,
-            frames_total=chunk.end_frame - chunk.start_frame,
-            owner=current_owner(),
-        ),
+    me = current_owner()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    holder = LeaseHolder(process=me, task_index=index, attempt=attempt)
+    progress = TaskProgress(
+        job_id=job_id, task_index=index, item=0, chunk=0, attempt=attempt, owner=me
     )
-    with reporter:
-        threads = limit_threads(settings)
-        started = time.time()
-        event(
-            log,
-            "task started",
-            attempt=attempt,
-            frames=chunk.end_frame - chunk.start_frame,
-            threads=threads or 0,
-        )
-        already = chunk_index in record.chunks_done.get(str(item_index), [])
-        if not already:
-            reporter.update(0, force=True, state="RUNNING")
+    reporter = ProgressReporter(status, progress)
+    threads = limit_threads(settings)
+    with reporter, WorkerSetup(store, record) as setup:
+        reporter.update(0, force=True, state="RUNNING")
+        worker_started = time.time()
+        event(log, "task started", attempt=attempt, threads=threads or 0)
+        item_index: int | None = None
+        while max_chunks is None or reporter.progress.chunks_done < max_chunks:
+            claim = claim_next(status, job_id, plan, owner, holder, prefer_item=item_index)
+            if claim is None:
+                break
+            item_index = claim.item
+            item, chunk = plan.items[claim.item], plan.items[claim.item].chunks[claim.chunk]
+            frames = chunk.end_frame - chunk.start_frame
+            logs.bind(item=claim.item, chunk=claim.chunk)
+            reporter.start_chunk(claim.item, claim.chunk, frames)
+            started = time.time()
             try:
-                with tempfile.TemporaryDirectory(prefix="dropbatch-side-") as side:
-                    fetch_side_inputs(
-                        store, record.bucket, folder_of(record.manifest), item.chain, Path(side)
-                    )
-                    process_chunk(
+                with ClaimKeeper(status, job_id, claim):
+                    chain_seconds = process_chunk(
                         store,
                         settings,
                         status,
@@ -315,9 +322,10 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
                         chunk,
                         reporter,
                         threads,
-                        folder=Path(side),
+                        folder=setup.side_inputs(item),
                     )
             except Exception as exc:
+                release_claim(status, job_id, claim)  # another worker may take it now
                 reason = failure_text(exc)
                 reporter.update(
                     reporter.progress.frames_done,
@@ -330,24 +338,32 @@ def run_task(settings: Settings, job_id: str, index: int, attempt: int) -> int:
                 # A chain that cannot be set up (bad model, bad side image) fails the same way on
                 # every retry: exit 2 says so.
                 return 2 if isinstance(exc, ChainSetupError) else 1
-        complete = mark_chunk_done(status, job_id, item_index, chunk_index)
-        elapsed = time.time() - started
-        frames = chunk.end_frame - chunk.start_frame
-        reporter.update(frames, force=True, state="SUCCEEDED")
+            complete = mark_chunk_done(status, job_id, claim.item, claim.chunk)
+            finish_claim(status, job_id, claim.item, claim.chunk)
+            elapsed = time.time() - started
+            reporter.update(frames, force=True, chunks_done=reporter.progress.chunks_done + 1)
+            event(
+                log,
+                "chunk finished",
+                seconds=round(elapsed, 3),
+                chain_setup_seconds=round(chain_seconds, 3),
+                fps=round(frames / max(elapsed, 1e-6), 2),
+            )
+            if complete and not stitch(store, status, settings, job_id, claim.item, owner, holder):
+                return 1
+        # Nothing left to claim. An item whose chunks are all done but which nobody is
+        # stitching (its stitcher died, or a worker died between its last chunk and the
+        # stitch): this worker stitches it.
+        for orphan in unstitched_items(status, job_id, holder):
+            if not stitch(store, status, settings, job_id, orphan, owner, holder):
+                return 1
+        reporter.update(reporter.progress.frames_done, force=True, state="SUCCEEDED")
         event(
             log,
             "task finished",
-            seconds=round(elapsed, 3),
-            fps=round(frames / max(elapsed, 1e-6), 2),
+            chunks=reporter.progress.chunks_done,
+            seconds=round(time.time() - worker_started, 3),
         )
-        if complete:
-            owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-            holder = LeaseHolder(process=reporter.progress.owner, task_index=index, attempt=attempt)
-            try:
-                stitch_when_ready(store, status, settings, job_id, item_index, owner, holder)
-            except Exception as exc:
-                event(log, "stitch failed", logging.ERROR, reason=failure_text(exc))
-                return 1
         return 0
 
 
@@ -360,6 +376,25 @@ def limit_threads(settings: Settings) -> int | None:
 
     cv2.setNumThreads(settings.task_threads)
     return settings.task_threads
+
+
+def stitch(
+    store: ObjectStore,
+    status: StatusStore,
+    settings: Settings,
+    job_id: str,
+    item: int,
+    owner: str,
+    holder: LeaseHolder,
+) -> bool:
+    """Stitch the item (or wait for the stitcher that has it); False if the stitch failed."""
+    logs.bind(item=item)
+    try:
+        stitch_when_ready(store, status, settings, job_id, item, owner, holder)
+    except Exception as exc:
+        event(log, "stitch failed", logging.ERROR, reason=failure_text(exc))
+        return False
+    return True
 
 
 def main() -> int:

@@ -35,11 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 from skimage.data import astronaut  # noqa: E402
 
+from batch_jobs.claims import next_claim  # noqa: E402
 from batch_jobs.plan import build_plan  # noqa: E402
 from dropbatch.cost import (  # noqa: E402
     Throughput,
     estimate,
-    first_claimable,
     synthetic_plan,
 )
 from manifests.model import ComputeOptions, Manifest  # noqa: E402
@@ -51,9 +51,8 @@ from processors.media.probe import probe  # noqa: E402
 from tests.real_assets import asset  # noqa: E402
 from tests.real_chain import ANALYSER, SWAPPER, YOLO, build_real_store, trim, write_face_image  # noqa: E402
 
-# The workers' claim rule. When batch_jobs/claims.py is on main this line becomes
-#   from batch_jobs.claims import next_claim as CLAIM_RULE
-CLAIM_RULE = first_claimable
+# The workers' own claim rule (batch_jobs/claims.py), run on the simulated claims.
+CLAIM_RULE = next_claim
 
 # VM start-up on Batch, from documented figures (bench/RESULTS.md, "Cloud model"):
 VM_BOOT_SECONDS = 40.0  # Batch's provisioning to a booted Debian VM
@@ -67,25 +66,6 @@ CHAIN = [
     {"swap": {"analyser": ANALYSER, "model": SWAPPER, "source": "astronaut.png", "det_size": 320}},
 ]
 MINUTES = (1, 10, 60)
-
-
-def share_sessions() -> None:
-    """One onnxruntime session per model file for the whole process, as a worker holds them
-    (it builds a fresh chain per chunk, whose steps keep per-chunk state, but opens each model
-    once). When the workers' session cache (processors/models/sessions.py) is on main, the
-    chain does this itself and this goes."""
-    import onnxruntime
-
-    make = onnxruntime.InferenceSession
-    opened: dict[tuple, object] = {}
-
-    def shared(path, *args, **kwargs):
-        key = (str(path), repr(kwargs.get("providers")))
-        if key not in opened:
-            opened[key] = make(path, *args, **kwargs)
-        return opened[key]
-
-    onnxruntime.InferenceSession = shared
 
 
 def measure(seconds: float) -> tuple[float, float, float, float]:
@@ -107,7 +87,6 @@ def measure(seconds: float) -> tuple[float, float, float, float]:
             info=info, rate=rate, width=info.width, height=info.height, folder=folder,
             model_store=str(store),
         )  # fmt: skip
-        share_sessions()
         started = time.perf_counter()
         Chain(item.chain, ctx)  # the first build: fetch into the cache, imports, model load
         setup = time.perf_counter() - started

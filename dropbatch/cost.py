@@ -19,10 +19,11 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from batch_jobs.claims import next_claim
 from batch_jobs.cloud_batch import BOOT_DISK_GB, MACHINES
 from dropbatch.domain import Plan, VideoInfo
 from manifests.model import ComputeOptions, Manifest
@@ -86,15 +87,6 @@ class SimClaim:
 ClaimRule = Callable[..., "SimClaim | None"]
 
 
-def first_claimable(
-    chunks: Sequence[SimClaim], now: float, *, prefer_item: int | None = None
-) -> SimClaim | None:
-    """The workers' rule (batch_jobs/claims.py `next_claim`): an unclaimed chunk or one whose
-    lease expired, the preferred item first, then in (item, chunk) order."""
-    free = [c for c in chunks if not c.done and (not c.owner or c.expires_at <= now)]
-    return min(free, key=lambda c: (c.item != prefer_item, c.item, c.chunk)) if free else None
-
-
 @dataclass
 class Simulation:
     """What the simulated run used: VM time, wall time, the floor, and counts."""
@@ -149,7 +141,7 @@ def simulate(
     speed: Throughput,
     *,
     seed: int = 0,
-    claim_rule: ClaimRule = first_claimable,
+    claim_rule: ClaimRule = next_claim,
     lease_seconds: float = CLAIM_LEASE_SECONDS,
 ) -> Simulation:
     """Run the plan's job on simulated VMs (see the module doc); deterministic per seed."""
@@ -260,7 +252,7 @@ def estimate(
     rates: Rates = DEFAULT_RATES,
     *,
     seed: int = 0,
-    claim_rule: ClaimRule = first_claimable,
+    claim_rule: ClaimRule = next_claim,
 ) -> CostEstimate:
     """The simulated run of `plan`, priced."""
     machine, provisioning, hourly = hourly_rate(compute, rates)

@@ -77,8 +77,13 @@ class Plan(BaseModel):
     max_retries: int = 2
     gpu: str = "none"
     spot: bool = False
-    chunk_seconds: float = 10.0
+    chunk_seconds: float = 10.0  # the longest chunk's length (auto chooses one per item)
 
     def tasks(self) -> list[tuple[int, int]]:
-        """Task index → (item index, chunk index), the same order on every machine."""
+        """Every chunk as (item index, chunk index), in the order workers claim them."""
         return [(item.index, chunk.index) for item in self.items for chunk in item.chunks]
+
+    @property
+    def parallelism(self) -> int:
+        """How many workers (Batch tasks) run the job: one per chunk at most."""
+        return max(1, min(self.max_parallel_tasks, len(self.tasks())))

@@ -13,9 +13,16 @@ for the steps registered at import.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import (
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from manifests.paths import check_relative_path
 from manifests.strict import RelPath, Strict, VideoPath
@@ -108,10 +115,36 @@ class OutputOptions(Strict):
         return check_relative_path(value.rstrip("/")) + "/"  # `out/./x/` is `out/x/`
 
 
+def _chunk_seconds(value: Any) -> float | Literal["auto"]:
+    """'auto' (the planner chooses, batch_jobs/chunk_size.py) or seconds from 1 to 3600."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be auto or a number of seconds from 1 to 3600")
+    if not 1 <= value <= 3600:
+        raise ValueError("must be from 1 to 3600 seconds (or auto)")
+    return float(value)
+
+
+ChunkSeconds = Annotated[
+    float | Literal["auto"],
+    PlainValidator(_chunk_seconds),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"const": "auto"},
+                {"type": "number", "minimum": 1, "maximum": 3600},
+            ]
+        }
+    ),
+]
+
+
 class ComputeOptions(Strict):
     gpu: Literal["l4", "none"] = "l4"
     spot: bool = True
-    chunk_seconds: float = Field(default=10.0, ge=1, le=3600)
+    # auto: chosen from the video's length, the parallelism and the chain's context frames.
+    chunk_seconds: ChunkSeconds = "auto"
     max_parallel_tasks: int = Field(default=10, ge=1, le=1000)
     max_retries: int = Field(default=3, ge=0, le=10)
 

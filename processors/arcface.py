@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from processors.sessions import session_providers
+from processors.models.sessions import onnx_session
 
 
 class RecogniserUnusable(ValueError):
@@ -32,12 +32,8 @@ def _normalises_inside(path: Path) -> bool:
 
 class ArcFaceRecogniser:
     def __init__(self, path: Path, providers: list[str]) -> None:
-        import onnxruntime
-
         try:
-            self.session = onnxruntime.InferenceSession(
-                str(path), providers=session_providers(providers)
-            )
+            self.session = onnx_session(path, providers)
         except Exception as exc:  # onnxruntime raises its own types for a file it cannot read
             raise RecogniserUnusable(
                 f"{path.name}: not an ONNX model onnxruntime can load"

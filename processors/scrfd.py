@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from processors.sessions import session_providers
+from processors.models.sessions import onnx_session
 
 INPUT_MEAN = 127.5
 INPUT_STD = 128.0
@@ -55,12 +55,8 @@ class ScrfdDetector:
         det_size: int = 640,
         det_thresh: float = 0.5,
     ) -> None:
-        import onnxruntime
-
         try:
-            self.session = onnxruntime.InferenceSession(
-                str(path), providers=session_providers(providers)
-            )
+            self.session = onnx_session(path, providers)
         except Exception as exc:  # onnxruntime raises its own types for a file it cannot read
             raise DetectorUnusable(f"{path.name}: not an ONNX model onnxruntime can load") from exc
         self.name = path.name

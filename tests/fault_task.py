@@ -1,7 +1,8 @@
 """A task command for tests: runs the real `python -m batch_jobs.task`, logging when each
 attempt starts and ends, and injecting the faults a test asks for on a task's first attempt:
 exit 1 before work (`fail_once`), SIGKILL once frames are flowing (`kill_mid_chunk`), SIGTERM
-then (`term_mid_chunk`), or SIGKILL while the job is STITCHING (`kill_in_stitch`). Each kill
+then (`term_mid_chunk`), or SIGKILL while the job is STITCHING (`kill_in_stitch`); or it
+starts two workers at once that race for the same chunks (`race`). Each kill
 logs the scratch folders the task had (`scratch`) and, once it is gone, which are left
 (`scratch_left`). Cloud Batch sees the same exits from real VMs."""
 
@@ -40,6 +41,16 @@ def main() -> int:
     if attempt == 0 and index in plan.get("fail_once", []):
         record("fail")
         return 1
+    if attempt == 0 and index in plan.get("race", []):
+        # A second worker (index + 100) started at the same moment: both race for the chunks.
+        twin_env = {**os.environ, "BATCH_TASK_INDEX": str(index + 100)}
+        twins = [
+            subprocess.Popen([sys.executable, "-m", "batch_jobs.task"]),
+            subprocess.Popen([sys.executable, "-m", "batch_jobs.task"], env=twin_env),
+        ]
+        codes = [twin.wait() for twin in twins]
+        record("race-end", codes=codes)
+        return max(codes)
     proc = subprocess.Popen([sys.executable, "-m", "batch_jobs.task"])
     status = open_status(Settings.from_env())
     kill_mid = attempt == 0 and index in plan.get("kill_mid_chunk", [])

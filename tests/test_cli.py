@@ -68,7 +68,7 @@ def test_run_then_status(tmp_path: Path) -> None:
     assert f"output: {folder / 'out' / 'clip.mp4'}" in proc.stdout
     status = dropbatch("status", str(folder / "manifest.yaml"), cwd=tmp_path)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
-    assert "task   0" in status.stdout
+    assert "worker   0" in status.stdout and "chunk(s) done" in status.stdout
     jobs = dropbatch("jobs", cwd=tmp_path, env={"DROPBATCH_LOCAL_ROOT": str(tmp_path / "inbox")})
     assert "SUCCEEDED" in jobs.stdout
 

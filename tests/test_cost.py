@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from batch_jobs.claims import next_claim
 from dropbatch.cost import (
     HOURS_PER_MONTH,
     Rates,
     Throughput,
     estimate,
     estimate_cost,
-    first_claimable,
     simulate,
     synthetic_plan,
 )
@@ -91,7 +91,7 @@ def test_the_simulation_asks_the_claim_rule_it_is_given() -> None:
 
     def rule(chunks, now, *, prefer_item=None):  # the workers' next_claim has this signature
         asked.append(now)
-        return first_claimable(chunks, now, prefer_item=prefer_item)
+        return next_claim(chunks, now, prefer_item=prefer_item)
 
     compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=2)
     sim = simulate(synthetic_plan(compute, 30), SPEED, claim_rule=rule)

@@ -1,5 +1,5 @@
-"""A whole job on one machine: trigger → plan → chunked tasks (separate processes, 2 at a
-time, with faults injected by a wrapping task command) → stitch → output and status."""
+"""A whole job on one machine: trigger → plan → two workers (separate processes pulling
+chunks, with faults injected by a wrapping task command) → stitch → output and status."""
 
 from __future__ import annotations
 
@@ -117,31 +117,39 @@ def check_output(deployment: dict, record: JobRecord) -> None:
     assert mirror["state"] == "SUCCEEDED" and mirror["chunks"] == {"done": 6, "total": 6}
 
 
-def test_sixty_seconds_in_six_chunks_two_at_a_time(
+def test_sixty_seconds_in_six_chunks_by_two_workers(
     deployment: dict, sixty_seconds: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     record = run_job(deployment, sixty_seconds, None, monkeypatch)
-    assert record.chunks_total == 6 and len(record.plan.tasks()) == 6
+    assert record.chunks_total == 6 and record.plan.parallelism == 2
     check_output(deployment, record)
     log = task_log(deployment)
-    assert sorted(e["task"] for e in log if e["what"] == "start") == list(range(6))
+    # Two workers, started once each, pulled the six chunks between them.
+    assert sorted(e["task"] for e in log if e["what"] == "start") == [0, 1]
     assert max_concurrency(log) == 2
+    status = open_status(Settings.from_env())
+    workers = status.progress(record.job_id)
+    assert sum(w.chunks_done for w in workers) == 6 and all(w.chunks_done for w in workers)
+    assert [c.grants for c in status.claims(record.job_id)] == [1] * 6
     assert len(record.stitch_claims) == 1
 
 
-def test_failed_and_killed_tasks_are_retried_and_stitch_once(
+def test_failed_and_killed_workers_are_retried_and_stitch_once(
     deployment: dict, sixty_seconds: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     record = run_job(
-        deployment, sixty_seconds, {"fail_once": [1], "kill_mid_chunk": [4]}, monkeypatch
+        deployment, sixty_seconds, {"fail_once": [1], "kill_mid_chunk": [0]}, monkeypatch
     )
     log = task_log(deployment)
     assert any(e["what"] == "fail" and e["task"] == 1 for e in log)
-    assert any(e["what"] == "killed-mid-chunk" and e["task"] == 4 for e in log)
-    assert [e["attempt"] for e in log if e["task"] == 4 and e["what"] == "start"] == [0, 1]
+    assert any(e["what"] == "killed-mid-chunk" and e["task"] == 0 for e in log)
+    assert [e["attempt"] for e in log if e["task"] == 0 and e["what"] == "start"] == [0, 1]
     check_output(deployment, record)
     assert len(record.stitch_claims) == 1
     assert record.chunks_done == {"0": list(range(6))}
+    # The killed worker's chunk went to another worker (or its retry): claimed twice.
+    grants = [c.grants for c in open_status(Settings.from_env()).claims(record.job_id)]
+    assert sorted(grants) == [1] * 5 + [2]
 
 
 def test_a_killed_stitcher_is_replaced(

@@ -104,6 +104,26 @@ def test_a_killed_stitcher_is_replaced_in_seconds_with_the_default_lease(
     assert seconds < 60
 
 
+# -- two workers, one chunk ----------------------------------------------------------------
+def test_two_workers_racing_for_the_last_chunk_process_it_once_and_stitch_once(
+    deployment: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second = tmp_path / "clip.mp4"
+    make_indexed_video(second, FPS, fps=FPS, size=(320, 240), audio=True, preset="ultrafast")
+    record, _ = run_in_process(deployment, second, 8, {"race": [0]}, monkeypatch)
+    assert record.chunks_total == 1
+    assert record.state == JobState.SUCCEEDED, record.error
+    assert decoded_indices(deployment["inbox"] / "job/out/clip.mp4") == list(range(FPS))
+    [race] = [e for e in task_log(deployment["tmp"]) if e["what"] == "race-end"]
+    assert race["codes"] == [0, 0]  # the loser found nothing left and ended cleanly
+    status = open_status(Settings.from_env())
+    [claim] = status.claims(record.job_id)
+    assert (claim.grants, claim.done) == (1, True)
+    workers = {w.task_index: w.chunks_done for w in status.progress(record.job_id)}
+    assert sorted(workers.values()) == [0, 1] and set(workers) == {0, 100}
+    assert len(record.stitch_claims) == 1
+
+
 # -- temporary files -----------------------------------------------------------------------
 def test_killed_tasks_leave_no_temporary_folders(
     deployment: dict, clip: Path, monkeypatch: pytest.MonkeyPatch
@@ -111,21 +131,24 @@ def test_killed_tasks_leave_no_temporary_folders(
     scratch = deployment["tmp"] / "scratch"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))  # the tasks' temporary folder root
-    plan = {"kill_mid_chunk": [0, 1, 3], "term_mid_chunk": [2]}
+    plan = {"kill_mid_chunk": [0], "term_mid_chunk": [1]}
     record, _ = run_in_process(deployment, clip, 2, plan, monkeypatch)
     assert_frame_exact(deployment, record)
     assert len(record.stitch_claims) == 1
+    # Each killed worker's chunk was taken over by a worker alive (or the retry).
+    grants = [c.grants for c in open_status(Settings.from_env()).claims(record.job_id)]
+    assert sorted(grants) == [1, 1, 2, 2]
     log = task_log(deployment["tmp"])
     killed = [e for e in log if e["what"] == "killed-mid-chunk"]
-    assert sorted(e["task"] for e in killed) == [0, 1, 3]
+    assert sorted(e["task"] for e in killed) == [0]
     # Each killed task had its scratch folder, and the SIGKILL left it behind...
     assert all(len(e["scratch"]) == 1 for e in killed)
     ends = {e["task"]: e for e in log if e["what"].startswith("end") and e["attempt"] == 0}
     assert all(ends[e["task"]]["scratch_left"] == e["scratch"] for e in killed)
     # ...while SIGTERM lets the task remove its own on the way out.
     [termed] = [e for e in log if e["what"] == "terminated-mid-chunk"]
-    assert len(termed["scratch"]) == 1 and ends[2]["scratch_left"] == []
-    assert ends[2]["what"] != "end:0"
+    assert len(termed["scratch"]) == 1 and ends[1]["scratch_left"] == []
+    assert ends[1]["what"] != "end:0"
     # After the job, nothing: later tasks and the executor removed what dead tasks left.
     assert scratch_folders(scratch) == []
 
@@ -224,10 +247,13 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
         resumed_in = time.monotonic() - restarted
         assert final.state == JobState.SUCCEEDED, final.error
         assert decoded_indices(folder / "out/clip.mp4") == list(range(8 * FPS))
-        # Only the unfinished chunks ran again; the done ones were kept.
+        # Only the unfinished chunks ran again; the done ones were kept (claimed once, before
+        # the kill).
         after = [e for e in task_log(deployment["tmp"]) if e["at"] > killed_at]
-        rerun = {e["task"] for e in after if e["what"] == "start"}
+        claims = {c.chunk: c for c in status.claims(stranded.job_id)}
+        rerun = {c for c, claim in claims.items() if claim.expires_at - 60 > killed_at}
         assert rerun == set(range(8)) - done_before
+        assert all(claims[c].grants == 1 for c in done_before)
         assert final.chunks_done == {"0": list(range(8))}
         assert len(final.stitch_claims) == 1
         assert final.executor is not None and final.executor.pid == second.pid

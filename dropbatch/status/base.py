@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from dropbatch.status.model import CheckReport, JobRecord, JobState, TaskProgress
+from dropbatch.status.model import (
+    CheckReport,
+    ChunkClaim,
+    JobRecord,
+    JobState,
+    TaskProgress,
+)
 
 T = TypeVar("T")
 
@@ -56,6 +62,20 @@ class StatusStore(Protocol):
         """Every job in one of `states`, oldest first, with no limit: the trigger re-checks
         each waiting manifest, however many wait. `folders` (with `bucket`): only jobs whose
         manifest lies directly in one of them ('c7/', '' for the bucket's root)."""
+        ...
+
+    def claims(self, job_id: str) -> list[ChunkClaim]:
+        """Every chunk claim of the job that was ever written (a chunk never claimed has
+        none), in (item, chunk) order."""
+        ...
+
+    def transact_claim(
+        self, job_id: str, item: int, chunk: int, mutate: Callable[[ChunkClaim], T]
+    ) -> tuple[ChunkClaim, T]:
+        """Read-modify-write one chunk's claim atomically, on its own small record (not the
+        job's): `mutate` gets the stored claim, or a fresh one for a chunk never claimed,
+        edits it in place and returns a value; written only if it changed. Like `transact`,
+        `mutate` may run more than once."""
         ...
 
     def put_progress(self, progress: TaskProgress) -> None: ...

@@ -8,7 +8,10 @@ Layout, under `<collection>/<job_id>`:
   and its thousands of chunk entries are not index entries);
 - `tasks/<index>`: per-task progress, written at most once a second per document, the rate a
   Firestore document sustains;
-- `revisions/<n>`: one empty document per committed revision of the job record.
+- `revisions/<n>`: one empty document per committed revision of the job record;
+- `claims/<item>-<chunk>`: a chunk's claim (which worker processes it, until when), written
+  only by the few transactions of that chunk (claim, renewal every 20 s, done), with its own
+  `claims/<item>-<chunk>/revisions/<n>` guards.
 
 Self-check reports (`dropbatch doctor`) live beside it in `<collection>_checks/<check_id>`, so
 the job queries never meet them.
@@ -34,7 +37,13 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from dropbatch.status.base import JobNotFound, RecordTooLarge
-from dropbatch.status.model import CheckReport, JobRecord, JobState, TaskProgress
+from dropbatch.status.model import (
+    CheckReport,
+    ChunkClaim,
+    JobRecord,
+    JobState,
+    TaskProgress,
+)
 
 T = TypeVar("T")
 
@@ -137,6 +146,43 @@ class FirestoreStatusStore:
                 # Another writer committed this revision first: read again, apply again.
                 time.sleep(random.uniform(0, 0.02 * min(tries + 1, 10)))
         raise StatusContention(f"job {job_id}: {COMMIT_ATTEMPTS} writers in a row won the race")
+
+    # -- chunk claims ----------------------------------------------------------------------
+    def claims(self, job_id: str) -> list[ChunkClaim]:
+        docs = self._ref(job_id).collection("claims").stream()
+        found = [ChunkClaim.model_validate(d.to_dict()["claim"]) for d in docs]
+        return sorted(found, key=lambda c: (c.item, c.chunk))
+
+    def transact_claim(
+        self, job_id: str, item: int, chunk: int, mutate: Callable[[ChunkClaim], T]
+    ) -> tuple[ChunkClaim, T]:
+        ref = self._ref(job_id).collection("claims").document(f"{item:06d}-{chunk:06d}")
+
+        @firestore.transactional
+        def attempt(transaction: firestore.Transaction) -> tuple[ChunkClaim, T]:
+            snapshot = ref.get(transaction=transaction)
+            fields = snapshot.to_dict() if snapshot.exists else {}
+            claim = (
+                ChunkClaim.model_validate(fields["claim"])
+                if fields
+                else ChunkClaim(item=item, chunk=chunk)
+            )
+            before = claim.model_dump_json()
+            result = mutate(claim)
+            if claim.model_dump_json() != before:
+                revision = int(fields.get("revision", 0)) + 1
+                # The same guard as the job record's (module doc): one writer per revision.
+                guard = ref.collection("revisions").document(f"{revision:010d}")
+                transaction.create(guard, {"at": time.time()})
+                transaction.set(ref, {"claim": claim.model_dump(mode="json"), "revision": revision})
+            return claim, result
+
+        for tries in range(COMMIT_ATTEMPTS):
+            try:
+                return attempt(self.client.transaction(max_attempts=10))
+            except google_errors.AlreadyExists:
+                time.sleep(random.uniform(0, 0.02 * min(tries + 1, 10)))
+        raise StatusContention(f"job {job_id}: chunk {item}/{chunk} claim kept losing races")
 
     # -- queries -------------------------------------------------------------------------
     def recent(

@@ -1,8 +1,9 @@
 """The job record: what the status store holds and what `.status.json` mirrors.
 
 One `JobRecord` per job (a Firestore document, or a SQLite row holding its JSON); per-task
-progress in `TaskProgress`, one per task, because progress is written often and the job record
-is contended by the transactions that count finished chunks.
+progress in `TaskProgress`, one per task (a worker), because progress is written often and the
+job record is contended by the transactions that count finished chunks; which worker holds
+which chunk in `ChunkClaim`, one per chunk, for the same reason.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class ProcessOwner(BaseModel):
 
 
 class LeaseHolder(BaseModel):
-    """Who holds a stitch lease, so it can be known dead before the lease runs out."""
+    """Who holds a stitch lease or a chunk claim, so it can be known dead before the lease
+    runs out."""
 
     process: ProcessOwner | None = None
     task_index: int | None = None  # BATCH_TASK_INDEX
@@ -60,6 +62,19 @@ class StitchLease(BaseModel):
     owner: str
     expires_at: float
     holder: LeaseHolder | None = None
+
+
+class ChunkClaim(BaseModel):
+    """Which worker processes one chunk: a lease like the stitch lease, kept on a document of
+    its own (one per chunk) so claiming and renewing never contend on the job record."""
+
+    item: int
+    chunk: int
+    owner: str = ""  # the claiming worker's id; "" while never claimed
+    expires_at: float = 0.0  # renewed by the holder's heartbeat while it works
+    holder: LeaseHolder | None = None
+    done: bool = False
+    grants: int = 0  # how many times it was claimed: 1, plus one per takeover
 
 
 class JobRecord(BaseModel):
@@ -124,9 +139,11 @@ class JobRecord(BaseModel):
 
 
 class TaskProgress(BaseModel):
+    """One worker (a Batch task): the chunk it works on now, and how many it has finished."""
+
     job_id: str
     task_index: int
-    item: int
+    item: int  # the chunk it works on (or worked on last)
     chunk: int
     state: str = "RUNNING"  # RUNNING | SUCCEEDED | FAILED
     attempt: int = 0
@@ -138,6 +155,7 @@ class TaskProgress(BaseModel):
     # The heartbeat: a running task rewrites its progress at least every few seconds.
     updated_at: float = Field(default_factory=time.time)
     owner: ProcessOwner | None = None  # the task's process
+    chunks_done: int = 0  # chunks this attempt of the worker finished
 
 
 class CheckResult(BaseModel):

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from dropbatch.status.base import JobNotFound
-from dropbatch.status.model import CheckReport, JobRecord, JobState, TaskProgress
+from dropbatch.status.model import (
+    CheckReport,
+    ChunkClaim,
+    JobRecord,
+    JobState,
+    TaskProgress,
+)
 
 T = TypeVar("T")
 
@@ -39,6 +45,13 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS checks (
     check_id TEXT PRIMARY KEY,
     doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    job_id TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    chunk INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (job_id, item, chunk)
 );
 """
 
@@ -158,6 +171,41 @@ class SqliteStatusStore:
                 args,
             ).fetchall()
         return [JobRecord.model_validate_json(r[0]) for r in rows]
+
+    def claims(self, job_id: str) -> list[ChunkClaim]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT doc FROM claims WHERE job_id = ? ORDER BY item, chunk", (job_id,)
+            ).fetchall()
+        return [ChunkClaim.model_validate_json(r[0]) for r in rows]
+
+    def transact_claim(
+        self, job_id: str, item: int, chunk: int, mutate: Callable[[ChunkClaim], T]
+    ) -> tuple[ChunkClaim, T]:
+        key = (job_id, item, chunk)
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT doc FROM claims WHERE job_id = ? AND item = ? AND chunk = ?", key
+                ).fetchone()
+                claim = (
+                    ChunkClaim.model_validate_json(row[0])
+                    if row
+                    else ChunkClaim(item=item, chunk=chunk)
+                )
+                before = claim.model_dump_json()
+                result = mutate(claim)
+                if claim.model_dump_json() != before:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                        (*key, claim.model_dump_json()),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return claim, result
 
     def put_progress(self, progress: TaskProgress) -> None:
         with self._connect() as conn:

@@ -18,8 +18,8 @@ import numpy as np
 
 from processors.crop.detectors import Box, DetectorSetupError
 from processors.crop.yolo import INPUT_SIZE, Letterbox, decode_head, letterbox
+from processors.models.sessions import onnx_session
 from processors.models.store import ModelIncompatible
-from processors.sessions import session_providers
 
 HEAD_ROWS = 84  # cx, cy, w, h + the 80 COCO class scores (class 0 is the person we follow)
 EXPECTED = f"one input [B,3,H,W] and one output [B,{HEAD_ROWS},N] (a COCO YOLO detect head, no NMS)"
@@ -81,20 +81,15 @@ def _providers(device: str) -> list[str]:
 class OnnxYoloDetector:
     def __init__(self, weights: Path, *, device: str = "auto", confidence: float = 0.25) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (only: is it installed)
         except ImportError:
             raise DetectorSetupError(
                 "detector yolo-onnx needs onnxruntime (pip install onnxruntime, or "
                 "onnxruntime-gpu on a GPU machine)"
             ) from None
         try:
-            options = ort.SessionOptions()
-            # Idle worker threads would otherwise spin between runs, taking the CPU the
-            # decoder thread and the rest of the crop need.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(
-                str(weights), sess_options=options, providers=session_providers(_providers(device))
-            )
+            # Without spinning: idle worker threads would take the CPU the decoder needs.
+            self._session = onnx_session(weights, _providers(device), spinning=False)
         except DetectorSetupError:
             raise
         except Exception as exc:

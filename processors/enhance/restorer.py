@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from processors.models.sessions import onnx_session
+
 EXPECTED = (
     "an image input [N,3,S,S] (float, RGB in [-1,1]), optionally one single-value `weight` "
     "input, and an output [N,3,S,S]"
@@ -63,13 +65,13 @@ class FaceRestorer:
 
     def __init__(self, path: Path, providers: list[str], *, batch_size: int = 8) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (only: is it installed)
         except ImportError:
             raise RestorerUnusable(
                 "enhance needs onnxruntime (pip install onnxruntime, or the gpu extra)"
             ) from None
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            self.session = onnx_session(path, providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise RestorerUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.sessions import session_providers
+from processors.models.sessions import onnx_session
 
 FACE_SIZE = 96
 PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -32,12 +32,8 @@ class Wav2LipModel:
             ) from None
         available = set(ort.get_available_providers())
         providers = [p for p in PROVIDERS if p in available]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=session_providers(providers)
-            )
+            self.session = onnx_session(path, providers, log_severity=3)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
         self.mel_input, self.face_input = _signature(self.session, path.name)

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from processors.models.sessions import onnx_session
 from processors.swap.options import FACE_REGIONS
 from processors.swap.swapper import SwapperUnusable
 
@@ -63,11 +64,11 @@ def _describe(items: list) -> str:
 
 def _session(path: Path, providers: list[str]):
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401  (only: is it installed)
     except ImportError:
         raise MaskModelUnusable("swap masks need onnxruntime (pip install onnxruntime)") from None
     try:
-        return ort.InferenceSession(str(path), providers=providers)
+        return onnx_session(path, providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise MaskModelUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
 

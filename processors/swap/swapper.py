@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.sessions import session_providers
+from processors.models.sessions import onnx_session
 from processors.swap.pixel_boost import join, split
 
 IDENTITY = 512  # ArcFace embedding width
@@ -70,14 +70,14 @@ class Swapper:
     def __init__(self, path: Path, providers: list[str]) -> None:
         try:
             import onnx
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (only: is it installed)
             from onnx import numpy_helper
         except ImportError:
             raise SwapperUnusable(
                 "swap needs onnxruntime and onnx (pip install onnxruntime onnx, or the gpu extra)"
             ) from None
         try:
-            self.session = ort.InferenceSession(str(path), providers=session_providers(providers))
+            self.session = onnx_session(path, providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise SwapperUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
         self.target_name, self.source_name = signature(self.session, path.name)

@@ -493,3 +493,42 @@ def test_a_self_check_report_is_kept_by_its_id_apart_from_the_jobs(status: Statu
     assert stored is not None and stored.finished and stored.host == "vm-7"
     assert stored.results == [failed] and not stored.ok
     assert status.recent(10) == [] and status.get("doctor-1") is None
+
+
+# -- chunk claims (workers that pull chunks) ---------------------------------------------------
+
+
+def test_a_chunk_goes_to_one_of_many_racing_workers_and_to_another_once_its_holder_dies(
+    status: StatusStore,
+) -> None:
+    from batch_jobs.claims import claim_chunk, finish_claim, renew_claim
+    from batch_jobs.liveness import current_owner
+
+    status.create(record())
+    barrier = threading.Barrier(6)
+    won: dict[int, bool] = {}
+
+    def race(worker: int) -> None:
+        holder = LeaseHolder(process=current_owner(), task_index=worker, attempt=0)
+        barrier.wait()
+        won[worker] = claim_chunk(status, "job-1", 0, 3, f"w{worker}", holder, 300) is not None
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    [winner] = [w for w, ok in won.items() if ok]
+    [stored] = status.claims("job-1")
+    assert (stored.item, stored.chunk, stored.owner, stored.grants) == (0, 3, f"w{winner}", 1)
+    assert renew_claim(status, "job-1", 0, 3, f"w{winner}", 300)
+    assert not renew_claim(status, "job-1", 0, 3, "someone-else", 300)
+
+    # Held by a process that is gone: the next worker takes it over before its lease ends.
+    dead = LeaseHolder(process=dead_process(), task_index=7, attempt=0)
+    assert claim_chunk(status, "job-1", 0, 4, "dead", dead, 300) is not None
+    taken = claim_chunk(status, "job-1", 0, 4, "live", LeaseHolder(process=current_owner()), 300)
+    assert taken is not None and (taken.owner, taken.grants) == ("live", 2)
+    finish_claim(status, "job-1", 0, 4)
+    assert claim_chunk(status, "job-1", 0, 4, "late", None, 300) is None  # done stays done
+    assert [(c.chunk, c.done) for c in status.claims("job-1")] == [(3, False), (4, True)]

@@ -150,7 +150,12 @@ def test_a_manifests_chain_context_is_priced(capsys: pytest.CaptureFixture[str])
     example = Path(__file__).resolve().parent.parent / "manifests/examples/06-crop-yolo.yaml"
     manifest = load_manifest(example.read_bytes())
     assert main(["cost", str(example), "--minutes", "10"]) == 0
-    with_chain = estimate_cost(manifest.compute, 600, manifest=manifest)
-    bare = estimate_cost(manifest.compute, 600)
+    # A fixed chunk length, so both plans cut the same chunks and only the context differs
+    # (under `auto` the context would also lengthen the chunks; tested below).
+    fixed = manifest.compute.model_copy(update={"chunk_seconds": 10.0})
+    with_chain = estimate_cost(fixed, 600, manifest=manifest.model_copy(update={"compute": fixed}))
+    bare = estimate_cost(fixed, 600)
+    auto_chain = estimate_cost(manifest.compute, 600, manifest=manifest)
+    assert auto_chain.chunk_seconds > estimate_cost(manifest.compute, 600).chunk_seconds
     assert with_chain.vm_hours > bare.vm_hours  # crop's context frames, decoded per chunk
-    assert f"= ${with_chain.usd:.2f} ({with_chain.ratio:.1f}×" in capsys.readouterr().out
+    assert f"= ${auto_chain.usd:.2f} ({auto_chain.ratio:.1f}×" in capsys.readouterr().out

@@ -222,7 +222,7 @@ def watch(status, job_id: str, *, quiet: bool = False, until_done: bool = True) 
             running = [t for t in tasks if t.state == "RUNNING"]
             extra = (
                 "  "
-                + " ".join(f"t{t.task_index}:{t.frames_done}/{t.frames_total}" for t in running[:6])
+                + " ".join(f"w{t.task_index}:{t.frames_done}/{t.frames_total}" for t in running[:6])
                 if running
                 else ""
             )
@@ -312,10 +312,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     stalled = stalled_line(record, status.progress(record.job_id))
     if stalled:
         print(stalled)
-    for task in status.progress(record.job_id):
+    if record.plan is not None and len(record.plan.items) > 1:
+        for item in record.plan.items:
+            done = len(record.chunks_done.get(str(item.index), []))
+            print(f"  item {item.index:>3}: {done}/{len(item.chunks)} chunks  {item.video}")
+    for task in status.progress(record.job_id):  # one per worker
         print(
-            f"  task {task.task_index:>3} item {task.item} chunk {task.chunk}: {task.state:<9}"
-            f" {task.frames_done}/{task.frames_total} frames {task.fps:.1f} fps"
+            f"  worker {task.task_index:>3} item {task.item} chunk {task.chunk}: {task.state:<9}"
+            f" {task.frames_done}/{task.frames_total} frames {task.fps:.1f} fps,"
+            f" {task.chunks_done} chunk(s) done"
             f"{'  ' + task.message if task.message else ''}"
         )
     return report(record)

@@ -145,5 +145,5 @@ def test_the_command_line_reports_an_undeclared_import(source_copy: Path) -> Non
         text=True,
     )
     assert result.returncode == 1
-    assert "onnxruntime (imported by processors.arcface, processors.faces" in result.stderr
+    assert "onnxruntime (imported by processors.faces, processors.models.sessions" in result.stderr
     assert "Traceback" not in result.stderr

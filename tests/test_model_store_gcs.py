@@ -130,4 +130,8 @@ def test_the_trigger_checks_models_in_a_gs_store(
     put(deployment, "z/job.yaml", crop)
     assert deliver(inbox, "inbox", "z/job.yaml") == 200
     [record] = [r for r in records(deployment) if r.manifest == "z/job.yaml"]
-    assert record.error is None and record.state != JobState.INVALID, record.error
+    # The trigger accepted the models and launched. The task command is `true`, so the local
+    # executor may already have ended the job (no parts to stitch) by the time we read it:
+    # what counts is that it was queued, never refused at the trigger.
+    assert JobState.QUEUED in [change.state for change in record.history], record.error
+    assert record.state != JobState.INVALID, record.error

@@ -31,11 +31,10 @@ held by a live worker: the worker's work is over.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from batch_jobs.leases import holder_gone
+from batch_jobs.leases import Renewer, holder_gone
 from dropbatch.domain import Plan
 from dropbatch.logs import event
 from dropbatch.status.base import StatusStore
@@ -183,7 +182,7 @@ def finish_claim(status: StatusStore, job_id: str, item: int, chunk: int) -> Non
     status.transact_claim(job_id, item, chunk, mutate)
 
 
-class ClaimKeeper:
+class ClaimKeeper(Renewer):
     """Renews a chunk claim every third of its lease while the chunk is processed, so only a
     worker that died or went silent loses it."""
 
@@ -194,26 +193,12 @@ class ClaimKeeper:
         claim: ChunkClaim,
         lease: float = CLAIM_LEASE_SECONDS,
     ) -> None:
-        self._args = (status, job_id, claim.item, claim.chunk, claim.owner, lease)
-        self._lease = lease
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chunk-claim", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._lease / 3):
-            try:
-                if not renew_claim(*self._args):
-                    return
-            except Exception as exc:  # a missed renewal is not fatal; the next one may land
-                event(log, "chunk claim renewal failed", logging.WARNING, reason=str(exc))
-
-    def __enter__(self) -> ClaimKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__(
+            lambda: renew_claim(status, job_id, claim.item, claim.chunk, claim.owner, lease),
+            lease,
+            "chunk-claim",
+            "chunk claim renewal failed",
+        )
 
 
 def release_claim(status: StatusStore, job_id: str, claim: ChunkClaim) -> None:

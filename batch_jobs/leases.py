@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from batch_jobs.liveness import owner_alive
 from dropbatch.logs import event
@@ -113,33 +114,48 @@ def renew_stitch(status: StatusStore, job_id: str, item: int, owner: str, lease:
     return still_ours
 
 
-class LeaseKeeper:
-    """Renews a stitch lease every third of its length while the stitch runs, so a long
-    stitch (a big upload) keeps it and only a stitcher that died loses it."""
+class Renewer:
+    """Calls `renew` every third of `lease` seconds in a background thread while the `with`
+    block runs, until `renew` says the lease is no longer ours. A failed renewal is logged as
+    `failure_event` and retried at the next tick (the lease outlives two missed ones)."""
 
     def __init__(
-        self, status: StatusStore, job_id: str, item: int, owner: str, lease: float
+        self, renew: Callable[[], bool], lease: float, name: str, failure_event: str
     ) -> None:
-        self._args = (status, job_id, item, owner, lease)
+        self._renew, self._lease, self._failure_event = renew, lease, failure_event
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stitch-lease", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
-        lease = self._args[-1]
-        while not self._stop.wait(lease / 3):
+        while not self._stop.wait(self._lease / 3):
             try:
-                if not renew_stitch(*self._args):
+                if not self._renew():
                     return
             except Exception as exc:  # a missed renewal is not fatal; the next one may land
-                event(log, "stitch lease renewal failed", logging.WARNING, reason=str(exc))
+                event(log, self._failure_event, logging.WARNING, reason=str(exc))
 
-    def __enter__(self) -> LeaseKeeper:
+    def __enter__(self) -> Renewer:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class LeaseKeeper(Renewer):
+    """Renews a stitch lease every third of its length while the stitch runs, so a long
+    stitch (a big upload) keeps it and only a stitcher that died loses it."""
+
+    def __init__(
+        self, status: StatusStore, job_id: str, item: int, owner: str, lease: float
+    ) -> None:
+        super().__init__(
+            lambda: renew_stitch(status, job_id, item, owner, lease),
+            lease,
+            "stitch-lease",
+            "stitch lease renewal failed",
+        )
 
 
 def release_stitch(status: StatusStore, job_id: str, item: int, owner: str) -> None:

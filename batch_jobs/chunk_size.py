@@ -26,16 +26,16 @@ MAX_CHUNK_SECONDS = 120.0
 
 
 def auto_chunk_seconds(
-    job_seconds: float, fps: float, max_parallel: int, before: int, after: int
+    job_seconds: float, fps: float, workers: int, before: int, after: int
 ) -> float:
     """Chunk length for one item: `job_seconds`, the output seconds of the whole job (every
     item; the workers share them); `fps`, this item's rate; `before`/`after`, its chain's
-    context frames; `max_parallel`, the job's `compute.max_parallel_tasks`."""
+    context frames; `workers`, the job's worker count (batch_jobs/worker_count.py)."""
     roll_frames = before + after
     # roll / (chunk + roll) <= share  <=>  chunk >= roll * (1 - share) / share
     roll_floor = roll_frames * (1 - ROLL_SHARE) / ROLL_SHARE / fps
     floor = max(MIN_CHUNK_SECONDS, roll_floor)
-    balanced = job_seconds / (max(1, max_parallel) * CHUNKS_PER_WORKER)
+    balanced = job_seconds / (max(1, workers) * CHUNKS_PER_WORKER)
     seconds = min(max(balanced, floor), max(MAX_CHUNK_SECONDS, floor))
     # A tenth of a second up: whole, readable numbers in the plan; never below 1 s (the
     # manifest's own lower bound for an explicit value).

@@ -26,6 +26,7 @@ from batch_jobs.launcher import Launcher
 from batch_jobs.outputs import claim_outputs
 from batch_jobs.plan import build_plan, resolved_steps
 from batch_jobs.probing import PROBE_CACHE_SIZE, InputProber, ProbeCache
+from batch_jobs.worker_count import deployment_throughput
 from batch_jobs.workspace import INBOX_WORK_PREFIX, work_area
 from dropbatch.config import Settings
 from dropbatch.domain import JobError, Plan
@@ -288,7 +289,7 @@ class Intake:
         if errors:
             self._invalid(job_id, *errors)
             return
-        plan = build_plan(manifest, folder, probed, speech)
+        plan = build_plan(manifest, folder, probed, speech, deployment_throughput(self.settings))
         outside = self._outputs_outside(bucket, plan)
         if outside:
             self._invalid(job_id, *outside)

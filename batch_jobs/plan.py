@@ -7,9 +7,10 @@ import posixpath
 from dataclasses import dataclass
 from fractions import Fraction
 
-from batch_jobs.chunk_size import auto_chunk_seconds
+from batch_jobs.chunk_size import CHUNKS_PER_WORKER, MIN_CHUNK_SECONDS, auto_chunk_seconds
+from batch_jobs.worker_count import LOCAL, Throughput, auto_workers
 from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
-from manifests.model import Manifest
+from manifests.model import ComputeOptions, Manifest
 from manifests.resolve import ResolvedItem
 from manifests.strict import Strict
 from processors.media.speech import AudioInfo, own_audio_skip
@@ -115,13 +116,16 @@ def build_plan(
     folder: str,
     items: list[tuple[ResolvedItem, VideoInfo]],
     speech: list[AudioInfo | None] | None = None,
+    speed: Throughput = LOCAL,
 ) -> Plan:
     """`speech[n]`: the probed audio item n follows (chains with a step that follows speech,
-    such as lipsync, only; with several speakers, the longest of their tracks)."""
+    such as lipsync, only; with several speakers, the longest of their tracks). `speed`: the
+    deployment's chain speed and worker start-up, which size `compute.workers: auto`."""
     planned = []
     compute = manifest.compute
     # What the workers share: every item's seconds (auto chunks balance the whole job).
     job_seconds = sum(info.frame_count / info.fps for _, info in items if info.fps > 0)
+    workers = job_workers(compute, items, speed)
     chosen: list[float] = []
     for n, (item, info) in enumerate(items):
         steps = resolved_steps(manifest, item.overrides)
@@ -147,7 +151,7 @@ def build_plan(
                 follows.options, info.frame_count, heard.duration - skip, rate
             )
         seconds = (
-            auto_chunk_seconds(job_seconds, info.fps, compute.max_parallel_tasks, before, after)
+            auto_chunk_seconds(job_seconds, info.fps, workers, before, after)
             if compute.chunk_seconds == "auto"
             else compute.chunk_seconds
         )
@@ -175,4 +179,26 @@ def build_plan(
         gpu=compute.gpu,
         spot=compute.spot,
         chunk_seconds=max(chosen, default=10.0),
+        workers=workers,
     )
+
+
+def job_workers(
+    compute: ComputeOptions, items: list[tuple[ResolvedItem, VideoInfo]], speed: Throughput
+) -> int:
+    """`compute.workers`: the number asked for, else what the work pays for. The chunks are
+    cut after this (auto chunks follow the worker count), so the count whose fixed costs
+    are weighed for n workers is what `auto` would cut for n, or the explicit length's."""
+    if compute.workers != "auto":
+        return compute.workers
+    frames = sum(info.frame_count for _, info in items)
+    seconds = sum(info.frame_count / info.fps for _, info in items if info.fps > 0)
+
+    def chunks_for(n: int) -> int:
+        if compute.chunk_seconds == "auto":
+            length = max(MIN_CHUNK_SECONDS, seconds / (n * CHUNKS_PER_WORKER))
+        else:
+            length = float(compute.chunk_seconds)
+        return max(len(items), math.ceil(seconds / length))
+
+    return auto_workers(frames, compute.max_parallel_tasks, speed, chunks_for)

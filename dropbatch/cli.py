@@ -10,6 +10,7 @@ import mimetypes
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from dropbatch.config import ConfigFileError, Settings, load_settings
@@ -419,7 +420,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from dropbatch.cost import Throughput, estimate_cost
+    from batch_jobs.worker_count import batch_throughput
+    from dropbatch.cost import estimate_cost
     from manifests.loader import ManifestInvalid, load_manifest
     from manifests.model import ComputeOptions
 
@@ -432,11 +434,16 @@ def cmd_cost(args: argparse.Namespace) -> int:
             for error in exc.errors:
                 print(error.line(), file=sys.stderr)
             return EXIT_INVALID
+    # Batch's figures whatever this machine's launcher: the deployment's boot image and chain
+    # speed from the config file, the speed on the command line first.
+    speed = batch_throughput(load_settings())
+    if args.processing_fps is not None:
+        speed = replace(speed, frames_per_second=args.processing_fps)
     est = estimate_cost(
         compute,
         args.minutes * 60,
         fps=args.fps,
-        throughput=Throughput(frames_per_second=args.processing_fps),
+        throughput=speed,
         manifest=manifest,
     )
     print(
@@ -537,7 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", nargs="?", help="take `compute` from this manifest")
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of video")
     p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--processing-fps", type=float, default=30.0, help="chain speed on one VM")
+    p.add_argument(
+        "--processing-fps", type=float, help="chain speed on one VM (default: chain_fps, 30)"
+    )
     p.set_defaults(func=cmd_cost)
     return parser
 

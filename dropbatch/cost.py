@@ -25,6 +25,7 @@ from fractions import Fraction
 
 from batch_jobs.claims import next_claim
 from batch_jobs.cloud_batch import BOOT_DISK_GB, MACHINES
+from batch_jobs.worker_count import Throughput
 from dropbatch.domain import Plan, VideoInfo
 from manifests.model import ComputeOptions, Manifest
 
@@ -50,27 +51,6 @@ class Rates:
 
 
 DEFAULT_RATES = Rates(VM_HOURLY_USD)
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """How fast the chain runs on one VM and what each VM, worker and chunk costs besides.
-
-    Defaults (bench/RESULTS.md, "Cloud model", has the sources): VM start-up is Batch's
-    provisioning and boot (~40 s), the GPU driver install at boot (~150 s; 0 with a boot image
-    that has it) and the slim image's pull and extraction (~60 s); a worker's setup is the
-    container start, imports and model fetch and load; a chunk's overhead is its claim, the
-    decoder's seek and start, the encoder's start and flush, the part's upload and the status
-    writes, measured with the real-model chain in bench/cloud.py.
-    """
-
-    frames_per_second: float = 30.0  # the chain's speed on one VM (the per-frame cost)
-    vm_startup_seconds: float = 250.0  # 40 boot + 150 driver install + 60 image pull
-    worker_setup_seconds: float = 17.0  # 2 measured (chain build) + 15 container and GPU start
-    chunk_overhead_seconds: float = 2.6  # measured
-    stitch_seconds: float = 10.0  # download the parts, concatenate by stream copy, upload
-    stitch_seconds_per_video_second: float = 0.02
-    preemptions_per_vm_hour: float = 0.0  # Spot: the chance rate a VM is taken back
 
 
 @dataclass
@@ -113,8 +93,10 @@ def synthetic_plan(
     chain: list | None = None,
     size: tuple[int, int] = (1920, 1080),
     manifest: Manifest | None = None,
+    speed: Throughput | None = None,
 ) -> Plan:
-    """The real planner's plan for one video of this length (its chunks and their rolls):
+    """The real planner's plan for one video of this length (its chunks and their rolls, and
+    its workers, sized by `speed` as the trigger sizes them with the deployment's figures):
     with `manifest`, its chain and compute; else `compute` and `chain` (manifest syntax)."""
     from batch_jobs.plan import build_plan
     from manifests.resolve import ResolvedItem
@@ -133,7 +115,8 @@ def synthetic_plan(
         manifest = Manifest.model_validate(
             {"version": 1, "inputs": ["video.mp4"], "chain": chain or [], "compute": compute}
         )
-    return build_plan(manifest, "", [(ResolvedItem(0, "video.mp4", None, None), info)])
+    item = (ResolvedItem(0, "video.mp4", None, None), info)
+    return build_plan(manifest, "", [item], speed=speed or Throughput())
 
 
 def simulate(
@@ -150,7 +133,7 @@ def simulate(
     by_key = {(c.item, c.chunk): c for c in claims}
     items = {item.index: item for item in plan.items}
     left = {item.index: len(item.chunks) for item in plan.items}
-    workers = max(1, min(plan.max_parallel_tasks, len(claims)))
+    workers = plan.parallelism
     rate = speed.preemptions_per_vm_hour / 3600
 
     vm_seconds = wall = 0.0
@@ -286,5 +269,5 @@ def estimate_cost(
     (and the manifest's chain, whose context frames every chunk decodes; no preemptions unless
     `throughput` says so)."""
     speed = throughput or Throughput()
-    plan = synthetic_plan(compute, video_seconds, fps, chain, manifest=manifest)
+    plan = synthetic_plan(compute, video_seconds, fps, chain, manifest=manifest, speed=speed)
     return estimate(plan, compute, speed, rates)

@@ -78,6 +78,8 @@ class Plan(BaseModel):
     gpu: str = "none"
     spot: bool = False
     chunk_seconds: float = 10.0  # the longest chunk's length (auto chooses one per item)
+    # Workers the planner chose (`compute.workers`); 0: one per chunk, up to max_parallel_tasks.
+    workers: int = 0
 
     def tasks(self) -> list[tuple[int, int]]:
         """Every chunk as (item index, chunk index), in the order workers claim them."""
@@ -85,5 +87,7 @@ class Plan(BaseModel):
 
     @property
     def parallelism(self) -> int:
-        """How many workers (Batch tasks) run the job: one per chunk at most."""
-        return max(1, min(self.max_parallel_tasks, len(self.tasks())))
+        """How many workers (Batch tasks) run the job: the planner's choice, one per chunk at
+        most."""
+        cap = min(self.max_parallel_tasks, self.workers or self.max_parallel_tasks)
+        return max(1, min(cap, len(self.tasks())))

@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     Field,
     PlainValidator,
+    ValidationInfo,
     WithJsonSchema,
     create_model,
     field_validator,
@@ -140,13 +141,43 @@ ChunkSeconds = Annotated[
 ]
 
 
+def _workers(value: Any) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be auto or a whole number of workers from 1 to 1000")
+    if not 1 <= value <= 1000:
+        raise ValueError("must be from 1 to 1000 workers (or auto)")
+    return value
+
+
+Workers = Annotated[
+    int | Literal["auto"],
+    PlainValidator(_workers),
+    WithJsonSchema(
+        {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 1000}]}
+    ),
+]
+
+
 class ComputeOptions(Strict):
     gpu: Literal["l4", "none"] = "l4"
     spot: bool = True
     # auto: chosen from the video's length, the parallelism and the chain's context frames.
     chunk_seconds: ChunkSeconds = "auto"
     max_parallel_tasks: int = Field(default=10, ge=1, le=1000)
+    # auto: as many as the work pays for (each worker's work several times its VM's start-up,
+    # batch_jobs/worker_count.py), at most max_parallel_tasks; a number asks for that many.
+    workers: Workers = "auto"
     max_retries: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("workers")
+    @classmethod
+    def _within_parallel(cls, value: int | str, info: ValidationInfo) -> int | str:
+        cap = info.data.get("max_parallel_tasks")
+        if isinstance(value, int) and cap is not None and value > cap:
+            raise ValueError(f"must be at most max_parallel_tasks ({cap}), or auto")
+        return value
 
 
 class ManifestBase(Strict):

@@ -42,7 +42,8 @@ from tests.storage_notifications import StorageNotifications
 MANIFEST = (
     "version: 1\ninputs: [clip.mp4]\nchain: [{crop: {aspect: '1:1'}}]\n"
     "output: {preset: ultrafast}\n"
-    "compute: {gpu: l4, spot: true, chunk_seconds: 1, max_parallel_tasks: 2, max_retries: 1}\n"
+    "compute: {gpu: l4, spot: true, chunk_seconds: 1, max_parallel_tasks: 2, workers: 2,"
+    " max_retries: 1}\n"
 )
 FRAMES = 75  # 2.5 s at 30 fps: 3 chunks
 WAIT_SECONDS = 15  # input_wait_seconds on the emulators: long enough to see a manifest wait
@@ -223,7 +224,8 @@ def run_to_success(cloud: dict, folder: str) -> JobRecord:
 
 
 def assert_the_job_is_what_the_manifest_asked(request: batch_v1.CreateJobRequest) -> None:
-    """MANIFEST's compute: gpu l4, spot, 3 chunks pulled by 2 workers, max_retries 1."""
+    """MANIFEST's compute: gpu l4, spot, 3 chunks pulled by the 2 workers it asks for,
+    max_retries 1."""
     wire = request.job
     [group] = wire.task_groups
     assert (group.task_count, group.parallelism) == (2, 2)
@@ -295,6 +297,23 @@ def test_upload_runs_on_batch_and_the_job_on_the_wire_is_what_was_asked(cloud: d
     ]
     [request] = cloud["standin"].requests
     assert_the_job_is_what_the_manifest_asked(request)
+
+
+def test_workers_auto_starts_one_vm_for_a_short_video(cloud: dict) -> None:
+    """Without `workers`, the planner weighs the work against a VM's start-up (250 s on
+    batch-debian, the trigger's settings): 2.5 s of video is worth one VM, not two."""
+    put(cloud, "c8/clip.mp4", frames=FRAMES)
+    auto = MANIFEST.replace(" workers: 2,", "")
+    assert upload(cloud, "c8/job.yaml", auto.encode()) == 200
+    record = the_record(cloud, "c8/job.yaml")
+    assert record.plan is not None and len(record.plan.tasks()) == 3
+    [request] = cloud["standin"].requests
+    [group] = request.job.task_groups
+    assert (group.task_count, group.parallelism) == (1, 1)
+    cloud["standin"].wait(record.batch_job)
+    final = the_record(cloud, "c8/job.yaml")
+    assert final.state == JobState.SUCCEEDED, final.error
+    assert decoded_indices(download(cloud, "c8/out/clip.mp4")) == list(range(FRAMES))
 
 
 def test_the_same_storage_event_20_times_creates_one_batch_job(cloud: dict) -> None:

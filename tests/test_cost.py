@@ -40,7 +40,7 @@ SPEED = Throughput(
 
 
 def test_workers_pull_chunks_and_vms_stop_when_none_is_left() -> None:
-    compute = ComputeOptions(gpu="l4", spot=True, chunk_seconds=10, max_parallel_tasks=4)
+    compute = ComputeOptions(gpu="l4", spot=True, chunk_seconds=10, max_parallel_tasks=4, workers=4)
     plan = synthetic_plan(compute, 95, fps=30)  # 2850 frames: 9 chunks of 300, one of 150
     est = estimate(plan, compute, SPEED, RATES)
     assert (est.chunks, est.tasks, est.vms, est.machine_type) == (10, 4, 4, "g2-standard-8")
@@ -76,7 +76,7 @@ def test_with_no_overheads_vm_time_is_the_floor_plus_the_rolls() -> None:
 
 
 def test_preempted_chunks_are_taken_over_and_every_chunk_is_done_once() -> None:
-    compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=5)
+    compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=5, workers=5)
     plan = synthetic_plan(compute, 600)
     calm = simulate(plan, SPEED)
     stormy = simulate(plan, Throughput(**{**SPEED.__dict__, "preemptions_per_vm_hour": 6.0}))
@@ -93,15 +93,15 @@ def test_the_simulation_asks_the_claim_rule_it_is_given() -> None:
         asked.append(now)
         return next_claim(chunks, now, prefer_item=prefer_item)
 
-    compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=2)
+    compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=2, workers=2)
     sim = simulate(synthetic_plan(compute, 30), SPEED, claim_rule=rule)
     assert sim.chunks == 3 and len(asked) == 3 + 2  # one ask per chunk, one per worker's end
 
 
 def test_spot_is_cheaper_and_parallelism_buys_time_not_savings() -> None:
-    spot = ComputeOptions(gpu="l4", spot=True, chunk_seconds=10, max_parallel_tasks=10)
+    spot = ComputeOptions(gpu="l4", spot=True, chunk_seconds=10, workers=10)
     standard = spot.model_copy(update={"spot": False})
-    narrow = spot.model_copy(update={"max_parallel_tasks": 1})
+    narrow = spot.model_copy(update={"workers": 1})
     a, b, c = (
         estimate_cost(x, 600, throughput=SPEED, rates=RATES) for x in (spot, standard, narrow)
     )
@@ -129,15 +129,16 @@ def test_the_cost_command_quotes_the_estimate(capsys: pytest.CaptureFixture[str]
 def test_readme_cost_table_is_what_the_model_says() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     rows = re.findall(
-        r"^\| (\d+) min \| (\d+) \| (\d+) \| ~(\d+) min \| ([\d.]+) \| ([\d.]+)× "
+        r"^\| (\d+) min \| (auto|\d+) \| (\d+) \| (\d+) \| ~(\d+) min \| ([\d.]+) \| ([\d.]+)× "
         r"\| \$([\d.]+) \| \$([\d.]+) \|$",
         readme,
         re.M,
     )
-    assert len(rows) == 3
-    for minutes, chunks, vms, wall, hours, ratio, spot, standard in rows:
-        s = estimate_cost(ComputeOptions(), int(minutes) * 60)
-        t = estimate_cost(ComputeOptions(spot=False), int(minutes) * 60)
+    assert len(rows) == 6
+    for minutes, workers, chunks, vms, wall, hours, ratio, spot, standard in rows:
+        compute = ComputeOptions(workers=workers if workers == "auto" else int(workers))
+        s = estimate_cost(compute, int(minutes) * 60)
+        t = estimate_cost(compute.model_copy(update={"spot": False}), int(minutes) * 60)
         assert (s.chunks, s.vms, round(s.wall_seconds / 60)) == (int(chunks), int(vms), int(wall))
         assert (f"{s.vm_hours:.2f}", f"{s.ratio:.1f}") == (hours, ratio)
         assert (f"{s.usd:.2f}", f"{t.usd:.2f}") == (spot, standard)

@@ -1,0 +1,100 @@
+"""`compute.workers: auto`: how many workers (Batch tasks, one VM each) a job gets.
+
+Every VM pays its start-up (provisioning and boot, the GPU driver install, the image pull) and
+its worker's setup (container start, imports, model load) before its first frame, and a user
+pays for that time as for GPU work. A worker is worth starting only when the work it takes
+over is large beside that: `auto` gives each worker at least `WORK_PER_START` times its start
+in chain time, so the start-ups add at most about 1 / WORK_PER_START to the GPU-time floor
+(≤ 1.5× with 2). A one-minute video then runs on one VM instead of ten, and a long one still
+gets `max_parallel_tasks`. A user who wants the result sooner at a higher price asks for a
+number (`compute.workers: 10`).
+
+The planner runs in the trigger, before any frame is decoded, so the work is estimated: the
+output frames (all items) at the chain's speed on one GPU, plus a fixed cost per chunk. The
+speed and the start-up come from the deployment (`deployment_throughput`), the same figures
+`dropbatch cost` prices with (dropbatch/cost.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from dropbatch.config import Settings
+
+WORK_PER_START = 2.0
+
+# VM start-up on Cloud Batch (sources: docs/DESIGN-DECISIONS.md "VM start-up" and
+# bench/RESULTS.md "Cloud model"): provisioning and boot, the driver install that
+# `install_gpu_drivers` runs at every boot (none with a boot image that has the driver), and
+# the slim image's pull and extraction.
+VM_BOOT_SECONDS = 40.0
+DRIVER_INSTALL_SECONDS = 150.0
+IMAGE_PULL_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """How fast the chain runs on one VM and what each VM, worker and chunk costs besides.
+
+    Defaults (bench/RESULTS.md, "Cloud model", has the sources): VM start-up is Batch's
+    provisioning and boot (~40 s), the GPU driver install at boot (~150 s; 0 with a boot image
+    that has it) and the slim image's pull and extraction (~60 s); a worker's setup is the
+    container start, imports and model fetch and load; a chunk's overhead is its claim, the
+    decoder's seek and start, the encoder's start and flush, the part's upload and the status
+    writes, measured with the real-model chain in bench/cloud.py.
+    """
+
+    frames_per_second: float = 30.0  # the chain's speed on one VM (the per-frame cost)
+    vm_startup_seconds: float = VM_BOOT_SECONDS + DRIVER_INSTALL_SECONDS + IMAGE_PULL_SECONDS
+    worker_setup_seconds: float = 17.0  # 2 measured (chain build) + 15 container and GPU start
+    chunk_overhead_seconds: float = 2.6  # measured
+    stitch_seconds: float = 10.0  # download the parts, concatenate by stream copy, upload
+    stitch_seconds_per_video_second: float = 0.02
+    preemptions_per_vm_hour: float = 0.0  # Spot: the chance rate a VM is taken back
+
+    @property
+    def start_seconds(self) -> float:
+        """What one worker costs before its first frame: its VM's start-up and its setup."""
+        return self.vm_startup_seconds + self.worker_setup_seconds
+
+
+# The local executor runs its workers on a machine that is already up, as processes: their
+# start is a second or two of imports and model loading, so every chunk may get its own.
+LOCAL = Throughput(vm_startup_seconds=0.0, worker_setup_seconds=0.0)
+
+
+def deployment_throughput(settings: Settings) -> Throughput:
+    """The figures the planner sizes a job with on this deployment: on Cloud Batch,
+    `batch_throughput`; under the local executor, the chain's speed and no start-up."""
+    if settings.launcher == "local":
+        return replace(LOCAL, frames_per_second=settings.chain_fps)
+    return batch_throughput(settings)
+
+
+def batch_throughput(settings: Settings) -> Throughput:
+    """A Batch VM's figures: the chain's speed (`chain_fps`) and the VM's start-up
+    (`vm_startup_seconds`, else from the boot image: with the driver on it, no install)."""
+    startup = settings.vm_startup_seconds
+    if startup is None:
+        driver = 0.0 if settings.gpu_driver_preinstalled else DRIVER_INSTALL_SECONDS
+        startup = VM_BOOT_SECONDS + driver + IMAGE_PULL_SECONDS
+    return Throughput(frames_per_second=settings.chain_fps, vm_startup_seconds=startup)
+
+
+def estimated_work_seconds(frames: int, chunks: int, speed: Throughput) -> float:
+    """Chain time for `frames` output frames in about `chunks` chunks on one GPU."""
+    return frames / speed.frames_per_second + chunks * speed.chunk_overhead_seconds
+
+
+def auto_workers(frames: int, cap: int, speed: Throughput, chunks_for: Callable[[int], int]) -> int:
+    """The most workers, at most `cap`, that each get `WORK_PER_START` × their start in
+    work; at least one. `chunks_for(n)`: how many chunks the job is cut into for n workers
+    (their fixed costs are part of the work)."""
+    if speed.start_seconds <= 0:
+        return max(1, cap)
+    for n in range(cap, 1, -1):
+        work = estimated_work_seconds(frames, chunks_for(n), speed)
+        if work / n >= WORK_PER_START * speed.start_seconds:
+            return n
+    return 1

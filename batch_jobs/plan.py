@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from batch_jobs.chunk_size import CHUNKS_PER_WORKER, MIN_CHUNK_SECONDS, auto_chunk_seconds
+from batch_jobs.chunk_size import auto_chunk_seconds
 from batch_jobs.worker_count import LOCAL, Throughput, auto_workers
 from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import ComputeOptions, Manifest
@@ -111,6 +112,18 @@ def output_names(folder: str, prefix: str, item: ResolvedItem) -> tuple[str, str
     return f"{folder}{prefix}{name}", f"{folder}{prefix}{out_stem}.preview.jpg"
 
 
+@dataclass
+class _Draft:
+    """An item planned but for its chunks, which wait for the job's worker count."""
+
+    item: PlannedItem
+    before: int
+    after: int
+
+    def chunks(self, seconds: float) -> list[Chunk]:
+        return chunk_frames(self.item.info, seconds, self.before, self.after, self.item.frames)
+
+
 def build_plan(
     manifest: Manifest,
     folder: str,
@@ -121,12 +134,8 @@ def build_plan(
     """`speech[n]`: the probed audio item n follows (chains with a step that follows speech,
     such as lipsync, only; with several speakers, the longest of their tracks). `speed`: the
     deployment's chain speed and worker start-up, which size `compute.workers: auto`."""
-    planned = []
     compute = manifest.compute
-    # What the workers share: every item's seconds (auto chunks balance the whole job).
-    job_seconds = sum(info.frame_count / info.fps for _, info in items if info.fps > 0)
-    workers = job_workers(compute, items, speed)
-    chosen: list[float] = []
+    drafts = []
     for n, (item, info) in enumerate(items):
         steps = resolved_steps(manifest, item.overrides)
         rate = Fraction(info.fps_num, info.fps_den)
@@ -150,55 +159,70 @@ def build_plan(
             frames = follows.speech.frames(
                 follows.options, info.frame_count, heard.duration - skip, rate
             )
-        seconds = (
-            auto_chunk_seconds(job_seconds, info.fps, workers, before, after)
-            if compute.chunk_seconds == "auto"
-            else compute.chunk_seconds
+        planned = PlannedItem(
+            index=n,
+            video=folder + item.video,
+            audio=folder + audio if audio else None,
+            output=output,
+            preview=preview,
+            info=info,
+            chain=steps,
+            encode=manifest.output.model_dump(mode="json"),
+            frames=frames,
+            audio_skip=skip,
+            mix=mix,
         )
-        chosen.append(seconds)
-        planned.append(
-            PlannedItem(
-                index=n,
-                video=folder + item.video,
-                audio=folder + audio if audio else None,
-                output=output,
-                preview=preview,
-                info=info,
-                chain=steps,
-                encode=manifest.output.model_dump(mode="json"),
-                chunks=chunk_frames(info, seconds, before, after, frames),
-                frames=frames,
-                audio_skip=skip,
-                mix=mix,
-            )
-        )
+        drafts.append(_Draft(planned, before, after))
+    # What the workers share: every item's seconds (auto chunks balance the whole job).
+    job_seconds = sum(info.frame_count / info.fps for _, info in items if info.fps > 0)
+
+    def chunk_seconds(draft: _Draft, workers: int) -> float:
+        if compute.chunk_seconds != "auto":
+            return compute.chunk_seconds
+        info = draft.item.info
+        return auto_chunk_seconds(job_seconds, info.fps, workers, draft.before, draft.after)
+
+    def cut(workers: int) -> list[list[Chunk]]:
+        return [d.chunks(chunk_seconds(d, workers)) for d in drafts]
+
+    workers = job_workers(compute, cut, job_seconds, speed)
+    for draft, chunks in zip(drafts, cut(workers), strict=True):
+        draft.item.chunks = chunks
     return Plan(
-        items=planned,
+        items=[d.item for d in drafts],
         max_parallel_tasks=compute.max_parallel_tasks,
         max_retries=compute.max_retries,
         gpu=compute.gpu,
         spot=compute.spot,
-        chunk_seconds=max(chosen, default=10.0),
+        chunk_seconds=max((chunk_seconds(d, workers) for d in drafts), default=10.0),
         workers=workers,
     )
 
 
 def job_workers(
-    compute: ComputeOptions, items: list[tuple[ResolvedItem, VideoInfo]], speed: Throughput
+    compute: ComputeOptions,
+    cut: Callable[[int], list[list[Chunk]]],
+    job_seconds: float,
+    speed: Throughput,
 ) -> int:
-    """`compute.workers`: the number asked for, else what the work pays for. The chunks are
-    cut after this (auto chunks follow the worker count), so the count whose fixed costs
-    are weighed for n workers is what `auto` would cut for n, or the explicit length's."""
+    """`compute.workers`: the number asked for, else what the work pays for. `cut(n)`: the
+    items' chunks for n workers (auto chunks follow the worker count), so what each choice
+    costs beyond its frames (a fixed cost per chunk, the pre/post-roll decoded around each)
+    is the plan's own; `job_seconds`: the items' length, which their stitches take time by."""
     if compute.workers != "auto":
         return compute.workers
-    frames = sum(info.frame_count for _, info in items)
-    seconds = sum(info.frame_count / info.fps for _, info in items if info.fps > 0)
+    items = cut(1)
+    frames = sum(c.end_frame - c.start_frame for chunks in items for c in chunks)
+    # Each item's stitch: the same whatever the worker count, so it only shrinks the budget.
+    stitches = (
+        len(items) * speed.stitch_seconds + job_seconds * speed.stitch_seconds_per_video_second
+    )
 
-    def chunks_for(n: int) -> int:
-        if compute.chunk_seconds == "auto":
-            length = max(MIN_CHUNK_SECONDS, seconds / (n * CHUNKS_PER_WORKER))
-        else:
-            length = float(compute.chunk_seconds)
-        return max(len(items), math.ceil(seconds / length))
+    def beyond_frames(n: int) -> float:
+        chunks = [c for item in cut(n) for c in item]
+        rolls = sum(c.preroll + c.postroll for c in chunks)
+        fixed = len(chunks) * speed.chunk_overhead_seconds
+        return stitches + fixed + rolls / speed.frames_per_second
 
-    return auto_workers(frames, compute.max_parallel_tasks, speed, chunks_for)
+    floor = frames / speed.frames_per_second
+    return auto_workers(floor, compute.max_parallel_tasks, speed, beyond_frames)

@@ -2,17 +2,18 @@
 
 Every VM pays its start-up (provisioning and boot, the GPU driver install, the image pull) and
 its worker's setup (container start, imports, model load) before its first frame, and a user
-pays for that time as for GPU work. A worker is worth starting only when the work it takes
-over is large beside that: `auto` gives each worker at least `WORK_PER_START` times its start
-in chain time, so the start-ups add at most about 1 / WORK_PER_START to the GPU-time floor
-(≤ 1.5× with 2). A one-minute video then runs on one VM instead of ten, and a long one still
-gets `max_parallel_tasks`. A user who wants the result sooner at a higher price asks for a
-number (`compute.workers: 10`).
+pays for that time as for GPU work. `auto` starts the most workers (at most
+`max_parallel_tasks`) for which everything the job spends beyond its frames — the workers'
+starts, each chunk's fixed cost and the pre/post-roll decoded around it, the stitch — stays
+within `OVERHEAD_SHARE` of the GPU-time floor (the output frames at the chain's speed on one
+GPU): a job then costs at most about 1.5× the floor wherever one VM's start-up leaves room
+for it. A one-minute video runs on one VM instead of ten; a long one still gets
+`max_parallel_tasks`. A user who wants the result sooner at a higher price asks for a number
+(`compute.workers: 10`).
 
-The planner runs in the trigger, before any frame is decoded, so the work is estimated: the
-output frames (all items) at the chain's speed on one GPU, plus a fixed cost per chunk. The
-speed and the start-up come from the deployment (`deployment_throughput`), the same figures
-`dropbatch cost` prices with (dropbatch/cost.py).
+The planner runs in the trigger, before any frame is decoded: the chain's speed and the VM
+start-up come from the deployment (`deployment_throughput`), the same figures `dropbatch
+cost` prices with (dropbatch/cost.py); the chunks each choice would cut are the planner's own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from dropbatch.config import Settings
 
-WORK_PER_START = 2.0
+OVERHEAD_SHARE = 0.5
 
 # VM start-up on Cloud Batch (sources: docs/DESIGN-DECISIONS.md "VM start-up" and
 # bench/RESULTS.md "Cloud model"): provisioning and boot, the driver install that
@@ -82,19 +83,17 @@ def batch_throughput(settings: Settings) -> Throughput:
     return Throughput(frames_per_second=settings.chain_fps, vm_startup_seconds=startup)
 
 
-def estimated_work_seconds(frames: int, chunks: int, speed: Throughput) -> float:
-    """Chain time for `frames` output frames in about `chunks` chunks on one GPU."""
-    return frames / speed.frames_per_second + chunks * speed.chunk_overhead_seconds
-
-
-def auto_workers(frames: int, cap: int, speed: Throughput, chunks_for: Callable[[int], int]) -> int:
-    """The most workers, at most `cap`, that each get `WORK_PER_START` × their start in
-    work; at least one. `chunks_for(n)`: how many chunks the job is cut into for n workers
-    (their fixed costs are part of the work)."""
+def auto_workers(
+    floor_seconds: float, cap: int, speed: Throughput, beyond_frames: Callable[[int], float]
+) -> int:
+    """The most workers, at most `cap`, whose start-ups together with `beyond_frames(n)` (the
+    job's other costs for n workers: the chunks' fixed costs and pre/post-roll, the stitch)
+    stay within `OVERHEAD_SHARE` of the floor (`floor_seconds`: the output frames at the
+    chain's speed); at least one."""
     if speed.start_seconds <= 0:
         return max(1, cap)
+    budget = OVERHEAD_SHARE * floor_seconds
     for n in range(cap, 1, -1):
-        work = estimated_work_seconds(frames, chunks_for(n), speed)
-        if work / n >= WORK_PER_START * speed.start_seconds:
+        if n * speed.start_seconds + beyond_frames(n) <= budget:
             return n
     return 1

@@ -93,7 +93,17 @@ def auto_workers(
     if speed.start_seconds <= 0:
         return max(1, cap)
     budget = OVERHEAD_SHARE * floor_seconds
-    for n in range(cap, 1, -1):
-        if n * speed.start_seconds + beyond_frames(n) <= budget:
-            return n
-    return 1
+
+    def fits(n: int) -> bool:
+        return n * speed.start_seconds + beyond_frames(n) <= budget
+
+    # More workers never cost less (more start-ups, never fewer chunks), so the answer is
+    # found by bisection: a few plans cut even when max_parallel_tasks is 1000.
+    low, high = 1, max(1, cap)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low

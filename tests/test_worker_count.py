@@ -25,7 +25,8 @@ CROP = [{"crop": {"aspect": "9:16"}}]  # context frames: every chunk decodes pre
 def spent(minutes: float, workers: int, speed: Throughput, chain: list) -> tuple[float, float]:
     """(what `workers` workers spend beyond the frames, the floor) for this video, from the
     plan the planner cuts when that many are asked for."""
-    plan = synthetic_plan(ComputeOptions(workers=workers), minutes * 60, chain=chain, speed=speed)
+    compute = ComputeOptions(max_parallel_tasks=max(10, workers), workers=workers)
+    plan = synthetic_plan(compute, minutes * 60, chain=chain, speed=speed)
     chunks = [c for item in plan.items for c in item.chunks]
     frames = sum(c.end_frame - c.start_frame for c in chunks)
     rolls = sum(c.preroll + c.postroll for c in chunks)
@@ -54,6 +55,18 @@ def test_auto_starts_the_most_workers_the_floor_pays_for(
     if n < 10:  # ...and one more worker would not have
         beyond, floor = spent(minutes, n + 1, speed, chain)
         assert beyond > OVERHEAD_SHARE * floor
+
+
+def test_a_wide_cap_is_searched_to_the_same_rule() -> None:
+    """max_parallel_tasks up to 1000: the count is found by bisection (more workers never cost
+    less), and it is still the most the floor pays for."""
+    compute = ComputeOptions(max_parallel_tasks=1000)
+    n = synthetic_plan(compute, 24 * 60 * 60, chain=CROP, speed=BATCH).parallelism
+    assert 10 < n < 1000
+    beyond, floor = spent(24 * 60, n, BATCH, CROP)
+    assert beyond <= OVERHEAD_SHARE * floor
+    beyond, floor = spent(24 * 60, n + 1, BATCH, CROP)
+    assert beyond > OVERHEAD_SHARE * floor
 
 
 def test_more_video_or_a_faster_start_never_gets_fewer_workers() -> None:

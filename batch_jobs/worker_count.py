@@ -75,9 +75,9 @@ def deployment_throughput(settings: Settings) -> Throughput:
 
 def batch_throughput(settings: Settings) -> Throughput:
     """A Batch VM's figures: the chain's speed (`chain_fps`) and the VM's start-up
-    (`vm_startup_seconds`, else from the boot image: with the driver on it, no install)."""
+    (`vm_startup_seconds`; 0: from the boot image, with the driver on it no install)."""
     startup = settings.vm_startup_seconds
-    if startup is None:
+    if not startup:
         driver = 0.0 if settings.gpu_driver_preinstalled else DRIVER_INSTALL_SECONDS
         startup = VM_BOOT_SECONDS + driver + IMAGE_PULL_SECONDS
     return Throughput(frames_per_second=settings.chain_fps, vm_startup_seconds=startup)

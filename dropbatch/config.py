@@ -78,10 +78,10 @@ class Settings(BaseModel):
     # What the planner sizes a job's workers with (`compute.workers: auto`,
     # batch_jobs/worker_count.py) and `dropbatch cost` prices with: the chain's speed on one
     # GPU in frames per second (the task logs each chunk's `fps`: put your chain's here), and
-    # a VM's start-up before its worker starts (empty: 250 s, 100 s with
+    # a VM's start-up before its worker starts (0: 250 s, 100 s with
     # gpu_driver_preinstalled; measure yours from a job's task timestamps).
     chain_fps: float = Field(default=30.0, gt=0)
-    vm_startup_seconds: float | None = Field(default=None, ge=0)
+    vm_startup_seconds: float = Field(default=0.0, ge=0)  # 0: from the boot image
     job_service_account: str = ""
     notification_topic: str = ""  # projects/P/topics/T (or T, in `project`)
     # Where a Batch job may place its VMs (comma-separated `regions/…` or `zones/…`);

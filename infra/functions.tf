@@ -28,6 +28,8 @@ locals {
     DROPBATCH_IMAGE_VARIANT           = var.image_variant
     DROPBATCH_BOOT_IMAGE              = var.boot_image
     DROPBATCH_GPU_DRIVER_PREINSTALLED = tostring(var.gpu_driver_preinstalled)
+    DROPBATCH_CHAIN_FPS               = tostring(var.chain_fps)
+    DROPBATCH_VM_STARTUP_SECONDS      = tostring(var.vm_startup_seconds)
     DROPBATCH_JOB_SERVICE_ACCOUNT     = google_service_account.job.email
     DROPBATCH_NOTIFICATION_TOPIC      = google_pubsub_topic.batch_state.id
     DROPBATCH_MODEL_STORE             = "gs://${google_storage_bucket.models.name}/"

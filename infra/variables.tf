@@ -63,6 +63,28 @@ variable "gpu_driver_preinstalled" {
   default     = false
 }
 
+variable "chain_fps" {
+  description = "Your chains' speed on one GPU in frames per second (each task logs its chunks' fps): with vm_startup_seconds, what compute.workers: auto sizes a job's workers by (README, \"How many workers\")."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.chain_fps > 0
+    error_message = "chain_fps must be a positive number of frames per second."
+  }
+}
+
+variable "vm_startup_seconds" {
+  description = "A Batch VM's start-up before its worker starts (boot, driver install, image pull); 0: 250 s, or 100 s with gpu_driver_preinstalled."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.vm_startup_seconds >= 0
+    error_message = "vm_startup_seconds must be 0 or more."
+  }
+}
+
 variable "function_source_dir" {
   description = "Folder written by `python -m dropbatch.build_function`."
   type        = string

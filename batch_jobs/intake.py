@@ -41,6 +41,7 @@ from manifests.paths import is_glob
 from manifests.resolve import MANIFEST_SUFFIXES, resolve_inputs, side_files
 from processors.models.store import (
     ModelStoreError,
+    faces_handed_on,
     open_model_store,
     require_models,
     step_needs,
@@ -324,9 +325,16 @@ class Intake:
 
     def _model_problems(self, manifest: Manifest) -> list[JobError]:
         # The chain's steps, then each input whose overrides change a step's options (they
-        # may name another model): every combination a task will run is checked here.
-        checks: list[tuple[str, str, dict]] = [
-            (f"chain[{i}].{step.name}", step.name, step.options.model_dump(mode="json"))
+        # may name another model): every combination a task will run is checked here. A step
+        # after one that hands faces on (swap) needs no detector of its own.
+        names = [step.name for step in manifest.chain]
+        checks: list[tuple[str, str, dict, bool]] = [
+            (
+                f"chain[{i}].{step.name}",
+                step.name,
+                step.options.model_dump(mode="json"),
+                faces_handed_on(names, i),
+            )
             for i, step in enumerate(manifest.chain)
         ]
         for j, item in enumerate(manifest.inputs):
@@ -336,18 +344,19 @@ class Intake:
             for step in resolved_steps(manifest, changed):
                 if step["name"] in changed:
                     where = f"inputs[{j}].overrides.{step['name']}"
-                    checks.append((where, step["name"], step["options"]))
+                    handed = faces_handed_on(names, names.index(step["name"]))
+                    checks.append((where, step["name"], step["options"], handed))
         problems: list[JobError] = []
         seen: set[str] = set()
         store = None
-        for where, name, options in checks:
-            key = json.dumps([name, options], sort_keys=True)
+        for where, name, options, handed in checks:
+            key = json.dumps([name, options, handed], sort_keys=True)
             if key in seen:
                 continue
             seen.add(key)
             try:
                 store = store or open_model_store(self.settings.model_store, self.settings)
-                require_models(name, options, store, self.settings)
+                require_models(name, options, store, self.settings, handed)
             except ModelStoreError as exc:
                 problems.append(
                     JobError(

@@ -370,13 +370,17 @@ def _manifest_models(path: Path) -> list[str]:
     """Every catalog name a manifest's chain (with each item's overrides) needs."""
     from batch_jobs.plan import resolved_steps
     from manifests.loader import load_manifest
-    from processors.models.store import models_for_step
+    from processors.models.store import faces_handed_on, models_for_step
 
     manifest = load_manifest(path.read_bytes())
     names: list[str] = []
     for item in manifest.inputs:
-        for step in resolved_steps(manifest, item.overrides.model_dump(exclude_none=True)):
-            names += [n for n in models_for_step(step["name"], step["options"]) if n not in names]
+        steps = resolved_steps(manifest, item.overrides.model_dump(exclude_none=True))
+        chain = [step["name"] for step in steps]
+        for i, step in enumerate(steps):
+            handed = faces_handed_on(chain, i)
+            needs = models_for_step(step["name"], step["options"], handed)
+            names += [n for n in needs if n not in names]
     return names
 
 

@@ -49,12 +49,15 @@ class ModelNeed:
     loader such as ultralytics that takes an engine, a .pt or an .onnx); otherwise every file
     of the entry must be there.
     `option`: the step's option that names it, so an error about it names that field.
+    `without_faces_only`: needed only when no earlier step of the chain hands faces on (a
+    step with `StepSpec.hands_on_faces`): the detector a step loads to find faces itself.
     """
 
     name: str
     role: str
     any_weights: bool = False
     option: str = "model"
+    without_faces_only: bool = False
 
 
 class SideFile(NamedTuple):
@@ -127,6 +130,8 @@ class StepSpec:
     - `processor`: "module:function" taking (options, ProcessorContext) and returning the
       Processor, raising StepSetupError when it cannot.
     - `speech`: set by a step that follows speech (see `Speech`).
+    - `hands_on_faces`: its output batches carry the faces it found (processors/faces.py),
+      so later steps need not detect them again.
     - `catalog`: the YAML file of the models this step brings to the catalog, if any.
     """
 
@@ -138,6 +143,7 @@ class StepSpec:
     side_files: Callable[[Any, str], list[SideFile]] = _no_side_files
     checks: Callable[[Any, str, CheckInputs], list[JobError]] = no_checks
     speech: Speech | None = None
+    hands_on_faces: bool = False
     catalog: Path | None = None
 
     def parse(self, options: Strict | Mapping[str, Any] | None) -> Strict:

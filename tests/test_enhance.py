@@ -28,6 +28,8 @@ from processors.swap.paste import box_of
 from processors.swap.processor import SwapProcessor
 from tests.enhance_models import build_enhance_store, build_restorer, restyle
 from tests.face_models import (
+    FRAME_H,
+    FRAME_W,
     build_detector,
     build_face_store,
     build_recognizer,
@@ -35,6 +37,7 @@ from tests.face_models import (
     two_people,
 )
 from tests.face_models import frame_faces as known_faces
+from tests.media_fixtures import encode_frames
 
 SIZE = 512  # the models' crop
 REAL_PACK = "scrfd_500m_mbf"
@@ -306,3 +309,46 @@ def test_a_detector_without_landmarks_is_refused_when_enhance_must_detect(
     with pytest.raises(EnhanceSetupError, match="no face landmarks") as refused:
         proc.push(FrameBatch(frames[:1], np.arange(1)))
     assert refused.value.code == "MODEL_INCOMPATIBLE"
+
+
+# -- the trigger's model check, chain-aware ---------------------------------------------------
+def test_after_swap_the_trigger_asks_no_detector_of_enhance(
+    deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Enhance's analyser pack (default buffalo_l, absent from this store) is loaded only when
+    no earlier step hands faces on: after swap the job runs; alone, the trigger refuses it
+    naming the option."""
+    from dropbatch.status.model import JobState
+    from dropbatch.storage.local import LocalStore
+    from tests.test_trigger import deliver, put, records, wait_done
+    from triggers import main as trigger_main
+
+    folder = build_enhance_store(build_face_store(tmp_path / "models"))
+    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(folder))
+    trigger_main.intake.cache_clear()
+    inbox = LocalStore(deployment["root"])
+    (deployment["inbox"] / "e").mkdir()
+    people = [two_people()] * 6  # the test detector's two faces, where it finds them
+    encode_frames(deployment["inbox"] / "e/clip.mp4", people, fps=25, size=(FRAME_W, FRAME_H))
+    face = cv2.cvtColor(two_people(cameraman=False), cv2.COLOR_RGB2BGR)
+    put(deployment, "e/face.png", cv2.imencode(".png", face)[1].tobytes())
+    swap = "{swap: {source: face.png, analyser: test_faces, model: test_swapper}}"
+    put(
+        deployment,
+        "e/job.yaml",
+        f"version: 1\ninputs: [clip.mp4]\nchain: [{swap}, enhance]\n".encode(),
+    )
+    assert deliver(inbox, "inbox", "e/job.yaml") == 200
+    [record] = records(deployment)
+    assert record.state != JobState.INVALID, record.errors
+    # It ran: enhance restored the faces swap handed on (its own detector is not there).
+    done = wait_done(record.job_id)
+    assert done.state == JobState.SUCCEEDED, done.error
+
+    put(deployment, "f/clip.mp4", video=6)
+    put(deployment, "f/job.yaml", b"version: 1\ninputs: [clip.mp4]\nchain: [enhance]\n")
+    assert deliver(inbox, "inbox", "f/job.yaml") == 200
+    alone = next(r for r in records(deployment) if r.manifest == "f/job.yaml")
+    assert alone.state == JobState.INVALID
+    assert (alone.error.code, alone.error.field) == ("MODEL_MISSING", "chain[0].enhance.analyser")
+    assert "buffalo_l" in alone.error.message

@@ -10,11 +10,10 @@ from processors.spec import ModelNeed, StepSpec
 
 
 def models(options: EnhanceOptions) -> list[ModelNeed]:
-    # The pack is needed only when no earlier step hands faces on; a spec sees its own options
-    # alone, so the trigger checks it always (its default is swap's).
+    # The pack's detector is loaded only when no earlier step (swap) hands faces on.
     return [
         ModelNeed(options.model, "enhancer"),
-        ModelNeed(options.analyser, "analyser", option="analyser"),
+        ModelNeed(options.analyser, "analyser", option="analyser", without_faces_only=True),
     ]
 
 

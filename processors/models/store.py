@@ -200,17 +200,32 @@ def merge_catalog(extra: dict[str, dict] | None, where: str = "") -> dict[str, M
     return merged
 
 
-def step_needs(step: str, options: Strict | Mapping[str, Any]) -> list[ModelNeed]:
-    """What the step's spec says it needs with these options (typed, or a plan's JSON)."""
+def step_needs(
+    step: str, options: Strict | Mapping[str, Any], faces_handed_on: bool = False
+) -> list[ModelNeed]:
+    """What the step's spec says it needs with these options (typed, or a plan's JSON);
+    `faces_handed_on`: an earlier step of its chain hands faces on, so the step's own face
+    detector is not needed."""
     from processors.registry import step_spec
 
     spec = step_spec(step)
-    return spec.models(spec.parse(options))
+    needs = spec.models(spec.parse(options))
+    return [n for n in needs if not (faces_handed_on and n.without_faces_only)]
 
 
-def models_for_step(step: str, options: Strict | Mapping[str, Any]) -> list[str]:
-    """The catalog names a step with these options needs."""
-    return [need.name for need in step_needs(step, options)]
+def faces_handed_on(chain: list[str], index: int) -> bool:
+    """Whether a step before `chain[index]` (step names in chain order) hands faces on."""
+    from processors.registry import step_spec
+
+    return any(step_spec(name).hands_on_faces for name in chain[:index])
+
+
+def models_for_step(
+    step: str, options: Strict | Mapping[str, Any], faces_handed_on: bool = False
+) -> list[str]:
+    """The catalog names a step with these options needs (`faces_handed_on`: see
+    `step_needs`)."""
+    return [need.name for need in step_needs(step, options, faces_handed_on)]
 
 
 # -- where the files are -----------------------------------------------------------------------
@@ -493,10 +508,12 @@ def require_models(
     options: Strict | Mapping[str, Any],
     store: ModelStore | Path | str | None,
     settings: Settings | None = None,
+    faces_handed_on: bool = False,
 ) -> None:
-    """Raise ModelMissing (or ModelCorrupt, on a wrong size) for the step's first bad model."""
+    """Raise ModelMissing (or ModelCorrupt, on a wrong size) for the step's first bad model
+    (`faces_handed_on`: see `step_needs`)."""
     opened = open_model_store(store, settings)
-    for need in step_needs(step, options):
+    for need in step_needs(step, options, faces_handed_on):
         if need.any_weights:
             _require_any_weights(need.name, opened)
             continue

@@ -65,5 +65,6 @@ SPEC = StepSpec(
     context=context,
     side_files=side_files,
     checks=checks,
+    hands_on_faces=True,
     catalog=Path(__file__).with_name("models.yaml"),
 )

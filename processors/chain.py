@@ -26,13 +26,29 @@ def build_processor(name: str, options: Strict | dict, ctx: ProcessorContext) ->
     return spec.build(spec.parse(options), ctx)
 
 
+def located(exc: StepSetupError, index: str, name: str) -> StepSetupError:
+    """The error with the manifest field it is about in front, as the trigger's errors have
+    it: `swap.source[0]: …` becomes `chain[1].swap.source[0]: …`, and a message that names no
+    field of the step (a model store's, say) is put under `chain[1].swap: …`. (A planned
+    item's chain is the manifest's, in order, with the item's overrides applied.)"""
+    message = str(exc)
+    if message.startswith(f"{name}.") or message.startswith(f"{name}:"):
+        message = f"{index}.{message}"
+    elif not message.startswith(f"{index}."):
+        message = f"{index}.{name}: {message}"
+    return StepSetupError(message, exc.code)
+
+
 class Chain:
     def __init__(self, steps: list[dict], ctx: ProcessorContext) -> None:
         """`steps`: a planned item's chain, [{"name": …, "options": {…}}]; each step's options
         are parsed once, by its spec's model, and its processor gets them typed."""
         self.processors: list[Processor] = []
-        for step in steps:
-            proc = build_processor(step["name"], step.get("options", {}), ctx)
+        for i, step in enumerate(steps):
+            try:
+                proc = build_processor(step["name"], step.get("options", {}), ctx)
+            except StepSetupError as exc:
+                raise located(exc, f"chain[{i}]", step["name"]) from None
             self.processors.append(proc)
             width, height = proc.output_size()
             ctx = replace(ctx, width=width, height=height)

@@ -146,6 +146,23 @@ def test_a_step_builder_refuses_a_store_without_its_models(tmp_path: Path) -> No
         assert err.value.code == "MODEL_MISSING", spec.name
 
 
+def test_a_chain_names_the_manifest_field_of_the_step_that_cannot_start(tmp_path: Path) -> None:
+    """Whatever a step's own message says (its option, or the store's words), the task's error
+    starts with the step's field in the manifest, as the trigger's errors do."""
+    from processors.chain import Chain
+
+    for spec in registry.STEPS:
+        options = spec.parse(RUNNABLE.get(spec.name, {}))
+        if not spec.models(options):
+            continue
+        ctx = context_for(spec.name, {"side": tmp_path, spec.name: tmp_path})
+        steps = [{"name": "noop", "options": {}}, {"name": spec.name, "options": options}]
+        with pytest.raises(StepSetupError) as err:
+            Chain(steps, ctx)
+        assert str(err.value).startswith(f"chain[1].{spec.name}"), str(err.value)
+        assert err.value.code == "MODEL_MISSING", spec.name
+
+
 # -- a step added only to the registry -----------------------------------------------------
 
 

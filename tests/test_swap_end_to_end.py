@@ -124,4 +124,5 @@ def test_a_source_image_with_two_faces_is_refused_naming_the_file(
     assert wait_local_job(job_id, timeout=300)
     record = status.get(job_id)
     assert record is not None and record.state == JobState.FAILED
-    assert "swap.source[0]: 2 faces in faces/astronaut.png" in record.error.message
+    # The task names the manifest field as the trigger would have.
+    assert "chain[0].swap.source[0]: 2 faces in faces/astronaut.png" in record.error.message

@@ -9,8 +9,9 @@ On one test clip (made with `dropbatch.samples.make_talking_video`, cached in be
     one chunk, vs `ffmpeg -i clip -c:v libx264 -preset P -crf C -pix_fmt yuv420p` with the same
     encoder settings; one ffmpeg/x264 thread each. Ratio = t(ffmpeg) / t(ours). Also shown, not
     in the ratio: both held to one core, which is what each task gets in (b).
-(b) parallel: a whole local job (LocalLauncher → `python -m batch_jobs.task` per chunk → stitch,
-    SQLite status + LocalStore under bench/.work/) with chain [noop], every task held to one
+(b) parallel: a whole local job (LocalLauncher → worker processes, `python -m batch_jobs.task`,
+    pulling chunks → stitch, SQLite status + LocalStore under bench/.work/) with chain [noop],
+    every task held to one
     core (DROPBATCH_TASK_THREADS=1, and a wrapper task command that pins each task to a free
     core), 1 worker vs 2 workers. Ratio = t(1 worker) / t(2 workers).
 (c) stitch: the share of the 2-worker job's wall time between its STITCHING and SUCCEEDED

@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 
 from dropbatch.config import Settings
 
+# What a job may spend beyond its frames, as a share of its floor: 0.5 keeps a job near 1.5×
+# the floor (the cost target), while a long video still spreads over max_parallel_tasks.
 OVERHEAD_SHARE = 0.5
 
 # VM start-up on Cloud Batch (sources: docs/DESIGN-DECISIONS.md "VM start-up" and

@@ -201,16 +201,16 @@ def merge_catalog(extra: dict[str, dict] | None, where: str = "") -> dict[str, M
 
 
 def step_needs(
-    step: str, options: Strict | Mapping[str, Any], faces_handed_on: bool = False
+    step: str, options: Strict | Mapping[str, Any], faces_given: bool = False
 ) -> list[ModelNeed]:
     """What the step's spec says it needs with these options (typed, or a plan's JSON);
-    `faces_handed_on`: an earlier step of its chain hands faces on, so the step's own face
-    detector is not needed."""
+    `faces_given`: an earlier step of its chain hands faces on (`faces_handed_on`), so the
+    step's own face detector is not needed."""
     from processors.registry import step_spec
 
     spec = step_spec(step)
     needs = spec.models(spec.parse(options))
-    return [n for n in needs if not (faces_handed_on and n.without_faces_only)]
+    return [n for n in needs if not (faces_given and n.without_faces_only)]
 
 
 def faces_handed_on(chain: list[str], index: int) -> bool:
@@ -221,11 +221,10 @@ def faces_handed_on(chain: list[str], index: int) -> bool:
 
 
 def models_for_step(
-    step: str, options: Strict | Mapping[str, Any], faces_handed_on: bool = False
+    step: str, options: Strict | Mapping[str, Any], faces_given: bool = False
 ) -> list[str]:
-    """The catalog names a step with these options needs (`faces_handed_on`: see
-    `step_needs`)."""
-    return [need.name for need in step_needs(step, options, faces_handed_on)]
+    """The catalog names a step with these options needs (`faces_given`: see `step_needs`)."""
+    return [need.name for need in step_needs(step, options, faces_given)]
 
 
 # -- where the files are -----------------------------------------------------------------------
@@ -508,12 +507,12 @@ def require_models(
     options: Strict | Mapping[str, Any],
     store: ModelStore | Path | str | None,
     settings: Settings | None = None,
-    faces_handed_on: bool = False,
+    faces_given: bool = False,
 ) -> None:
     """Raise ModelMissing (or ModelCorrupt, on a wrong size) for the step's first bad model
-    (`faces_handed_on`: see `step_needs`)."""
+    (`faces_given`: see `step_needs`)."""
     opened = open_model_store(store, settings)
-    for need in step_needs(step, options, faces_handed_on):
+    for need in step_needs(step, options, faces_given):
         if need.any_weights:
             _require_any_weights(need.name, opened)
             continue

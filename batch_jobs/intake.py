@@ -41,11 +41,11 @@ from manifests.paths import is_glob
 from manifests.resolve import MANIFEST_SUFFIXES, resolve_inputs, side_files
 from processors.models.store import (
     ModelStoreError,
-    faces_handed_on,
     open_model_store,
     require_models,
     step_needs,
 )
+from processors.registry import faces_handed_on
 from processors.spec import CheckInputs, no_checks
 
 log = logging.getLogger("dropbatch.intake")

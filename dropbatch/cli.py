@@ -370,7 +370,8 @@ def _manifest_models(path: Path) -> list[str]:
     """Every catalog name a manifest's chain (with each item's overrides) needs."""
     from batch_jobs.plan import resolved_steps
     from manifests.loader import load_manifest
-    from processors.models.store import faces_handed_on, models_for_step
+    from processors.models.store import models_for_step
+    from processors.registry import faces_handed_on
 
     manifest = load_manifest(path.read_bytes())
     names: list[str] = []

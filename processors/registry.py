@@ -36,3 +36,9 @@ def step_spec(name: str) -> StepSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"unknown step {name!r}; the steps are {', '.join(step_names())}")
+
+
+def faces_handed_on(chain: list[str], index: int) -> bool:
+    """Whether a step before `chain[index]` (step names in chain order) hands faces on, so
+    that step needs no face detector of its own (`ModelNeed.without_faces_only`)."""
+    return any(step_spec(name).hands_on_faces for name in chain[:index])

@@ -204,20 +204,13 @@ def step_needs(
     step: str, options: Strict | Mapping[str, Any], faces_given: bool = False
 ) -> list[ModelNeed]:
     """What the step's spec says it needs with these options (typed, or a plan's JSON);
-    `faces_given`: an earlier step of its chain hands faces on (`faces_handed_on`), so the
-    step's own face detector is not needed."""
+    `faces_given`: an earlier step of its chain hands faces on (registry.faces_handed_on), so
+    the step's own face detector is not needed."""
     from processors.registry import step_spec
 
     spec = step_spec(step)
     needs = spec.models(spec.parse(options))
     return [n for n in needs if not (faces_given and n.without_faces_only)]
-
-
-def faces_handed_on(chain: list[str], index: int) -> bool:
-    """Whether a step before `chain[index]` (step names in chain order) hands faces on."""
-    from processors.registry import step_spec
-
-    return any(step_spec(name).hands_on_faces for name in chain[:index])
 
 
 def models_for_step(

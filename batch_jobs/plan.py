@@ -120,8 +120,13 @@ class _Draft:
     before: int
     after: int
 
+    @property
+    def frames(self) -> int:
+        """The output's frame count (what its chunks cover)."""
+        return self.item.info.frame_count if self.item.frames is None else self.item.frames
+
     def chunks(self, seconds: float) -> list[Chunk]:
-        return chunk_frames(self.item.info, seconds, self.before, self.after, self.item.frames)
+        return chunk_frames(self.item.info, seconds, self.before, self.after, self.frames)
 
 
 def build_plan(
@@ -185,7 +190,8 @@ def build_plan(
     def cut(workers: int) -> list[list[Chunk]]:
         return [d.chunks(chunk_seconds(d, workers)) for d in drafts]
 
-    workers = job_workers(compute, cut, job_seconds, speed)
+    frames = sum(d.frames for d in drafts)
+    workers = job_workers(compute, cut, frames, len(drafts), job_seconds, speed)
     for draft, chunks in zip(drafts, cut(workers), strict=True):
         draft.item.chunks = chunks
     return Plan(
@@ -202,21 +208,19 @@ def build_plan(
 def job_workers(
     compute: ComputeOptions,
     cut: Callable[[int], list[list[Chunk]]],
+    frames: int,
+    items: int,
     job_seconds: float,
     speed: Throughput,
 ) -> int:
     """`compute.workers`: the number asked for, else what the work pays for. `cut(n)`: the
     items' chunks for n workers (auto chunks follow the worker count), so what each choice
-    costs beyond its frames (a fixed cost per chunk, the pre/post-roll decoded around each)
-    is the plan's own; `job_seconds`: the items' length, which their stitches take time by."""
+    costs beyond its `frames` (a fixed cost per chunk, the pre/post-roll decoded around each)
+    is the plan's own; `items` stitches take time by `job_seconds`, the items' length."""
     if compute.workers != "auto":
         return compute.workers
-    items = cut(1)
-    frames = sum(c.end_frame - c.start_frame for chunks in items for c in chunks)
     # Each item's stitch: the same whatever the worker count, so it only shrinks the budget.
-    stitches = (
-        len(items) * speed.stitch_seconds + job_seconds * speed.stitch_seconds_per_video_second
-    )
+    stitches = items * speed.stitch_seconds + job_seconds * speed.stitch_seconds_per_video_second
 
     def beyond_frames(n: int) -> float:
         chunks = [c for item in cut(n) for c in item]

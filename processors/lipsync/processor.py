@@ -44,8 +44,8 @@ from processors.lipsync.options import LipsyncOptions
 from processors.lipsync.reach import speaker_reach
 from processors.lipsync.speakers import SpeakerAssignment, speaker_identities
 from processors.media.frames import FrameBatch
-from processors.models.store import ModelStoreError, fetch_models, require_models
-from processors.spec import StepSetupError
+from processors.models.store import ModelStoreError, fetch_models
+from processors.spec import build_after_models
 from processors.swap.identity import IdentityError
 
 log = logging.getLogger("dropbatch.lipsync")
@@ -374,11 +374,4 @@ class LipsyncProcessor:
 def build(options: LipsyncOptions, ctx: ProcessorContext) -> LipsyncProcessor:
     """The step as the chain builds it (processors/lipsync/spec.py names this): its model is
     checked first, so a missing one ends the job with the store's code."""
-    try:
-        require_models("lipsync", options, ctx.model_store or ctx.model_dir)
-    except ModelStoreError as exc:
-        raise StepSetupError(str(exc), exc.code) from None
-    try:
-        return LipsyncProcessor(options, ctx)
-    except LipsyncSetupError as exc:
-        raise StepSetupError(str(exc), getattr(exc, "code", "")) from None
+    return build_after_models("lipsync", options, ctx, LipsyncProcessor, LipsyncSetupError)

@@ -26,8 +26,8 @@ from processors.faces import (
     choose_providers,
 )
 from processors.media.frames import FrameBatch
-from processors.models.store import FetchedModel, ModelStoreError, fetch_models, require_models
-from processors.spec import StepSetupError
+from processors.models.store import FetchedModel, ModelStoreError, fetch_models
+from processors.spec import build_after_models
 from processors.swap.identity import ImageRef, identity
 from processors.swap.masks import FaceParser, Occluder
 from processors.swap.options import SwapOptions
@@ -222,11 +222,4 @@ class SwapProcessor:
 def build(options: SwapOptions, ctx: ProcessorContext) -> SwapProcessor:
     """The step as the chain builds it (processors/swap/spec.py names this): its models are
     checked first, so a missing one ends the job with the store's code."""
-    try:
-        require_models("swap", options, ctx.model_store or ctx.model_dir)
-    except ModelStoreError as exc:
-        raise StepSetupError(str(exc), exc.code) from None
-    try:
-        return SwapProcessor(options, ctx)
-    except SwapSetupError as exc:
-        raise StepSetupError(str(exc), exc.code) from None
+    return build_after_models("swap", options, ctx, SwapProcessor, SwapSetupError)

@@ -114,3 +114,9 @@ variable "sweep_schedule" {
   type        = string
   default     = "*/5 * * * *"
 }
+
+variable "operators" {
+  description = "Members (\"user:you@example.com\", \"group:…\") who run `dropbatch doctor`: its self-check job names the notification topic, so each gets roles/pubsub.editor on that topic (they also need roles/batch.jobsEditor and to act as the job account, granted outside this configuration)."
+  type        = list(string)
+  default     = []
+}

@@ -126,6 +126,27 @@ def test_the_cost_command_quotes_the_estimate(capsys: pytest.CaptureFixture[str]
     assert f"= ${est.usd:.2f} ({est.ratio:.1f}× the GPU-time floor" in line
 
 
+def test_the_cost_command_prices_the_deployments_boot_image(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The config file names a boot image built by infra/boot-image/ for the deployed image:
+    # `dropbatch cost` prices each VM's start-up without the driver install and the pull.
+    from dropbatch.cli import main
+
+    image = "us-central1-docker.pkg.dev/acme/dropbatch/task@sha256:" + "ab" * 32
+    config = tmp_path / "dropbatch.toml"
+    config.write_text(
+        f'image = "{image}"\nboot_image = "projects/acme/global/images/family/dropbatch-boot"\n'
+        f'gpu_driver_preinstalled = true\nboot_image_task_image = "{image}"\n'
+    )
+    monkeypatch.setenv("DROPBATCH_CONFIG", str(config))
+    assert main(["cost", "--minutes", "10"]) == 0
+    baked = estimate_cost(ComputeOptions(), 600, throughput=Throughput(vm_startup_seconds=40))
+    default = estimate_cost(ComputeOptions(), 600)
+    assert baked.ratio < default.ratio
+    assert f"= ${baked.usd:.2f} ({baked.ratio:.1f}× the GPU-time floor" in capsys.readouterr().out
+
+
 def test_readme_cost_table_is_what_the_model_says() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     rows = re.findall(

@@ -140,11 +140,21 @@ def test_the_cost_command_prices_the_deployments_boot_image(
         f'gpu_driver_preinstalled = true\nboot_image_task_image = "{image}"\n'
     )
     monkeypatch.setenv("DROPBATCH_CONFIG", str(config))
-    assert main(["cost", "--minutes", "10"]) == 0
-    baked = estimate_cost(ComputeOptions(), 600, throughput=Throughput(vm_startup_seconds=40))
-    default = estimate_cost(ComputeOptions(), 600)
-    assert baked.ratio < default.ratio
-    assert f"= ${baked.usd:.2f} ({baked.ratio:.1f}× the GPU-time floor" in capsys.readouterr().out
+    manifest = tmp_path / "ten.yaml"
+    manifest.write_text("version: 1\ninputs: [talk.mp4]\ncompute: {workers: 10}\n")
+    assert main(["cost", str(manifest), "--minutes", "10"]) == 0
+    ten = ComputeOptions(workers=10)
+    prices = {
+        startup: estimate_cost(ten, 600, throughput=Throughput(vm_startup_seconds=startup))
+        for startup in (40, 100, 250)
+    }
+    quoted = {
+        startup: f"= ${e.usd:.2f} ({e.ratio:.1f}× the GPU-time floor"
+        for startup, e in prices.items()
+    }
+    assert len(set(quoted.values())) == 3  # the three start-ups quote three prices
+    line = capsys.readouterr().out
+    assert [startup for startup, text in quoted.items() if text in line] == [40]
 
 
 def test_readme_cost_table_is_what_the_model_says() -> None:

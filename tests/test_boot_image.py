@@ -5,6 +5,7 @@ piece removed, and must fail there."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,13 @@ from batch_jobs.cloud_batch import (
     MODEL_CACHE_MOUNT,
     PREINSTALLED_GPU_OPTIONS,
 )
+from batch_jobs.worker_count import (
+    DRIVER_INSTALL_SECONDS,
+    IMAGE_PULL_SECONDS,
+    VM_BOOT_SECONDS,
+    batch_throughput,
+)
+from dropbatch.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "infra" / "boot-image"
@@ -151,3 +159,23 @@ def test_the_check_fails_when_a_piece_is_removed(tmp_path: Path, mutation: str) 
     (copy / TEMPLATE).write_text(after)
     with pytest.raises(AssertionError):
         check_template(copy)
+
+
+def test_the_readmes_start_up_table_is_what_the_planner_counts() -> None:
+    # infra/boot-image/README.md's "What it saves" rows are batch_throughput's figures.
+    text = (FOLDER / "README.md").read_text()
+    rows = re.findall(r"^\| [^|]+ \| (\d+) s \| (\d+ s|—) \| (\d+ s|—) \| (\d+) s \|$", text, re.M)
+    assert len(rows) == 3
+    image = "us-central1-docker.pkg.dev/acme/dropbatch/task@sha256:" + "ab" * 32
+    settings = [
+        Settings(launcher="batch", image=image),
+        Settings(launcher="batch", image=image, gpu_driver_preinstalled=True),
+        Settings(
+            launcher="batch", image=image, gpu_driver_preinstalled=True, boot_image_task_image=image
+        ),
+    ]
+    for (boot, driver, pull, total), deployed in zip(rows, settings, strict=True):
+        assert float(boot) == VM_BOOT_SECONDS
+        assert driver in ("—", f"{DRIVER_INSTALL_SECONDS:g} s")
+        assert pull in ("—", f"{IMAGE_PULL_SECONDS:g} s")
+        assert float(total) == batch_throughput(deployed).vm_startup_seconds

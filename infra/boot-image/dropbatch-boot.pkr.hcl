@@ -74,7 +74,8 @@ locals {
   installer_url     = "https://storage.googleapis.com/compute-gpu-installation-us/installer/${var.installer_version}/cuda_installer.pyz"
   stamp             = formatdate("YYYYMMDDhhmmss", timestamp())
   # Every step as root, stopping at the first failing command.
-  as_root = "chmod +x {{ .Path }}; sudo -E sh -c '{{ .Vars }} bash -eux {{ .Path }}'"
+  # (Packer's own execute_command pattern for sudo; .Vars carries its single-quoted values.)
+  as_root = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E bash -eux '{{ .Path }}'"
 }
 
 source "googlecompute" "dropbatch_boot" {

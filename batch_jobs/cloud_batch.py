@@ -68,6 +68,17 @@ DRIVER_BRANCH_CUDA = {
     "580": (13, 0),
 }
 IMAGE_UID = 10001  # Dockerfile.gpu's user: the folder must be writable by it
+# A boot image with the driver already on it (`gpu_driver_preinstalled`, infra/boot-image/):
+# Batch's GPU page (https://cloud.google.com/batch/docs/create-run-job-gpus, "Install GPU
+# drivers") has such a custom image carry the driver and, for container runnables on an OS
+# other than Container-Optimized OS, the NVIDIA Container Toolkit, with installGpuDrivers left
+# false. Nothing there has Batch hand the GPU to a container it did not install a driver for,
+# so the container asks for it itself: Docker's `--gpus` (served by that toolkit) through
+# `Container.options`, "arbitrary additional options to include in the docker run command"
+# (the API reference of Runnable.Container.options).
+PREINSTALLED_GPU_OPTIONS = "--gpus all"
+# Exit code of the VM-side check below: not retried (RETRY_EXIT_CODES), like batch_jobs.task's 2.
+MISCONFIGURED_EXIT = 2
 # The boot disk holds the OS, the pulled image (compressed layers while they download, then
 # extracted: about 9 GB for the slim target, 16 GB with ultralytics, README "Image
 # variants"), the model cache and a chunk's scratch. pd-ssd: image extraction and boot are
@@ -149,6 +160,20 @@ def require_settings(settings: Settings) -> None:
         raise LaunchError(f"the Cloud Batch launcher needs {', '.join(missing)}")
 
 
+def prepare_script(boot_image: str, driver_on_image: bool) -> str:
+    """The VM-side script run before the container: the shared model folder and, where the boot
+    image is to carry the driver and the container toolkit, a check that it does."""
+    lines = [f"mkdir -p {MODEL_CACHE_HOST} && chown {IMAGE_UID}:{IMAGE_UID} {MODEL_CACHE_HOST}"]
+    if driver_on_image:
+        lines.append(
+            "if ! nvidia-smi -L || ! command -v nvidia-ctk >/dev/null; then "
+            f"echo 'boot image {boot_image} has no working NVIDIA driver or no NVIDIA Container "
+            "Toolkit, yet gpu_driver_preinstalled is set: build it with infra/boot-image/, or "
+            f"unset gpu_driver_preinstalled' >&2; exit {MISCONFIGURED_EXIT}; fi"
+        )
+    return "\n".join(lines)
+
+
 def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
     require_settings(settings)
     plan = record.plan
@@ -165,12 +190,17 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
     container.entrypoint = TASK_ENTRYPOINT
     container.commands = list(TASK_COMMANDS)
     container.volumes = [f"{MODEL_CACHE_HOST}:{MODEL_CACHE_MOUNT}"]
+    driver_on_image = bool(machine.accelerator) and settings.gpu_driver_preinstalled
+    if driver_on_image:
+        container.options = PREINSTALLED_GPU_OPTIONS  # the GPU, from the image's own driver
     runnable = batch_v1.Runnable()
     runnable.container = container
-    # Before it, on the VM itself: the shared model folder, owned by the image's user.
+    # Before it, on the VM itself: the shared model folder, owned by the image's user; and,
+    # with the driver on the boot image, proof that it is there (a clear failure, not retried,
+    # instead of a chain that finds no GPU).
     prepare = batch_v1.Runnable()
     prepare.script = batch_v1.Runnable.Script(
-        text=f"mkdir -p {MODEL_CACHE_HOST} && chown {IMAGE_UID}:{IMAGE_UID} {MODEL_CACHE_HOST}"
+        text=prepare_script(settings.boot_image, driver_on_image)
     )
 
     task = batch_v1.TaskSpec()
@@ -206,7 +236,8 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
         else batch_v1.AllocationPolicy.ProvisioningModel.STANDARD
     )
     # The boot image: Batch's Debian image, or one with the NVIDIA driver already installed
-    # (then no VM spends its start-up installing it); docs/DESIGN-DECISIONS.md, "VM start-up".
+    # (then no VM spends its start-up installing it: PREINSTALLED_GPU_OPTIONS above);
+    # docs/DESIGN-DECISIONS.md, "VM start-up".
     policy.boot_disk = batch_v1.AllocationPolicy.Disk(
         image=settings.boot_image, type_=BOOT_DISK_TYPE, size_gb=BOOT_DISK_GB
     )

@@ -68,8 +68,9 @@ def check_gpu(expect_gpu: bool) -> CheckResult:
         ok=False,
         detail="no GPU visible (no nvidia-smi output, no /dev/nvidia0…)",
         fix="the job's VM has no working GPU driver: check the Batch job's accelerator and "
-        "install_gpu_drivers, the region's L4 quota, and that the pinned driver branch runs "
-        "the image's CUDA (batch_jobs/cloud_batch.py, GPU_DRIVER_VERSION)",
+        "install_gpu_drivers (or, with gpu_driver_preinstalled, that the boot image was built "
+        "with infra/boot-image/), the region's L4 quota, and that the pinned driver branch "
+        "runs the image's CUDA (batch_jobs/cloud_batch.py, GPU_DRIVER_VERSION)",
     )
 
 

@@ -75,11 +75,15 @@ class Settings(BaseModel):
     # "VM start-up"), named with gpu_driver_preinstalled = true so no VM installs it again.
     boot_image: str = "batch-debian"
     gpu_driver_preinstalled: bool = False
+    # The task image (by digest) `boot_image` was built with (infra/boot-image/ pulls it onto
+    # the image): while it is `image`, no VM pulls the image at start. Empty: none.
+    boot_image_task_image: str = ""
     # What the planner sizes a job's workers with (`compute.workers: auto`,
     # batch_jobs/worker_count.py) and `dropbatch cost` prices with: the chain's speed on one
     # GPU in frames per second (the task logs each chunk's `fps`: put your chain's here), and
-    # a VM's start-up before its worker starts (0: 250 s, 100 s with
-    # gpu_driver_preinstalled; measure yours from a job's task timestamps).
+    # a VM's start-up before its worker starts (0: from the boot image, 250 s on batch-debian,
+    # 100 s with gpu_driver_preinstalled, 40 s when boot_image_task_image is also `image`;
+    # measure yours from a job's task timestamps).
     chain_fps: float = Field(default=30.0, gt=0)
     vm_startup_seconds: float = Field(default=0.0, ge=0)  # 0: from the boot image
     job_service_account: str = ""

@@ -28,6 +28,7 @@ locals {
     DROPBATCH_IMAGE_VARIANT           = var.image_variant
     DROPBATCH_BOOT_IMAGE              = var.boot_image
     DROPBATCH_GPU_DRIVER_PREINSTALLED = tostring(var.gpu_driver_preinstalled)
+    DROPBATCH_BOOT_IMAGE_TASK_IMAGE   = var.boot_image_task_image
     DROPBATCH_CHAIN_FPS               = tostring(var.chain_fps)
     DROPBATCH_VM_STARTUP_SECONDS      = tostring(var.vm_startup_seconds)
     DROPBATCH_JOB_SERVICE_ACCOUNT     = google_service_account.job.email

@@ -107,12 +107,23 @@ resource "google_project_iam_member" "function_invokes_functions" {
   depends_on = [google_project_service.apis]
 }
 
-# The trigger creates Batch jobs that publish state notifications to the topic; Batch's
-# "enable notifications" page asks a Pub/Sub role on the topic of whoever creates such a job.
-resource "google_pubsub_topic_iam_member" "function_publishes_batch_state" {
+# The trigger creates Batch jobs that publish state notifications to the topic. Batch's
+# "enable notifications" page (https://cloud.google.com/batch/docs/enable-notifications,
+# "Required roles") asks Pub/Sub Editor (roles/pubsub.editor) of whoever creates a job with
+# notifications: granted on this one topic, not on the project.
+resource "google_pubsub_topic_iam_member" "function_edits_batch_state" {
   topic  = google_pubsub_topic.batch_state.id
-  role   = "roles/pubsub.publisher"
+  role   = "roles/pubsub.editor"
   member = local.function_member
+}
+
+# The people who run `dropbatch doctor` create its self-check job, which names this topic too
+# (README, deploy step 7): the same role on the same topic, for each listed member.
+resource "google_pubsub_topic_iam_member" "operators_edit_batch_state" {
+  for_each = toset(var.operators)
+  topic    = google_pubsub_topic.batch_state.id
+  role     = "roles/pubsub.editor"
+  member   = each.value
 }
 
 # --- job: read/write the inbox and the work bucket, read models, Firestore, logs, report to Batch, pull the image ---

@@ -58,9 +58,15 @@ variable "boot_image" {
 }
 
 variable "gpu_driver_preinstalled" {
-  description = "boot_image already has the NVIDIA driver (R570 or newer), so Batch installs none."
+  description = "boot_image already has the NVIDIA driver (R570 or newer) and the NVIDIA Container Toolkit (infra/boot-image/ bakes both), so Batch installs no driver and the container asks for the GPU itself."
   type        = bool
   default     = false
+}
+
+variable "boot_image_task_image" {
+  description = "The task image (repository@sha256:…) boot_image was built with (infra/boot-image/ pulls it onto the image); while it is the deployed image, the planner and `dropbatch cost` count no pull at VM start. Empty: none."
+  type        = string
+  default     = ""
 }
 
 variable "chain_fps" {
@@ -75,7 +81,7 @@ variable "chain_fps" {
 }
 
 variable "vm_startup_seconds" {
-  description = "A Batch VM's start-up before its worker starts (boot, driver install, image pull); 0: 250 s, or 100 s with gpu_driver_preinstalled."
+  description = "A Batch VM's start-up before its worker starts (boot, driver install, image pull); 0: from the boot image, 250 s on batch-debian, 100 s with gpu_driver_preinstalled, 40 s when boot_image_task_image is also the deployed image."
   type        = number
   default     = 0
 
@@ -113,4 +119,10 @@ variable "sweep_schedule" {
   description = "Cron schedule (Cloud Scheduler) of the sweep that ends expired waiting manifests."
   type        = string
   default     = "*/5 * * * *"
+}
+
+variable "operators" {
+  description = "Members (\"user:you@example.com\", \"group:…\") who run `dropbatch doctor`: its self-check job names the notification topic, so each gets roles/pubsub.editor on that topic (they also need roles/batch.jobsEditor and to act as the job account, granted outside this configuration)."
+  type        = list(string)
+  default     = []
 }

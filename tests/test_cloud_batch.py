@@ -3,8 +3,10 @@ stand-in: GPU, Spot, retry policy, parallelism, notification, environment, ids a
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from google.cloud import batch_v1
@@ -14,12 +16,15 @@ from batch_jobs.cloud_batch import (
     BOOT_DISK_GB,
     GPU_DRIVER_VERSION,
     IMAGE_UID,
+    MISCONFIGURED_EXIT,
     MODEL_CACHE_HOST,
     MODEL_CACHE_MOUNT,
+    PREINSTALLED_GPU_OPTIONS,
     RETRY_EXIT_CODES,
     SPOT_PREEMPTED,
     build_job,
     max_run_seconds,
+    prepare_script,
     request_id_for,
 )
 from batch_jobs.ids import JOB_ID_RE, job_id_for
@@ -119,6 +124,7 @@ def test_the_job_on_the_wire_has_gpu_spot_retries_parallelism_and_notification(
     )
     assert list(runnable.container.volumes) == [f"{MODEL_CACHE_HOST}:{MODEL_CACHE_MOUNT}"]
     assert runnable.container.image_uri == settings.image
+    assert runnable.container.options == ""  # Batch installs the driver and hands on the GPU
     assert [runnable.container.entrypoint, *runnable.container.commands] == [
         "python",
         "-m",
@@ -177,27 +183,73 @@ def test_the_image_digest_is_pulled_and_recorded_on_the_job(settings: Settings) 
     assert "dropbatch-image" not in build_job(record_with([2]), settings).labels
 
 
-def test_a_boot_image_with_the_driver_installs_no_driver_at_vm_start(
+def test_a_boot_image_with_the_driver_installs_no_driver_and_hands_the_gpu_to_the_container(
     standin: BatchStandin, settings: Settings
 ) -> None:
-    image = "projects/acme-video/global/images/family/dropbatch-batch-debian-nvidia-580"
+    image = "projects/acme-video/global/images/family/dropbatch-boot"
     prebuilt = settings.model_copy(update={"boot_image": image, "gpu_driver_preinstalled": True})
     open_launcher(prebuilt).launch(record_with([2]), prebuilt)
-    [instance] = standin.requests[-1].job.allocation_policy.instances
+    job = standin.requests[-1].job
+    [instance] = job.allocation_policy.instances
     assert instance.policy.boot_disk.image == image
     assert not instance.install_gpu_drivers  # the driver is on the image already
     [gpu] = instance.policy.accelerators
     assert (gpu.type_, gpu.count, gpu.driver_version) == ("nvidia-l4", 1, "")
+    # Batch's GPU page: a custom image with the driver and the NVIDIA Container Toolkit, and
+    # installGpuDrivers false; the container asks Docker for the GPU itself.
+    prepare, runnable = job.task_groups[0].task_spec.runnables
+    assert runnable.container.options == PREINSTALLED_GPU_OPTIONS == "--gpus all"
+    assert "nvidia-smi -L" in prepare.script.text and image in prepare.script.text
     # The tasks learn the deployment's settings too (they pass them on unchanged).
-    env = standin.requests[-1].job.task_groups[0].task_spec.environment.variables
+    env = job.task_groups[0].task_spec.environment.variables
     seen = Settings.from_env(env)
     assert (seen.boot_image, seen.gpu_driver_preinstalled) == (image, True)
+
+
+def _host_with(tmp_path: Path, *tools: str) -> dict[str, str]:
+    """An environment whose PATH holds only these stand-in host tools (each exits 0) and the
+    shell's own commands: a VM with or without the driver's nvidia-smi and the toolkit."""
+    folder = tmp_path / "host-bin"
+    folder.mkdir()
+    for tool in tools:
+        (folder / tool).write_text("#!/bin/sh\nexit 0\n")
+        (folder / tool).chmod(0o755)
+    return {"PATH": f"{folder}:/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize(
+    "tools,code",
+    [
+        ((), MISCONFIGURED_EXIT),
+        (("nvidia-smi",), MISCONFIGURED_EXIT),
+        (("nvidia-smi", "nvidia-ctk"), 0),
+    ],
+)
+def test_a_boot_image_without_the_driver_fails_its_task_at_once_with_the_fix(
+    tmp_path: Path, tools: tuple[str, ...], code: int
+) -> None:
+    # The VM-side check, run by a real shell (the folder line needs root and /var/lib: left out).
+    image = "projects/acme-video/global/images/family/dropbatch-boot"
+    _, check = prepare_script(image, driver_on_image=True).split("\n")
+    run = subprocess.run(
+        ["bash", "-c", check], env=_host_with(tmp_path, *tools), capture_output=True, text=True
+    )
+    assert run.returncode == code, run.stderr
+    assert code not in RETRY_EXIT_CODES  # 0 or misconfigured: never retried
+    if code:
+        assert image in run.stderr and "infra/boot-image/" in run.stderr
+    # Without the setting there is nothing to check: Batch installs the driver.
+    assert "nvidia" not in prepare_script(image, driver_on_image=False)
 
 
 def test_standard_vms_without_gpu_when_the_manifest_says_so(settings: Settings) -> None:
     job = build_job(record_with([3], gpu="none", spot=False, max_parallel=10), settings)
     [instance] = job.allocation_policy.instances
     assert not instance.install_gpu_drivers and not instance.policy.accelerators
+    # No GPU, nothing to hand on, whatever the boot image carries.
+    baked = settings.model_copy(update={"gpu_driver_preinstalled": True})
+    no_gpu = build_job(record_with([3], gpu="none", spot=False, max_parallel=10), baked)
+    assert no_gpu.task_groups[0].task_spec.runnables[1].container.options == ""
     assert instance.policy.provisioning_model == (
         batch_v1.AllocationPolicy.ProvisioningModel.STANDARD
     )

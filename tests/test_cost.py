@@ -126,6 +126,37 @@ def test_the_cost_command_quotes_the_estimate(capsys: pytest.CaptureFixture[str]
     assert f"= ${est.usd:.2f} ({est.ratio:.1f}× the GPU-time floor" in line
 
 
+def test_the_cost_command_prices_the_deployments_boot_image(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The config file names a boot image built by infra/boot-image/ for the deployed image:
+    # `dropbatch cost` prices each VM's start-up without the driver install and the pull.
+    from dropbatch.cli import main
+
+    image = "us-central1-docker.pkg.dev/acme/dropbatch/task@sha256:" + "ab" * 32
+    config = tmp_path / "dropbatch.toml"
+    config.write_text(
+        f'image = "{image}"\nboot_image = "projects/acme/global/images/family/dropbatch-boot"\n'
+        f'gpu_driver_preinstalled = true\nboot_image_task_image = "{image}"\n'
+    )
+    monkeypatch.setenv("DROPBATCH_CONFIG", str(config))
+    manifest = tmp_path / "ten.yaml"
+    manifest.write_text("version: 1\ninputs: [talk.mp4]\ncompute: {workers: 10}\n")
+    assert main(["cost", str(manifest), "--minutes", "10"]) == 0
+    ten = ComputeOptions(workers=10)
+    prices = {
+        startup: estimate_cost(ten, 600, throughput=Throughput(vm_startup_seconds=startup))
+        for startup in (40, 100, 250)
+    }
+    quoted = {
+        startup: f"= ${e.usd:.2f} ({e.ratio:.1f}× the GPU-time floor"
+        for startup, e in prices.items()
+    }
+    assert len(set(quoted.values())) == 3  # the three start-ups quote three prices
+    line = capsys.readouterr().out
+    assert [startup for startup, text in quoted.items() if text in line] == [40]
+
+
 def test_readme_cost_table_is_what_the_model_says() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     rows = re.findall(

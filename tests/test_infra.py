@@ -30,9 +30,12 @@ FUNCTION_ROLES = {
     ("project", "roles/eventarc.eventReceiver", None),
     # On the project: the functions' Cloud Run services do not exist before the functions.
     ("project", "roles/run.invoker", None),
-    # It creates the Batch jobs that publish state notifications there.
-    ("batch-topic", "roles/pubsub.publisher", None),
+    # It creates the Batch jobs that publish state notifications there: Batch's "enable
+    # notifications" page asks Pub/Sub Editor of a job's creator, here on the topic alone.
+    ("batch-topic", "roles/pubsub.editor", None),
 }
+# Whoever runs `dropbatch doctor` creates its self-check job, which names the same topic.
+OPERATOR_ROLES = {("batch-topic", "roles/pubsub.editor", None)}
 JOB_ROLES = {
     ("inbox", "roles/storage.objectUser", None),
     ("work", "roles/storage.objectUser", None),
@@ -110,6 +113,7 @@ def grants(infra: dict) -> dict[str, set[tuple[str, str, str | None]]]:
         "${local.function_member}": "function",
         "${local.job_member}": "job",
         "${local.builder_member}": "builder",
+        "${each.value}": "operators",  # var.operators, one grant each
     }
     out: dict[str, set] = {}
     for kind, named in infra.items():
@@ -132,6 +136,13 @@ def check_iam(infra: dict) -> None:
     assert found["function"] == FUNCTION_ROLES
     assert found["job"] == JOB_ROLES
     assert found["builder"] == BUILDER_ROLES
+    assert found["operators"] == OPERATOR_ROLES
+    [operators] = [
+        attrs
+        for attrs in infra["resource.google_pubsub_topic_iam_member"].values()
+        if attrs["member"] == "${each.value}"
+    ]
+    assert operators["for_each"] == "${toset(var.operators)}"
 
 
 @pytest.fixture(scope="module")
@@ -425,10 +436,35 @@ MUTATIONS = {
         ).replace("    google_project_iam_member.builder_pushes_images,\n", ""),
         "iam",
     ),
-    "job creator's publisher grant removed": (
+    "job creator's topic grant removed": (
         "iam.tf",
         lambda t: _remove_block(
-            t, 'resource "google_pubsub_topic_iam_member" "function_publishes_batch_state"'
+            t, 'resource "google_pubsub_topic_iam_member" "function_edits_batch_state"'
+        ),
+        "iam",
+    ),
+    "job creator only a publisher on the topic": (
+        "iam.tf",
+        lambda t: t.replace(
+            '  role   = "roles/pubsub.editor"\n  member = local.function_member',
+            '  role   = "roles/pubsub.publisher"\n  member = local.function_member',
+        ),
+        "iam",
+    ),
+    "job creator an editor of every topic in the project": (
+        "iam.tf",
+        lambda t: t.replace(
+            'resource "google_pubsub_topic_iam_member" "function_edits_batch_state" {\n'
+            "  topic  = google_pubsub_topic.batch_state.id\n",
+            'resource "google_project_iam_member" "function_edits_batch_state" {\n'
+            "  project = var.project_id\n",
+        ),
+        "iam",
+    ),
+    "operators not granted the topic": (
+        "iam.tf",
+        lambda t: _remove_block(
+            t, 'resource "google_pubsub_topic_iam_member" "operators_edit_batch_state"'
         ),
         "iam",
     ),

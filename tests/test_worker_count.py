@@ -131,6 +131,12 @@ def test_the_deployment_decides_the_start_up() -> None:
         100,
         60,
     )
+    # infra/boot-image/ also pulls the task image: no pull while the job runs that digest.
+    image = "us-central1-docker.pkg.dev/acme/dropbatch/task@sha256:" + "ab" * 32
+    both = baked.model_copy(update={"image": image, "boot_image_task_image": image})
+    assert batch_throughput(both).vm_startup_seconds == 40
+    pushed_since = both.model_copy(update={"image": image[:-2] + "cd"})
+    assert batch_throughput(pushed_since).vm_startup_seconds == 100
     measured = Settings(launcher="batch", vm_startup_seconds=75)
     assert deployment_throughput(measured).vm_startup_seconds == 75
     # Locally the machine is up: every chunk may have its worker (local_workers bounds them).

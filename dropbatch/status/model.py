@@ -98,6 +98,10 @@ class JobRecord(BaseModel):
     items_stitched: list[int] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
     batch_job: str | None = None
+    # When a trigger started probing this manifest's inputs (wall clock). A record still
+    # launchable long after it (past trigger_deadline_seconds) was left by a function stopped
+    # mid-planning: a redelivery ends it PLANNING_TIMEOUT instead of planning it again.
+    planning_since: float | None = None
     # The local executor running the job's tasks (`dropbatch serve` or `dropbatch run`); a
     # restarted serve resumes the job when this process is gone (docs/DESIGN-DECISIONS.md).
     executor: ProcessOwner | None = None

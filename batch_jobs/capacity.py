@@ -62,11 +62,12 @@ def sweep_unstarted(
     for record in status.by_state(UNSTARTED_STATES):
         if record.batch_job is None:
             continue  # not handed to the engine yet (its launch is retried by redelivery)
-        if record.state == JobState.RUNNING and status.progress(record.job_id):
-            continue  # a worker started: the engine found capacity
-        wait = launcher.look_up(record)
-        if wait is None:
-            continue  # started, or unknown to the engine: the notifications settle it
+        started = record.state == JobState.RUNNING and bool(status.progress(record.job_id))
+        wait = None if started else launcher.look_up(record)
+        if wait is None:  # started, or unknown to the engine: the notifications settle it
+            if record.engine_wait is not None and record.engine_wait.gave_up_after is None:
+                _forget(store, status, record)  # capacity came: the old reason would mislead
+            continue
         waited = (now or time.time()) - queued_since(record)
         if waited >= settings.queued_timeout_minutes * 60:
             if _give_up(
@@ -95,6 +96,18 @@ def _note(store: ObjectStore, status: StatusStore, record: JobRecord, wait: Engi
         event(
             log, "waiting for capacity", job_id=record.job_id, state=wait.state, reason=wait.reason
         )
+        publish(store, status, record.job_id)
+
+
+def _forget(store: ObjectStore, status: StatusStore, record: JobRecord) -> None:
+    def mutate(r: JobRecord) -> bool:
+        if r.engine_wait is None or r.engine_wait.gave_up_after is not None:
+            return False
+        r.engine_wait = None
+        return True
+
+    _, forgotten = status.transact(record.job_id, mutate)
+    if forgotten:
         publish(store, status, record.job_id)
 
 

@@ -50,7 +50,7 @@ def inbox(deployment: dict, gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) 
         store.upload_file(bucket, name, clip, content_type="video/mp4")
     front.slow_reads(bucket, "c/slow.mp4", HELD)
     try:
-        yield {"store": store, "bucket": bucket, "front": front}
+        yield {"store": store, "bucket": bucket, "front": front, "clip": clip}
     finally:
         front.close()
 
@@ -160,3 +160,32 @@ def test_a_probe_past_its_own_limit_is_an_error_about_that_input(
     ]
     assert "within 3 s" in record.errors[0].message
     assert mirror(inbox)["error"]["code"] == "INPUT_PROBE_TIMEOUT"
+
+
+def test_manifests_the_deadline_leaves_unchecked_are_checked_on_the_redelivery(
+    inbox: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two manifests wait for one video; it arrives, served slowly. Its event's deadline ends
+    the first manifest's planning and leaves the second unchecked: the delivery fails (so
+    Eventarc delivers it again) with the first recorded; the redelivery checks the second."""
+    monkeypatch.setenv("DROPBATCH_TRIGGER_DEADLINE_SECONDS", "4")
+    store, bucket = inbox["store"], inbox["bucket"]
+    body = MANIFEST.replace("[fast.mp4, slow.mp4]", "[late.mp4]").encode()
+    for name in ("w/m1.yaml", "w/m2.yaml"):
+        store.write_bytes(bucket, name, body)
+        assert deliver(inbox, name) == 200
+    status = open_status(Settings.from_env())
+    assert {r.state for r in status.recent(10)} == {JobState.WAITING_FOR_INPUTS}
+    inbox["front"].slow_reads(bucket, "w/late.mp4", HELD)
+    store.upload_file(bucket, "w/late.mp4", inbox["clip"], content_type="video/mp4")
+    assert deliver(inbox, "w/late.mp4") == 500  # redelivered by Eventarc (retry is on)
+    states = {r.manifest: r.state for r in status.recent(10)}
+    assert states == {"w/m1.yaml": JobState.FAILED, "w/m2.yaml": JobState.WAITING_FOR_INPUTS}
+    first = {r.manifest: r for r in status.recent(10)}["w/m1.yaml"]
+    assert deliver(inbox, "w/late.mp4") == 200
+    after = {r.manifest: r for r in status.recent(10)}
+    assert after["w/m1.yaml"].revision == first.revision  # not planned again
+    second = after["w/m2.yaml"]
+    assert second.state == JobState.FAILED
+    assert second.error is not None and second.error.code == "PLANNING_TIMEOUT"
+    assert second.error.uri == f"gs://{bucket}/w/late.mp4"

@@ -7,6 +7,7 @@ which means an earlier, ambiguous attempt created it: we read that job back and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import grpc
@@ -20,9 +21,14 @@ from batch_jobs.cloud_batch import build_job, job_name, job_parent, request_id_f
 from batch_jobs.launcher import LaunchError
 from dropbatch.config import Settings
 from dropbatch.logs import event
-from dropbatch.status.model import JobRecord
+from dropbatch.status.model import EngineEvent, EngineWait, JobRecord
 
 log = logging.getLogger("dropbatch.batch")
+
+# Batch's states for a job none of whose tasks runs yet: waiting for quota (QUEUED), or for
+# VMs it asked for and may not get (SCHEDULED).
+UNSTARTED = frozenset({batch_v1.JobStatus.State.QUEUED, batch_v1.JobStatus.State.SCHEDULED})
+EVENTS_KEPT = 5  # the latest status events a record keeps (the reason is the newest)
 
 # Safe to retry because the request id makes CreateJob idempotent on Batch's side.
 CREATE_RETRY = retry.Retry(
@@ -95,3 +101,36 @@ class BatchLauncher:
             # Deleted already, or unreachable: the notification's own text has to do.
             event(log, "batch job unreadable", logging.WARNING, batch_job=full, error=exc.message)
             return ""
+
+    def look_up(self, record: JobRecord) -> EngineWait | None:
+        assert record.batch_job is not None
+        try:
+            job = self.client.get_job(name=self._full(record.batch_job))
+        except exceptions.NotFound:
+            return None  # deleted: its notification settles the record
+        if job.status.state not in UNSTARTED:
+            return None
+        return EngineWait(
+            state=job.status.state.name,
+            events=[
+                EngineEvent(
+                    type=e.type_,
+                    description=e.description,
+                    at=e.event_time.timestamp() if e.event_time else 0.0,
+                )
+                for e in list(job.status.status_events)[-EVENTS_KEPT:]
+            ],
+        )
+
+    def delete(self, record: JobRecord) -> None:
+        assert record.batch_job is not None
+        request = batch_v1.DeleteJobRequest(
+            name=self._full(record.batch_job),
+            reason="dropbatch: not started within queued_timeout_minutes",
+            request_id=request_id_for(f"delete-{record.job_id}"),
+        )
+        with contextlib.suppress(exceptions.NotFound):  # gone already
+            self.client.delete_job(request=request)  # a long-running operation: not awaited
+
+    def _full(self, name: str) -> str:
+        return name if name.startswith("projects/") else job_name(self.settings, name)

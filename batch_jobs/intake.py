@@ -21,11 +21,12 @@ from batch_jobs.containment import (
     is_transient,
     unreadable_manifest,
 )
+from batch_jobs.deadline import Deadline, PlanningDeferred
 from batch_jobs.ids import job_id_for
 from batch_jobs.launcher import Launcher
 from batch_jobs.outputs import claim_outputs
 from batch_jobs.plan import build_plan, resolved_steps
-from batch_jobs.probing import PROBE_CACHE_SIZE, InputProber, ProbeCache
+from batch_jobs.probing import PLANNING_TIMEOUT, PROBE_CACHE_SIZE, InputProber, ProbeCache
 from batch_jobs.worker_count import deployment_throughput
 from batch_jobs.workspace import INBOX_WORK_PREFIX, work_area
 from dropbatch.config import Settings
@@ -144,13 +145,20 @@ class Intake:
         """Route one event; returns the job ids it evaluated."""
         if is_own_write(ev.name, ev.metadata):
             return []
+        # One deadline for the whole event: the function's timeout covers all of it.
+        deadline = Deadline.after(self.settings.trigger_deadline_seconds)
         if is_manifest(ev.name):
-            return [self.evaluate(ev.bucket, ev.name, ev.generation)]
-        return self.recheck_waiting(ev.bucket, ev.name)
+            return [self.evaluate(ev.bucket, ev.name, ev.generation, deadline)]
+        return self.recheck_waiting(ev.bucket, ev.name, deadline)
 
-    def recheck_waiting(self, bucket: str, name: str) -> list[str]:
+    def recheck_waiting(
+        self, bucket: str, name: str, deadline: Deadline | None = None
+    ) -> list[str]:
         """A non-manifest object arrived: re-evaluate every manifest waiting in its folder or
-        above that may be waiting for it, however many wait."""
+        above that may be waiting for it, however many wait. Those the deadline leaves
+        unevaluated raise PlanningDeferred once the others are recorded (a redelivery
+        evaluates them; the finished ones are no-ops then)."""
+        deadline = deadline or Deadline.after(self.settings.trigger_deadline_seconds)
         folders = []
         folder = folder_of(name)
         while True:
@@ -159,13 +167,22 @@ class Intake:
                 break
             folder = folder_of(folder.rstrip("/"))
         arrived = self.store.uri(bucket, name)
-        return [
-            self.evaluate(bucket, record.manifest, record.manifest_generation)
-            for record in self.status.by_state(
-                [JobState.WAITING_FOR_INPUTS, JobState.RECEIVED], bucket=bucket, folders=folders
+        evaluated, deferred = [], []
+        for record in self.status.by_state(
+            [JobState.WAITING_FOR_INPUTS, JobState.RECEIVED], bucket=bucket, folders=folders
+        ):
+            if not may_wait_for(record, arrived):
+                continue
+            if deadline.passed():
+                deferred.append(record.job_id)
+                continue
+            evaluated.append(
+                self.evaluate(bucket, record.manifest, record.manifest_generation, deadline)
             )
-            if may_wait_for(record, arrived)
-        ]
+        if deferred:
+            event(log, "planning deferred", logging.WARNING, jobs=deferred, evaluated=evaluated)
+            raise PlanningDeferred(f"{len(deferred)} manifest(s) left for a redelivery")
+        return evaluated
 
     def sweep_expired(self, now: float | None = None) -> list[str]:
         """Manifests that waited longer than `input_wait_seconds` end INVALID."""
@@ -177,13 +194,16 @@ class Intake:
         ]
 
     # -- one manifest --------------------------------------------------------------------
-    def evaluate(self, bucket: str, name: str, generation: int) -> str:
+    def evaluate(
+        self, bucket: str, name: str, generation: int, deadline: Deadline | None = None
+    ) -> str:
         """Evaluate one manifest version. Whatever fails ends the job INVALID or FAILED with
         its reason (see `contain`); only a status store that cannot record that raises."""
         job_id = job_id_for(bucket, name, generation)
+        deadline = deadline or Deadline.after(self.settings.trigger_deadline_seconds)
         for attempt in range(EVALUATE_ATTEMPTS):
             try:
-                self._evaluate(job_id, bucket, name, generation)
+                self._evaluate(job_id, bucket, name, generation, deadline)
                 return job_id
             except Exception as exc:
                 # Evaluating is idempotent (redeliveries do it too), so a fault that passes
@@ -194,7 +214,9 @@ class Intake:
                 contain(self.store, self.status, job_id, (bucket, name, generation), exc)
         return job_id
 
-    def _evaluate(self, job_id: str, bucket: str, name: str, generation: int) -> None:
+    def _evaluate(
+        self, job_id: str, bucket: str, name: str, generation: int, deadline: Deadline
+    ) -> None:
         uri = self.store.uri(bucket, name)
         record = self.status.get(job_id)
         if record is None:
@@ -221,6 +243,8 @@ class Intake:
             return
         if record.state not in LAUNCHABLE_STATES:
             return  # a duplicate delivery of an event we already acted on
+        if self._abandoned(record):
+            return  # an earlier delivery was stopped mid-planning: ended now, not replanned
         try:
             current = self.store.stat(bucket, name)
         except OutsideBucket as exc:  # a manifest linked in from elsewhere: say so
@@ -241,9 +265,31 @@ class Intake:
                 ),
             )
             return
-        self._evaluate_current(job_id, bucket, name)
+        self._evaluate_current(job_id, bucket, name, deadline)
 
-    def _evaluate_current(self, job_id: str, bucket: str, name: str) -> None:
+    def _abandoned(self, record: JobRecord) -> bool:
+        """A planning that began longer ago than the deadline and never ended: the function
+        that ran it was stopped (its timeout) before it could say so. End the job with that,
+        so this and every later redelivery do not plan it again for a day."""
+        since = record.planning_since
+        if since is None or time.time() - since < self.settings.trigger_deadline_seconds:
+            return False
+        waited = int(time.time() - since)
+        self._fail(
+            record.job_id,
+            JobState.FAILED,
+            JobError(
+                code=PLANNING_TIMEOUT,
+                message=f"planning began {waited} s ago and never finished (the trigger was "
+                f"stopped past trigger_deadline_seconds = "
+                f"{self.settings.trigger_deadline_seconds:g} s); not planned again: upload the "
+                "manifest again to retry",
+                uri=record.manifest_uri,
+            ),
+        )
+        return True
+
+    def _evaluate_current(self, job_id: str, bucket: str, name: str, deadline: Deadline) -> None:
         uri = self.store.uri(bucket, name)
         try:
             manifest = load_manifest(self.store.read_bytes(bucket, name, MAX_MANIFEST_BYTES + 1))
@@ -281,12 +327,25 @@ class Intake:
         if step_problems:
             self._invalid(job_id, *step_problems)
             return
+        # Probing is where the time goes: say when it began, so a redelivery after a stopped
+        # function knows (`_abandoned`).
+        self.status.transact(job_id, lambda r: setattr(r, "planning_since", time.time()))
         prober = InputProber(
-            self.store, self.probed, bucket, folder, self.settings.probe_concurrency
+            self.store,
+            self.probed,
+            bucket,
+            folder,
+            self.settings.probe_concurrency,
+            timeout=self.settings.probe_timeout_seconds,
+            until=deadline.until,
         )
         probed, errors = prober.videos(resolution.items, listing)
         speech, speech_errors = prober.speech(manifest, probed)
         errors += speech_errors
+        late = [e for e in errors if e.code == PLANNING_TIMEOUT]
+        if late:
+            self._out_of_time(job_id, deadline, late)
+            return
         if errors:
             self._invalid(job_id, *errors)
             return
@@ -478,6 +537,28 @@ class Intake:
             allowed_from=LAUNCHABLE_STATES,
             error=summary,
             errors=list(errors),
+        )
+
+    def _out_of_time(self, job_id: str, deadline: Deadline, late: list[JobError]) -> None:
+        """FAILED PLANNING_TIMEOUT: the deadline came before these inputs were probed (each
+        error names its field and object); what was probed is not kept."""
+        names = ", ".join(f"{e.field} ({e.uri})" for e in late[:5])
+        more = f" and {len(late) - 5} more" if len(late) > 5 else ""
+        summary = late[0].model_copy(
+            update={
+                "message": f"planning did not finish within trigger_deadline_seconds = "
+                f"{deadline.seconds:g} s; {len(late)} input(s) not yet probed: {names}{more} "
+                "(split the manifest, or upload the manifest again to retry)"
+            }
+        )
+        transition(
+            self.store,
+            self.status,
+            job_id,
+            JobState.FAILED,
+            allowed_from=LAUNCHABLE_STATES,
+            error=summary,
+            errors=late,
         )
 
     def _fail(self, job_id: str, state: JobState, error: JobError) -> None:

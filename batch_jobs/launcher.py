@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from dropbatch.config import Settings
-from dropbatch.status.model import JobRecord
+from dropbatch.status.model import EngineWait, JobRecord
 
 
 class LaunchError(Exception):
@@ -19,6 +19,15 @@ class Launcher(Protocol):
 
     def failure_reason(self, job_name: str) -> str:
         """Why the engine's job ended, as far as the engine knows ('' if it cannot say)."""
+        ...
+
+    def look_up(self, record: JobRecord) -> EngineWait | None:
+        """The engine's state and latest events for a job it has not started (no task
+        running yet); None once it has started, or when it does not know the job."""
+        ...
+
+    def delete(self, record: JobRecord) -> None:
+        """Delete the engine's job (one that never started); gone already is fine."""
         ...
 
 

@@ -27,7 +27,7 @@ from batch_jobs.scratch import sweep_dead
 from dropbatch.config import Settings
 from dropbatch.logs import event, relay
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobRecord, JobState, ProcessOwner
+from dropbatch.status.model import EngineEvent, EngineWait, JobRecord, JobState, ProcessOwner
 
 log = logging.getLogger("dropbatch.executor")
 RESUME_SCAN = 1000  # unfinished jobs looked at when serve starts
@@ -298,6 +298,26 @@ class LocalLauncher:
 
     def failure_reason(self, job_name: str) -> str:
         return ""  # the executor's own notifications already carry the reason
+
+    def look_up(self, record: JobRecord) -> EngineWait | None:
+        """A local executor moves its job to RUNNING as it starts, so only a QUEUED job is
+        unstarted: launched by a process that stopped (or hangs) before starting its tasks."""
+        thread = self._jobs.get(record.job_id)
+        if record.state != JobState.QUEUED or (thread is not None and thread.is_alive()):
+            return None
+        owner = record.executor
+        if owner is not None and owner_alive(owner) is not False:
+            said = f"its executor (pid {owner.pid} on {owner.host}) has not started its tasks"
+        else:
+            said = (
+                "no executor runs its tasks: the process that launched it stopped before "
+                "starting them (`dropbatch serve` resumes such jobs when it starts)"
+            )
+        return EngineWait(state="QUEUED", events=[EngineEvent(type="LOCAL", description=said)])
+
+    def delete(self, record: JobRecord) -> None:
+        """Nothing here runs it (look_up said so); a task an executor elsewhere starts later
+        reads the record, FAILED by then, and exits (batch_jobs/task.py)."""
 
     def wait(self, job_id: str, timeout: float | None = None) -> bool:
         thread = self._jobs.get(job_id)

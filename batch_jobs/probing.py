@@ -7,6 +7,7 @@ input after another would give them."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,14 +19,15 @@ from dropbatch.domain import JobError, VideoInfo
 from dropbatch.storage.base import NotFound, ObjectStore
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
-from processors.media.ffmpeg import MediaError
-from processors.media.probe import TruncatedVideo, check_tail, probe
+from processors.media.ffmpeg import MediaError, ProbeTimeout
+from processors.media.probe import PROBE_SECONDS, TruncatedVideo, check_tail, probe
 from processors.media.speech import AudioInfo, probe_audio
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 PROBE_CACHE_SIZE = 1024  # object versions; a VideoInfo is a few hundred bytes
+PLANNING_TIMEOUT = "PLANNING_TIMEOUT"  # the code of an input not probed before the deadline
 Version = tuple[str, str, int, int]  # bucket, name, generation, size
 
 
@@ -100,6 +102,19 @@ class InputProber:
     bucket: str
     folder: str
     concurrency: int
+    timeout: float = PROBE_SECONDS  # each ffprobe run's own limit
+    until: float | None = None  # the trigger's deadline (time.monotonic()); no probe runs past
+
+    def _out_of_time(self, where: str, name: str) -> JobError:
+        return JobError(
+            code=PLANNING_TIMEOUT,
+            message="not probed: planning reached the trigger's deadline first",
+            field=where,
+            uri=self.store.uri(self.bucket, name),
+        )
+
+    def _late(self) -> bool:
+        return self.until is not None and time.monotonic() >= self.until
 
     def videos(
         self, items: Sequence[ResolvedItem], listing: dict[str, tuple[int, int]]
@@ -112,15 +127,27 @@ class InputProber:
             # The size too: a local file copied in with its old mtime kept (`cp -p`) has the
             # generation of another version.
             version = (self.bucket, name, *listing[item.video])
+            where = f"inputs[{item.index}].video"
+            if self._late():  # not started before the deadline: not started at all
+                return self._out_of_time(where, name)
             try:
                 return self.cache.get_or_probe(version, lambda: self._probe_video(name))
+            except ProbeTimeout as exc:
+                if exc.deadline:
+                    return self._out_of_time(where, name)
+                return JobError(
+                    code="INPUT_PROBE_TIMEOUT",
+                    message=str(exc),
+                    field=where,
+                    uri=self.store.uri(self.bucket, name),
+                )
             except (MediaError, NotFound) as exc:
                 return JobError(
                     code="INPUT_TRUNCATED"
                     if isinstance(exc, TruncatedVideo)
                     else "INPUT_UNREADABLE",
                     message=str(exc),
-                    field=f"inputs[{item.index}].video",
+                    field=where,
                     uri=self.store.uri(self.bucket, name),
                 )
 
@@ -130,8 +157,9 @@ class InputProber:
 
     def _probe_video(self, name: str) -> VideoInfo:
         with self.store.media_source(self.bucket, name) as source:
-            info = probe(source)
-            check_tail(source, info)  # a truncated upload: refused before any task
+            info = probe(source, self.timeout, self.until)
+            # A truncated upload: refused before any task.
+            check_tail(source, info, self.timeout, self.until)
         return info
 
     def speech(
@@ -174,9 +202,20 @@ class InputProber:
     ) -> AudioInfo | JobError:
         """The probed audio of one file in the folder, or the error naming its field."""
         name = self.folder + relative
+        if self._late():
+            return self._out_of_time(where, name)
         try:
             with self.store.media_source(self.bucket, name) as source:
-                return probe_audio(source)
+                return probe_audio(source, self.timeout, self.until)
+        except ProbeTimeout as exc:
+            if exc.deadline:
+                return self._out_of_time(where, name)
+            return JobError(
+                code="INPUT_PROBE_TIMEOUT",
+                message=f"{step} audio: {exc}",
+                field=where,
+                uri=self.store.uri(self.bucket, name),
+            )
         except (MediaError, NotFound) as exc:
             return JobError(
                 code="AUDIO_MISSING" if own else "INPUT_UNREADABLE",

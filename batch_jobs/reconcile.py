@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from batch_jobs.capacity import capacity_error
 from dropbatch.domain import JobError
 from dropbatch.jobstatus import transition
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import TERMINAL_STATES, JobState
+from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
 from dropbatch.storage.base import ObjectStore
 
 
@@ -70,6 +71,11 @@ def failure_code(status: StatusStore, job_id: str) -> str:
     return "TASKS_FAILED"
 
 
+def gave_up(record: JobRecord) -> bool:
+    """Whether the sweep deleted the job's engine job for lack of capacity."""
+    return record.engine_wait is not None and record.engine_wait.gave_up_after is not None
+
+
 def apply_notification(
     store: ObjectStore,
     status: StatusStore,
@@ -98,6 +104,12 @@ def apply_notification(
                 code=failure_code(status, note.job_id),
                 message=note.reason or "the batch job failed",
             ),
+        )
+    elif state in ("CANCELLED", "DELETION_IN_PROGRESS") and gave_up(record):
+        # We deleted it: it waited past queued_timeout_minutes (batch_jobs/capacity.py).
+        assert record.engine_wait is not None
+        transition(
+            store, status, note.job_id, JobState.FAILED, error=capacity_error(record.engine_wait)
         )
     elif state in ("CANCELLED", "DELETION_IN_PROGRESS"):
         transition(

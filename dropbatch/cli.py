@@ -290,6 +290,16 @@ def stalled_line(record: JobRecord, tasks: list) -> str:
     )
 
 
+def capacity_line(record: JobRecord, tasks: list) -> str:
+    """A job the engine has not started, and why, as the sweep last heard it."""
+    wait = record.engine_wait
+    if wait is None or tasks or record.state not in (JobState.QUEUED, JobState.RUNNING):
+        return ""
+    ago = max(0, int(time.time() - wait.checked_at))
+    reason = wait.reason or f"no reason given yet (its state is {wait.state})"
+    return f"  waiting for capacity: {reason} (the engine's job is {wait.state}, {ago} s ago)"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status, _, manifest = _open_status_for(args.target)
     if manifest is not None:
@@ -313,6 +323,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     stalled = stalled_line(record, status.progress(record.job_id))
     if stalled:
         print(stalled)
+    waiting = capacity_line(record, status.progress(record.job_id))
+    if waiting:
+        print(waiting)
     if record.plan is not None and len(record.plan.items) > 1:
         for item in record.plan.items:
             done = len(record.chunks_done.get(str(item.index), []))

@@ -50,6 +50,17 @@ class Settings(BaseModel):
     # The trigger probes this many of a manifest's inputs at a time: up to 500 inputs must be
     # planned inside an event-driven function's 540 s, and each probe mostly waits on storage.
     probe_concurrency: int = Field(default=16, ge=1)
+    # Planning one event's manifests (listing, checks, probing every input) must end before
+    # the trigger function is stopped (its timeout: 540 s, infra/functions.tf); past this, the
+    # job ends FAILED PLANNING_TIMEOUT naming the inputs not yet probed.
+    trigger_deadline_seconds: float = Field(default=480.0, gt=0)
+    # Each ffprobe run on an input stops after this long (the pass that reads every packet
+    # of a variable-frame-rate video gets 2.5 times it); the input is then INVALID, named.
+    probe_timeout_seconds: float = Field(default=120.0, gt=0)
+    # A job the engine has not started after this long (no quota, no GPU capacity in the
+    # allowed zones, an image that cannot be pulled) is deleted there and ends FAILED
+    # NO_CAPACITY with the engine's reason; the sweep looks it up meanwhile.
+    queued_timeout_minutes: float = Field(default=60.0, gt=0)
     # A manifest whose inputs are still missing after this long ends INVALID.
     input_wait_seconds: float = Field(default=3600.0, ge=0)
     # Lease a stitcher holds; a crashed stitcher is replaced once it expires.

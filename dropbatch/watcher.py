@@ -99,6 +99,7 @@ def deliver(intake: Intake, cloud_event: CloudEvent) -> list[str]:
 
 def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = False) -> None:
     """Watch `inbox` and hand each finished object to `intake`, as the trigger would."""
+    from batch_jobs.capacity import sweep_unstarted
     from batch_jobs.local_executor import resume_stranded
     from dropbatch import logs
 
@@ -133,6 +134,10 @@ def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = F
                     watcher.failed(info)
             try:
                 intake.sweep_expired()
+            except Exception as exc:
+                _logged("sweep failed", exc)
+            try:  # jobs whose tasks never started: the same timeout as on Cloud Batch
+                sweep_unstarted(intake.store, intake.status, intake.launcher, settings)
             except Exception as exc:
                 _logged("sweep failed", exc)
             scans += 1

@@ -16,7 +16,7 @@ locals {
   # By digest: a tag moved mid-job would run one job's tasks on different images.
   image = var.image_digest == null ? "" : "${local.repository}@${var.image_digest}"
   # Settings (dropbatch/config.py); the trigger passes them on to every Batch task.
-  function_env = {
+  function_env = merge({
     DROPBATCH_STORAGE                 = "gcs"
     DROPBATCH_WORK_BUCKET             = google_storage_bucket.work.name
     DROPBATCH_STATUS                  = "firestore"
@@ -35,7 +35,15 @@ locals {
     DROPBATCH_NOTIFICATION_TOPIC      = google_pubsub_topic.batch_state.id
     DROPBATCH_MODEL_STORE             = "gs://${google_storage_bucket.models.name}/"
     DROPBATCH_ALLOWED_LOCATIONS       = join(",", var.batch_allowed_locations)
-  }
+    }, {
+    # Deadlines: planning must end inside the inbox function's timeout; a job Batch never
+    # starts ends instead of waiting forever.
+    DROPBATCH_TRIGGER_DEADLINE_SECONDS = tostring(var.trigger_deadline_seconds)
+    DROPBATCH_QUEUED_TIMEOUT_MINUTES   = tostring(var.queued_timeout_minutes)
+  })
+  # The inbox trigger is stopped at this (the most an event-driven function gets); planning
+  # must end before it, with time left to record why (trigger_deadline_seconds).
+  inbox_function_timeout = 540
 }
 
 resource "google_cloudfunctions2_function" "on_inbox_object" {
@@ -57,7 +65,7 @@ resource "google_cloudfunctions2_function" "on_inbox_object" {
   service_config {
     service_account_email = google_service_account.function.email
     available_memory      = "1Gi"
-    timeout_seconds       = 540
+    timeout_seconds       = local.inbox_function_timeout
     max_instance_count    = 20
     environment_variables = local.function_env
   }
@@ -78,6 +86,11 @@ resource "google_cloudfunctions2_function" "on_inbox_object" {
     precondition {
       condition     = var.image_digest != null
       error_message = "Set image_digest to the pushed task image's digest (README, deploy step 4)."
+    }
+    precondition {
+      # A planning cut short at the deadline still needs a few seconds to record FAILED.
+      condition     = var.trigger_deadline_seconds + 30 <= local.inbox_function_timeout
+      error_message = "trigger_deadline_seconds must be at least 30 s under the inbox function's 540 s timeout."
     }
   }
 

@@ -126,3 +126,25 @@ variable "operators" {
   type        = list(string)
   default     = []
 }
+
+variable "trigger_deadline_seconds" {
+  description = "Planning one event's manifests ends by then (FAILED PLANNING_TIMEOUT naming the inputs not yet probed), at least 30 s under the inbox function's 540 s timeout."
+  type        = number
+  default     = 480
+
+  validation {
+    condition     = var.trigger_deadline_seconds > 0
+    error_message = "trigger_deadline_seconds must be a positive number of seconds."
+  }
+}
+
+variable "queued_timeout_minutes" {
+  description = "A Batch job not started after this long (no GPU quota or capacity, an image that cannot be pulled) is deleted and ends FAILED NO_CAPACITY with Batch's reason."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.queued_timeout_minutes > 0
+    error_message = "queued_timeout_minutes must be a positive number of minutes."
+  }
+}

@@ -1,6 +1,7 @@
 """A local stand-in for the Cloud Batch API: a gRPC server for
 `google.cloud.batch.v1.BatchService` (CreateJob, GetJob, ListTasks, DeleteJob) speaking the
-package's own message types, so the real `BatchServiceClient` talks to it over loopback.
+package's own message types, so the real `BatchServiceClient` talks to it over loopback. A
+held job can be given the status events Batch adds to a job it cannot start (`report`).
 
 It keeps every CreateJobRequest that reached the wire, and (unless told not to) runs each job
 the way Batch would: the Job's own container command and environment, its task count,
@@ -101,6 +102,7 @@ class BatchStandin:
         self.creates_arrived = 0
         self.requests: list[batch_v1.CreateJobRequest] = []  # every CreateJob on the wire
         self.jobs: dict[str, batch_v1.Job] = {}
+        self.deletes: list[batch_v1.DeleteJobRequest] = []  # every DeleteJob on the wire
         self.notifications: list[CloudEvent] = []
         self._request_ids: dict[str, str] = {}
         self._executors: dict[str, LocalExecutor] = {}
@@ -244,6 +246,7 @@ class BatchStandin:
     def delete_job(
         self, request: batch_v1.DeleteJobRequest, context: grpc.ServicerContext
     ) -> operations_pb2.Operation:
+        self.deletes.append(request)
         if request.name not in self.jobs:
             context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.name} not found")
         self._change(request.name, State.DELETION_IN_PROGRESS, "Job is being deleted")
@@ -254,6 +257,26 @@ class BatchStandin:
         return operations_pb2.Operation(
             name=f"{request.name}/operations/delete", done=True, response=response
         )
+
+    # -- what Batch says of a job it cannot start ----------------------------------------
+    def report(
+        self, name: str, description: str, type_: str = "", state: State | None = None
+    ) -> None:
+        """A status event Batch adds to a job it holds (run with `hold`): no quota keeps the
+        job QUEUED with an event saying so, no notification; with `state` (SCHEDULED: the VMs
+        it asked for never come) the job moves there, notified as Batch does."""
+        if state is not None:
+            self._change(
+                name,
+                state,
+                f"Job state is set from {self.jobs[name].status.state.name}"
+                f" to {state.name} for job {name}.",
+            )
+        job = self.jobs[name]
+        job.status.status_events.append(
+            batch_v1.StatusEvent(type_=type_, description=description, event_time=_now())
+        )
+        job.update_time = _now()
 
     # -- running a job -------------------------------------------------------------------
     def _mounted(self, env: dict[str, str], volumes: list[str]) -> dict[str, str]:

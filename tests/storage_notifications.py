@@ -66,6 +66,8 @@ class StorageNotifications:
         self._target_address = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self._watched: dict[str, Callable[[CloudEvent], int]] = {}
         self._refused: set[tuple[str, str]] = set()
+        self._slow: dict[tuple[str, str], float] = {}  # object → seconds each data read waits
+        self._closing = threading.Event()
         self.finalized: list[dict] = []  # every object version the server finalized, in order
         self.deliveries: list[Delivery] = []
         self._lock = threading.Condition()
@@ -103,6 +105,12 @@ class StorageNotifications:
         with self._lock:
             self._refused.add((bucket, name))
 
+    def slow_reads(self, bucket: str, name: str, seconds: float) -> None:
+        """Hold every read of this object's data for `seconds` before serving it (a cold,
+        throttled or far-away object); its metadata still answers at once."""
+        with self._lock:
+            self._slow[(bucket, name)] = seconds
+
     def wait_delivered(self, bucket: str, name: str, generation: int, timeout: float = 120) -> int:
         """The function's answer to the delivery of that object version (waits for it)."""
         deadline = time.monotonic() + timeout
@@ -127,6 +135,7 @@ class StorageNotifications:
                 self._lock.wait(min(left, 0.1))
 
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         for _ in self._threads[1:]:
@@ -138,6 +147,8 @@ class StorageNotifications:
         if handler.command == "GET" and self._is_refused(handler.path):
             _answer(handler, 403, b'{"error": {"code": 403, "message": "Forbidden"}}', {})
             return
+        if handler.command == "GET" and "alt=media" in handler.path:
+            self._closing.wait(self._slowness(handler.path))
         connection = http.client.HTTPConnection(*self._target_address, timeout=120)
         try:
             headers = {k: v for k, v in handler.headers.items() if k.lower() != "host"}
@@ -168,16 +179,14 @@ class StorageNotifications:
         _answer(handler, response.status, data, out_headers)
 
     def _is_refused(self, path: str) -> bool:
-        parts = urllib.parse.urlsplit(path).path.split("/")
-        # /storage/v1/b/B/o/NAME or /download/storage/v1/b/B/o/NAME
-        with contextlib.suppress(ValueError, IndexError):  # not an object's path
-            at = parts.index("b")
-            if parts[at + 2] == "o":
-                bucket = parts[at + 1]
-                name = urllib.parse.unquote("/".join(parts[at + 3 :]))
-                with self._lock:
-                    return (bucket, name) in self._refused
-        return False
+        target = _object_of(path)
+        with self._lock:
+            return target is not None and target in self._refused
+
+    def _slowness(self, path: str) -> float:
+        target = _object_of(path)
+        with self._lock:
+            return self._slow.get(target, 0.0) if target is not None else 0.0
 
     def _finalized(self, resource: dict) -> None:
         with self._lock:
@@ -205,6 +214,17 @@ class StorageNotifications:
                 record.status, record.seconds = status, time.monotonic() - started
                 self._queue.task_done()
                 self._lock.notify_all()
+
+
+def _object_of(path: str) -> tuple[str, str] | None:
+    """(bucket, name) of an object's path: /storage/v1/b/B/o/NAME or
+    /download/storage/v1/b/B/o/NAME; None for any other path."""
+    parts = urllib.parse.urlsplit(path).path.split("/")
+    with contextlib.suppress(ValueError, IndexError):  # not an object's path
+        at = parts.index("b")
+        if parts[at + 2] == "o":
+            return parts[at + 1], urllib.parse.unquote("/".join(parts[at + 3 :]))
+    return None
 
 
 def _request_body(handler: BaseHTTPRequestHandler) -> bytes:

@@ -25,6 +25,7 @@ from cloudevents.http import CloudEvent
 from google.cloud import batch_v1
 
 from batch_jobs.batch_launcher import batch_client
+from batch_jobs.capacity import queued_since
 from batch_jobs.reconcile import BatchNotification
 from batch_jobs.workspace import work_area
 from dropbatch.build_function import build
@@ -47,6 +48,7 @@ MANIFEST = (
 )
 FRAMES = 75  # 2.5 s at 30 fps: 3 chunks
 WAIT_SECONDS = 15  # input_wait_seconds on the emulators: long enough to see a manifest wait
+QUEUED_TIMEOUT = 30.0  # s, with "queued_timeout": long enough for a sweep tick inside it
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,8 @@ def cloud(
     deployment: dict, built_function: Path, monkeypatch: pytest.MonkeyPatch, request
 ) -> Iterator[dict]:
     """The built functions and the Batch stand-in. Indirect params (a tuple): "hold" keeps jobs
-    waiting for VMs until `standin.release`; "emulators" puts the inbox and work buckets on
+    waiting for VMs until `standin.release`; "queued_timeout" gives up on an unstarted job
+    after QUEUED_TIMEOUT s; "emulators" puts the inbox and work buckets on
     fake-gcs-server and the status on the Firestore emulator instead of the local backends;
     storage then notifies `on_inbox_object` of every object finalized in the inbox, as a
     storage trigger does (tests/storage_notifications.py), and `on_sweep` is served too."""
@@ -116,6 +119,8 @@ def cloud(
             DROPBATCH_WORK_BUCKET=f"work-{uuid.uuid4().hex[:10]}",
             DROPBATCH_INPUT_WAIT_SECONDS=str(WAIT_SECONDS),
         )
+    if "queued_timeout" in options:
+        env["DROPBATCH_QUEUED_TIMEOUT_MINUTES"] = str(QUEUED_TIMEOUT / 60)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     if "emulators" in options:
@@ -553,3 +558,90 @@ def test_a_function_killed_mid_launch_is_recovered_by_the_redelivery(cloud: dict
     assert len({(r.job_id, r.request_id) for r in standin.requests}) == 1
     standin.wait(record.batch_job)
     assert the_record(cloud).state == JobState.SUCCEEDED
+
+
+# What Batch says of a job it cannot start: its quota check, and Compute Engine's answer to
+# the VMs it asks for.
+QUOTA_EVENT = (
+    "Quota checking process decides to delay scheduling for the job {uid} due to inadequate"
+    " GPUS_ALL_REGIONS quota [Quota: GPUS_ALL_REGIONS, limit: 0, usage: 0, wanted: 2.]."
+)
+ZONE_EVENT = (
+    "VM in Managed Instance Group meets error: Batch Error: code -"
+    " CODE_GCE_ZONE_RESOURCE_POOL_EXHAUSTED, description - The zone"
+    " 'projects/acme-video/zones/us-central1-a' does not have enough resources available to"
+    " fulfill the request. Try a different zone, or try again later."
+)
+
+
+def cli_status(cloud: dict, manifest: str) -> str:
+    """`dropbatch status gs://…/job.yaml`, as a user runs it against the deployment."""
+    uri = cloud["store"].uri(cloud["bucket"], manifest)
+    done = subprocess.run(
+        [sys.executable, "-m", "dropbatch.cli", "status", uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DROPBATCH_CONFIG": ""},
+    )
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("cloud", [("hold", "emulators", "queued_timeout")], indirect=True)
+def test_a_job_batch_never_starts_shows_batchs_reason_then_ends_no_capacity(cloud: dict) -> None:
+    """No GPU quota keeps one job QUEUED; no L4 left in the allowed zone keeps another
+    SCHEDULED (our RUNNING, no worker ever reports). Cloud Scheduler's sweep looks both up on
+    Batch: the reason is in the record, the status file and `dropbatch status`; past
+    queued_timeout_minutes the sweep deletes them on Batch and they end FAILED NO_CAPACITY
+    with Batch's reason (the deletion's own notification does not turn that into CANCELLED)."""
+    standin = cloud["standin"]
+    assert upload(cloud, "q1/clip.mp4", frames=FRAMES) == 200
+    assert upload(cloud, "q1/job.yaml", MANIFEST.encode()) == 200
+    quota = the_record(cloud, "q1/job.yaml")
+    assert quota.state == JobState.QUEUED and quota.batch_job
+    quota_text = QUOTA_EVENT.format(uid=standin.jobs[quota.batch_job].uid)
+    standin.report(quota.batch_job, quota_text)
+    assert upload(cloud, "q2/clip.mp4", frames=FRAMES) == 200
+    assert upload(cloud, "q2/job.yaml", MANIFEST.encode()) == 200
+    zones = the_record(cloud, "q2/job.yaml")
+    standin.report(zones.batch_job, ZONE_EVENT, state=batch_v1.JobStatus.State.SCHEDULED)
+    assert the_record(cloud, "q2/job.yaml").state == JobState.RUNNING  # Batch: SCHEDULED
+
+    # A tick inside the timeout: Batch's reasons are recorded and shown; nothing is deleted.
+    assert sweep_tick(cloud) == 200
+    inside = time.time() - queued_since(quota)
+    for manifest, text, state in (
+        ("q1/job.yaml", quota_text, "QUEUED"),
+        ("q2/job.yaml", ZONE_EVENT, "SCHEDULED"),
+    ):
+        record = the_record(cloud, manifest)
+        assert record.engine_wait is not None, manifest
+        assert (record.engine_wait.state, record.engine_wait.reason) == (state, text)
+        mirror = json.loads(
+            cloud["store"].read_bytes(cloud["bucket"], manifest.replace(".yaml", ".status.json"))
+        )
+        assert mirror["waiting_for_capacity"]["events"][-1]["description"] == text
+        assert f"waiting for capacity: {text}" in cli_status(cloud, manifest)
+    if inside < QUEUED_TIMEOUT - 2:
+        assert standin.deletes == []
+        assert {quota.batch_job, zones.batch_job} <= set(standin.jobs)
+
+    # Past the timeout: deleted on Batch, FAILED NO_CAPACITY with Batch's own words.
+    latest = max(queued_since(the_record(cloud, m)) for m in ("q1/job.yaml", "q2/job.yaml"))
+    time.sleep(max(0.0, latest + QUEUED_TIMEOUT - time.time()))
+    assert sweep_tick(cloud) == 200
+    assert sorted(d.name for d in standin.deletes) == sorted([quota.batch_job, zones.batch_job])
+    assert not {quota.batch_job, zones.batch_job} & set(standin.jobs)
+    for manifest, text in (("q1/job.yaml", quota_text), ("q2/job.yaml", ZONE_EVENT)):
+        final = the_record(cloud, manifest)
+        assert final.state == JobState.FAILED, (manifest, final.error)
+        assert final.error is not None and final.error.code == "NO_CAPACITY"
+        assert text in final.error.message
+        mirror = json.loads(
+            cloud["store"].read_bytes(cloud["bucket"], manifest.replace(".yaml", ".status.json"))
+        )
+        assert mirror["state"] == "FAILED" and mirror["error"]["code"] == "NO_CAPACITY"
+        assert text in cli_status(cloud, manifest)
+    # The deletions' DELETION_IN_PROGRESS notifications reached on_batch_state and changed
+    # nothing: the jobs stay FAILED NO_CAPACITY.
+    assert states_notified(standin).count("DELETION_IN_PROGRESS") == 2

@@ -376,8 +376,8 @@ def check_image(folder: Path) -> None:
     variables = (folder / "variables.tf").read_text()
     assert 'regex("^sha256:[0-9a-f]{64}$", var.image_digest)' in variables
     inbox = load(folder)["resource.google_cloudfunctions2_function"]["on_inbox_object"]
-    [precondition] = inbox["lifecycle"][0]["precondition"]
-    assert precondition["condition"] == "${var.image_digest != null}"
+    conditions = [p["condition"] for p in inbox["lifecycle"][0]["precondition"]]
+    assert "${var.image_digest != null}" in conditions
 
 
 def test_functions_build_as_a_dedicated_builder_account(infra: dict) -> None:
@@ -543,3 +543,31 @@ def test_each_check_fails_when_its_piece_is_removed(tmp_path: Path, mutation: st
     }[check]
     with pytest.raises((AssertionError, KeyError)):
         run()
+
+
+def test_planning_deadline_fits_inside_the_inbox_functions_timeout(infra: dict) -> None:
+    """The trigger must record PLANNING_TIMEOUT before Cloud Functions stops it: the deadline
+    reaches the function (with the setting's own default) and sits under its timeout."""
+    from dropbatch.config import Settings
+
+    with open(INFRA / "variables.tf") as handle:
+        variables = {
+            name: attrs
+            for block in _clean(hcl2.load(handle))["variable"]
+            for name, attrs in block.items()
+        }
+    with open(INFRA / "functions.tf") as handle:
+        [locals_] = _clean(hcl2.load(handle))["locals"]
+    fn = infra["resource.google_cloudfunctions2_function"]["on_inbox_object"]
+    assert fn["service_config"][0]["timeout_seconds"] == "${local.inbox_function_timeout}"
+    timeout = locals_["inbox_function_timeout"]
+    for name, unit in (("trigger_deadline_seconds", 1), ("queued_timeout_minutes", 1)):
+        default = Settings.model_fields[name].default
+        assert variables[name]["default"] == default / unit, name
+        assert f"DROPBATCH_{name.upper()} " in (INFRA / "functions.tf").read_text()
+    deadline = variables["trigger_deadline_seconds"]["default"]
+    assert 0 < deadline <= timeout - 30, (deadline, timeout)
+    conditions = [p["condition"] for p in fn["lifecycle"][0]["precondition"]]
+    assert any(
+        "var.trigger_deadline_seconds" in c and "inbox_function_timeout" in c for c in conditions
+    )

@@ -15,6 +15,7 @@ from functools import cache
 import functions_framework
 from cloudevents.http import CloudEvent
 
+from batch_jobs.capacity import sweep_unstarted
 from batch_jobs.intake import Intake, StorageEvent, is_own_write
 from batch_jobs.launcher import open_launcher
 from batch_jobs.reconcile import BatchNotification, apply_notification
@@ -63,6 +64,10 @@ def on_batch_state(cloud_event: CloudEvent) -> None:
 @functions_framework.cloud_event
 def on_sweep(cloud_event: CloudEvent) -> None:
     """A scheduler tick: manifests still waiting for inputs after `input_wait_seconds` end
-    INVALID naming what never arrived (`dropbatch serve` does the same on its own timer)."""
-    jobs = intake().sweep_expired()
-    logs.event(log, "sweep", expired=jobs)
+    INVALID naming what never arrived; jobs Batch has not started are looked up (its reason
+    kept in the record), and deleted and ended FAILED past `queued_timeout_minutes`
+    (`dropbatch serve` does the same on its own timer)."""
+    current = intake()
+    jobs = current.sweep_expired()
+    unstarted = sweep_unstarted(current.store, current.status, current.launcher, current.settings)
+    logs.event(log, "sweep", expired=jobs, no_capacity=unstarted)

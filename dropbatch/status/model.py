@@ -77,6 +77,31 @@ class ChunkClaim(BaseModel):
     grants: int = 0  # how many times it was claimed: 1, plus one per takeover
 
 
+class EngineEvent(BaseModel):
+    """One of the engine's status events for a job (Batch: `status.status_events`)."""
+
+    type: str = ""
+    description: str
+    at: float = 0.0  # the engine's event time (0: it gave none)
+
+
+class EngineWait(BaseModel):
+    """What the engine said of a job it has not started, at the sweep's latest look: its
+    state (Batch: QUEUED or SCHEDULED) and its latest status events, which carry its reason
+    (quota exceeded, no resources in the zones, an image that cannot be pulled)."""
+
+    state: str
+    events: list[EngineEvent] = Field(default_factory=list)  # oldest first, the latest few
+    checked_at: float = Field(default_factory=time.time)
+    # Set once the job waited past queued_timeout_minutes and its engine job is deleted: the
+    # deletion's own notification then ends it FAILED NO_CAPACITY, not CANCELLED.
+    gave_up_after: float | None = None  # seconds waited
+
+    @property
+    def reason(self) -> str:
+        return next((e.description for e in reversed(self.events) if e.description), "")
+
+
 class JobRecord(BaseModel):
     job_id: str
     bucket: str
@@ -98,6 +123,12 @@ class JobRecord(BaseModel):
     items_stitched: list[int] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
     batch_job: str | None = None
+    # When a trigger started probing this manifest's inputs (wall clock). A record still
+    # launchable long after it (past trigger_deadline_seconds) was left by a function stopped
+    # mid-planning: a redelivery ends it PLANNING_TIMEOUT instead of planning it again.
+    planning_since: float | None = None
+    # The engine's account of a job it has not started yet (the sweep looks it up).
+    engine_wait: EngineWait | None = None
     # The local executor running the job's tasks (`dropbatch serve` or `dropbatch run`); a
     # restarted serve resumes the job when this process is gone (docs/DESIGN-DECISIONS.md).
     executor: ProcessOwner | None = None
@@ -135,6 +166,11 @@ class JobRecord(BaseModel):
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "history": [{"state": h.state.value, "at": h.at} for h in self.history],
+            **(
+                {"waiting_for_capacity": self.engine_wait.model_dump()}
+                if self.engine_wait is not None and self.state not in TERMINAL_STATES
+                else {}
+            ),
         }
 
 

@@ -4,12 +4,42 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
 from fractions import Fraction
 
 
 class MediaError(Exception):
     """ffmpeg/ffprobe failed on an input; the message is meant for the user."""
+
+
+class ProbeTimeout(MediaError):
+    """ffprobe ran past its time limit on an input and was stopped: the input's own limit
+    (a huge file, a slow read, an index at the end of a long file), or, with `deadline`, the
+    caller's overall deadline (the input was not at fault, time ran out)."""
+
+    def __init__(self, seconds: float, *, deadline: bool) -> None:
+        self.seconds = seconds
+        self.deadline = deadline
+        super().__init__(
+            f"ffprobe did not finish reading it within {seconds:.0f} s (a very large file, a "
+            "slow read, or an MP4 whose index is at its end: re-encode with -movflags "
+            "+faststart)"
+        )
+
+
+def ffprobe(
+    args: Sequence[str], timeout: float, until: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ffprobe for at most `timeout` s, and never past `until` (a time.monotonic()
+    instant: the caller's overall deadline); ProbeTimeout when either runs out."""
+    left = timeout if until is None else min(timeout, until - time.monotonic())
+    if left <= 0:
+        raise ProbeTimeout(0.0, deadline=True)
+    try:
+        return subprocess.run(list(args), capture_output=True, text=True, timeout=left)
+    except subprocess.TimeoutExpired:
+        raise ProbeTimeout(left, deadline=left < timeout) from None
 
 
 def binary(name: str) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
 from fractions import Fraction
 
 from dropbatch.domain import VideoInfo
-from processors.media.ffmpeg import MediaError, binary
+from processors.media.ffmpeg import MediaError, ProbeTimeout, binary, ffprobe
+
+# Each ffprobe run's own limit (s). The packet pass reads the whole file, so it gets more.
+PROBE_SECONDS = 120.0
+PACKET_PASS_FACTOR = 2.5
 
 # Output rates we snap a variable-frame-rate input to (phones record VFR around these).
 STANDARD_RATES = [
@@ -56,7 +59,9 @@ def choose_rate(r_rate: Fraction | None, avg_rate: Fraction | None) -> tuple[Fra
 FAST_RATES = [Fraction(90), Fraction(100), Fraction(120), Fraction(240)]
 
 
-def packet_times(source: str, time_base: Fraction) -> list[Fraction]:
+def packet_times(
+    source: str, time_base: Fraction, timeout: float = PROBE_SECONDS, until: float | None = None
+) -> list[Fraction]:
     """Presentation times (s) of the first video stream's packets, in display order.
 
     One demux pass over the file (it reads the packets and decodes none): cheap next to a
@@ -68,8 +73,10 @@ def packet_times(source: str, time_base: Fraction) -> list[Fraction]:
         "-show_entries", "packet=pts", "-of", "csv=p=0", source,
     ]  # fmt: skip
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
+        proc = ffprobe(args, timeout * PACKET_PASS_FACTOR, until)
+    except ProbeTimeout as exc:
+        if exc.deadline:
+            raise  # the caller's time is up: it must know, not plan on
         return []  # the header facts stand (a slow remote read must not fail the trigger)
     if proc.returncode != 0:
         return []  # the header facts stand; a damaged file fails in probe or at decode
@@ -110,12 +117,14 @@ def rate_for_every_frame(
     return max(chosen, FAST_RATES[-1])
 
 
-def probe(source: str) -> VideoInfo:
+def probe(source: str, timeout: float = PROBE_SECONDS, until: float | None = None) -> VideoInfo:
+    """The video's shape from its headers; each ffprobe run stops after `timeout` s and never
+    runs past `until` (time.monotonic()), raising ProbeTimeout."""
     args = [
         binary("ffprobe"), "-v", "error", "-print_format", "json",
         "-show_format", "-show_streams", source,
     ]  # fmt: skip
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    proc = ffprobe(args, timeout, until)
     if proc.returncode != 0:
         last = (proc.stderr or "").strip().splitlines()
         raise MediaError(f"not a readable video ({last[-1] if last else 'ffprobe failed'})")
@@ -140,7 +149,8 @@ def probe(source: str) -> VideoInfo:
     rate, vfr = choose_rate(nominal, _fraction(video.get("avg_frame_rate")))
     last_slot = 0
     if vfr:  # headers only say the rate varies; the packets say by how much
-        times = packet_times(source, _fraction(video.get("time_base")) or Fraction(1, 90000))
+        base = _fraction(video.get("time_base")) or Fraction(1, 90000)
+        times = packet_times(source, base, timeout, until)
         if len(times) > 1:
             rate = rate_for_every_frame(times, rate, nominal)
             last_slot = _slot(times[-1], rate) - _slot(times[0], rate)
@@ -180,14 +190,16 @@ class TruncatedVideo(MediaError):
     """The headers promise more video than the file holds (an upload cut short)."""
 
 
-def _last_frame_time(source: str, start: float) -> float | None:
+def _last_frame_time(
+    source: str, start: float, timeout: float, until: float | None
+) -> float | None:
     """The timestamp of the last video frame that decodes when reading from `start` (s)."""
     args = [
         binary("ffprobe"), "-v", "error", "-select_streams", "v:0",
         "-read_intervals", f"{start:.6f}%", "-show_entries", "frame=best_effort_timestamp_time",
         "-of", "csv=p=0", source,
     ]  # fmt: skip
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    proc = ffprobe(args, timeout, until)
     times = []
     for line in proc.stdout.splitlines():
         try:
@@ -197,7 +209,9 @@ def _last_frame_time(source: str, start: float) -> float | None:
     return max(times, default=None)
 
 
-def check_tail(source: str, info: VideoInfo) -> None:
+def check_tail(
+    source: str, info: VideoInfo, timeout: float = PROBE_SECONDS, until: float | None = None
+) -> None:
     """Raise TruncatedVideo unless the last second of the video stream is there and decodes.
 
     A truncated upload of a faststart MP4 keeps its index at the front, so the header probe
@@ -214,7 +228,7 @@ def check_tail(source: str, info: VideoInfo) -> None:
     slack = max(float(4 / rate), 0.25)
     last = None
     for margin in (TAIL_SECONDS, TAIL_RETRY_SECONDS):
-        reached = _last_frame_time(source, max(info.start_time, end - margin))
+        reached = _last_frame_time(source, max(info.start_time, end - margin), timeout, until)
         last = reached if last is None or (reached is not None and reached > last) else last
         if last is not None and last >= end - slack:
             return

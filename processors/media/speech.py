@@ -5,7 +5,6 @@ step: the planner reads these for whichever step follows speech."""
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -20,12 +19,12 @@ class AudioInfo:
     start_time: float  # its first timestamp on the file's timeline
 
 
-def probe_audio(source: str) -> AudioInfo:
+def probe_audio(source: str, timeout: float = 120.0, until: float | None = None) -> AudioInfo:
     args = [
         ffmpeg.binary("ffprobe"), "-v", "error", "-print_format", "json",
         "-show_format", "-show_streams", "-select_streams", "a:0", source,
     ]  # fmt: skip
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    proc = ffmpeg.ffprobe(args, timeout, until)
     if proc.returncode != 0:
         last = (proc.stderr or "").strip().splitlines()
         raise MediaError(f"not a readable audio file ({last[-1] if last else 'ffprobe failed'})")

@@ -201,7 +201,7 @@ def follow(
                                     detail="passed (no time recorded)"))  # fmt: skip
                     break
                 if record.state in TERMINAL_STATES:
-                    add(ended_result(canary, record, stage))
+                    add(ended_result(record, stage))
                     return False
             if time.monotonic() > stage_deadline:
                 add(stalled_result(canary, record, mirror, stage, time.time() - stage_started))
@@ -226,7 +226,8 @@ def follow(
     return True
 
 
-def ended_result(canary: Canary, record: JobRecord, waiting_for: JobState) -> CheckResult:
+def ended_result(record: JobRecord, waiting_for: JobState) -> CheckResult:
+    """The stage a job that ended INVALID or FAILED names, from its error's code."""
     error = record.error
     code = error.code if error else ""
     message = error.message if error else ""
@@ -360,15 +361,22 @@ def run_canary(
           file=out, flush=True)  # fmt: skip
     ok = False
     try:
-        with tempfile.TemporaryDirectory(prefix="dropbatch-canary-") as tmp:
-            clip = Path(tmp) / CLIP
-            make_clip(clip)
-            # As a user uploads: the video, then the manifest; none of our metadata.
-            store.upload_file(bucket, f"{folder}{CLIP}", clip, content_type="video/mp4")
-            canary.uploaded_at = time.time()
-            store.write_bytes(bucket, canary.manifest, canary_manifest(gpu, spot).encode(),
-                              content_type="application/x-yaml")  # fmt: skip
+        try:
+            with tempfile.TemporaryDirectory(prefix="dropbatch-canary-") as tmp:
+                clip = Path(tmp) / CLIP
+                make_clip(clip)
+                # As a user uploads: the video, then the manifest; none of our metadata.
+                store.upload_file(bucket, f"{folder}{CLIP}", clip, content_type="video/mp4")
+                canary.uploaded_at = time.time()
+                store.write_bytes(bucket, canary.manifest, canary_manifest(gpu, spot).encode(),
+                                  content_type="application/x-yaml")  # fmt: skip
+        except Exception as exc:  # no ffmpeg here, or the upload refused: this machine's side
+            fix = "install ffmpeg here, and check your write access to the inbox"
+            detail = f"{type(exc).__name__}: {exc}"
+            add(CheckResult(name="canary upload", ok=False, detail=detail, fix=fix))
+            return False
         ok = follow(canary, add, stage_timeout, timeout)
     finally:
+        # Also on Ctrl-C: nothing of the canary stays in the inbox, no VM starts for it later.
         add(clean_up(canary))
     return ok

@@ -361,7 +361,9 @@ def run_the_canary(
     from dropbatch.canary import run_canary
     from dropbatch.storage import open_store
 
-    blocking = [r.name for r in checks.results if not r.ok and r.name in CANARY_NEEDS]
+    blocking = list(
+        dict.fromkeys(r.name for r in checks.results if not r.ok and r.name in CANARY_NEEDS)
+    )
     if blocking or status is None:
         checks.add(CheckResult(name="canary", ok=False,
                                detail=f"not run: {', '.join(blocking) or 'status store'} failed",

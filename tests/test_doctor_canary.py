@@ -12,6 +12,8 @@ an account without a role, a VM that cannot run the task, a job Batch never sche
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -168,10 +170,10 @@ def doctor(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, dict[str, li
     for line in captured.out.splitlines():
         words = line.split(maxsplit=1)
         if words and words[0] in ("ok", "FAIL"):
-            last = line[len("  ok    ") :].split("  ")[0].strip()
-            lines.setdefault(last, []).append(line.strip())
+            last = line.strip()[6:22].strip()  # the name's column (dropbatch.doctor.Checklist)
+            lines.setdefault(last, []).append(" ".join(line.split()))
         elif words and words[0] == "fix:":
-            lines[last].append(line.strip())
+            lines[last].append(" ".join(line.split()))
     return code, lines, captured.out
 
 
@@ -202,7 +204,7 @@ def test_the_canary_passes_every_stage_and_leaves_nothing_behind(
     # manifest under _doctor/, and the job ran on Batch as the deployment's compute.
     delivered = {d.name for d in deployment["notifications"].deliveries}
     assert any(n.startswith("_doctor/") and n.endswith("/canary.yaml") for n in delivered)
-    canary_jobs = [r for r in deployment["standin"].requests if r.job_id.startswith("j")]
+    canary_jobs = [r for r in deployment["standin"].requests if r.job_id.startswith("db-")]
     assert canary_jobs, [r.job_id for r in deployment["standin"].requests]
     assert leftovers(deployment) == []
 
@@ -212,7 +214,15 @@ def test_a_function_account_without_a_role_is_named_with_its_grant(
 ) -> None:
     inbox = deployment["inbox"]
     policy = deployment["notifications"].bucket_policies[inbox]
-    policy["bindings"] = [b for b in policy["bindings"] if b["role"] != "roles/storage.objectViewer"]
+    policy["bindings"] = [
+        b for b in policy["bindings"] if b["role"] != "roles/storage.objectViewer"
+    ]
+    # And a claims grant whose condition names another inbox's folder in the work bucket.
+    work = deployment["notifications"].bucket_policies[deployment["work"]]
+    for binding in work["bindings"]:
+        if "condition" in binding:
+            expression = binding["condition"]["expression"]
+            binding["condition"]["expression"] = expression.replace(f"/{inbox}/", "/other/")
     code, lines, text = doctor(capsys, "--inbox", f"gs://{inbox}/", "--manifest",
                                str(deployment["tmp"] / "cpu.yaml"), "--timeout", "120")  # fmt: skip
     assert code == 1, text
@@ -221,6 +231,10 @@ def test_a_function_account_without_a_role_is_named_with_its_grant(
     assert f"lacks storage.objects.get on gs://{inbox} (read uploads)" in function[0]
     assert function[1].startswith("fix: grant roles/storage.objectViewer to ")
     assert f"add-iam-policy-binding gs://{inbox} --member=serviceAccount:{FUNCTION}" in function[1]
+    assert any(
+        f"lacks storage.objects.create on gs://{deployment['work']} (claim output names)" in line
+        for line in function
+    ), function
     assert lines["job account"][0].startswith("ok")
     assert lines["canary"][0].startswith("FAIL") and "function account" in lines["canary"][0]
     assert leftovers(deployment) == []  # nothing was uploaded
@@ -245,7 +259,7 @@ def test_a_vm_that_cannot_run_the_task_is_named_as_the_task_stage(
         assert "onnxruntime-gpu cannot load CUDA" in fix
     for before in ("received", "queued", "running"):
         assert lines[f"canary {before}"][0].startswith("ok")
-    canary = [r for r in standin.requests if r.job_id.startswith("j")][-1]
+    canary = [r for r in standin.requests if r.job_id.startswith("db-")][-1]
     accelerators = canary.job.allocation_policy.instances[0].policy.accelerators
     assert accelerators and accelerators[0].type_ == "nvidia-l4"  # it asked for its GPU
     assert lines["canary cleanup"][0].startswith("ok")
@@ -266,7 +280,52 @@ def test_a_job_batch_never_schedules_is_named_with_batchs_events_and_the_quota_f
     assert "Batch's events: Job state is set to QUEUED" in stage
     assert "GPUS_ALL_REGIONS" in fix and "L4" in fix and "image" in fix
     # The waiting Batch job was deleted, so no VM starts after the canary has gone.
-    canary = [r for r in deployment["standin"].requests if r.job_id.startswith("j")][-1]
+    canary = [r for r in deployment["standin"].requests if r.job_id.startswith("db-")][-1]
     assert f"{canary.parent}/jobs/{canary.job_id}" not in deployment["standin"].jobs
     assert lines["canary cleanup"][0].startswith("ok")
     assert leftovers(deployment) == []
+
+
+@pytest.mark.parametrize("deployment", ["hold"], indirect=True)
+def test_ctrl_c_while_the_canary_waits_still_removes_it_and_its_batch_job(
+    deployment: dict,
+) -> None:
+    command = [sys.executable, "-m", "dropbatch.cli", "doctor", "--canary", "--inbox",
+               f"gs://{deployment['inbox']}/", "--manifest", str(deployment["tmp"] / "cpu.yaml"),
+               "--timeout", "10", "--stage-timeout", "300"]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    doctor = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    seen = []
+    assert doctor.stdout is not None
+    for line in doctor.stdout:
+        seen.append(line)
+        if "canary queued" in line:
+            doctor.send_signal(signal.SIGINT)
+            break
+    rest, _ = doctor.communicate(timeout=120)
+    text = "".join(seen) + rest
+    assert doctor.returncode != 0, text
+    assert "canary cleanup" in rest and "ok    canary cleanup" in rest, text
+    canary = [r for r in deployment["standin"].requests if r.job_id.startswith("db-")][-1]
+    assert f"{canary.parent}/jobs/{canary.job_id}" not in deployment["standin"].jobs
+    assert leftovers(deployment) == []
+
+
+def test_gpu_unavailable_is_the_task_on_the_vm_with_the_cuda_fix() -> None:
+    """The code the task gives a job on a VM whose onnxruntime has no CUDA provider."""
+    from dropbatch.canary import ended_result
+    from dropbatch.domain import JobError
+    from dropbatch.status.model import JobRecord, JobState
+
+    manifest = "_doctor/x/canary.yaml"
+    record = JobRecord(job_id="db-canary-0", bucket="inbox", manifest=manifest,
+                       manifest_generation=1, manifest_uri=f"gs://inbox/{manifest}")  # fmt: skip
+    record.set_state(JobState.FAILED)
+    record.error = JobError(code="GPU_UNAVAILABLE", message="no CUDAExecutionProvider")
+    result = ended_result(record, JobState.STITCHING)
+    assert result.detail.startswith("task on the VM: the job ended FAILED before stitching")
+    assert "GPU_UNAVAILABLE" in result.detail
+    assert "onnxruntime-gpu cannot load CUDA" in result.fix

@@ -7,7 +7,9 @@ a checklist, with what to do for each failure:
 - the model store holds what a manifest needs, hashes verified (`dropbatch models check`);
 - a one-task job, launched the way the trigger launches (the task's own Job, running
   `python -m batch_jobs.selfcheck` instead of the task), reports from the VM: GPU, onnxruntime,
-  ffmpeg, the model cache. Its report comes back through the status store under the job's id.
+  ffmpeg, the model cache. Its report comes back through the status store under the job's id;
+- with `--canary`: the service accounts' grants (dropbatch/access.py), then one real job
+  through the inbox, stage by stage, cleaned up after (dropbatch/canary.py).
 
 A GPU is expected only where one is asked for: a Cloud Batch deployment whose compute (the
 manifest's, else the default `gpu: l4`) names one. The local executor runs on whatever this

@@ -143,10 +143,12 @@ def vm_facts(record: JobRecord | None, mirror: dict | None) -> dict:
     """What the task recorded about its VM (GPU, driver, CUDA, onnxruntime providers), read
     from whichever field carries it; {} when none does."""
     for source in (record.model_dump() if record else {}, mirror or {}):
-        for key in ("vm", "vm_facts", "facts", "vms"):
-            value = source.get(key)
-            if value:
-                return value if isinstance(value, dict) else {"vms": value}
+        named = [k for k in ("vm", "vm_facts", "facts", "vms") if source.get(k)]
+        # Whatever the field's final name: one that speaks of the VM or its facts.
+        named += [k for k in source if ("vm" in k.lower() or "fact" in k.lower()) and source[k]]
+        for key in named:
+            value = source[key]
+            return value if isinstance(value, dict) else {key: value}
     return {}
 
 
@@ -256,6 +258,14 @@ def stalled_result(
     stage: JobState,
     waited: float,
 ) -> CheckResult:
+    if record is None and mirror is None and canary.settings.storage == "local":
+        return CheckResult(
+            name="canary stage",
+            ok=False,
+            detail=f"trigger: no status record or .status.json {waited:.0f} s after the upload "
+            "(nothing watches this inbox folder)",
+            fix="start `dropbatch serve --inbox FOLDER` for this inbox, then run the doctor again",
+        )
     if record is None and mirror is None:
         return CheckResult(
             name="canary stage",

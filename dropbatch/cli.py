@@ -551,7 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inbox", required=True, help="the inbox bucket (gs://BUCKET/ or BUCKET)")
     p.add_argument("--manifest", help="check the models and the compute this manifest needs")
     p.add_argument(
-        "--timeout", type=float, default=900.0, help="seconds to wait for the self-check's report"
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds to wait for the self-check's report (and, with --canary, for the canary)",
     )
     p.add_argument(
         "--canary",

@@ -282,6 +282,11 @@ def check_accounts(settings: Settings, request: DoctorRequest, inbox: str) -> li
     from batch_jobs.cloud_batch import notification_topic
     from dropbatch.access import Deployment, PolicyReaders, check_access
 
+    if not settings.project:
+        return [CheckResult(name="function account", ok=False,
+                            detail="not checked: no project set (the policies live there)",
+                            fix="set project (DROPBATCH_PROJECT) to the deployment's")]  # fmt: skip
+
     def terraform_name(account: str) -> str:  # infra/iam.tf's account_id
         return f"dropbatch-{account}@{settings.project}.iam.gserviceaccount.com"
 

@@ -329,3 +329,12 @@ def test_gpu_unavailable_is_the_task_on_the_vm_with_the_cuda_fix() -> None:
     assert result.detail.startswith("task on the VM: the job ended FAILED before stitching")
     assert "GPU_UNAVAILABLE" in result.detail
     assert "onnxruntime-gpu cannot load CUDA" in result.fix
+
+
+def test_the_vms_facts_are_read_from_whichever_field_carries_them() -> None:
+    from dropbatch.canary import vm_facts
+
+    facts = {"gpu": "NVIDIA L4", "driver": "550.90.07", "providers": ["CUDAExecutionProvider"]}
+    assert vm_facts(None, {"state": "SUCCEEDED", "vm": facts}) == facts
+    assert vm_facts(None, {"state": "SUCCEEDED", "task_vm_facts": facts}) == facts
+    assert vm_facts(None, {"state": "SUCCEEDED"}) == {}

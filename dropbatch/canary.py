@@ -75,6 +75,13 @@ STAGE_OF_CODE: dict[str, tuple[str, str]] = {
     "TRIGGER_ERROR": ("trigger", "read the function's log (gcloud functions logs read)"),
     "STORAGE_UNAVAILABLE": ("trigger", "the function's access to the inbox and work buckets"),
     "CANCELLED": ("Batch", "someone deleted or cancelled the job"),
+    # The sweep's end for a job Batch never started (queued_timeout_minutes).
+    "NO_CAPACITY": ("Batch did not schedule the job", SCHEDULE_FIXES),
+    "PLANNING_TIMEOUT": (
+        "trigger",
+        "the function ran out of time probing the 2-second clip: "
+        "its logs, and its access to the inbox",
+    ),
 }
 
 
@@ -152,18 +159,18 @@ def vm_facts(record: JobRecord | None, mirror: dict | None) -> dict:
     return {}
 
 
-def batch_events(settings: Settings, batch_job: str | None) -> list[str]:
-    """Batch's own status events for the job (the reason it is not scheduled, when Batch
-    gives one); [] when there is no Batch job or it cannot be read."""
+def batch_events(settings: Settings, batch_job: str | None) -> tuple[str, list[str]]:
+    """Batch's own state and status events for the job (the reason it is not scheduled,
+    when Batch gives one); ("", []) when there is no Batch job, ("", [why]) when unreadable."""
     if not batch_job or settings.launcher != "batch":
-        return []
+        return "", []
     try:
         from batch_jobs.batch_launcher import batch_client
 
         job = batch_client(settings).get_job(name=batch_job)
     except Exception as exc:  # the events are a help, not the verdict
-        return [f"(Batch's events unreadable: {type(exc).__name__}: {exc})"]
-    return [e.description for e in job.status.status_events if e.description]
+        return "", [f"(Batch's events unreadable: {type(exc).__name__}: {exc})"]
+    return job.status.state.name, [e.description for e in job.status.status_events if e.description]
 
 
 def cancel_batch_job(settings: Settings, batch_job: str | None) -> bool:
@@ -277,9 +284,17 @@ def stalled_result(
             "logs read on_inbox_object), and the function account's roles above",
         )
     state = record.state.value if record else str((mirror or {}).get("state"))
-    if stage == JobState.RUNNING:
-        events = batch_events(canary.settings, record.batch_job if record else None)
+    engine, events = (
+        batch_events(canary.settings, record.batch_job if record else None)
+        if stage in (JobState.RUNNING, JobState.STITCHING)
+        else ("", [])
+    )
+    # Batch's SCHEDULED already moves the record to RUNNING: a job whose VMs never came
+    # waits there, and it is Batch's stage, not the task's.
+    if stage == JobState.RUNNING or engine in ("QUEUED", "SCHEDULED"):
         detail = f"Batch did not schedule the job: still {state} after {waited:.0f} s"
+        if engine:
+            detail += f" (Batch: {engine})"
         if events:
             detail += "; Batch's events: " + " | ".join(events)
         return CheckResult(name="canary stage", ok=False, detail=detail, fix=SCHEDULE_FIXES)

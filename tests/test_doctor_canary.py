@@ -338,3 +338,59 @@ def test_the_vms_facts_are_read_from_whichever_field_carries_them() -> None:
     assert vm_facts(None, {"state": "SUCCEEDED", "vm": facts}) == facts
     assert vm_facts(None, {"state": "SUCCEEDED", "task_vm_facts": facts}) == facts
     assert vm_facts(None, {"state": "SUCCEEDED"}) == {}
+
+
+def test_conditions_are_evaluated_on_the_object_names_the_account_writes() -> None:
+    from dropbatch.access import condition_allows
+
+    status = 'resource.name.endsWith(".status.json")'
+    claims = 'resource.name.startsWith("projects/_/buckets/w/objects/inbox/outputs/")'
+    assert condition_allows(status, "projects/_/buckets/inbox/objects/a/job.status.json")
+    assert not condition_allows(status, "projects/_/buckets/inbox/objects/a/out/clip.mp4")
+    assert condition_allows(claims, "projects/_/buckets/w/objects/inbox/outputs/0.json")
+    assert not condition_allows(claims, "projects/_/buckets/w/objects/other/outputs/0.json")
+    assert condition_allows(f"{status} || {claims}", "projects/_/buckets/w/objects/x.status.json")
+    assert not condition_allows(
+        f"{status} && {claims}", "projects/_/buckets/w/objects/x.status.json"
+    )
+    # A form not evaluated is said to be so, never taken as granted.
+    assert condition_allows('request.time < timestamp("2030-01-01T00:00:00Z")', "x") is None
+
+
+def test_a_project_grant_counts_on_buckets_and_an_unreadable_policy_is_named() -> None:
+    from dropbatch.access import Deployment, check_access, parse_bindings
+
+    deployment = Deployment(
+        project=PROJECT, inbox="inbox", work="work", models="", topic="",
+        job_account=JOB, function_account=FUNCTION, builder_account=BUILDER,
+    )  # fmt: skip
+    everyone = [f"serviceAccount:{a}" for a in (FUNCTION, JOB, BUILDER)]
+    policies = {
+        # Editor on the project: every need of every account, inherited by the buckets.
+        f"projects/{PROJECT}": {"bindings": [{"role": "roles/editor", "members": everyone},
+                                              {"role": "roles/eventarc.eventReceiver",
+                                               "members": everyone[:1]},
+                                              {"role": "roles/run.invoker",
+                                               "members": everyone[:1]}]},
+        "gs://inbox": {"bindings": []},
+        "gs://work": {"bindings": []},
+        f"projects/{PROJECT}/serviceAccounts/{JOB}": {"bindings": []},
+    }  # fmt: skip
+
+    def read(key: str) -> list:
+        if key not in policies:
+            raise PermissionError(f"HTTP 403: no storage.buckets.getIamPolicy on {key}")
+        return parse_bindings(policies[key])
+
+    results = check_access(deployment, read)
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    del policies["gs://work"]
+    failed = [r for r in check_access(deployment, read) if not r.ok]
+    # The project's Editor still grants them, so nothing is missing: an unreadable bucket
+    # policy matters only where no readable one grants the need.
+    assert failed == []
+    del policies[f"projects/{PROJECT}"]
+    failed = [r for r in check_access(deployment, read) if not r.ok]
+    work = [r for r in failed if "on gs://work" in r.detail]
+    assert work and all("policy unreadable: gs://work: HTTP 403" in r.detail for r in work)
+    assert all("may read IAM policies" in r.fix for r in work)

@@ -430,7 +430,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     manifest = Path(args.manifest) if args.manifest else None
     try:
-        return run_doctor(load_settings(), DoctorRequest(args.inbox, manifest, args.timeout))
+        request = DoctorRequest(
+            args.inbox,
+            manifest,
+            args.timeout,
+            canary=args.canary,
+            stage_timeout=args.stage_timeout,
+            function_account=args.function_account or "",
+            builder_account=args.builder_account or "",
+        )
+        return run_doctor(load_settings(), request)
     except ManifestInvalid as exc:
         for error in exc.errors:
             print(f"{manifest}: {error.line()}", file=sys.stderr)
@@ -555,8 +564,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inbox", required=True, help="the inbox bucket (gs://BUCKET/ or BUCKET)")
     p.add_argument("--manifest", help="check the models and the compute this manifest needs")
     p.add_argument(
-        "--timeout", type=float, default=900.0, help="seconds to wait for the self-check's report"
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds to wait for the self-check's report (and, with --canary, for the canary)",
     )
+    p.add_argument(
+        "--canary",
+        action="store_true",
+        help="also check the service accounts' grants and run one real 2-second job through "
+        "the inbox, printing each stage's time; removes all it uploaded and the job wrote",
+    )
+    p.add_argument(
+        "--stage-timeout",
+        type=float,
+        default=600.0,
+        help="--canary: seconds to wait for each next stage (a first VM takes minutes)",
+    )
+    p.add_argument("--function-account", help="default: dropbatch-function@PROJECT.iam…")
+    p.add_argument("--builder-account", help="default: dropbatch-builder@PROJECT.iam…")
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("cost", help="estimate a Cloud Batch run's cost from compute settings")
     p.add_argument("manifest", nargs="?", help="take `compute` from this manifest")

@@ -108,6 +108,10 @@ class Settings(BaseModel):
     # host:port of a local Batch API stand-in (the tests'), reached over plaintext gRPC without
     # credentials, like STORAGE_EMULATOR_HOST; never a real endpoint.
     batch_emulator_host: str = ""
+    # host:port of a local stand-in for the IAM policy reads `dropbatch doctor --canary` makes
+    # (Pub/Sub topic, service account and project getIamPolicy; the tests'), plaintext without
+    # credentials; never a real endpoint. Bucket policies follow STORAGE_EMULATOR_HOST.
+    iam_emulator_host: str = ""
 
     @property
     def sqlite_file(self) -> Path:

@@ -7,7 +7,9 @@ a checklist, with what to do for each failure:
 - the model store holds what a manifest needs, hashes verified (`dropbatch models check`);
 - a one-task job, launched the way the trigger launches (the task's own Job, running
   `python -m batch_jobs.selfcheck` instead of the task), reports from the VM: GPU, onnxruntime,
-  ffmpeg, the model cache. Its report comes back through the status store under the job's id.
+  ffmpeg, the model cache. Its report comes back through the status store under the job's id;
+- with `--canary`: the service accounts' grants (dropbatch/access.py), then one real job
+  through the inbox, stage by stage, cleaned up after (dropbatch/canary.py).
 
 A GPU is expected only where one is asked for: a Cloud Batch deployment whose compute (the
 manifest's, else the default `gpu: l4`) names one. The local executor runs on whatever this
@@ -26,6 +28,11 @@ from dropbatch.config import Settings
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import CheckReport, CheckResult
 
+# What the canary's job depends on: a failure here would only fail it at a known stage. (The
+# self-check's findings do not stop it: the canary shows what they mean for a real job.)
+CANARY_NEEDS = frozenset(
+    {"inbox bucket", "work bucket", "status store", "function account", "job account"}
+)
 MODELS_FIX = "upload it to the model store (README, 'Filling the model store')"
 
 
@@ -262,6 +269,39 @@ class DoctorRequest:
     inbox: str
     manifest: Path | None = None
     timeout: float = 900.0
+    # --canary: check the accounts' grants, then run one real job through the deployment.
+    canary: bool = False
+    stage_timeout: float = 600.0  # the longest the canary waits for its next stage
+    function_account: str = ""  # "": Terraform's dropbatch-function@PROJECT
+    builder_account: str = ""  # "": Terraform's dropbatch-builder@PROJECT
+
+
+# -- the accounts' grants (--canary) ---------------------------------------------------------
+def check_accounts(settings: Settings, request: DoctorRequest, inbox: str) -> list[CheckResult]:
+    """What each service account needs, against the policies that grant it (dropbatch/access.py)."""
+    from batch_jobs.cloud_batch import notification_topic
+    from dropbatch.access import Deployment, PolicyReaders, check_access
+
+    if not settings.project:
+        return [CheckResult(name="function account", ok=False,
+                            detail="not checked: no project set (the policies live there)",
+                            fix="set project (DROPBATCH_PROJECT) to the deployment's")]  # fmt: skip
+
+    def terraform_name(account: str) -> str:  # infra/iam.tf's account_id
+        return f"dropbatch-{account}@{settings.project}.iam.gserviceaccount.com"
+
+    models = settings.model_store.removeprefix("gs://").split("/", 1)[0]
+    deployment = Deployment(
+        project=settings.project,
+        inbox=inbox,
+        work=bucket_name(settings.work_bucket),
+        models=models if settings.model_store.startswith("gs://") else "",
+        topic=notification_topic(settings) if settings.notification_topic else "",
+        job_account=settings.job_service_account or terraform_name("job"),
+        function_account=request.function_account or terraform_name("function"),
+        builder_account=request.builder_account or terraform_name("builder"),
+    )
+    return check_access(deployment, PolicyReaders(settings).read)
 
 
 def run_doctor(settings: Settings, request: DoctorRequest, out: TextIO | None = None) -> int:
@@ -289,6 +329,9 @@ def run_doctor(settings: Settings, request: DoctorRequest, out: TextIO | None = 
     checks.add(result)
     for result in check_models(settings, request.manifest):
         checks.add(result)
+    if request.canary and gcs:
+        for result in check_accounts(settings, request, inbox):
+            checks.add(result)
     if status is None:
         checks.add(CheckResult(name="self-check job", ok=False,
                                detail="not run: its report comes back through the status store",
@@ -303,10 +346,38 @@ def run_doctor(settings: Settings, request: DoctorRequest, out: TextIO | None = 
             settings, status, check_id, inbox, gpu, compute.spot, request.timeout
         ):
             checks.add(result)
+    if request.canary:
+        run_the_canary(settings, request, checks, status, inbox, compute.gpu, compute.spot)
     failed = list(dict.fromkeys(r.name for r in checks.results if not r.ok))
     verdict = "failed: " + ", ".join(failed) if failed else "all checks passed"
     print(f"dropbatch doctor: {verdict}", file=out)
     return 0 if not failed else 1
+
+
+def run_the_canary(
+    settings: Settings,
+    request: DoctorRequest,
+    checks: Checklist,
+    status: StatusStore | None,
+    inbox: str,
+    gpu: str,
+    spot: bool,
+) -> None:
+    """The canary runs only on a deployment that passed the checks it depends on: a job on a
+    broken one would fail at a stage the checklist above already names."""
+    from dropbatch.canary import run_canary
+    from dropbatch.storage import open_store
+
+    blocking = list(
+        dict.fromkeys(r.name for r in checks.results if not r.ok and r.name in CANARY_NEEDS)
+    )
+    if blocking or status is None:
+        checks.add(CheckResult(name="canary", ok=False,
+                               detail=f"not run: {', '.join(blocking) or 'status store'} failed",
+                               fix="fix the failures above first"))  # fmt: skip
+        return
+    run_canary(settings, open_store(settings), status, inbox, gpu, spot, checks.add, checks.out,
+               request.stage_timeout, request.timeout)  # fmt: skip
 
 
 def _one_line(exc: BaseException) -> str:

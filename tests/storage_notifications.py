@@ -68,6 +68,9 @@ class StorageNotifications:
         self._refused: set[tuple[str, str]] = set()
         self._slow: dict[tuple[str, str], float] = {}  # object → seconds each data read waits
         self._closing = threading.Event()
+        # Bucket IAM policies (fake-gcs-server has none): bucket → the policy JSON the JSON
+        # API's `GET /storage/v1/b/B/iam` answers.
+        self.bucket_policies: dict[str, dict] = {}
         self.finalized: list[dict] = []  # every object version the server finalized, in order
         self.deliveries: list[Delivery] = []
         self._lock = threading.Condition()
@@ -149,6 +152,10 @@ class StorageNotifications:
             return
         if handler.command == "GET" and "alt=media" in handler.path:
             self._closing.wait(self._slowness(handler.path))
+        policy = self._bucket_policy(handler)
+        if policy is not None:
+            _answer(handler, *policy, {"Content-Type": "application/json"})
+            return
         connection = http.client.HTTPConnection(*self._target_address, timeout=120)
         try:
             headers = {k: v for k, v in handler.headers.items() if k.lower() != "host"}
@@ -177,6 +184,22 @@ class StorageNotifications:
                 if resource.get("kind") == "storage#object" and int(resource["generation"]):
                     self._finalized(resource)  # queued before the writer hears back
         _answer(handler, response.status, data, out_headers)
+
+    def _bucket_policy(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes] | None:
+        """(status, body) for a read of a bucket's IAM policy; None for any other request."""
+        parts = urllib.parse.urlsplit(handler.path).path.split("/")
+        # /storage/v1/b/B/iam
+        if handler.command != "GET" or len(parts) != 6 or parts[1:4] != ["storage", "v1", "b"]:
+            return None
+        if parts[5] != "iam":
+            return None
+        with self._lock:
+            policy = self.bucket_policies.get(parts[4])
+        if policy is None:
+            return 404, b'{"error": {"code": 404, "message": "no policy"}}'
+        body = {"kind": "storage#policy", "resourceId": f"projects/_/buckets/{parts[4]}",
+                "version": 3, "etag": "CAE=", **policy}  # fmt: skip
+        return 200, json.dumps(body).encode()
 
     def _is_refused(self, path: str) -> bool:
         target = _object_of(path)

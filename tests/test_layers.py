@@ -23,7 +23,8 @@ LOW_LAYERS = sorted(
     ]
 )
 COMMAND_LINE = ("dropbatch.cli", "dropbatch.watcher", "dropbatch.demo", "dropbatch.cost",
-                "dropbatch.doctor", "dropbatch.build_function")  # fmt: skip
+                "dropbatch.doctor", "dropbatch.access", "dropbatch.canary",
+                "dropbatch.build_function")  # fmt: skip
 DOMAIN_TYPES = {"VideoInfo", "Plan", "PlannedItem", "Chunk", "JobError"}
 
 

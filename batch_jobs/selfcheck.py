@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,11 +23,12 @@ import tempfile
 import uuid
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from dropbatch import logs
 from dropbatch.config import Settings
 from dropbatch.logs import event
-from dropbatch.status.model import CheckReport, CheckResult
+from dropbatch.status.model import CheckReport, CheckResult, MachineFacts
 
 log = logging.getLogger("dropbatch.selfcheck")
 
@@ -46,17 +48,22 @@ CUDA = "CUDAExecutionProvider"
 ENCODE_FRAMES = 8
 
 
+def _nvidia_smi(*args: str) -> str:
+    """nvidia-smi's output, "" where there is none (no nvidia-smi in the image, no driver)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return ""
+    try:
+        return subprocess.run([smi, *args], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
 def check_gpu(expect_gpu: bool) -> CheckResult:
     """A GPU this process can reach: `nvidia-smi -L`, else its /dev/nvidia* devices (the
     host's /proc/driver/nvidia would show GPUs a container was not given)."""
-    seen: list[str] = []
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60)
-            seen = [line.strip() for line in out.stdout.splitlines() if line.startswith("GPU ")]
-        except (OSError, subprocess.TimeoutExpired):
-            seen = []
+    listed = _nvidia_smi("-L").splitlines()
+    seen = [line.strip() for line in listed if line.startswith("GPU ")]
     if not seen:  # no nvidia-smi in the image: the device nodes the container was given
         seen = sorted(str(p) for p in Path("/dev").glob("nvidia[0-9]*"))
     if seen:
@@ -90,9 +97,8 @@ def check_onnxruntime(expect_gpu: bool) -> CheckResult:
         )
     # CUDA whenever this onnxruntime has it (as the chain chooses); required only if expected.
     available = ort.get_available_providers()
-    wanted = [p for p in (CUDA, "CPUExecutionProvider") if p in available]
     try:
-        session = ort.InferenceSession(ADD_MODEL, providers=wanted)
+        session = probe_session(ort)
         [out] = session.run(None, {"x": np.arange(4, dtype=np.float32)[None]})
     except Exception as exc:  # the runtime's own errors: one line for the checklist
         return CheckResult(
@@ -114,6 +120,46 @@ def check_onnxruntime(expect_gpu: bool) -> CheckResult:
             "onnxruntime) built for its CUDA and cuDNN, and a visible GPU",
         )
     return CheckResult(name=name, ok=True, detail=f"onnxruntime {ort.__version__} on {used}")
+
+
+def probe_session(ort: Any) -> Any:
+    """A session of the tiny model on CUDA where this onnxruntime offers it, else the CPU:
+    its `get_providers()` says what a model actually runs on here."""
+    available = ort.get_available_providers()
+    wanted = [p for p in (CUDA, "CPUExecutionProvider") if p in available]
+    return ort.InferenceSession(ADD_MODEL, providers=wanted)
+
+
+def machine_facts(machine: str) -> MachineFacts:
+    """What machine `machine` has for a job's workers (the job record keeps one per
+    machine): GPUs, driver and CUDA (nvidia-smi), onnxruntime and the providers a session
+    gets, whether ffmpeg encodes with NVENC and decodes with NVDEC. Whatever is absent is
+    recorded as absent, never as an error: the facts are what the worker saw."""
+    from processors.media.encoders import decode_args, nvenc_available
+
+    facts = MachineFacts(machine=machine, host=socket.gethostname())
+    for line in _nvidia_smi(
+        "--query-gpu=name,driver_version", "--format=csv,noheader"
+    ).splitlines():
+        name, _, driver = line.rpartition(",")
+        if name.strip():
+            facts.gpus.append(name.strip())
+            facts.driver = driver.strip()
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", _nvidia_smi()) if facts.gpus else None
+    facts.cuda = cuda.group(1) if cuda else ""
+    try:
+        import onnxruntime as ort
+
+        facts.onnxruntime = ort.__version__
+        facts.providers = list(probe_session(ort).get_providers())
+    except Exception as exc:  # not installed, or no session opens: recorded as it is
+        event(log, "machine facts: no onnxruntime session", logging.WARNING, reason=str(exc))
+    try:
+        facts.nvenc = nvenc_available()
+        facts.nvdec = "-hwaccel" in decode_args()
+    except Exception as exc:  # no ffmpeg: the task's own encode says so, with its reason
+        event(log, "machine facts: ffmpeg not probed", logging.WARNING, reason=str(exc))
+    return facts
 
 
 def check_ffmpeg(threads: int | None = None) -> CheckResult:

@@ -30,6 +30,7 @@ import numpy as np
 from batch_jobs.claims import ClaimKeeper, claim_next, finish_claim, release_claim
 from batch_jobs.encoder_choice import item_encoder
 from batch_jobs.liveness import HEARTBEAT_SECONDS, current_owner
+from batch_jobs.machines import record_this_machine
 from batch_jobs.scratch import task_scratch
 from batch_jobs.stitch import mark_chunk_done, stitch_when_ready
 from batch_jobs.worker import WorkerSetup, unstitched_items
@@ -45,6 +46,7 @@ from dropbatch.storage import open_store
 from dropbatch.storage.base import ObjectStore
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
+from processors.gpu import gpu_required_here
 from processors.media.encoders import X264, decode_args
 from processors.media.frames import EncodeSettings, FrameBatch, FrameReader, FrameWriter
 from processors.media.preview import PreviewTap, preview_indices
@@ -295,7 +297,14 @@ def run_task(
     )
     reporter = ProgressReporter(status, progress)
     threads = limit_threads(settings)
-    with reporter, WorkerSetup(store, record) as setup:
+    gpu_asked = plan.gpu != "none"
+    try:
+        record_this_machine(status, record, gpu_asked)
+    except Exception as exc:  # the facts inform; the job does not depend on them
+        event(log, "machine facts not recorded", logging.WARNING, reason=failure_text(exc))
+    # Every model this worker loads runs on the GPU when the job asks for one, or the chunk's
+    # setup fails GPU_UNAVAILABLE (processors/gpu.py): never a quiet CPU run on a GPU VM.
+    with gpu_required_here(gpu_asked), reporter, WorkerSetup(store, record) as setup:
         reporter.update(0, force=True, state="RUNNING")
         worker_started = time.time()
         event(log, "task started", attempt=attempt, threads=threads or 0)
@@ -335,8 +344,8 @@ def run_task(
                     code=exc.code if isinstance(exc, ChainSetupError) else "",
                 )
                 event(log, "task failed", logging.ERROR, reason=reason, attempt=attempt)
-                # A chain that cannot be set up (bad model, bad side image) fails the same way on
-                # every retry: exit 2 says so.
+                # A chain that cannot be set up (bad model, bad side image, a GPU job whose
+                # models cannot load on the GPU) fails the same way on every retry: exit 2.
                 return 2 if isinstance(exc, ChainSetupError) else 1
             complete = mark_chunk_done(status, job_id, claim.item, claim.chunk)
             finish_claim(status, job_id, claim.item, claim.chunk)

@@ -337,6 +337,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f" {task.chunks_done} chunk(s) done"
             f"{'  ' + task.message if task.message else ''}"
         )
+    for machine in record.machines:  # what the workers ran on, as each machine's first saw it
+        print(f"  machine {machine.line()}")
     return report(record)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from processors.gpu import GpuUnavailable
 from processors.models.sessions import onnx_session
 
 
@@ -34,6 +35,8 @@ class ArcFaceRecogniser:
     def __init__(self, path: Path, providers: list[str]) -> None:
         try:
             self.session = onnx_session(path, providers)
+        except GpuUnavailable:  # not the file's fault: the status code says what it is
+            raise
         except Exception as exc:  # onnxruntime raises its own types for a file it cannot read
             raise RecogniserUnusable(
                 f"{path.name}: not an ONNX model onnxruntime can load"

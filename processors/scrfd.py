@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from processors.gpu import GpuUnavailable
 from processors.models.sessions import onnx_session
 
 INPUT_MEAN = 127.5
@@ -57,6 +58,8 @@ class ScrfdDetector:
     ) -> None:
         try:
             self.session = onnx_session(path, providers)
+        except GpuUnavailable:  # not the file's fault: the status code says what it is
+            raise
         except Exception as exc:  # onnxruntime raises its own types for a file it cannot read
             raise DetectorUnusable(f"{path.name}: not an ONNX model onnxruntime can load") from exc
         self.name = path.name

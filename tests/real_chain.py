@@ -67,7 +67,9 @@ def chain_manifest(
     return (
         f"version: 1\ninputs: [{video}]\nchain:\n{lines}\n"
         "output: {preset: ultrafast, crf: 18}\n"
-        f"compute: {{chunk_seconds: {chunk_seconds}, max_parallel_tasks: 2, max_retries: 0}}\n"
+        # The CPU on purpose: this machine has no GPU (a `gpu: l4` job fails GPU_UNAVAILABLE).
+        f"compute: {{gpu: none, chunk_seconds: {chunk_seconds}, max_parallel_tasks: 2, "
+        "max_retries: 0}\n"
     )
 
 

@@ -24,7 +24,7 @@ version: 1
 inputs: talk.mp4
 chain: [{crop: {aspect: "9:16", detector: yolo-onnx, detect_every: 2, model: MODEL}}]
 output: {preset: ultrafast, crf: 23}
-compute: {chunk_seconds: 2, max_parallel_tasks: 2}
+compute: {gpu: none, chunk_seconds: 2, max_parallel_tasks: 2}
 """
 
 

@@ -119,3 +119,12 @@ def test_a_model_whose_class_0_is_not_a_person_is_refused(results: dict) -> None
     code, message = results["refused:face"]
     assert code == "MODEL_INCOMPATIBLE"
     assert "face.onnx" in message and "1 classes (0: face)" in message
+
+
+@pytest.mark.slow
+def test_a_gpu_job_refuses_the_yolo_detector_where_torch_has_no_cuda(results: dict) -> None:
+    # This machine has no GPU: torch's own CUDA error is the reason, the .pt file is named.
+    code, message = results["gpu-required"]
+    assert code == "GPU_UNAVAILABLE"
+    assert message.startswith("yolov8n.pt: cannot run on the GPU: torch ")
+    assert "compute.gpu: none" in message

@@ -336,7 +336,8 @@ def test_after_swap_the_trigger_asks_no_detector_of_enhance(
     put(
         deployment,
         "e/job.yaml",
-        f"version: 1\ninputs: [clip.mp4]\nchain: [{swap}, enhance]\n".encode(),
+        f"version: 1\ninputs: [clip.mp4]\nchain: [{swap}, enhance]\n"
+        "compute: {gpu: none}\n".encode(),
     )
     assert deliver(inbox, "inbox", "e/job.yaml") == 200
     [record] = records(deployment)

@@ -30,7 +30,7 @@ chain:
       model: test_swapper
       source: faces/{source}
 output: {{preset: ultrafast, crf: 18}}
-compute: {{chunk_seconds: 10, max_retries: 0}}
+compute: {{gpu: none, chunk_seconds: 10, max_retries: 0}}
 """
 
 

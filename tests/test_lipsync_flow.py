@@ -100,7 +100,7 @@ inputs: [talk.mp4]
 chain:
   - lipsync: {{audio: speech.wav, length_policy: extend, batch_size: 8}}
 output: {{preset: ultrafast, crf: 20}}
-compute: {{chunk_seconds: {chunk:.3f}, max_parallel_tasks: 2}}
+compute: {{gpu: none, chunk_seconds: {chunk:.3f}, max_parallel_tasks: 2}}
 """,
     )
     item = record.plan.items[0]
@@ -165,7 +165,7 @@ inputs:
   - late.mp4
 chain: [lipsync]
 output: {preset: ultrafast}
-compute: {chunk_seconds: 1, max_parallel_tasks: 2}
+compute: {gpu: none, chunk_seconds: 1, max_parallel_tasks: 2}
 """,
     )
     assert [i.audio for i in record.plan.items] == ["sync/voice.wav", None]

@@ -78,7 +78,7 @@ def manifest_text(
         f"  - lipsync: {{analyser: {ANALYSER}, batch_size: 8, det_size: 320, "
         f"speakers: [{listed}]{extra}}}\n"
         "output: {preset: ultrafast, crf: 18}\n"
-        f"compute: {{chunk_seconds: {chunk}, max_parallel_tasks: 2, max_retries: 0}}\n"
+        f"compute: {{gpu: none, chunk_seconds: {chunk}, max_parallel_tasks: 2, max_retries: 0}}\n"
     )
 
 

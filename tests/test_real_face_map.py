@@ -57,7 +57,7 @@ chain:
         - {{reference: faces/obama2.jpg, source: faces/astronaut.png}}
         - {{reference: faces/biden.jpg, source: faces/cameraman.png}}
 output: {{preset: ultrafast, crf: 16}}
-compute: {{chunk_seconds: 1, max_parallel_tasks: 2, max_retries: 0}}
+compute: {{gpu: none, chunk_seconds: 1, max_parallel_tasks: 2, max_retries: 0}}
 """
 
 

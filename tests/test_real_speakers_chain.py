@@ -62,7 +62,7 @@ chain:
         - {{reference: host.png, audio: host.wav}}
         - {{reference: guest.png, audio: guest.wav}}
 output: {{preset: ultrafast, crf: 18}}
-compute: {{chunk_seconds: 1, max_parallel_tasks: 2, max_retries: 0}}
+compute: {{gpu: none, chunk_seconds: 1, max_parallel_tasks: 2, max_retries: 0}}
 """
 
 

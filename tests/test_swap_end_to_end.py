@@ -30,7 +30,7 @@ chain:
       target: reference
       reference: faces/cameraman.png
 output: {preset: ultrafast, crf: 18}
-compute: {chunk_seconds: 1, max_parallel_tasks: 2, max_retries: 0}
+compute: {gpu: none, chunk_seconds: 1, max_parallel_tasks: 2, max_retries: 0}
 """
 
 

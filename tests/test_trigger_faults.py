@@ -34,7 +34,7 @@ inputs: [talk.mp4]
 chain:
   - swap: {analyser: broken_faces, model: test_swapper, source: faces/astronaut.png}
 output: {preset: ultrafast}
-compute: {chunk_seconds: 1, max_retries: 0}
+compute: {gpu: none, chunk_seconds: 1, max_retries: 0}
 """
 CROP = (
     'version: 1\ninputs: [clip.mp4]\nchain: [{crop: {aspect: "1:1"}}]\n'

@@ -138,6 +138,14 @@ def main() -> int:
             results[f"refused:{name}"] = [exc.code, str(exc)]
             continue
         results[f"ultralytics-{name}"] = backend.detect(frames)
+    # A job that asks for a GPU, on this machine without CUDA: refused, never the CPU.
+    from processors.gpu import GpuUnavailable, gpu_required_here
+
+    with gpu_required_here(True):
+        try:
+            make_detector("yolo", weights=store / "yolov8n.pt", device="auto")
+        except GpuUnavailable as exc:
+            results["gpu-required"] = [exc.code, str(exc)]
     results["unfiltered"] = unfiltered_classes(store, frames)
     results["crop"] = crop_through_the_chain(store, frames[0])
     out_path.write_text(json.dumps(results))

@@ -102,6 +102,37 @@ class EngineWait(BaseModel):
         return next((e.description for e in reversed(self.events) if e.description), "")
 
 
+class MachineFacts(BaseModel):
+    """One machine a job's workers ran on (a VM; locally this computer), as the first worker
+    there found it: enough to tell a GPU VM that ran without its GPU, or a driver older than
+    the image's CUDA, from the job record alone."""
+
+    machine: str  # the kernel's boot id: one per VM, shared by every container on it
+    host: str = ""
+    gpus: list[str] = Field(default_factory=list)  # models nvidia-smi lists; [] none visible
+    driver: str = ""  # NVIDIA driver version
+    cuda: str = ""  # the newest CUDA the driver runs (nvidia-smi)
+    onnxruntime: str = ""  # its version; "" when not installed
+    # Providers active on a probe session, the one it runs on first (CUDA when it works).
+    providers: list[str] = Field(default_factory=list)
+    nvenc: bool = False  # ffmpeg encodes with h264_nvenc here
+    nvdec: bool = False  # ffmpeg decodes with -hwaccel cuda here
+    recorded_at: float = Field(default_factory=time.time)
+
+    def line(self) -> str:
+        """One line for `dropbatch status`."""
+        gpu = ", ".join(self.gpus) or "no GPU"
+        if self.gpus:
+            gpu += f" (driver {self.driver or '?'}, CUDA {self.cuda or '?'})"
+        ort = (
+            f"onnxruntime {self.onnxruntime} on {', '.join(self.providers) or '?'}"
+            if self.onnxruntime
+            else "no onnxruntime"
+        )
+        video = f"NVENC {'yes' if self.nvenc else 'no'}, NVDEC {'yes' if self.nvdec else 'no'}"
+        return f"{self.host or self.machine}: {gpu}; {ort}; {video}"
+
+
 class JobRecord(BaseModel):
     job_id: str
     bucket: str
@@ -133,6 +164,8 @@ class JobRecord(BaseModel):
     # restarted serve resumes the job when this process is gone (docs/DESIGN-DECISIONS.md).
     executor: ProcessOwner | None = None
     stitch_claims: list[StitchLease] = Field(default_factory=list)  # every lease ever granted
+    # The machines its workers ran on, each recorded once by its first worker.
+    machines: list[MachineFacts] = Field(default_factory=list)
     revision: int = 0
 
     @property
@@ -171,6 +204,7 @@ class JobRecord(BaseModel):
                 if self.engine_wait is not None and self.state not in TERMINAL_STATES
                 else {}
             ),
+            "machines": [m.model_dump() for m in self.machines],
         }
 
 

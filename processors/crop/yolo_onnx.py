@@ -18,6 +18,7 @@ import numpy as np
 
 from processors.crop.detectors import Box, DetectorSetupError
 from processors.crop.yolo import INPUT_SIZE, Letterbox, decode_head, letterbox
+from processors.gpu import GpuUnavailable
 from processors.models.sessions import onnx_session
 from processors.models.store import ModelIncompatible
 
@@ -89,8 +90,11 @@ class OnnxYoloDetector:
             ) from None
         try:
             # Without spinning: idle worker threads would take the CPU the decoder needs.
-            self._session = onnx_session(weights, _providers(device), spinning=False)
-        except DetectorSetupError:
+            # `device: cpu` is the step's own choice: honoured even when the job asks for a GPU.
+            self._session = onnx_session(
+                weights, _providers(device), spinning=False, cpu_by_choice=device == "cpu"
+            )
+        except (DetectorSetupError, GpuUnavailable):
             raise
         except Exception as exc:
             raise DetectorSetupError(f"cannot load YOLO model {weights}: {exc}") from None

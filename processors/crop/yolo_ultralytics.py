@@ -33,6 +33,7 @@ from processors.crop.yolo import (
     PERSON,
     letterbox,
 )
+from processors.gpu import GpuUnavailable, gpu_required, torch_cuda_missing
 from processors.models.store import ModelIncompatible
 
 COCO_CLASSES = 80
@@ -135,6 +136,9 @@ class UltralyticsYoloDetector:
                 "use detector yolo-onnx on machines without them"
             ) from None
         cuda = torch.cuda.is_available()
+        if not cuda and device != "cpu" and gpu_required():
+            # The job asks for a GPU: `auto` must not quietly become the CPU.
+            raise GpuUnavailable(weights.name, torch_cuda_missing(torch))
         if device == "cuda" and not cuda:
             raise DetectorSetupError("crop.device cuda: torch sees no CUDA device here")
         self.device = "cuda:0" if cuda and device != "cpu" else "cpu"

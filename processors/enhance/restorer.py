@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from processors.gpu import GpuUnavailable
 from processors.models.sessions import onnx_session
 
 EXPECTED = (
@@ -72,6 +73,8 @@ class FaceRestorer:
             ) from None
         try:
             self.session = onnx_session(path, providers)
+        except GpuUnavailable:  # not the file's fault: the status code says what it is
+            raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise RestorerUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()

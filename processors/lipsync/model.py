@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from processors.gpu import GpuUnavailable
 from processors.models.sessions import onnx_session
 
 FACE_SIZE = 96
@@ -34,6 +35,8 @@ class Wav2LipModel:
         providers = [p for p in PROVIDERS if p in available]
         try:
             self.session = onnx_session(path, providers, log_severity=3)
+        except GpuUnavailable:  # not the file's fault: the status code says what it is
+            raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
         self.mel_input, self.face_input = _signature(self.session, path.name)

@@ -5,6 +5,9 @@ steps keep per-chunk state (camera path, face tracks); their models are what is 
 set up, so every step opens them here and a second chunk, or a second item with the same
 models, reuses the session. A session is keyed by the file (path, size, modification time),
 the providers and the options, so a changed file or another provider list gets its own.
+
+When the worker's job asks for a GPU (processors/gpu.py), a session must come out with CUDA
+or TensorRT active: ONNX Runtime would otherwise fall back to the CPU with only a log line.
 """
 
 from __future__ import annotations
@@ -14,6 +17,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from processors.gpu import (
+    CUDA,
+    GPU_PROVIDERS,
+    GpuUnavailable,
+    gpu_required,
+    onnx_cuda_missing,
+    onnx_fell_back,
+)
 from processors.sessions import session_providers
 
 _sessions: dict[tuple, Any] = {}
@@ -26,11 +37,21 @@ def onnx_session(
     *,
     spinning: bool = True,
     log_severity: int | None = None,
+    cpu_by_choice: bool = False,
 ) -> Any:
     """An `onnxruntime.InferenceSession` for the file, shared by every caller in this process
-    that asks for the same file, providers and options. Raises what onnxruntime raises."""
+    that asks for the same file, providers and options. Raises what onnxruntime raises, and
+    `GpuUnavailable` when the process requires the GPU and the session is not on it (unless
+    the step's own options chose the CPU: `cpu_by_choice`)."""
     import onnxruntime as ort
 
+    on_gpu = gpu_required() and not cpu_by_choice
+    if on_gpu:
+        missing = onnx_cuda_missing(ort)
+        if missing:
+            raise GpuUnavailable(Path(path).name, missing)
+        if not any(_name(p) in GPU_PROVIDERS for p in providers):
+            providers = [CUDA, *providers]
     stat = os.stat(path)
     key = (
         os.path.realpath(path),
@@ -50,12 +71,35 @@ def onnx_session(
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if log_severity is not None:
                 options.log_severity_level = log_severity
-            # TensorRT, when asked for, with its engine caches in the VM's shared model folder.
-            session = ort.InferenceSession(
-                str(path), sess_options=options, providers=session_providers(providers)
-            )
+            session = _create(ort, path, options, providers, on_gpu)
             _sessions[key] = session
-        return session
+    if on_gpu:  # a new session, or one this process opened before the GPU was required
+        reason = onnx_fell_back(ort, session)
+        if reason:
+            raise GpuUnavailable(Path(path).name, reason)
+    return session
+
+
+def _name(provider: Any) -> str:
+    return provider[0] if isinstance(provider, tuple) else provider
+
+
+def _create(ort: Any, path: Path | str, options: Any, providers: list[Any], on_gpu: bool) -> Any:
+    # TensorRT, when asked for, with its engine caches in the VM's shared model folder.
+    chosen = session_providers(providers)
+    if not on_gpu:
+        return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    try:
+        # Without onnxruntime's own retry on the CPU, so a provider that fails says why.
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=chosen, enable_fallback=0
+        )
+    except Exception as exc:
+        try:  # the file itself may be what fails: then that is the error to report
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception:
+            raise exc from None
+        raise GpuUnavailable(Path(path).name, f"onnxruntime: {exc}") from None
 
 
 def loaded_sessions() -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from processors.gpu import GpuUnavailable
 from processors.models.sessions import onnx_session
 from processors.swap.pixel_boost import join, split
 
@@ -78,6 +79,8 @@ class Swapper:
             ) from None
         try:
             self.session = onnx_session(path, providers)
+        except GpuUnavailable:  # not the file's fault: the status code says what it is
+            raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise SwapperUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
         self.target_name, self.source_name = signature(self.session, path.name)

@@ -23,6 +23,7 @@ from dropbatch.status.model import (
     JobRecord,
     JobState,
     LeaseHolder,
+    MachineFacts,
     ProcessOwner,
     TaskProgress,
 )
@@ -493,6 +494,40 @@ def test_a_self_check_report_is_kept_by_its_id_apart_from_the_jobs(status: Statu
     assert stored is not None and stored.finished and stored.host == "vm-7"
     assert stored.results == [failed] and not stored.ok
     assert status.recent(10) == [] and status.get("doctor-1") is None
+
+
+def test_each_machine_is_recorded_once_by_the_first_of_its_racing_workers(
+    status: StatusStore,
+) -> None:
+    from batch_jobs.machines import add_machine
+
+    status.create(record(state=JobState.RUNNING))
+    vm = MachineFacts(machine="boot-a", host="vm-1", gpus=["NVIDIA L4"], driver="550.90.07",
+                      cuda="12.4", onnxruntime="1.22.0",
+                      providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+                      nvenc=True, nvdec=True)  # fmt: skip
+    barrier = threading.Barrier(4)
+    added: list[bool] = []
+
+    def first_worker(host: str) -> None:
+        barrier.wait()
+        added.append(add_machine(status, "job-1", vm.model_copy(update={"host": host})))
+
+    workers = [threading.Thread(target=first_worker, args=(f"vm-{i}",)) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sorted(added) == [False, False, False, True]
+    cpu = MachineFacts(machine="boot-b", host="laptop", onnxruntime="1.22.0",
+                       providers=["CPUExecutionProvider"])  # fmt: skip
+    assert add_machine(status, "job-1", cpu) is True
+    stored = status.get("job-1")
+    assert stored is not None
+    assert [m.machine for m in stored.machines] == ["boot-a", "boot-b"]
+    assert stored.machines[0].model_dump(exclude={"host"}) == vm.model_dump(exclude={"host"})
+    assert stored.machines[1] == cpu
+    assert stored.summary()["machines"][0]["gpus"] == ["NVIDIA L4"]
 
 
 # -- chunk claims (workers that pull chunks) ---------------------------------------------------

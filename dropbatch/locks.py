@@ -36,6 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCKS = ROOT / "locks"
 INDEX = "https://pypi.org/simple"
 REGENERATE = "python -m dropbatch.locks"
+# torchvision states its CUDA only in its version label (0.29.1+cu130, 0.29.2+cu132), not in
+# its metadata, so no constraint on CUDA wheels reaches it: the newest build for each image CUDA
+# is held here (tests/test_locks.py reads the label from the locked wheel).
+TORCHVISION_FOR_CUDA = {(13, 0): "torchvision<0.29.2"}
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,7 @@ def compile_lock(lock: Lock, upgrade: list[str], root: Path = ROOT) -> None:
             cuda = Path(tmp) / "cuda.txt"
             cuda.write_text(
                 f"cuda-toolkit=={major}.{minor}.*\nnvidia-cuda-runtime=={major}.{minor}.*\n"
+                + (TORCHVISION_FOR_CUDA.get((major, minor), "") + "\n")
             )
             args += ["--constraints", str(cuda)]
         if lock.excludes:

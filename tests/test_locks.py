@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 
 from batch_jobs.cloud_batch import DRIVER_BRANCH_CUDA, GPU_DRIVER_VERSION
 from dropbatch.locks import LOCK_FILES, LOCKS, REGENERATE, function_inputs
-from tests.wheel_metadata import cuda_majors, lock_pins, normal, wheel_metadata
+from tests.wheel_metadata import cuda_majors, lock_pins, normal, wheel_member, wheel_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_LOCKS = ["image-slim", "image-ultralytics"]
@@ -57,6 +57,17 @@ def test_the_locked_torch_wheel_is_built_for_the_images_cuda_and_the_driver_runs
     # runs (tests/test_dockerfile.py holds the image to the driver).
     assert {n for _, n in cuda} == {minor}, (pin.version, sorted(cuda), minor)
     assert DRIVER_BRANCH_CUDA[GPU_DRIVER_VERSION.split(".")[0]] >= (major, minor)
+
+
+def test_the_locked_torchvision_wheel_is_built_for_the_images_cuda() -> None:
+    """torchvision names its CUDA only in its version label (0.29.1+cu130, 0.29.2+cu132): a
+    newer one brings kernels for a CUDA the pinned driver does not run natively."""
+    major, minor, _ = image_base()
+    pin = lock_pins(LOCKS / "image-ultralytics.txt")["torchvision"]
+    label = re.search(
+        r"__version__ = '[^']*\+cu(\d+)'", wheel_member(pin, "torchvision/version.py")
+    )
+    assert label and label.group(1) == f"{major}{minor}", (pin.version, label, (major, minor))
 
 
 @pytest.mark.parametrize("target", IMAGE_LOCKS)

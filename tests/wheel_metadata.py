@@ -2,8 +2,9 @@
 and one of its sha256 hashes), found in PyPI's JSON simple index, and only its METADATA member
 read out of the zip with HTTP range requests (onnxruntime-gpu and torch publish no separate
 PEP 658 metadata, and their wheels are hundreds of MB). Read once, then kept in
-`.cache/wheel-metadata/<sha256>.METADATA`; the registry, not this machine's pip configuration
-(local indexes, find-links, constraints), is what is read.
+`.cache/wheel-metadata/<sha256>.<member>`; the registry, not this machine's pip configuration
+(local indexes, find-links, constraints), is what is read. `wheel_member` reads any other file
+the same way (torchvision states its CUDA only in `torchvision/version.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "wheel-metadata"
 INDEX = "https://pypi.org/simple"
 TIMEOUT = 60
+# The image's interpreter (Ubuntu 24.04: CPython 3.12) on x86_64: its own ABI or a pure/stable one.
+IMAGE_WHEEL = r"-(?:cp312-cp312|py3-none)-manylinux[^-]*x86_64\.whl$"
 
 
 @dataclass(frozen=True)
@@ -102,20 +105,26 @@ def _index_file(pin: Pin, tag: str) -> dict:
     return matching[0]
 
 
-def wheel_metadata(pin: Pin, tag: str = r"-cp312-.*manylinux.*x86_64\.whl$") -> list[str]:
-    """The Requires-Dist lines of the locked wheel's METADATA."""
+def wheel_member(pin: Pin, member: str, tag: str = IMAGE_WHEEL) -> str:
+    """The text of the first file in the locked wheel whose path matches `member` (a regex)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    cached = [CACHE / f"{h}.METADATA" for h in sorted(pin.hashes)]
-    text = next((p.read_text() for p in cached if p.is_file()), None)
-    if text is None:
-        entry = _index_file(pin, tag)
-        remote = io.BufferedReader(_Ranges(entry["url"], entry["size"]), buffer_size=1 << 18)
-        with zipfile.ZipFile(remote) as wheel:
-            [member] = [
-                n for n in wheel.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)
-            ]
-            text = wheel.read(member).decode()
-        (CACHE / f"{entry['hashes']['sha256']}.METADATA").write_text(text)
+    key = re.sub(r"[^A-Za-z0-9]+", "_", member).strip("_")
+    for digest in sorted(pin.hashes):
+        cached = CACHE / f"{digest}.{key}"
+        if cached.is_file():
+            return cached.read_text()
+    entry = _index_file(pin, tag)
+    remote = io.BufferedReader(_Ranges(entry["url"], entry["size"]), buffer_size=1 << 18)
+    with zipfile.ZipFile(remote) as wheel:
+        [name] = [n for n in wheel.namelist() if re.fullmatch(member, n)][:1]
+        text = wheel.read(name).decode()
+    (CACHE / f"{entry['hashes']['sha256']}.{key}").write_text(text)
+    return text
+
+
+def wheel_metadata(pin: Pin, tag: str = IMAGE_WHEEL) -> list[str]:
+    """The Requires-Dist lines of the locked wheel's METADATA."""
+    text = wheel_member(pin, r"[^/]+\.dist-info/METADATA", tag)
     return email.parser.Parser().parsestr(text).get_all("Requires-Dist") or []
 
 

@@ -8,6 +8,7 @@ One lock per thing that installs packages, each pinned with the registry's sha25
   image-ultralytics.txt  its `ultralytics` target (+ torch and ultralytics)
   function.txt           the Cloud Function's requirements.txt (dropbatch.build_function),
                          compiled from function.in, the lines the function's imports select
+  gpu-venv.txt           the ultralytics tests' own venv (tests/gpu_venv.py), from gpu-venv.in
 
 Resolution is uv's (`uv pip compile`, in the `dev` extra) against PyPI itself, with no pip or uv
 configuration read, so a local index or a constraint file on the machine that runs this cannot
@@ -57,6 +58,8 @@ class Lock:
     # The build backend, locked too: the image builds our package with --no-build-isolation
     # so nothing unhashed is fetched for it.
     with_build_system: bool = False
+    # A requirements file in locks/ to compile instead of pyproject.toml's extras.
+    inputs: str | None = None
 
     @property
     def path(self) -> Path:
@@ -86,6 +89,8 @@ LOCK_FILES = (
         with_build_system=True,
     ),
     Lock("function", python="3.11", platform="x86_64-manylinux_2_28", constraints=("dev",)),
+    # The test venv ultralytics runs in (CUDA torch, run on the CPU): the interpreter CI runs.
+    Lock("gpu-venv", python="3.11", platform="x86_64-manylinux_2_28", inputs="gpu-venv.in"),
 )
 
 
@@ -142,6 +147,8 @@ def compile_lock(lock: Lock, upgrade: list[str], root: Path = ROOT) -> None:
                 + "\n"
             )
             args.append(str(inputs.relative_to(root)))
+        elif lock.inputs:
+            args.append(str((LOCKS / lock.inputs).relative_to(root)))
         else:
             args.append("pyproject.toml")
             for extra in lock.extras:

@@ -53,8 +53,8 @@ MACHINES = {
 MODEL_CACHE_HOST = "/var/lib/dropbatch/models"
 MODEL_CACHE_MOUNT = "/var/cache/dropbatch/models"  # where the container sees it
 # The NVIDIA driver Batch installs on a GPU VM. Pinned: Batch's default follows Google's
-# installer and has been a 550 driver (CUDA 12.4), while Dockerfile.gpu is CUDA 12.8, which
-# needs a 570+ driver (the CUDA image's NVIDIA_REQUIRE_CUDA makes the container refuse to start
+# installer and has been a 550 driver (CUDA 12.4), while Dockerfile.gpu is CUDA 13.0, which
+# needs a 580+ driver (the CUDA image's NVIDIA_REQUIRE_CUDA makes the container refuse to start
 # on less). 580.82.07 is the R580 long-term branch (CUDA up to 13.0) that Google's installer
 # ships as its production and LTS driver. docs/DESIGN-DECISIONS.md, "Driver", has the sources.
 GPU_DRIVER_VERSION = "580.82.07"

@@ -4,8 +4,10 @@
 The folder holds `main.py` (the entry points, re-exported from `triggers.main`), exactly the
 first-party modules those entry points import (followed statically through every `import`,
 including the lazy ones inside functions, so a backend chosen by configuration is there), the
-package data those packages ship, and a `requirements.txt` naming the third-party
-distributions those modules import. Terraform zips this folder; the tests serve this folder.
+package data those packages ship, and a `requirements.txt`: the lock `locks/function.txt`,
+every distribution pinned with the registry's hashes, compiled (`python -m dropbatch.locks`)
+from `locks/function.in`, pyproject's lines for the third-party distributions those modules
+import. Terraform zips this folder; the tests serve this folder.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ ENTRY = "triggers.main"
 FUNCTIONS = ("on_inbox_object", "on_batch_state", "on_sweep")
 # Imported by the Functions runtime itself, not by our code; always required.
 RUNTIME_REQUIREMENTS = ("functions-framework",)
+# The function's lock and the requirement lines it was compiled from (dropbatch/locks.py).
+LOCK = Path("locks") / "function.txt"
+LOCK_INPUT = Path("locks") / "function.in"
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:
@@ -85,6 +90,29 @@ def import_graph(entry: str = ENTRY, root: Path = ROOT) -> tuple[set[str], dict[
 
 class UndeclaredImport(RuntimeError):
     """A module the functions import belongs to no dependency pyproject.toml declares."""
+
+
+class StaleLock(RuntimeError):
+    """locks/function.txt was compiled from other requirements than the function's imports
+    select now: it would install something else than pyproject says."""
+
+
+def locked(lines: list[str], root: Path = ROOT) -> str:
+    """The function's requirements.txt: its lock, provided the lock was compiled from `lines`
+    (the requirements the import graph selects now)."""
+    inputs, lock = root / LOCK_INPUT, root / LOCK
+    compiled_from = (
+        [line for line in inputs.read_text().splitlines() if line and not line.startswith("#")]
+        if inputs.is_file()
+        else None
+    )
+    if compiled_from != lines or not lock.is_file():
+        raise StaleLock(
+            f"{LOCK} is not compiled from the function's requirements ({', '.join(lines)}; "
+            f"{LOCK_INPUT} has {', '.join(compiled_from) if compiled_from else 'nothing'}): "
+            "run `python -m dropbatch.locks function` and commit locks/"
+        )
+    return lock.read_text()
 
 
 def function_config(root: Path = ROOT) -> dict:
@@ -187,6 +215,7 @@ def build(out: Path, root: Path = ROOT) -> list[str]:
     """Write the function source to `out` (emptied first); returns the modules it holds."""
     modules, importers = import_graph(ENTRY, root)
     lines = requirements(set(importers), root, importers)  # fails before anything is written
+    lock = locked(lines, root)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -204,7 +233,8 @@ def build(out: Path, root: Path = ROOT) -> list[str]:
     (out / "main.py").write_text(
         MAIN.format(names=", ".join(FUNCTIONS), quoted=", ".join(f'"{f}"' for f in FUNCTIONS))
     )
-    (out / "requirements.txt").write_text("\n".join(lines) + "\n")
+    # Hashes in it put pip in hash-checking mode: the runtime installs exactly the lock.
+    (out / "requirements.txt").write_text(lock)
     return sorted(modules)
 
 
@@ -215,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         modules = build(args.out, args.root)
-    except UndeclaredImport as exc:
+    except (UndeclaredImport, StaleLock) as exc:
         print(f"build_function: {exc}", file=sys.stderr)
         return 1
     print(f"{args.out}: main.py, requirements.txt and {len(modules)} modules")

@@ -48,6 +48,8 @@ MAX_NUMBER_CHARS = 32  # far beyond any option's range; Python refuses 4,300+ di
 # A backstop: within the limits above a load takes well under 0.2 s of CPU. CPU time, not the
 # wall clock, so a busy machine never refuses a manifest a quiet one accepts.
 LOAD_BUDGET_SECONDS = 2.0
+# libyaml's own nesting cap (1000 levels), as its scanner words it.
+_LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
@@ -361,6 +363,12 @@ class _Reader:
             mark = exc.problem_mark or exc.context_mark
             where = _at(mark.line + 1, mark.column + 1) if mark else None
             problem = " ".join((exc.problem or str(exc)).split())  # one line
+            if _LIBYAML_TOO_DEEP in problem:
+                # libyaml (PyYAML 6.0.4's bundled copy) caps nesting itself and, scanning
+                # ahead, can hit its cap before our count reaches MAX_DEPTH: the same finding.
+                raise _refuse(
+                    "MANIFEST_TOO_DEEP", f"nested deeper than {MAX_DEPTH} levels", where
+                ) from None
             raise _refuse("MANIFEST_YAML", f"YAML syntax error: {problem}", where) from None
         except yaml.YAMLError as exc:
             raise _refuse("MANIFEST_YAML", "YAML error: " + " ".join(str(exc).split())) from None

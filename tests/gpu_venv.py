@@ -1,17 +1,19 @@
 """The separate Python environment the ultralytics tests run in.
 
 ultralytics pulls CUDA torch (about 6 GB): it must not land in the interpreter everything
-else uses, so it lives in its own venv, built once and reused (`.cache/venv-gpu` in the
-repository, or `DROPBATCH_GPU_VENV`). It is built on request — `python tests/gpu_venv.py`,
-which `.ci/run` does before the tests — never by a plain `pytest`, which would otherwise take
-minutes and gigabytes on a fresh machine: without it the ultralytics tests are not run and
-the session's summary says so, with this command (tests/conftest.py).
+else uses, so it lives in its own venv, built once per lock and reused
+(`.cache/venv-gpu-<lock digest>` in the repository, or `DROPBATCH_GPU_VENV`). It is built on
+request — `python tests/gpu_venv.py`, which `.ci/run` does before the tests — never by a plain
+`pytest`, which would otherwise take minutes and gigabytes on a fresh machine: without it the
+ultralytics tests are not run and the session's summary says so, with this command
+(tests/conftest.py).
 Our code reaches it through PYTHONPATH, so the venv holds only third-party packages.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import subprocess
 import sys
@@ -19,7 +21,9 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["ultralytics", "onnxruntime", "onnx", "onnxslim", "lap", "pydantic", "pyyaml"]
+# Exactly the versions the ultralytics tests last passed with, hashed (compiled from
+# locks/gpu-venv.in by `python -m dropbatch.locks`).
+LOCK = ROOT / "locks" / "gpu-venv.txt"
 READY = ".dropbatch-ready"
 
 
@@ -28,7 +32,10 @@ class VenvError(RuntimeError):
 
 
 def venv_dir() -> Path:
-    return Path(os.environ.get("DROPBATCH_GPU_VENV") or ROOT / ".cache" / "venv-gpu")
+    """Named by the lock's digest: a venv built from an older lock is never taken for this
+    one's (a changed lock builds a new venv beside it)."""
+    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:12]
+    return Path(os.environ.get("DROPBATCH_GPU_VENV") or ROOT / ".cache" / f"venv-gpu-{digest}")
 
 
 def venv_python(path: Path | None = None) -> Path:
@@ -52,7 +59,7 @@ def ensure_venv(path: Path | None = None, timeout: float = 3600) -> Path:
             return venv_python(path)
         venv.EnvBuilder(with_pip=True, clear=True).create(path)
         proc = subprocess.run(
-            [str(venv_python(path)), "-m", "pip", "install", "-q", *PACKAGES],
+            [str(venv_python(path)), "-m", "pip", "install", "-q", "-r", str(LOCK)],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -60,9 +67,9 @@ def ensure_venv(path: Path | None = None, timeout: float = 3600) -> Path:
         if proc.returncode != 0:
             raise VenvError(
                 f"could not build the ultralytics venv at {path} "
-                f"(pip install {' '.join(PACKAGES)}):\n{proc.stderr[-4000:]}"
+                f"(pip install -r {LOCK}):\n{proc.stderr[-4000:]}"
             )
-        marker.write_text(" ".join(PACKAGES) + "\n")
+        marker.write_text(f"{LOCK.name} sha256 {hashlib.sha256(LOCK.read_bytes()).hexdigest()}\n")
     return venv_python(path)
 
 

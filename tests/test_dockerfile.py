@@ -22,6 +22,7 @@ from batch_jobs.cloud_batch import (
 from dropbatch.build_function import closure
 from dropbatch.config import Settings
 from dropbatch.status.model import JobRecord
+from tests.wheel_metadata import lock_pins
 
 ROOT = Path(__file__).resolve().parent.parent
 # Read by the task but optional, with defaults in code: the Job need not pass them.
@@ -97,19 +98,24 @@ def test_runs_as_a_non_root_user_with_ffmpeg_on_cuda(target: list[tuple[str, str
     assert {"compute", "utility", "video"} <= set(capabilities.split(","))
     text = (ROOT / "Dockerfile.gpu").read_text()
     base = re.search(r"ARG CUDA_IMAGE=(\S+)", text).group(1)
-    assert re.fullmatch(r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", base)
-    assert "/whl/cu12" in text  # torch wheels built for the same CUDA major
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", base)
+    # The locked GPU wheels' CUDA and cuDNN against this tag: tests/test_locks.py.
 
 
 def extras() -> dict[str, list[str]]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
 
 
+def locked(target: str) -> set[str]:
+    return set(lock_pins(ROOT / "locks" / f"image-{target}.txt"))
+
+
 def test_the_slim_target_has_onnxruntime_gpu_and_no_torch() -> None:
     slim = stages(instructions(ROOT / "Dockerfile.gpu"))["build-slim"]
     installs = " ".join(args for word, args in slim if word == "RUN" and "pip install" in args)
-    assert 'pip install ".[gpu]"' in installs
+    assert "pip install --require-hashes --no-deps -r locks/image-slim.txt" in installs
     assert "torch" not in installs and "ultralytics" not in installs
+    assert "onnxruntime-gpu" in locked("slim") and not {"torch", "ultralytics"} & locked("slim")
     assert any(dep.startswith("onnxruntime-gpu") for dep in extras()["gpu"])
     assert not [d for d in extras()["gpu"] if re.match(r"(torch|ultralytics)\b", d)]
     # The slim image copies the slim venv; only the ultralytics image copies the other.
@@ -124,8 +130,9 @@ def test_the_slim_target_has_onnxruntime_gpu_and_no_torch() -> None:
 def test_the_ultralytics_target_adds_torch_and_ultralytics() -> None:
     body = stages(instructions(ROOT / "Dockerfile.gpu"))["build-ultralytics"]
     installs = [args for word, args in body if word == "RUN" and "pip install" in args]
-    assert any('".[gpu]"' in a for a in installs)  # built on the slim venv
-    assert any('".[gpu,ultralytics]"' in a for a in installs)
+    assert any("-r locks/image-slim.txt" in a for a in installs)  # built on the slim venv
+    assert any("-r locks/image-ultralytics.txt" in a for a in installs)
+    assert {"onnxruntime-gpu", "torch", "torchvision", "ultralytics"} <= locked("ultralytics")
     assert {re.match(r"[\w-]+", d).group(0) for d in extras()["ultralytics"]} == {
         "torch",
         "ultralytics",
@@ -170,17 +177,17 @@ def test_the_image_holds_every_package_the_task_imports() -> None:
 
 
 def test_one_opencv_in_the_image() -> None:
-    """ultralytics brings opencv-python, whose cv2/ overwrites opencv-python-headless's: the
-    build removes every OpenCV after the extras are in and puts headless back alone."""
+    """ultralytics asks for opencv-python, whose cv2/ overwrites opencv-python-headless's: its
+    lock leaves it out (dropbatch/locks.py), the install takes no other dependency, and the build
+    proves headless alone owns cv2 after the last install."""
     steps = stages(instructions(ROOT / "Dockerfile.gpu"))["build-ultralytics"]
     runs = [args for word, args in steps if word == "RUN"]
-    gpu_install = next(i for i, a in enumerate(runs) if 'pip install ".[gpu,ultralytics]"' in a)
-    [fix] = [a for a in runs[gpu_install + 1 :] if "pip uninstall" in a and "opencv-python " in a]
-    assert "opencv-python-headless" in fix.split("pip uninstall", 1)[1].split("&&")[0]
-    assert 'pip install --no-deps "opencv-python-headless==${version}"' in fix
-    assert "assert owners == ['opencv-python-headless']" in fix
-    # Nothing installs packages after it that could bring opencv-python back.
-    assert not [a for a in runs[runs.index(fix) + 1 :] if "pip install" in a]
+    assert "opencv-python" not in locked("ultralytics")
+    assert "opencv-python-headless" in locked("ultralytics")
+    installs = [i for i, a in enumerate(runs) if "pip install" in a]
+    assert all("--no-deps" in runs[i] for i in installs)
+    [check] = [a for a in runs if "assert owners == ['opencv-python-headless']" in a]
+    assert runs.index(check) > max(installs)
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("opencv-python-headless") for d in deps)
 
@@ -193,7 +200,7 @@ def test_the_pinned_driver_runs_the_images_cuda() -> None:
     assert bases == {"${CUDA_IMAGE}", "build-slim", "runtime"}, bases
     branch = GPU_DRIVER_VERSION.split(".")[0]
     assert DRIVER_BRANCH_CUDA[branch] >= (major, minor), (GPU_DRIVER_VERSION, major, minor)
-    assert f"/whl/cu{major}{minor}" in text  # torch wheels for the same CUDA
+    # torch's own CUDA wheels against the same: tests/test_locks.py.
 
 
 def deploy_steps() -> str:

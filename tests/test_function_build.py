@@ -1,6 +1,7 @@
-"""The Cloud Function's requirements.txt is a pure function of pyproject.toml and the import
+"""The Cloud Function's requirements are a pure function of pyproject.toml and the import
 graph: the same from an interpreter with no third-party package at all, every line pyproject's
-own, and an import no declared dependency provides fails the build by name."""
+own, and an import no declared dependency provides fails the build by name. requirements.txt is
+their lock (locks/function.txt, hashed), and a lock compiled from other lines fails the build."""
 
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ import pytest
 
 from dropbatch.build_function import (
     FIRST_PARTY,
+    LOCK,
     ROOT,
+    StaleLock,
     UndeclaredImport,
     build,
     declared,
     distribution_for,
     function_config,
     import_graph,
+    requirements,
 )
+from tests.wheel_metadata import lock_pins, normal
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -71,11 +76,21 @@ def test_an_interpreter_without_site_packages_builds_the_same_folder(tmp_path: P
     assert _tree(tmp_path / "bare") == _tree(here)
 
 
-def test_every_requirement_is_pyprojects_own_line(tmp_path: Path) -> None:
+def test_every_requirement_is_pyprojects_own_line_and_requirements_txt_is_their_lock(
+    tmp_path: Path,
+) -> None:
     build(tmp_path / "fn")
-    lines = (tmp_path / "fn" / "requirements.txt").read_text().split("\n")[:-1]
+    _, importers = import_graph()
+    lines = requirements(set(importers), ROOT, importers)
     assert set(lines) <= set(declared().values()), lines
     names = _names("\n".join(lines))
+    # What the runtime installs: the lock compiled from those lines, every pin hashed (pip's
+    # hash-checking mode), each line's distribution in it.
+    written = (tmp_path / "fn" / "requirements.txt").read_text()
+    assert written == (ROOT / LOCK).read_text()
+    pins = lock_pins(tmp_path / "fn" / "requirements.txt")
+    assert {normal(n) for n in names} <= set(pins)
+    assert all(pin.hashes for pin in pins.values())
     # The face check (SCRFD on onnxruntime) ships; nothing that needs a compiler does.
     assert {"onnxruntime", "functions-framework", "google-cloud-batch", "pyyaml"} <= names
     assert "insightface" not in names
@@ -123,8 +138,14 @@ def test_an_installed_but_undeclared_import_fails_the_build(source_copy: Path) -
     pyproject.write_text(
         pyproject.read_text().replace('"grpcio>=1.60",', '"grpcio>=1.60", "scipy>=1.10",')
     )
-    build(out, source_copy)
-    assert "scipy>=1.10" in (out / "requirements.txt").read_text().split()
+    _, importers = import_graph(root=source_copy)
+    assert "scipy>=1.10" in requirements(set(importers), source_copy, importers)
+    # Declared now, but the function's lock was compiled without it: the build refuses to ship
+    # a requirements.txt that would not install it, and says how to regenerate the lock.
+    shutil.copytree(ROOT / "locks", source_copy / "locks")
+    with pytest.raises(StaleLock, match=r"scipy>=1\.10.*python -m dropbatch\.locks function"):
+        build(out, source_copy)
+    assert not out.exists()
 
 
 def test_a_dependency_dropped_from_pyproject_fails_the_build(source_copy: Path) -> None:

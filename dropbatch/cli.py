@@ -9,6 +9,7 @@ import logging
 import mimetypes
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -224,21 +225,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         print("two files with the same name would land on one object", file=sys.stderr)
         return EXIT_INVALID
-    store, bucket, folder = _destination(args.destination)
-    ordered = [f for f in files if f not in manifests] + manifests
-    for path in ordered:
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        name = f"{folder}{path.name}"
-        # No metadata of ours: an object carrying it is one the trigger ignores.
-        store.upload_file(bucket, name, path, content_type=content_type)
-        print(f"uploaded {store.uri(bucket, name)}")
+    with tempfile.TemporaryDirectory(prefix="dropbatch-submit-") as scratch:
+        store, bucket, folder = _destination(args.destination, Path(scratch))
+        ordered = [f for f in files if f not in manifests] + manifests
+        for path in ordered:
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            name = f"{folder}{path.name}"
+            # No metadata of ours: an object carrying it is one the trigger ignores.
+            store.upload_file(bucket, name, path, content_type=content_type)
+            print(f"uploaded {store.uri(bucket, name)}")
     for manifest in manifests:
         target = store.uri(bucket, f"{folder}{manifest.name}")
         print(f"follow it: dropbatch status {target} --watch")
     return EXIT_OK
 
 
-def _destination(destination: str):
+def _destination(destination: str, scratch: Path):
     """(store, bucket, folder/) for gs://BUCKET/FOLDER/ or a local inbox folder."""
     if destination.startswith("gs://"):
         from dropbatch.storage.gcs import GcsStore
@@ -250,11 +252,15 @@ def _destination(destination: str):
     from dropbatch.storage.local import LocalStore
 
     # A local folder: written through LocalStore so each file appears whole (temp + rename),
-    # as objects of the inbox it is in (or, in none, of its own new inbox).
+    # as objects of the inbox it is in.
     target = Path(destination).resolve()
     target.mkdir(parents=True, exist_ok=True)
-    inbox = find_inbox(target) or LocalInbox(target)
-    inbox.mark()
+    inbox = find_inbox(target)
+    if inbox is None:
+        # In no inbox yet: which folder is the inbox is for the `serve --inbox` or `run` to come
+        # to say, so no store is made here (its lock and type notes go to `scratch`; a file's
+        # type is its name's anyway).
+        return LocalStore(target.parent, scratch), target.name, ""
     folder = inbox.object_name(target)
     return LocalStore(inbox.root, inbox.state), inbox.bucket, f"{folder}/" if folder else ""
 

@@ -210,3 +210,25 @@ def test_doctor_on_a_local_inbox_checks_that_inbox_and_its_store(
     assert f"mkdir -p {tmp_path / 'new-inbox'}" in said, said
     assert ".dropbatch-data" not in said
     assert not (tmp_path / "new-inbox").exists() and not (tmp_path / ".dropbatch-data").exists()
+
+
+def test_submit_to_a_folder_in_an_inbox_writes_through_that_inbox_store(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    served = dropbatch("serve", "--inbox", "inbox", "--once", "--poll", "0.1", cwd=tmp_path)
+    assert served.returncode == 0, served.stderr
+    files = [tmp_path / "clip.mp4", tmp_path / "job.yaml"]
+    files[0].write_bytes(b"\x00" * 64)
+    files[1].write_text(GOOD)
+    sent = dropbatch("submit", *map(str, files), "inbox/c1", cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    assert sorted(p.name for p in (inbox / "c1").iterdir()) == ["clip.mp4", "job.yaml"]
+    # The type note of the video is the inbox's (bucket `inbox`, object `c1/clip.mp4`), in its
+    # one store: no store of a bucket `c1` beside it.
+    assert (inbox / ".dropbatch" / "meta" / "inbox" / "c1" / "clip.mp4.json").is_file()
+    assert not (inbox / ".dropbatch" / "meta" / "c1").exists()
+
+    # A folder in no inbox: the files land, and no store is made (serve or run says where).
+    loose = dropbatch("submit", *map(str, files), "loose/c2", cwd=tmp_path)
+    assert loose.returncode == 0, loose.stderr
+    assert sorted(p.name for p in (tmp_path / "loose").rglob("*")) == ["c2", "clip.mp4", "job.yaml"]

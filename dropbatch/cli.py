@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dropbatch.config import ConfigFileError, Settings, load_settings
 from dropbatch.inbox import (
@@ -27,6 +28,9 @@ from dropbatch.inbox import (
 )
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
+
+if TYPE_CHECKING:
+    from batch_jobs.intake import Intake
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -165,7 +169,7 @@ def _joined_line(existing: JobRecord) -> str:
     )
 
 
-def continue_stranded(intake, job_id: str) -> None:
+def continue_stranded(intake: Intake, job_id: str) -> None:
     """A followed job whose executor died (the `serve` that ran it was stopped) continues on
     this process from its done chunks, as the next `serve` would resume it."""
     from batch_jobs.liveness import executor_alive
@@ -352,7 +356,7 @@ def _stores_here() -> list[StatusStore]:
 def _no_inbox(path: Path) -> ValueError:
     return ValueError(
         f"{path.resolve()}: in no dropbatch inbox (no folder at or above it holds "
-        ".dropbatch/INBOX, which `dropbatch serve`, `run` and `submit` create)"
+        ".dropbatch/INBOX, which `dropbatch serve --inbox` and `dropbatch run` create)"
     )
 
 

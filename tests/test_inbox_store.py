@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -101,6 +102,9 @@ def test_run_follows_the_job_serve_is_running_on_the_same_manifest(tmp_path: Pat
             )
             try:
                 wait_for(lambda: "following it" in run_err.read_text(), 60, "run to follow it")
+            except AssertionError:
+                run.kill()  # it never followed: it waits on a job of its own
+                raise
             finally:
                 gate.touch()
                 out, _ = run.communicate(timeout=240)
@@ -116,6 +120,56 @@ def test_run_follows_the_job_serve_is_running_on_the_same_manifest(tmp_path: Pat
     # Beside serve (where it was started), `jobs` reads the inbox's store: one job, not two.
     jobs = dropbatch("jobs", cwd=tmp_path).stdout.splitlines()
     assert len(jobs) == 1 and job_id in jobs[0] and "SUCCEEDED" in jobs[0], jobs
+
+
+def test_run_continues_the_job_it_follows_when_the_serve_running_it_is_killed(
+    tmp_path: Path,
+) -> None:
+    manifest = inbox_with_job(tmp_path)
+    gate = tmp_path / "gate"
+    env = {
+        "DROPBATCH_TASK_COMMAND": f"{sys.executable} {ROOT / 'tests' / 'gated_task.py'}",
+        "TASK_GATE": str(gate),
+    }
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "dropbatch.cli", "serve", "--inbox", "inbox", "--poll", "0.2"],
+        cwd=tmp_path,
+        env=command_env(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: its tasks die with it below
+    )
+    run_err = tmp_path / "run.err"
+    try:
+        wait_for(lambda: mirror_state(manifest) in ACTIVE, 120, "serve to start the job")
+        with run_err.open("w") as err:
+            run = subprocess.Popen(
+                [sys.executable, "-m", "dropbatch.cli", "run", "--quiet", str(manifest)],
+                cwd=tmp_path,
+                env=command_env(env),
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+            try:
+                wait_for(lambda: "following it" in run_err.read_text(), 60, "run to follow it")
+                os.killpg(serve.pid, signal.SIGKILL)  # serve and the tasks it started
+                serve.wait(30)
+                wait_for(lambda: "continuing it here" in run_err.read_text(), 60, "a take-over")
+            except AssertionError:
+                run.kill()  # nobody runs the job: it would follow it forever
+                raise
+            finally:
+                gate.touch()
+                out, _ = run.communicate(timeout=240)
+    finally:
+        gate.touch()
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(30)
+    assert run.returncode == 0, run_err.read_text()
+    assert f"job {mirror(manifest)['job_id']}: SUCCEEDED" in out
+    assert (manifest.parent / "out" / "clip.mp4").is_file()
 
 
 def test_a_manifest_version_that_ran_is_reported_by_run_not_run_again(tmp_path: Path) -> None:

@@ -9,12 +9,14 @@ buckets: every name in it starts with the inbox bucket's name.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 from dropbatch.config import Settings
 
 # The embedded default's work bucket: a folder inside the local store's own state folder
-# (`<local_root>/.dropbatch/work/`), beside the status file, never inside an inbox.
+# (`<local_root>/.dropbatch/work/`, or a local inbox's `<inbox>/.dropbatch/work/`), beside the
+# status file; hidden, so never listed as part of an inbox.
 LOCAL_WORK_BUCKET = ".dropbatch/work"
 # Without a work bucket on Cloud Storage, internal objects stay in the inbox under this prefix
 # (the trigger still recognises and skips them; see batch_jobs.intake.is_own_write).
@@ -54,5 +56,19 @@ def work_area(settings: Settings, inbox_bucket: str) -> WorkArea:
     if settings.work_bucket and settings.work_bucket != inbox_bucket:
         return WorkArea(settings.work_bucket, f"{inbox_bucket}/")
     if settings.storage == "local":
-        return WorkArea(LOCAL_WORK_BUCKET, f"{inbox_bucket}/")
+        return WorkArea(local_work_bucket(settings), f"{inbox_bucket}/")
     return WorkArea(inbox_bucket, INBOX_WORK_PREFIX)
+
+
+def local_work_bucket(settings: Settings) -> str:
+    """The work bucket inside the local store's state folder, named from local_root (a local
+    bucket is a folder under it): `.dropbatch/work`, or `inbox/.dropbatch/work` for an inbox."""
+    if settings.local_state is None:
+        return LOCAL_WORK_BUCKET
+    root = os.path.abspath(settings.local_root)
+    relative = os.path.relpath(os.path.abspath(settings.local_state), root)
+    if relative == "." or relative.startswith(".."):
+        raise ValueError(
+            f"local_state {settings.local_state} must be a folder inside local_root {root}"
+        )
+    return f"{relative.replace(os.sep, '/')}/work"

@@ -9,27 +9,42 @@ import logging
 import mimetypes
 import os
 import sys
+import tempfile
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dropbatch.config import ConfigFileError, Settings, load_settings
+from dropbatch.inbox import (
+    LocalInbox,
+    find_inbox,
+    inbox_for_manifest,
+    inboxes_near,
+    is_inbox,
+    legacy_store,
+    settings_for,
+)
+from dropbatch.status.base import StatusStore
 from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
+
+if TYPE_CHECKING:
+    from batch_jobs.intake import Intake
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
-def _local_settings(root: Path, **overrides: object) -> Settings:
-    """Settings for the embedded default, rooted at `root`, honouring DROPBATCH_* overrides.
+def _inbox_settings(inbox: LocalInbox, **overrides: object) -> Settings:
+    """Settings for the embedded default on a local inbox's one store, honouring DROPBATCH_*
+    overrides.
 
-    The folder the user names (the manifest's, the inbox) decides where the local store is:
-    a DROPBATCH_LOCAL_ROOT set for other uses would otherwise send the run to look for the
+    The inbox the user's path is in decides where the store is (dropbatch/inbox.py): a
+    DROPBATCH_LOCAL_ROOT set for other uses would otherwise send the command to look for the
     manifest in another tree. Storage and launcher are this machine's whatever the
     environment says; the status store (and its file) stays configurable.
     """
-    settings = Settings.from_env(os.environ)
-    local = {"local_root": root, "storage": "local", "launcher": "local"}
-    return settings.model_copy(update={**local, **overrides})
+    return settings_for(inbox, Settings.from_env(os.environ), **overrides)
 
 
 def local_intake(settings: Settings):
@@ -93,6 +108,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- run -----------------------------------------------------------------------------------
 def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) -> int:
+    from batch_jobs.ids import job_id_for
     from batch_jobs.intake import StorageEvent, is_manifest
     from dropbatch import logs
 
@@ -106,27 +122,68 @@ def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) 
         return EXIT_INVALID
     if again:
         os.utime(manifest)  # a new generation is a new job, as a re-upload would be
-    folder = manifest.parent
-    root, bucket = folder.parent, folder.name
-    settings = _local_settings(root, input_wait_seconds=0.0)
+    inbox = inbox_for_manifest(manifest)
+    inbox.mark()
+    settings = _inbox_settings(inbox)
     if workers:
         settings = settings.model_copy(update={"local_workers": workers})
     logs.setup()
     intake = local_intake(settings)
     store, status, launcher = intake.store, intake.status, intake.launcher
-    info = store.stat(bucket, manifest.name)
-    handled = intake.handle(StorageEvent(bucket, manifest.name, info.generation))
+    name = inbox.object_name(manifest)
+    info = store.stat(inbox.bucket, name)
+    # The same manifest generation is the same job whoever saw it first: a `serve` on this
+    # inbox, or an earlier `run`. Then this run follows that job instead of starting another.
+    existing = status.get(job_id_for(inbox.bucket, name, info.generation))
+    if existing is None:
+        # Run it now: inputs missing now make it INVALID at once instead of waiting for them.
+        intake.settings = settings.model_copy(update={"input_wait_seconds": 0.0})
+    handled = intake.handle(StorageEvent(inbox.bucket, name, info.generation))
     if not handled:  # an object of ours (an output, a status file), which the trigger skips
         print(f"{manifest}: written by dropbatch, not a manifest to run", file=sys.stderr)
         return EXIT_INVALID
     [job_id] = handled
-    watch(status, job_id, quiet=quiet, until_done=True)
+    if existing is not None:
+        print(_joined_line(existing), file=sys.stderr)
+    watch(
+        status, job_id, quiet=quiet, until_done=True, tick=lambda: continue_stranded(intake, job_id)
+    )
     # The job's state is final before its last task has exited: let the tasks finish, so
     # their last log lines are shown and no task outlives the command.
     launcher.wait(job_id, timeout=60)
     record = status.get(job_id)
     assert record is not None
     return report(record)
+
+
+def _joined_line(existing: JobRecord) -> str:
+    if existing.state in TERMINAL_STATES:
+        return (
+            f"dropbatch: this manifest version ran already as job {existing.job_id} "
+            f"({existing.state.value}); `--again` runs it again"
+        )
+    return (
+        f"dropbatch: this manifest version is job {existing.job_id} already "
+        f"({existing.state.value}, started by a `dropbatch serve` or `run` on this inbox); "
+        "following it"
+    )
+
+
+def continue_stranded(intake: Intake, job_id: str) -> None:
+    """A followed job whose executor died (the `serve` that ran it was stopped) continues on
+    this process from its done chunks, as the next `serve` would resume it."""
+    from batch_jobs.liveness import executor_alive
+
+    record = intake.status.get(job_id)
+    if record is None or record.state in TERMINAL_STATES or record.plan is None:
+        return
+    if not (record.batch_job or "").startswith("local/"):
+        return
+    if executor_alive(record, intake.status.progress(job_id)):
+        return
+    if intake.launcher.start(record, intake.settings, replacing=record.executor):
+        print(f"dropbatch: the process running job {job_id} is gone; continuing it here",
+              file=sys.stderr)  # fmt: skip
 
 
 def report(record: JobRecord) -> int:
@@ -172,21 +229,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         print("two files with the same name would land on one object", file=sys.stderr)
         return EXIT_INVALID
-    store, bucket, folder = _destination(args.destination)
-    ordered = [f for f in files if f not in manifests] + manifests
-    for path in ordered:
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        name = f"{folder}{path.name}"
-        # No metadata of ours: an object carrying it is one the trigger ignores.
-        store.upload_file(bucket, name, path, content_type=content_type)
-        print(f"uploaded {store.uri(bucket, name)}")
+    with tempfile.TemporaryDirectory(prefix="dropbatch-submit-") as scratch:
+        store, bucket, folder = _destination(args.destination, Path(scratch))
+        ordered = [f for f in files if f not in manifests] + manifests
+        for path in ordered:
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            name = f"{folder}{path.name}"
+            # No metadata of ours: an object carrying it is one the trigger ignores.
+            store.upload_file(bucket, name, path, content_type=content_type)
+            print(f"uploaded {store.uri(bucket, name)}")
     for manifest in manifests:
         target = store.uri(bucket, f"{folder}{manifest.name}")
         print(f"follow it: dropbatch status {target} --watch")
     return EXIT_OK
 
 
-def _destination(destination: str):
+def _destination(destination: str, scratch: Path):
     """(store, bucket, folder/) for gs://BUCKET/FOLDER/ or a local inbox folder."""
     if destination.startswith("gs://"):
         from dropbatch.storage.gcs import GcsStore
@@ -197,10 +255,18 @@ def _destination(destination: str):
         return GcsStore(project=load_settings().project or None), bucket, folder
     from dropbatch.storage.local import LocalStore
 
-    # A local folder: written through LocalStore so each file appears whole (temp + rename).
+    # A local folder: written through LocalStore so each file appears whole (temp + rename),
+    # as objects of the inbox it is in.
     target = Path(destination).resolve()
     target.mkdir(parents=True, exist_ok=True)
-    return LocalStore(target.parent), target.name, ""
+    inbox = find_inbox(target)
+    if inbox is None:
+        # In no inbox yet: which folder is the inbox is for the `serve --inbox` or `run` to come
+        # to say, so no store is made here (its lock and type notes go to `scratch`; a file's
+        # type is its name's anyway).
+        return LocalStore(target.parent, scratch), target.name, ""
+    folder = inbox.object_name(target)
+    return LocalStore(inbox.root, inbox.state), inbox.bucket, f"{folder}/" if folder else ""
 
 
 # -- status / jobs -------------------------------------------------------------------------
@@ -211,7 +277,15 @@ def progress_line(record: JobRecord, width: int = 30) -> str:
     return f"{record.state.value:<19} [{bar}] {done}/{total} chunks"
 
 
-def watch(status, job_id: str, *, quiet: bool = False, until_done: bool = True) -> None:
+def watch(
+    status,
+    job_id: str,
+    *,
+    quiet: bool = False,
+    until_done: bool = True,
+    tick: Callable[[], None] | None = None,
+) -> None:
+    """Show the job's progress until it ends; `tick` runs between polls."""
     last = ""
     while True:
         record = status.get(job_id)
@@ -237,6 +311,8 @@ def watch(status, job_id: str, *, quiet: bool = False, until_done: bool = True) 
             if not quiet and sys.stderr.isatty():
                 print(file=sys.stderr)
             return
+        if tick is not None:
+            tick()
         time.sleep(0.5)
 
 
@@ -249,32 +325,90 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
     return bucket, name
 
 
-def local_manifest_address(manifest: Path) -> tuple[Path, str, str]:
-    """(local root, bucket, object name) of a manifest file on this machine.
-
-    `serve --inbox ./inbox` roots the store at the inbox's parent (bucket `inbox`, object
-    `campaign-7/manifest.yaml`); `run` roots it at the manifest folder's parent. The nearest
-    folder above the manifest that holds a status store is the root the job was run under.
-    """
-    path = manifest.resolve()
-    for root in path.parent.parents:
-        if (root / ".dropbatch" / "status.sqlite").is_file():
-            bucket, *rest = path.relative_to(root).parts
-            return root, bucket, "/".join(rest)
-    return path.parent.parent, path.parent.name, path.name
+FOLDER_JOBS = 1000  # the most jobs `dropbatch status FOLDER` reads from one status store
 
 
-def _open_status_for(target: str | None):
+@dataclass
+class StatusQuery:
+    """What `dropbatch status [TARGET]` asks for, and the status store(s) that can answer."""
+
+    stores: list[StatusStore]
+    job_id: str | None = None
+    bucket: str | None = None
+    manifest: str | None = None  # an object name: its newest job
+    folder: str | None = None  # an object-name prefix ('' the whole bucket): every job in it
+
+
+def _inbox_status(inbox: LocalInbox) -> StatusStore:
     from dropbatch.status import open_status
 
-    if target and Path(target).is_file():
-        root, bucket, name = local_manifest_address(Path(target))
-        settings = _local_settings(root)
-        return open_status(settings), settings, (bucket, name)
-    settings = load_settings()
-    if target and target.startswith("gs://"):
-        return open_status(settings), settings, split_gs_uri(target)
-    return open_status(settings), settings, None
+    return open_status(_inbox_settings(inbox))
+
+
+def _stores_here() -> list[StatusStore]:
+    """The inbox(es) the working directory is in or beside; else the configured store."""
+    from dropbatch.status import open_status
+
+    near = inboxes_near(Path.cwd())
+    return [_inbox_status(inbox) for inbox in near] or [open_status(load_settings())]
+
+
+def _no_inbox(path: Path) -> ValueError:
+    return ValueError(
+        f"{path.resolve()}: in no dropbatch inbox (no folder at or above it holds "
+        ".dropbatch/INBOX, which `dropbatch serve --inbox` and `dropbatch run` create)"
+    )
+
+
+def status_query(target: str | None) -> StatusQuery:
+    """A job id, a manifest path (also one deleted since: its job's record stays), a folder
+    (the jobs under it), a gs:// manifest or folder/, or nothing (the newest job here)."""
+    from dropbatch.status import open_status
+    from manifests.resolve import MANIFEST_SUFFIXES
+
+    if target is None:
+        return StatusQuery(_stores_here())
+    if target.startswith("gs://"):
+        bucket, name = split_gs_uri(target)
+        stores = [open_status(load_settings())]
+        if not name or name.endswith("/"):
+            return StatusQuery(stores, bucket=bucket, folder=name)
+        return StatusQuery(stores, bucket=bucket, manifest=name)
+    path = Path(target)
+    if path.is_dir():
+        inbox = find_inbox(path)
+        if inbox is None:  # a folder holding inboxes (where `serve --inbox ./inbox` started)
+            inner = inboxes_near(path)
+            if not inner:
+                raise _no_inbox(path)
+            return StatusQuery([_inbox_status(i) for i in inner], folder="")
+        name = inbox.object_name(path)
+        return StatusQuery([_inbox_status(inbox)], bucket=inbox.bucket,
+                           folder=f"{name}/" if name else "")  # fmt: skip
+    if path.exists() or target.endswith(MANIFEST_SUFFIXES) or os.sep in target:
+        inbox = find_inbox(path.parent)
+        if inbox is None:
+            raise _no_inbox(path)
+        return StatusQuery(
+            [_inbox_status(inbox)], bucket=inbox.bucket, manifest=inbox.object_name(path)
+        )
+    return StatusQuery(_stores_here(), job_id=target)
+
+
+def find_jobs(query: StatusQuery) -> list[tuple[StatusStore, JobRecord]]:
+    """The records the query names, each with the store it is in, newest first."""
+    found: list[tuple[StatusStore, JobRecord]] = []
+    for store in query.stores:
+        if query.job_id is not None:
+            record = store.get(query.job_id)
+            found += [(store, record)] if record else []
+        elif query.folder is not None:
+            records = store.recent(FOLDER_JOBS, bucket=query.bucket)
+            found += [(store, r) for r in records if r.manifest.startswith(query.folder)]
+        else:
+            records = store.recent(1, bucket=query.bucket, manifest=query.manifest)
+            found += [(store, r) for r in records]
+    return sorted(found, key=lambda pair: pair[1].created_at, reverse=True)
 
 
 def stalled_line(record: JobRecord, tasks: list) -> str:
@@ -301,18 +435,14 @@ def capacity_line(record: JobRecord, tasks: list) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status, _, manifest = _open_status_for(args.target)
-    if manifest is not None:
-        records = status.recent(1, bucket=manifest[0], manifest=manifest[1])
-    elif args.target:
-        one = status.get(args.target)
-        records = [one] if one else []
-    else:
-        records = status.recent(1)
-    if not records:
+    query = status_query(args.target)
+    found = find_jobs(query)
+    if not found:
         print(f"no job found for {args.target or 'this status store'}", file=sys.stderr)
         return EXIT_FAILED
-    record = records[0]
+    if query.folder is not None:  # every job under the folder, one line each
+        return print_jobs([record for _, record in found], as_json=args.json)
+    status, record = found[0]
     if args.watch:
         watch(status, record.job_id)
         record = status.get(record.job_id) or record
@@ -342,9 +472,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     return report(record)
 
 
-def cmd_jobs(args: argparse.Namespace) -> int:
-    status, _, _ = _open_status_for(None)
-    for r in status.recent(args.limit):
+def print_jobs(records: list[JobRecord], as_json: bool = False) -> int:
+    if as_json:
+        print(json.dumps([r.summary() for r in records], indent=2))
+        return EXIT_OK
+    for r in records:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
         print(
             f"{when}  {r.job_id:<50} {r.state.value:<19} {r.done_count}/{r.chunks_total}"
@@ -353,16 +485,29 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    found = [record for store in _stores_here() for record in store.recent(args.limit)]
+    found.sort(key=lambda r: r.created_at, reverse=True)
+    return print_jobs(found[: args.limit])
+
+
 # -- serve ---------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     from dropbatch.watcher import serve
 
-    inbox = Path(args.inbox).resolve()
-    inbox.mkdir(parents=True, exist_ok=True)
-    settings = _local_settings(inbox.parent)
+    folder = Path(args.inbox).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    inbox = LocalInbox(folder)
+    older = None if is_inbox(folder) else legacy_store(inbox)
+    inbox.mark()
+    if older is not None:  # jobs served before inboxes kept their own store: not lost, shown
+        print(f"dropbatch: this inbox now keeps its jobs in {inbox.state}/; jobs served "
+              f"before are in {older} (DROPBATCH_SQLITE_PATH={older} dropbatch jobs)",
+              flush=True)  # fmt: skip
+    settings = _inbox_settings(inbox)
     if args.workers:
         settings = settings.model_copy(update={"local_workers": args.workers})
-    serve(inbox, local_intake(settings), poll_seconds=args.poll, once=args.once)
+    serve(folder, local_intake(settings), poll_seconds=args.poll, once=args.once)
     return EXIT_OK
 
 
@@ -431,9 +576,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from manifests.loader import ManifestInvalid
 
     manifest = Path(args.manifest) if args.manifest else None
+    settings, inbox = load_settings(), args.inbox
+    if settings.storage == "local" and not inbox.startswith("gs://"):
+        local = _doctor_inbox(settings, inbox)
+        if local is None:
+            return EXIT_FAILED
+        settings, inbox = local
     try:
         request = DoctorRequest(
-            args.inbox,
+            inbox,
             manifest,
             args.timeout,
             canary=args.canary,
@@ -441,11 +592,28 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             function_account=args.function_account or "",
             builder_account=args.builder_account or "",
         )
-        return run_doctor(load_settings(), request)
+        return run_doctor(settings, request)
     except ManifestInvalid as exc:
         for error in exc.errors:
             print(f"{manifest}: {error.line()}", file=sys.stderr)
         return EXIT_INVALID
+
+
+def _doctor_inbox(settings: Settings, name: str) -> tuple[Settings, str] | None:
+    """(settings, bucket) for `doctor --inbox NAME` on local storage: the folder NAME (as
+    `serve --inbox NAME` takes it) with its own store, else a bucket folder in local_root.
+    None, having said what to do, when neither is there: then no store is created for it."""
+    folder = Path(name)
+    if folder.is_dir():
+        inbox = find_inbox(folder) or LocalInbox(folder.resolve())
+        inbox.mark()
+        return settings.model_copy(update=inbox.store_settings()), inbox.bucket
+    if (settings.local_root / name).is_dir():  # a deployment's local root (functions-framework)
+        return settings, name
+    where = folder.resolve()
+    print(f"dropbatch doctor: {where}: no such folder (the inbox `dropbatch serve --inbox {name}`"
+          f" would watch)\n  fix: mkdir -p {where} && dropbatch serve --inbox {name}")  # fmt: skip
+    return None
 
 
 def cmd_cost(args: argparse.Namespace) -> int:

@@ -27,6 +27,11 @@ class Settings(BaseModel):
     storage: Literal["local", "gcs"] = "local"
     # Local storage: <local_root>/<bucket>/<object name>. Ignored for gcs.
     local_root: Path = Path(".dropbatch-data")
+    # Where the local store keeps its own files (status.sqlite, the work bucket `work/`,
+    # object metadata, locks): a folder inside local_root. Empty: `<local_root>/.dropbatch`.
+    # The command line sets it to a local inbox's own `<inbox>/.dropbatch` (one store per
+    # inbox, found from anywhere in it: README, "Using it on one machine").
+    local_state: Path | None = None
     # Where internal objects go (chunk parts, preview tiles, output-name claims): a bucket the
     # inbox trigger does not watch, so our own intermediate writes never invoke it. Empty: a
     # local store keeps them in `<local_root>/.dropbatch/work/`; a Cloud Storage one under
@@ -34,7 +39,7 @@ class Settings(BaseModel):
     # an invocation that returns at once). The deployment (infra/) always sets it.
     work_bucket: str = ""
     status: Literal["sqlite", "firestore"] = "sqlite"
-    sqlite_path: Path | None = None  # default: <local_root>/.dropbatch/status.sqlite
+    sqlite_path: Path | None = None  # default: <local_state>/status.sqlite
     firestore_database: str = "(default)"
     firestore_collection: str = "dropbatch_jobs"
     launcher: Literal["local", "batch"] = "local"
@@ -114,8 +119,12 @@ class Settings(BaseModel):
     iam_emulator_host: str = ""
 
     @property
+    def local_state_dir(self) -> Path:
+        return self.local_state or (self.local_root / ".dropbatch")
+
+    @property
     def sqlite_file(self) -> Path:
-        return self.sqlite_path or (self.local_root / ".dropbatch" / "status.sqlite")
+        return self.sqlite_path or (self.local_state_dir / "status.sqlite")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

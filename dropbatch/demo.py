@@ -126,9 +126,13 @@ def what_is_missing(models: DemoModels) -> list[str]:
 def run_demo(base: Path, workers: int = 2, seconds: float = 12.0) -> int:
     from dropbatch.cli import run_manifest
     from dropbatch.config import Settings
+    from dropbatch.inbox import LocalInbox
 
     folder = base.resolve() / "inbox" / time.strftime("demo-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
+    # `inbox/` is the inbox (each demo a folder in it), so `serve --inbox` on it finds the demos'
+    # jobs in its store instead of taking each demo folder for an inbox of its own.
+    LocalInbox(folder.parent).mark()
     models = find_models(Settings.from_env().model_store)
     print(f"dropbatch demo: making a {seconds:g} s sample video in {folder}", flush=True)
     make_talking_video(folder / "talk.mp4", duration=seconds)

@@ -14,6 +14,7 @@ from cloudevents.http import CloudEvent
 if TYPE_CHECKING:
     from batch_jobs.intake import Intake
 
+from dropbatch.inbox import LocalInbox, nested_inboxes
 from dropbatch.logs import event
 from dropbatch.storage.base import ObjectInfo
 from dropbatch.storage.local import LocalStore
@@ -50,8 +51,9 @@ def storage_cloud_event(info: ObjectInfo) -> CloudEvent:
 class FolderWatcher:
     """Reports each object version once, when two scans in a row see it unchanged."""
 
-    def __init__(self, store: LocalStore, bucket: str) -> None:
-        self.store, self.bucket = store, bucket
+    def __init__(self, store: LocalStore, bucket: str, inbox: LocalInbox | None = None) -> None:
+        self.store, self.bucket, self.inbox = store, bucket, inbox
+        self.nested: set[str] = set()  # folders that are inboxes of their own, once said
         self._last: dict[str, tuple[int, int]] = {}
         self._fired: dict[str, int] = {}
         self._failures: dict[tuple[str, int], int] = {}
@@ -67,6 +69,8 @@ class FolderWatcher:
     def scan(self) -> list[ObjectInfo]:
         ready = []
         current = {info.name: info for info in self.store.list(self.bucket)}
+        if self.inbox is not None:
+            current = self._without_nested(current)
         for name, info in current.items():
             key = (info.generation, info.size)
             if self._last.get(name) == key and self._fired.get(name) != info.generation:
@@ -79,6 +83,29 @@ class FolderWatcher:
                 self._fired.pop(name, None)
         # Manifests last: the inputs they name in the same scan are then already known.
         return sorted(ready, key=lambda i: (i.name.endswith((".yaml", ".yml")), i.name))
+
+    def _without_nested(self, current: dict[str, ObjectInfo]) -> dict[str, ObjectInfo]:
+        """A folder holding its own inbox marker (a `dropbatch run` made it an inbox before
+        this one was served) keeps its jobs in its own store: running its manifests here too
+        would run them twice. Left alone, and said once."""
+        assert self.inbox is not None
+        nested = nested_inboxes(self.inbox, list(current))
+        for folder in sorted(nested - self.nested):
+            where = self.inbox.folder / folder
+            event(
+                log,
+                "nested inbox not served",
+                logging.WARNING,
+                inbox=str(where),
+                reason="it holds .dropbatch/INBOX: its jobs are in its own store",
+                fix=f"dropbatch serve --inbox {where}",
+            )
+        self.nested |= nested
+        return {
+            name: info
+            for name, info in current.items()
+            if not any(name.startswith(folder) for folder in nested)
+        }
 
 
 def _logged(what: str, exc: Exception, **fields: object) -> None:
@@ -105,8 +132,8 @@ def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = F
 
     logs.setup()
     settings = intake.settings
-    store = LocalStore(inbox.parent)
-    watcher = FolderWatcher(store, inbox.name)
+    store = LocalStore(settings.local_root, settings.local_state_dir)
+    watcher = FolderWatcher(store, inbox.name, LocalInbox(inbox))
     event(log, "watching", inbox=str(inbox), status=str(settings.sqlite_file))
     print(f"dropbatch: watching {inbox} (Ctrl-C to stop)", flush=True)
     # Jobs whose tasks died with an earlier serve continue from their done chunks.

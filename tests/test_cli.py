@@ -69,7 +69,8 @@ def test_run_then_status(tmp_path: Path) -> None:
     status = dropbatch("status", str(folder / "manifest.yaml"), cwd=tmp_path)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
     assert "worker   0" in status.stdout and "chunk(s) done" in status.stdout
-    jobs = dropbatch("jobs", cwd=tmp_path, env={"DROPBATCH_LOCAL_ROOT": str(tmp_path / "inbox")})
+    # No inbox above it: run made the manifest's folder one; `jobs` beside it reads its store.
+    jobs = dropbatch("jobs", cwd=tmp_path / "inbox")
     assert "SUCCEEDED" in jobs.stdout
 
 

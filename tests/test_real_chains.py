@@ -70,8 +70,10 @@ def decode_rgb(path: Path, width: int, height: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
-def job_record(local_root: Path) -> JobRecord:
-    [record] = open_status(Settings(local_root=local_root)).recent(5)
+def job_record(inbox: Path) -> JobRecord:
+    """The one job in the store of the local inbox folder `inbox` (`<inbox>/.dropbatch/`)."""
+    settings = Settings(local_root=inbox.parent, local_state=inbox / ".dropbatch")
+    [record] = open_status(settings).recent(5)
     return record
 
 
@@ -94,13 +96,13 @@ def test_every_chain_runs_on_real_footage_and_chunks_equal_one_task(
     drop_job(folder, pexels_clip, steps)
     if steps == SERVED:
         done = dropbatch("serve", "--inbox", str(inbox), "--once", "--poll", "0.2", env=env)
-        bucket, local_root = inbox, inbox.parent
+        bucket = inbox
     else:
         done = dropbatch("run", str(folder / "manifest.yaml"), "--quiet", env=env)
-        bucket, local_root = folder, inbox
+        bucket = folder  # no inbox above it: run makes the manifest's folder one
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
-    record = job_record(local_root)
+    record = job_record(bucket)
     assert record.state == JobState.SUCCEEDED, (record.error, record.errors)
     mirror = json.loads((folder / "manifest.status.json").read_text())
     assert mirror["state"] == "SUCCEEDED"

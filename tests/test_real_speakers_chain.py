@@ -91,7 +91,7 @@ def test_crop_swap_masks_enhance_and_two_speakers_run_and_chunks_equal_one_task(
     done = dropbatch("run", str(folder / "manifest.yaml"), "--quiet", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
-    record = job_record(tmp_path / "inbox")
+    record = job_record(folder)  # no inbox above it: run made the manifest's folder one
     assert record.state == JobState.SUCCEEDED, (record.error, record.errors)
     assert json.loads((folder / "manifest.status.json").read_text())["state"] == "SUCCEEDED"
     [item] = record.plan.items

@@ -10,7 +10,7 @@ def open_store(settings: Settings) -> ObjectStore:
     if settings.storage == "local":
         from dropbatch.storage.local import LocalStore
 
-        return LocalStore(settings.local_root)
+        return LocalStore(settings.local_root, settings.local_state_dir)
     if settings.storage == "gcs":
         from dropbatch.storage.gcs import GcsStore
 

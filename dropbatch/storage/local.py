@@ -4,8 +4,9 @@ Generations are the file's modification time in microseconds (Cloud Storage gene
 creation timestamps too), so a file a user copies in by hand has one without any sidecar.
 Writes go to a hidden temporary file and are renamed into place under a per-bucket lock, which
 makes generation preconditions atomic between processes on one machine. Custom metadata that
-we attach to our own writes lives in `<root>/.dropbatch/meta/`, keyed by generation so a file
-overwritten by hand does not inherit it.
+we attach to our own writes lives in the store's state folder (`<root>/.dropbatch/meta/`, or a
+local inbox's own `<inbox>/.dropbatch/meta/`), keyed by generation so a file overwritten by hand
+does not inherit it.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ def _files_under(start: Path, recursive: bool) -> Iterator[Path]:
 
 
 class LocalStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, state: Path | None = None) -> None:
         self.root = Path(root).resolve()
+        # Object metadata and bucket locks: every process of one store must name the same
+        # folder (Settings.local_state_dir), or they would not see each other's writes.
+        self.state = Path(state).resolve() if state is not None else self.root / STATE_DIR
 
     # -- paths ---------------------------------------------------------------------------
     def _path(self, bucket: str, name: str) -> Path:
@@ -74,11 +78,11 @@ class LocalStore:
             )
 
     def _meta_path(self, bucket: str, name: str) -> Path:
-        return self.root / STATE_DIR / "meta" / bucket / (name + ".json")
+        return self.state / "meta" / bucket / (name + ".json")
 
     @contextlib.contextmanager
     def _bucket_lock(self, bucket: str) -> Iterator[None]:
-        lock_file = self.root / STATE_DIR / "locks" / f"{bucket}.lock"
+        lock_file = self.state / "locks" / f"{bucket}.lock"
         # A bucket name may hold a slash (the work bucket `.dropbatch/work`).
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_file, "a+") as handle:

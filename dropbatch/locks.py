@@ -2,6 +2,8 @@
 
 One lock per thing that installs packages, each pinned with the registry's sha256 hashes:
 
+  base.txt               the default install, README command 1 (`pip install -r locks/base.txt`,
+                         then `pip install --no-deps -e .`)
   dev.txt                the test install (README, .ci/run: `pip install -r locks/dev.txt`, then
                          `pip install --no-deps -e .`)
   image-slim.txt         Dockerfile.gpu's default target (the package + the `gpu` extra)
@@ -68,6 +70,8 @@ class Lock:
 
 LOCK_FILES = (
     Lock("dev", python="3.11", platform=None, extras=("dev",)),
+    # The default install (README command 1, the demo): the versions the suite ran with.
+    Lock("base", python="3.11", platform=None, constraints=("dev",)),
     # Ubuntu 24.04's python3 is 3.12: the image's venv runs it.
     Lock(
         "image-slim",

@@ -126,5 +126,8 @@ def test_what_installs_packages_installs_them_from_the_locks() -> None:
         assert "pip install -q -r locks/dev.txt" in text or "pip install -r locks/dev.txt" in text
         assert "pip install -q --no-deps -e ." in text or "pip install --no-deps -e ." in text
     assert "python -m venv .venv-ci" in ci  # fresh each run
+    # Command 1 (the demo) installs the default install's lock, the versions the suite ran with.
+    command_1 = readme.split("**2. Run the tests:**")[0]
+    assert "pip install -r locks/base.txt && pip install --no-deps -e ." in command_1
     assert REGENERATE in readme
     # The Cloud Function's requirements.txt is its lock (tests/test_function_build.py).

@@ -121,6 +121,7 @@ class Canary:
     bucket: str
     folder: str
     out: TextIO
+    gpu: str = "none"  # what the canary's manifest asks for (compute.gpu)
     uploaded_at: float = 0.0
     record: JobRecord | None = None
 
@@ -146,17 +147,35 @@ class Canary:
         return {h.state: h.at for h in record.history}
 
 
-def vm_facts(record: JobRecord | None, mirror: dict | None) -> dict:
-    """What the task recorded about its VM (GPU, driver, CUDA, onnxruntime providers), read
-    from whichever field carries it; {} when none does."""
-    for source in (record.model_dump() if record else {}, mirror or {}):
-        named = [k for k in ("vm", "vm_facts", "facts", "vms") if source.get(k)]
-        # Whatever the field's final name: one that speaks of the VM or its facts.
-        named += [k for k in source if ("vm" in k.lower() or "fact" in k.lower()) and source[k]]
-        for key in named:
-            value = source[key]
-            return value if isinstance(value, dict) else {key: value}
-    return {}
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def machines_result(record: JobRecord, gpu: str) -> CheckResult:
+    """The machines the task ran on, as its first worker there recorded them (the job
+    record's `machines`). A job that asked for a GPU passes only when every machine had one
+    and onnxruntime came up on CUDA or TensorRT there: the canary's crop needs no model, so
+    the task itself has no session to refuse, and a VM without its GPU would succeed."""
+    if not record.machines:
+        if gpu == "none":
+            return CheckResult(name="canary vm", ok=True, detail="none recorded")
+        return CheckResult(name="canary vm", ok=False,
+                           detail="task on the VM: no machine facts recorded, so nothing shows "
+                           "the job had its GPU", fix=CUDA_FIX)  # fmt: skip
+    lines = "; ".join(m.line() for m in record.machines)
+    if gpu != "none":
+        without = [
+            m for m in record.machines
+            if not m.gpus or not any(p in m.providers for p in GPU_PROVIDERS)
+        ]  # fmt: skip
+        if without:
+            return CheckResult(
+                name="canary vm",
+                ok=False,
+                detail=f"task on the VM: the job asked for gpu: {gpu} but ran without it on "
+                + "; ".join(m.line() for m in without),
+                fix=CUDA_FIX,
+            )
+    return CheckResult(name="canary vm", ok=True, detail=lines)
 
 
 def batch_events(settings: Settings, batch_job: str | None) -> tuple[str, list[str]]:
@@ -218,9 +237,10 @@ def follow(
             time.sleep(POLL_SECONDS)
     record = canary.read_record()
     assert record is not None
-    facts = vm_facts(record, canary.read_mirror())
-    detail = ", ".join(f"{k}: {v}" for k, v in facts.items()) if facts else "none recorded"
-    add(CheckResult(name="canary vm", ok=True, detail=detail))
+    machines = machines_result(record, canary.gpu)
+    add(machines)
+    if not machines.ok:
+        return False
     for output in record.outputs:
         name = output.split("/", 3)[-1] if output.startswith("gs://") else output
         name = name.removeprefix(f"{canary.bucket}/")
@@ -381,7 +401,7 @@ def run_canary(
     """Upload, follow, clean up; each result goes to `add` as it comes. True on success."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = f"{CANARY_FOLDER}{stamp}-{uuid.uuid4().hex[:6]}/"
-    canary = Canary(settings, store, status, bucket, folder, out)
+    canary = Canary(settings, store, status, bucket, folder, out, gpu=gpu)
     print(f"  …     canary: uploading {CLIP} and {MANIFEST} to {store.uri(bucket, folder)}",
           file=out, flush=True)  # fmt: skip
     ok = False

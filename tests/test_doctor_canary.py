@@ -197,6 +197,7 @@ def test_the_canary_passes_every_stage_and_leaves_nothing_behind(
     for stage in STAGES:
         [line] = lines[f"canary {stage}"]
         assert line.startswith("ok") and "s after the upload" in line, line
+    assert lines["canary vm"][0].startswith("ok") and "onnxruntime" in lines["canary vm"][0]
     assert lines["canary output"][0].startswith("ok"), lines["canary output"]
     assert "_doctor/" in lines["canary output"][0] and "out/clip.mp4" in lines["canary output"][0]
     assert lines["canary cleanup"][0].startswith("ok"), lines["canary cleanup"]
@@ -240,23 +241,21 @@ def test_a_function_account_without_a_role_is_named_with_its_grant(
     assert leftovers(deployment) == []  # nothing was uploaded
 
 
-def test_a_vm_that_cannot_run_the_task_is_named_as_the_task_stage(
+def test_a_task_without_a_cuda_provider_is_named_as_the_task_stage_with_the_cuda_fix(
     deployment: dict, capsys: pytest.CaptureFixture
 ) -> None:
-    """The deployment's default compute (an L4) on this CPU machine, whose "VMs" also lack
-    ffmpeg. Once the task refuses a job without CUDA (GPU_UNAVAILABLE), that is the code the
-    canary reports, with the CUDA fix; either way the stage is the task on the VM."""
-    empty_bin = deployment["tmp"] / "bin"
-    empty_bin.mkdir()
+    """The deployment's default compute (an L4) on this CPU machine: the task runs, but the
+    machine its worker recorded has no GPU and onnxruntime only on the CPU, so the canary
+    names the task on the VM, with the CUDA fix, instead of passing a CPU run."""
     standin = deployment["standin"]
-    standin.vm_env = {**standin.vm_env, "PATH": str(empty_bin)}
     code, lines, text = doctor(capsys, "--inbox", f"gs://{deployment['inbox']}/",
                                "--timeout", "240", "--stage-timeout", "180")  # fmt: skip
     assert code == 1, text
-    [stage, fix] = lines["canary stage"]
-    assert stage.startswith("FAIL") and "task on the VM: the job ended FAILED" in stage, stage
-    if "GPU_UNAVAILABLE" in stage:
-        assert "onnxruntime-gpu cannot load CUDA" in fix
+    [vm, fix] = lines["canary vm"]
+    assert vm.startswith("FAIL"), vm
+    assert "task on the VM: the job asked for gpu: l4 but ran without it" in vm, vm
+    assert "no GPU" in vm and "CPUExecutionProvider" in vm, vm  # the machine's own facts
+    assert "onnxruntime-gpu cannot load CUDA" in fix
     for before in ("received", "queued", "running"):
         assert lines[f"canary {before}"][0].startswith("ok")
     canary = [r for r in standin.requests if r.job_id.startswith("db-")][-1]
@@ -331,13 +330,25 @@ def test_gpu_unavailable_is_the_task_on_the_vm_with_the_cuda_fix() -> None:
     assert "onnxruntime-gpu cannot load CUDA" in result.fix
 
 
-def test_the_vms_facts_are_read_from_whichever_field_carries_them() -> None:
-    from dropbatch.canary import vm_facts
+def test_a_gpu_job_passes_the_vm_check_only_on_machines_with_cuda_active() -> None:
+    from dropbatch.canary import machines_result
+    from dropbatch.status.model import JobRecord, MachineFacts
 
-    facts = {"gpu": "NVIDIA L4", "driver": "550.90.07", "providers": ["CUDAExecutionProvider"]}
-    assert vm_facts(None, {"state": "SUCCEEDED", "vm": facts}) == facts
-    assert vm_facts(None, {"state": "SUCCEEDED", "task_vm_facts": facts}) == facts
-    assert vm_facts(None, {"state": "SUCCEEDED"}) == {}
+    manifest = "_doctor/x/canary.yaml"
+    record = JobRecord(job_id="db-canary-0", bucket="inbox", manifest=manifest,
+                       manifest_generation=1, manifest_uri=f"gs://inbox/{manifest}")  # fmt: skip
+    assert not machines_result(record, "l4").ok  # nothing shows the GPU was there
+    assert machines_result(record, "none").ok
+    l4 = MachineFacts(machine="a", host="vm-1", gpus=["NVIDIA L4"], driver="580.82.07",
+                      cuda="13.0", onnxruntime="1.31.1",
+                      providers=["CUDAExecutionProvider", "CPUExecutionProvider"])  # fmt: skip
+    record.machines = [l4]
+    assert machines_result(record, "l4").ok
+    # The GPU is there but onnxruntime came up on the CPU: the worst failure, named.
+    on_cpu = {"machine": "b", "host": "vm-2", "providers": ["CPUExecutionProvider"]}
+    record.machines.append(l4.model_copy(update=on_cpu))
+    result = machines_result(record, "l4")
+    assert not result.ok and "vm-2" in result.detail and "vm-1" not in result.detail
 
 
 def test_conditions_are_evaluated_on_the_object_names_the_account_writes() -> None:

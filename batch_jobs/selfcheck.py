@@ -149,11 +149,14 @@ def machine_facts(machine: str) -> MachineFacts:
     facts.cuda = cuda.group(1) if cuda else ""
     try:
         import onnxruntime as ort
-
+    except ImportError:  # the default install has none; a chain that needs it says so itself
+        ort = None
+    if ort is not None:
         facts.onnxruntime = ort.__version__
-        facts.providers = list(probe_session(ort).get_providers())
-    except Exception as exc:  # not installed, or no session opens: recorded as it is
-        event(log, "machine facts: no onnxruntime session", logging.WARNING, reason=str(exc))
+        try:
+            facts.providers = list(probe_session(ort).get_providers())
+        except Exception as exc:  # installed, yet no session opens: recorded as it is
+            event(log, "machine facts: no onnxruntime session", logging.WARNING, reason=str(exc))
     try:
         facts.nvenc = nvenc_available()
         facts.nvdec = "-hwaccel" in decode_args()

@@ -144,6 +144,7 @@ class Settings(BaseModel):
                 continue
             env[ENV_PREFIX + name.upper()] = str(value)
         env[ENV_PREFIX + "SQLITE_PATH"] = str(self.sqlite_file)
+        env[ENV_PREFIX + "LOCAL_STATE"] = str(self.local_state_dir)  # as sqlite_path: resolved
         return env
 
 

@@ -204,8 +204,9 @@ def _destination(destination: str):
 
 
 # -- status / jobs -------------------------------------------------------------------------
-def progress_line(record: JobRecord, width: int = 30) -> str:
-    total, done = record.chunks_total, record.done_count
+def progress_line(record: JobRecord, done: int, width: int = 30) -> str:
+    """`done`: the job's finished chunks (`StatusStore.count_done`)."""
+    total = record.chunks_total
     fill = int(width * done / total) if total else 0
     bar = "#" * fill + "-" * (width - fill)
     return f"{record.state.value:<19} [{bar}] {done}/{total} chunks"
@@ -217,7 +218,7 @@ def watch(status, job_id: str, *, quiet: bool = False, until_done: bool = True) 
         record = status.get(job_id)
         if record is None:
             return
-        line = progress_line(record)
+        line = progress_line(record, status.count_done(job_id))
         if not quiet and line != last:
             tasks = status.progress(job_id)
             running = [t for t in tasks if t.state == "RUNNING"]
@@ -307,16 +308,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         watch(status, record.job_id)
         record = status.get(record.job_id) or record
     if args.json:
-        print(json.dumps(record.summary(), indent=2))
+        print(json.dumps(record.summary(status.count_done(record.job_id)), indent=2))
         return EXIT_OK
-    print(progress_line(record))
+    done = status.done_counts(record.job_id)
+    print(progress_line(record, sum(done.values())))
     stalled = stalled_line(record, status.progress(record.job_id))
     if stalled:
         print(stalled)
     if record.plan is not None and len(record.plan.items) > 1:
         for item in record.plan.items:
-            done = len(record.chunks_done.get(str(item.index), []))
-            print(f"  item {item.index:>3}: {done}/{len(item.chunks)} chunks  {item.video}")
+            print(
+                f"  item {item.index:>3}: {done.get(item.index, 0)}/{len(item.chunks)} chunks"
+                f"  {item.video}"
+            )
     for task in status.progress(record.job_id):  # one per worker
         print(
             f"  worker {task.task_index:>3} item {task.item} chunk {task.chunk}: {task.state:<9}"
@@ -332,7 +336,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     for r in status.recent(args.limit):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
         print(
-            f"{when}  {r.job_id:<50} {r.state.value:<19} {r.done_count}/{r.chunks_total}"
+            f"{when}  {r.job_id:<50} {r.state.value:<19} "
+            f"{status.count_done(r.job_id)}/{r.chunks_total}"
             f"  {r.manifest_uri}"
         )
     return EXIT_OK

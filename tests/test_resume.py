@@ -282,7 +282,7 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
         def mid_job() -> JobRecord | None:
             [record] = status.recent(1) or [None]
             running = record and [p for p in status.progress(record.job_id) if p.frames_done]
-            if record and 2 <= record.done_count < 6 and running:
+            if record and 2 <= status.count_done(record.job_id) < 6 and running:
                 return record
             return None
 
@@ -290,7 +290,7 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
         os.killpg(first.pid, signal.SIGKILL)  # serve and every task it started
         first.wait(30)
         [stranded] = status.recent(1)
-        done_before = {c for chunks in stranded.chunks_done.values() for c in chunks}
+        done_before = {c.chunk for c in status.claims(stranded.job_id) if c.done}
         assert stranded.state == JobState.RUNNING
         assert 2 <= len(done_before) < 8
         killed_at = time.time()
@@ -326,7 +326,7 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
         rerun = {c for c, claim in claims.items() if claim.expires_at - 60 > killed_at}
         assert rerun == set(range(8)) - done_before
         assert all(claims[c].grants == 1 for c in done_before)
-        assert final.chunks_done == {"0": list(range(8))}
+        assert status.done_counts(stranded.job_id) == {0: 8}
         assert len(final.stitch_claims) == 1
         assert final.executor is not None and final.executor.pid == second.pid
         assert "resuming job" in serve_log.read_text()

@@ -170,3 +170,26 @@ def test_a_hundred_workers_do_a_thousand_chunks_once_each_within_firestores_writ
     assert store.count_done(job_id) == ITEMS * CHUNKS_PER_ITEM
     assert all(c.done and c.grants == 1 for c in store.claims(job_id))
     assert sustained / SUSTAINED_WINDOW <= FIRESTORE_SUSTAINED_WRITES
+
+
+def test_a_done_mark_whose_transaction_firestore_keeps_aborting_lands_after_backoff(
+    firestore_emulator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """25 commits in a row answered ABORTED: more than the client library's own 10 tries of a
+    transaction (after which it raises ValueError). The store retries the transaction with a
+    pause and the chunk is recorded done, once; the worker is told it was first. (The worker
+    would retry a failed done mark too, `persist`: this is the store's own retry.)"""
+    from batch_jobs.claims import finish_claim
+    from tests.firestore_faults import aborting_firestore
+
+    plan = crowd_plan()
+    with aborting_firestore(firestore_emulator, abort_commits=25) as (host, relay):
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", host)
+        store = FirestoreStatusStore(f"aborts-{uuid.uuid4().hex[:10]}", project="dropbatch-test")
+        record = JobRecord(job_id="job", bucket="inbox", manifest="m.yaml", manifest_generation=1,
+                           manifest_uri="gs://inbox/m.yaml", plan=plan)  # fmt: skip
+        assert store.create(record)  # a plain write, not a transaction: not aborted
+        assert finish_claim(store, "job", 2, 7) is True  # marked by this call
+        assert relay.aborted == 25
+        assert finish_claim(store, "job", 2, 7) is False
+        assert store.count_done("job", 2) == 1 and store.done_counts("job") == {2: 1}

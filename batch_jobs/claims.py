@@ -287,6 +287,7 @@ class ChunkPicker:
         self.rng = random.Random(owner)
         self.reads = {"all": 0, "pending": 0}  # claim reads so far, for the bench and tests
         self._dead = dead_for(holder)
+        self._waiting = False
 
     def next(self) -> ChunkClaim | None:
         fresh = False  # the view was read since the last lost race
@@ -311,6 +312,7 @@ class ChunkPicker:
             self.view[self.order[index]] = claim
             if won:
                 self.cursor, self.losses = (index + 1) % len(self.order), 0
+                self._waiting = False
                 return claim
             self.cursor, fresh = None, False
             self.losses += 1
@@ -376,5 +378,7 @@ class ChunkPicker:
         ends = [c.expires_at for c in self.view.values() if not c.done and c.owner]
         until = min(ends, default=now + self.poll) - now
         pause = min(max(until, 0.0), self.poll) + self.rng.uniform(0.05, 0.25)
-        event(log, "waiting for chunks others hold", seconds=round(pause, 2))
+        if not self._waiting:  # once per stretch of waiting, not once per look
+            event(log, "waiting for chunks others hold", seconds=round(pause, 2))
+        self._waiting = True
         time.sleep(pause)

@@ -56,11 +56,12 @@ def unstitched_items(status: StatusStore, job_id: str, claimant: LeaseHolder) ->
     record = status.get(job_id)
     if record is None or record.plan is None:
         return []
-    done = status.done_counts(job_id)
     now = time.time()
     found = []
     for item in record.plan.items:
-        if item.index in record.items_stitched or done.get(item.index, 0) < len(item.chunks):
+        if item.index in record.items_stitched:
+            continue
+        if status.count_done(job_id, item.index) < len(item.chunks):  # a count, not a read
             continue
         lease = record.stitch_leases.get(str(item.index))
         if lease and lease.expires_at > now and not holder_gone(lease.holder, claimant):

@@ -59,7 +59,7 @@ T = TypeVar("T")
 CLAIM_LEASE_SECONDS = 60.0
 # A worker waiting for chunks others hold looks again at least this often (a holder found
 # dead meanwhile is taken over then), and at each lease's end.
-CLAIM_POLL_SECONDS = 5.0
+CLAIM_POLL_SECONDS = 2.0
 # How long a worker keeps trying to record a finished chunk done before it gives up (exit 1);
 # its claim is renewed meanwhile, and the pause between tries grows up to the cap.
 DONE_RETRY_SECONDS = 120.0

@@ -183,7 +183,13 @@ def test_upload_to_the_bucket_ends_stitched_in_the_bucket_and_succeeded_in_fires
     assert sorted((c["output"], c["manifest"]) for c in claims) == [
         ("c1/out/clip.mp4", "c1/job.yaml"), ("c1/out/clip.preview.jpg", "c1/job.yaml")
     ]  # fmt: skip
-    # Two workers pulled the three chunks; each says how many it did, in Firestore.
+    # Two workers pulled the three chunks; each says how many it did, in Firestore. One that
+    # waited for the other's last chunk ends at its next look (CLAIM_POLL_SECONDS), after
+    # the stitch.
+    deadline = time.monotonic() + 30
+    while {p.state for p in cloud.status.progress(record.job_id)} != {"SUCCEEDED"}:
+        assert time.monotonic() < deadline, cloud.status.progress(record.job_id)
+        time.sleep(0.2)
     progress = cloud.status.progress(record.job_id)
     assert [(p.task_index, p.state) for p in progress] == [(0, "SUCCEEDED"), (1, "SUCCEEDED")]
     assert sum(p.chunks_done for p in progress) == 3

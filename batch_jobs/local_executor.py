@@ -363,7 +363,7 @@ def resume_stranded(launcher: object, settings: Settings) -> list[str]:
                 log,
                 "job resumed",
                 job_id=record.job_id,
-                chunks_done=record.done_count,
+                chunks_done=status.count_done(record.job_id),
                 chunks_total=record.chunks_total,
             )
             resumed.append(record.job_id)

@@ -1,4 +1,5 @@
-"""The done-set and the stitch: the task that completes an item's chunks assembles it once."""
+"""The stitch: the task that completes an item's chunks (batch_jobs/claims.py, `record_done`)
+assembles it once."""
 
 from __future__ import annotations
 
@@ -24,25 +25,11 @@ from processors.media.preview import contact_sheet, decode_jpeg
 log = logging.getLogger("dropbatch.stitch")
 HOLDER_CHECK_SECONDS = 1.0  # how often a waiting stitcher looks at the lease holder again
 
-__all__ = ["LeaseKeeper", "claim_stitch", "mark_chunk_done", "release_stitch", "stitch_when_ready"]
+__all__ = ["LeaseKeeper", "claim_stitch", "release_stitch", "stitch_when_ready"]
 
 
 class OutputConflict(Exception):
     """The output name is taken by an object we did not write; we never overwrite it."""
-
-
-def mark_chunk_done(status: StatusStore, job_id: str, item: int, chunk: int) -> bool:
-    """Add the chunk to the item's done-set; True if the item's set is now complete."""
-
-    def mutate(record: JobRecord) -> bool:
-        done = set(record.chunks_done.get(str(item), []))
-        done.add(chunk)
-        record.chunks_done[str(item)] = sorted(done)
-        assert record.plan is not None
-        return len(done) == len(record.plan.items[item].chunks)
-
-    _, complete = status.transact(job_id, mutate)
-    return complete
 
 
 def finish_stitch(status: StatusStore, job_id: str, item: int, outputs: list[str]) -> bool:

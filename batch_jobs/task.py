@@ -3,10 +3,12 @@
 A job runs as many workers as its parallelism (`BATCH_TASK_INDEX` names one; it picks no
 chunk). Each claims the next unfinished chunk (batch_jobs/claims.py), decodes it (plus the pre-
 and post-roll its processors need), runs the chain, encodes the part with the same encoder
-settings as every other part, stores it, marks the chunk done in a transaction on a set, and
-claims again until none is left. Models load once per process (processors/models/sessions.py)
-and side inputs once per item (batch_jobs/worker.py). The worker that completes an item's set
-stitches it (see `batch_jobs.stitch`).
+settings as every other part, stores it, marks the chunk's claim done, and claims again until
+every chunk is done (waiting for chunks other workers hold: one stopped past its lease loses
+its chunk; if it wakes and finishes it too, second, that changes nothing). Models load once
+per process (processors/models/sessions.py) and side inputs once per item
+(batch_jobs/worker.py). The worker that completes an item's chunks stitches it (see
+`batch_jobs.stitch`).
 Exit codes: 0 done, 1 failed (Batch retries it), 2 misconfigured (retrying will not help).
 """
 
@@ -21,29 +23,29 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from batch_jobs.claims import ClaimKeeper, claim_next, finish_claim, release_claim
+from batch_jobs.claims import ChunkPicker, ClaimKeeper, record_done, release_claim
 from batch_jobs.encoder_choice import item_encoder
 from batch_jobs.liveness import HEARTBEAT_SECONDS, current_owner
 from batch_jobs.machines import record_this_machine
 from batch_jobs.scratch import task_scratch
-from batch_jobs.stitch import mark_chunk_done, stitch_when_ready
+from batch_jobs.stitch import stitch_when_ready
 from batch_jobs.worker import WorkerSetup, unstitched_items
-from batch_jobs.workspace import work_area
+from batch_jobs.workspace import WorkArea, work_area
 from dropbatch import logs
 from dropbatch.config import Settings
 from dropbatch.jobstatus import ROLE_KEY, transition
 from dropbatch.logs import event
 from dropbatch.status import open_status
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobState, LeaseHolder, TaskProgress
+from dropbatch.status.model import ChunkClaim, JobState, LeaseHolder, TaskProgress
 from dropbatch.storage import open_store
-from dropbatch.storage.base import ObjectStore
+from dropbatch.storage.base import NotFound, ObjectStore
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
 from processors.gpu import gpu_required_here
@@ -149,9 +151,12 @@ def process_chunk(
     reporter: ProgressReporter,
     threads: int | None,
     folder: Path | None = None,
+    still_wanted: Callable[[], bool] | None = None,
 ) -> float:
     """Process one chunk into its part; returns the seconds spent building its chain (the
-    per-chunk setup a worker pays; models come from the process's session cache)."""
+    per-chunk setup a worker pays; models come from the process's session cache).
+    `still_wanted`, asked once the part is encoded: False (another worker finished the chunk
+    meanwhile) stores nothing."""
     info = item.info
     rate = Fraction(info.fps_num, info.fps_den)
     first = chunk.start_frame - chunk.preroll
@@ -235,6 +240,8 @@ def process_chunk(
                 f"decoded {emitted} of {wanted} frames for chunk {chunk.index} "
                 f"(frames {chunk.start_frame}–{chunk.end_frame}); the video may be truncated"
             )
+        if still_wanted is not None and not still_wanted():
+            return chain_seconds
         # Tiles first: a part's presence is what marks the chunk's outputs complete. Both go
         # to the work bucket, which the inbox trigger does not watch.
         work = work_area(settings, bucket)
@@ -266,13 +273,19 @@ def failure_text(exc: BaseException) -> str:
 
 
 def run_task(
-    settings: Settings, job_id: str, index: int, attempt: int, max_chunks: int | None = None
+    settings: Settings,
+    job_id: str,
+    index: int,
+    attempt: int,
+    max_chunks: int | None = None,
+    task_count: int | None = None,
 ) -> int:
-    """One worker: claim a chunk, process it, record it done, and again, until no chunk is
-    left to claim (batch_jobs/claims.py) or it has done `max_chunks`; the worker that
-    completes an item stitches it."""
+    """One worker: claim a chunk, process it, record it done, and again, until every chunk
+    is done (batch_jobs/claims.py: it waits for chunks others hold) or it has done
+    `max_chunks`; the worker that completes an item stitches it. `task_count`: how many
+    workers the job runs (where this one starts in the job; default: its parallelism)."""
     store, status = open_store(settings), open_status(settings)
-    record = status.get(job_id)
+    record = status.get(job_id)  # the plan, read once: nothing below reads the job again
     if record is None or record.plan is None:
         event(
             log,
@@ -302,39 +315,56 @@ def run_task(
         record_this_machine(status, record, gpu_asked)
     except Exception as exc:  # the facts inform; the job does not depend on them
         event(log, "machine facts not recorded", logging.WARNING, reason=failure_text(exc))
+    lease = settings.claim_lease_seconds
+    picker = ChunkPicker(
+        status,
+        job_id,
+        plan,
+        owner,
+        holder,
+        task_index=index,
+        task_count=task_count or plan.parallelism,
+        lease=lease,
+    )
+    work = work_area(settings, record.bucket)
     # Every model this worker loads runs on the GPU when the job asks for one, or the chunk's
     # setup fails GPU_UNAVAILABLE (processors/gpu.py): never a quiet CPU run on a GPU VM.
     with gpu_required_here(gpu_asked), reporter, WorkerSetup(store, record) as setup:
         reporter.update(0, force=True, state="RUNNING")
         worker_started = time.time()
         event(log, "task started", attempt=attempt, threads=threads or 0)
-        item_index: int | None = None
         while max_chunks is None or reporter.progress.chunks_done < max_chunks:
-            claim = claim_next(status, job_id, plan, owner, holder, prefer_item=item_index)
+            claim = picker.next()
             if claim is None:
                 break
-            item_index = claim.item
             item, chunk = plan.items[claim.item], plan.items[claim.item].chunks[claim.chunk]
             frames = chunk.end_frame - chunk.start_frame
             logs.bind(item=claim.item, chunk=claim.chunk)
             reporter.start_chunk(claim.item, claim.chunk, frames)
-            started = time.time()
+            started, chain_seconds = time.time(), 0.0
             try:
-                with ClaimKeeper(status, job_id, claim):
-                    chain_seconds = process_chunk(
-                        store,
-                        settings,
-                        status,
-                        job_id,
-                        record.bucket,
-                        item,
-                        chunk,
-                        reporter,
-                        threads,
-                        folder=setup.side_inputs(item),
-                    )
+                with ClaimKeeper(status, job_id, claim, lease):
+                    # Taken over from a worker that stored the part but never recorded it
+                    # (its done mark failed, or it died in between): the work is kept.
+                    stored = claim.grants > 1 and part_stored(store, work, job_id, claim)
+                    if not stored:
+                        chain_seconds = process_chunk(
+                            store,
+                            settings,
+                            status,
+                            job_id,
+                            record.bucket,
+                            item,
+                            chunk,
+                            reporter,
+                            threads,
+                            folder=setup.side_inputs(item),
+                            still_wanted=lambda c=claim: not chunk_done(status, job_id, c),
+                        )
+                    finished = record_done(status, job_id, plan, claim.item, claim.chunk)
             except Exception as exc:
-                release_claim(status, job_id, claim)  # another worker may take it now
+                with contextlib.suppress(Exception):  # the lease runs out if this fails too
+                    release_claim(status, job_id, claim)  # another worker may take it now
                 reason = failure_text(exc)
                 reporter.update(
                     reporter.progress.frames_done,
@@ -347,8 +377,13 @@ def run_task(
                 # A chain that cannot be set up (bad model, bad side image, a GPU job whose
                 # models cannot load on the GPU) fails the same way on every retry: exit 2.
                 return 2 if isinstance(exc, ChainSetupError) else 1
-            complete = mark_chunk_done(status, job_id, claim.item, claim.chunk)
-            finish_claim(status, job_id, claim.item, claim.chunk)
+            if not finished.first:
+                # Another worker took the chunk over (this one was stopped past its lease) and
+                # finished it first: ours changes nothing, and what we stored goes if the item
+                # was stitched before it landed.
+                event(log, "chunk finished by another worker first", chunk=claim.chunk)
+                remove_late_parts(store, status, work, job_id, claim.item)
+                continue
             elapsed = time.time() - started
             reporter.update(frames, force=True, chunks_done=reporter.progress.chunks_done + 1)
             event(
@@ -357,10 +392,13 @@ def run_task(
                 seconds=round(elapsed, 3),
                 chain_setup_seconds=round(chain_seconds, 3),
                 fps=round(frames / max(elapsed, 1e-6), 2),
+                kept_stored_part=stored,
             )
-            if complete and not stitch(store, status, settings, job_id, claim.item, owner, holder):
+            if finished.item_complete and not stitch(
+                store, status, settings, job_id, claim.item, owner, holder
+            ):
                 return 1
-        # Nothing left to claim. An item whose chunks are all done but which nobody is
+        # Every chunk is done. An item whose chunks are all done but which nobody is
         # stitching (its stitcher died, or a worker died between its last chunk and the
         # stitch): this worker stitches it.
         for orphan in unstitched_items(status, job_id, holder):
@@ -372,8 +410,39 @@ def run_task(
             "task finished",
             chunks=reporter.progress.chunks_done,
             seconds=round(time.time() - worker_started, 3),
+            claim_reads=picker.reads,
         )
         return 0
+
+
+def chunk_done(status: StatusStore, job_id: str, claim: ChunkClaim) -> bool:
+    """Is the chunk done already (a read of its claim alone; nothing is written)?"""
+    stored, _ = status.transact_claim(job_id, claim.item, claim.chunk, lambda c: None)
+    return stored.done
+
+
+def part_stored(store: ObjectStore, work: WorkArea, job_id: str, claim: ChunkClaim) -> bool:
+    """Is the chunk's part in the work bucket? A part is uploaded whole and last (after its
+    preview tiles), so one that is there is a finished chunk's."""
+    try:
+        store.stat(work.bucket, work.part(job_id, claim.item, claim.chunk))
+    except NotFound:
+        return False
+    return True
+
+
+def remove_late_parts(
+    store: ObjectStore, status: StatusStore, work: WorkArea, job_id: str, item: int
+) -> None:
+    """A worker that finished a chunk second may have stored its part after the stitcher
+    removed the item's parts: the item is stitched, so they go (before it is, the stitcher
+    removes them itself)."""
+    record = status.get(job_id)
+    if record is None or item not in record.items_stitched:
+        return
+    for leftover in store.list(work.bucket, work.parts_folder(job_id, item)):
+        with contextlib.suppress(NotFound):
+            store.delete(work.bucket, leftover.name)
 
 
 def limit_threads(settings: Settings) -> int | None:
@@ -416,13 +485,14 @@ def main() -> int:
         event(log, "task failed", logging.ERROR, reason="BATCH_TASK_INDEX is not set")
         return 2
     attempt = int(os.environ.get("BATCH_TASK_RETRY_ATTEMPT", "0") or 0)
+    task_count = int(os.environ.get("BATCH_TASK_COUNT", "0") or 0) or None
     if not job_id:
         event(log, "task failed", logging.ERROR, reason="DROPBATCH_JOB_ID is not set")
         return 2
     # All temporary files under one folder that names this process, removed on the way out
     # (SIGTERM included) or, after a SIGKILL, by the next task on the machine.
     with task_scratch():
-        return run_task(settings, job_id, index, attempt)
+        return run_task(settings, job_id, index, attempt, task_count=task_count)
 
 
 if __name__ == "__main__":

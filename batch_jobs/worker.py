@@ -59,8 +59,9 @@ def unstitched_items(status: StatusStore, job_id: str, claimant: LeaseHolder) ->
     now = time.time()
     found = []
     for item in record.plan.items:
-        done = set(record.chunks_done.get(str(item.index), []))
-        if item.index in record.items_stitched or len(done) < len(item.chunks):
+        if item.index in record.items_stitched:
+            continue
+        if status.count_done(job_id, item.index) < len(item.chunks):  # a count, not a read
             continue
         lease = record.stitch_leases.get(str(item.index))
         if lease and lease.expires_at > now and not holder_gone(lease.holder, claimant):

@@ -270,8 +270,9 @@ def _destination(destination: str, scratch: Path):
 
 
 # -- status / jobs -------------------------------------------------------------------------
-def progress_line(record: JobRecord, width: int = 30) -> str:
-    total, done = record.chunks_total, record.done_count
+def progress_line(record: JobRecord, done: int, width: int = 30) -> str:
+    """`done`: the job's finished chunks (`StatusStore.count_done`)."""
+    total = record.chunks_total
     fill = int(width * done / total) if total else 0
     bar = "#" * fill + "-" * (width - fill)
     return f"{record.state.value:<19} [{bar}] {done}/{total} chunks"
@@ -291,7 +292,7 @@ def watch(
         record = status.get(job_id)
         if record is None:
             return
-        line = progress_line(record)
+        line = progress_line(record, status.count_done(job_id))
         if not quiet and line != last:
             tasks = status.progress(job_id)
             running = [t for t in tasks if t.state == "RUNNING"]
@@ -441,15 +442,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no job found for {args.target or 'this status store'}", file=sys.stderr)
         return EXIT_FAILED
     if query.folder is not None:  # every job under the folder, one line each
-        return print_jobs([record for _, record in found], as_json=args.json)
+        return print_jobs(found, as_json=args.json)
     status, record = found[0]
     if args.watch:
         watch(status, record.job_id)
         record = status.get(record.job_id) or record
     if args.json:
-        print(json.dumps(record.summary(), indent=2))
+        print(json.dumps(record.summary(status.count_done(record.job_id)), indent=2))
         return EXIT_OK
-    print(progress_line(record))
+    done = status.done_counts(record.job_id)
+    print(progress_line(record, sum(done.values())))
     stalled = stalled_line(record, status.progress(record.job_id))
     if stalled:
         print(stalled)
@@ -458,8 +460,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(waiting)
     if record.plan is not None and len(record.plan.items) > 1:
         for item in record.plan.items:
-            done = len(record.chunks_done.get(str(item.index), []))
-            print(f"  item {item.index:>3}: {done}/{len(item.chunks)} chunks  {item.video}")
+            print(
+                f"  item {item.index:>3}: {done.get(item.index, 0)}/{len(item.chunks)} chunks"
+                f"  {item.video}"
+            )
     for task in status.progress(record.job_id):  # one per worker
         print(
             f"  worker {task.task_index:>3} item {task.item} chunk {task.chunk}: {task.state:<9}"
@@ -472,22 +476,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return report(record)
 
 
-def print_jobs(records: list[JobRecord], as_json: bool = False) -> int:
+def print_jobs(found: list[tuple[StatusStore, JobRecord]], as_json: bool = False) -> int:
+    """One line a job (or their summaries); each job's done chunks counted in its own store."""
     if as_json:
-        print(json.dumps([r.summary() for r in records], indent=2))
+        print(json.dumps([r.summary(s.count_done(r.job_id)) for s, r in found], indent=2))
         return EXIT_OK
-    for r in records:
+    for store, r in found:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
         print(
-            f"{when}  {r.job_id:<50} {r.state.value:<19} {r.done_count}/{r.chunks_total}"
+            f"{when}  {r.job_id:<50} {r.state.value:<19} "
+            f"{store.count_done(r.job_id)}/{r.chunks_total}"
             f"  {r.manifest_uri}"
         )
     return EXIT_OK
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    found = [record for store in _stores_here() for record in store.recent(args.limit)]
-    found.sort(key=lambda r: r.created_at, reverse=True)
+    found = [(store, record) for store in _stores_here() for record in store.recent(args.limit)]
+    found.sort(key=lambda pair: pair[1].created_at, reverse=True)
     return print_jobs(found[: args.limit])
 
 

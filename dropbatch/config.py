@@ -70,6 +70,9 @@ class Settings(BaseModel):
     input_wait_seconds: float = Field(default=3600.0, ge=0)
     # Lease a stitcher holds; a crashed stitcher is replaced once it expires.
     stitch_lease_seconds: float = Field(default=300.0, gt=0)
+    # Lease on a chunk a worker processes (renewed every third of it while it works): a worker
+    # stopped or silently gone loses its chunk to another once it runs out.
+    claim_lease_seconds: float = Field(default=60.0, gt=0)
     # Local executor: at most this many tasks at a time on this machine (0: the manifest's).
     local_workers: int = Field(default=0, ge=0)
     # The command a task runs (Cloud Batch runs the image's entrypoint; locally, this).

@@ -30,7 +30,8 @@ def publish(store: ObjectStore, status: StatusStore, job_id: str) -> JobRecord |
         record = status.get(job_id)
         if record is None:
             return None
-        body = json.dumps(record.summary(), indent=2, sort_keys=True) + "\n"
+        summary = record.summary(status.count_done(job_id))
+        body = json.dumps(summary, indent=2, sort_keys=True) + "\n"
         store.write_bytes(
             record.bucket,
             status_file_name(record.manifest),

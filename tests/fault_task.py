@@ -1,7 +1,8 @@
 """A task command for tests: runs the real `python -m batch_jobs.task`, logging when each
 attempt starts and ends, and injecting the faults a test asks for on a task's first attempt:
 exit 1 before work (`fail_once`), SIGKILL once frames are flowing (`kill_mid_chunk`), SIGTERM
-then (`term_mid_chunk`), or SIGKILL while the job is STITCHING (`kill_in_stitch`); or it
+then (`term_mid_chunk`), SIGSTOP then (`stop_mid_chunk`: the worker process is frozen, alive,
+until the test sends it SIGCONT), or SIGKILL while the job is STITCHING (`kill_in_stitch`); or it
 starts two workers at once that race for the same chunks (`race`). Each kill
 logs the scratch folders the task had (`scratch`) and, once it is gone, which are left
 (`scratch_left`). Cloud Batch sees the same exits from real VMs."""
@@ -55,6 +56,7 @@ def main() -> int:
     status = open_status(Settings.from_env())
     kill_mid = attempt == 0 and index in plan.get("kill_mid_chunk", [])
     term_mid = attempt == 0 and index in plan.get("term_mid_chunk", [])
+    stop_mid = attempt == 0 and index in plan.get("stop_mid_chunk", [])
     kill_stitch = attempt == 0 and plan.get("kill_in_stitch", False)
     killed: list[str] = []
     while proc.poll() is None:
@@ -65,6 +67,12 @@ def main() -> int:
                 proc.send_signal(signal.SIGKILL if kill_mid else signal.SIGTERM)
                 record("killed-mid-chunk" if kill_mid else "terminated-mid-chunk", scratch=killed)
                 kill_mid = term_mid = False
+        if stop_mid:
+            progress = [p for p in status.progress(job_id) if p.task_index == index]
+            if progress and 0 < progress[0].frames_done < progress[0].frames_total:
+                proc.send_signal(signal.SIGSTOP)  # the test sends SIGCONT when it wants
+                record("stopped-mid-chunk", pid=proc.pid, chunk=progress[0].chunk)
+                stop_mid = False
         if kill_stitch:
             job = status.get(job_id)
             if job and job.stitch_leases:

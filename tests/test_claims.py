@@ -1,7 +1,10 @@
 """The claim decision and `chunk_seconds: auto`: pure functions the workers and bench/cloud.py
-share."""
+share; and the `ChunkPicker` each worker claims through (where a crowd of workers start, what a
+lost race costs, waiting for chunks others hold), on a real SQLite store."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -69,3 +72,87 @@ def test_an_explicit_chunk_length_wins_over_auto() -> None:
         plan = build_plan(manifest, "", [(item, info)])
         assert len(plan.items[0].chunks) == expected
         assert plan.parallelism == 10
+
+
+# -- ChunkPicker: where each worker takes its chunks (real SQLite store) ------------------------
+def one_item_plan(chunks: int, workers: int):
+    from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
+
+    info = VideoInfo(duration=chunks, fps_num=30, fps_den=1, frame_count=30 * chunks, width=64,
+                     height=64)  # fmt: skip
+    item = PlannedItem(
+        index=0,
+        video="a.mp4",
+        output="out/a.mp4",
+        preview="out/a.jpg",
+        info=info,
+        chunks=[Chunk(index=c, start_frame=30 * c, end_frame=30 * (c + 1)) for c in range(chunks)],
+    )
+    return Plan(items=[item], max_parallel_tasks=workers)
+
+
+@pytest.fixture
+def sqlite_job(tmp_path):
+    from dropbatch.status.model import JobRecord
+    from dropbatch.status.sqlite import SqliteStatusStore
+
+    status = SqliteStatusStore(tmp_path / "status.sqlite")
+    status.create(JobRecord(job_id="job", bucket="b", manifest="m.yaml", manifest_generation=1,
+                            manifest_uri="gs://b/m.yaml"))  # fmt: skip
+    return status
+
+
+def picker(status, plan, index: int, workers: int, **options):
+    from batch_jobs.claims import ChunkPicker
+    from dropbatch.status.model import LeaseHolder
+
+    holder = LeaseHolder(task_index=index, attempt=0)
+    return ChunkPicker(status, "job", plan, f"w{index}", holder, task_index=index,
+                       task_count=workers, **options)  # fmt: skip
+
+
+def test_workers_starting_together_claim_different_chunks_without_reading_any_claim(
+    sqlite_job,
+) -> None:
+    plan = one_item_plan(100, 10)
+    pickers = [picker(sqlite_job, plan, i, 10) for i in range(10)]
+    firsts = [p.next() for p in pickers]
+    assert [c.chunk for c in firsts] == list(range(0, 100, 10))  # evenly spread, none lost
+    assert all(p.reads == {"all": 0, "pending": 0} for p in pickers)
+    assert all(c.grants == 1 for c in sqlite_job.claims("job"))
+
+
+def test_a_walk_that_meets_another_workers_chunk_jumps_to_the_middle_of_the_free_run(
+    sqlite_job,
+) -> None:
+    from batch_jobs.claims import record_done
+
+    plan = one_item_plan(10, 2)
+    first, second = picker(sqlite_job, plan, 0, 2), picker(sqlite_job, plan, 1, 2)
+    assert second.next().chunk == 5
+    for expected in range(5):  # the first worker walks 0..4 ...
+        claim = first.next()
+        assert claim.chunk == expected
+        record_done(sqlite_job, "job", plan, 0, claim.chunk)
+    # ... loses 5 to the second worker, and splits the run 6..9 it walks: no claim read.
+    assert first.next().chunk == 8
+    assert first.reads == {"all": 0, "pending": 0} and first.losses == 0
+
+
+def test_a_worker_with_nothing_free_waits_for_a_lease_then_ends_once_all_is_done(
+    sqlite_job,
+) -> None:
+    from batch_jobs.claims import claim_chunk, record_done
+
+    plan = one_item_plan(1, 2)
+    # Another worker, alive but silent, holds the only chunk for one more second.
+    assert claim_chunk(sqlite_job, "job", 0, 0, "silent", None, lease=1.0)
+    waiting = picker(sqlite_job, plan, 1, 2, poll=0.2)
+    started = time.monotonic()
+    claim = waiting.next()
+    assert 0.8 < time.monotonic() - started < 5
+    assert (claim.chunk, claim.owner, claim.grants) == (0, "w1", 2)  # taken over
+    assert record_done(sqlite_job, "job", plan, 0, 0).item_complete
+    assert waiting.next() is None
+    assert record_done(sqlite_job, "job", plan, 0, 0).first is False  # the silent one, later
+    assert sqlite_job.done_counts("job") == {0: 1}

@@ -76,7 +76,6 @@ def _record(job_id: str, bucket: str, state: JobState) -> JobRecord:
         manifest_uri=f"gs://{bucket}/c7/job.yaml",
         state=state,
         chunks_total=4,
-        chunks_done={"0": [0, 1]},
     )
 
 
@@ -85,9 +84,12 @@ def test_status_and_jobs_read_firestore_named_in_a_config_file(
 ) -> None:
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator)
     collection = f"cli-{uuid.uuid4().hex[:10]}"
-    FirestoreStatusStore(collection, project="cfg-project").create(
-        _record("job-cli-1", "acme-inbox", JobState.RUNNING)
-    )
+    from batch_jobs.claims import finish_claim
+
+    store = FirestoreStatusStore(collection, project="cfg-project")
+    store.create(_record("job-cli-1", "acme-inbox", JobState.RUNNING))
+    for chunk in (0, 1):  # two of its four chunks done: their claims say so
+        finish_claim(store, "job-cli-1", 0, chunk)
     config = tmp_path / "dropbatch.toml"
     config.write_text(
         f'status = "firestore"\nproject = "cfg-project"\nfirestore_collection = "{collection}"\n'
@@ -102,7 +104,7 @@ def test_status_and_jobs_read_firestore_named_in_a_config_file(
 
     jobs = dropbatch("jobs", cwd=tmp_path, env=env)
     assert jobs.returncode == 0, jobs.stderr
-    assert "job-cli-1" in jobs.stdout and "RUNNING" in jobs.stdout
+    assert "job-cli-1" in jobs.stdout and "RUNNING" in jobs.stdout and " 2/4 " in jobs.stdout
 
     # The environment wins over the file: another collection holds no such job.
     elsewhere = {**env, "DROPBATCH_FIRESTORE_COLLECTION": f"{collection}-other"}

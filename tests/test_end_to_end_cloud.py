@@ -166,13 +166,14 @@ def test_upload_to_the_bucket_ends_stitched_in_the_bucket_and_succeeded_in_fires
 
     assert record.state == JobState.SUCCEEDED, record.error
     assert record.outputs == [f"gs://{cloud.bucket}/c1/out/clip.mp4"]
-    assert record.chunks_total == 3 and record.done_count == 3
+    assert record.chunks_total == 3 and cloud.status.count_done(record.job_id) == 3
     output = cloud.store.stat(cloud.bucket, "c1/out/clip.mp4")
     assert output.metadata == {"dropbatch-role": "output", "dropbatch-job": record.job_id}
     cloud.store.download_file(cloud.bucket, "c1/out/clip.mp4", tmp_path / "out.mp4")
     assert decoded_indices(tmp_path / "out.mp4") == list(range(FRAMES))
     mirror = json.loads(cloud.store.read_bytes(cloud.bucket, "c1/job.status.json"))
     assert mirror["state"] == "SUCCEEDED" and mirror["outputs"] == record.outputs
+    assert mirror["chunks"] == {"done": 3, "total": 3}
     assert cloud.store.list(cloud.bucket, "_dropbatch/jobs/") == []  # parts deleted
     # What stays is the manifest's claim on its output names (batch_jobs/outputs.py).
     claims = [
@@ -182,7 +183,13 @@ def test_upload_to_the_bucket_ends_stitched_in_the_bucket_and_succeeded_in_fires
     assert sorted((c["output"], c["manifest"]) for c in claims) == [
         ("c1/out/clip.mp4", "c1/job.yaml"), ("c1/out/clip.preview.jpg", "c1/job.yaml")
     ]  # fmt: skip
-    # Two workers pulled the three chunks; each says how many it did, in Firestore.
+    # Two workers pulled the three chunks; each says how many it did, in Firestore. One that
+    # waited for the other's last chunk ends at its next look (CLAIM_POLL_SECONDS), after
+    # the stitch.
+    deadline = time.monotonic() + 30
+    while {p.state for p in cloud.status.progress(record.job_id)} != {"SUCCEEDED"}:
+        assert time.monotonic() < deadline, cloud.status.progress(record.job_id)
+        time.sleep(0.2)
     progress = cloud.status.progress(record.job_id)
     assert [(p.task_index, p.state) for p in progress] == [(0, "SUCCEEDED"), (1, "SUCCEEDED")]
     assert sum(p.chunks_done for p in progress) == 3

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from dropbatch.config import Settings
+from dropbatch.inbox import find_inbox
 from dropbatch.samples import make_talking_video
 from dropbatch.status import open_status
 from processors.crop.yolo_onnx import OnnxYoloDetector
@@ -96,14 +97,16 @@ def test_a_gpu_job_on_a_machine_without_cuda_fails_gpu_unavailable_at_setup(
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "yolov8n.onnx: cannot run on the GPU" in proc.stderr  # the command's error line
     folder = tmp_path / "inbox" / "job"
-    status = open_status(Settings(local_root=folder.parent))
+    inbox = find_inbox(folder)  # the inbox `run` made of the manifest's folder
+    assert inbox is not None
+    status = open_status(Settings(**inbox.store_settings()))
     [record] = status.recent(1)
     assert record.state == "FAILED"
     assert record.error is not None and record.error.code == GPU_UNAVAILABLE
     assert "yolov8n.onnx: cannot run on the GPU" in record.error.message
     assert CPU_ONLY in record.error.message  # onnxruntime's reason, not a generic one
     # Never a CPU run: no chunk was processed, and no task was retried (max_retries 3).
-    assert record.done_count == 0 and record.outputs == []
+    assert status.count_done(record.job_id) == 0 and record.outputs == []
     assert not (folder / "out").exists()
     tasks = status.progress(record.job_id)
     assert tasks and all(t.attempt == 0 and t.code == GPU_UNAVAILABLE for t in tasks)

@@ -23,6 +23,7 @@ from onnx import numpy_helper
 from skimage.data import astronaut, camera
 
 from dropbatch.config import Settings
+from dropbatch.inbox import find_inbox
 from dropbatch.status import open_status
 from dropbatch.status.model import JobState
 from processors.base import ProcessorContext
@@ -113,7 +114,9 @@ def test_face_map_swaps_each_person_for_their_own_source_on_every_frame(
         "run", str(folder / "manifest.yaml"), "--quiet", env=cli_env(store, tmp_path / "cache")
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    [record] = open_status(Settings(local_root=inbox)).recent(5)
+    found = find_inbox(folder)  # the inbox `run` made of the manifest's folder
+    assert found is not None
+    [record] = open_status(Settings(**found.store_settings())).recent(5)
     assert record.state == JobState.SUCCEEDED, record.error
     [item] = record.plan.items
     assert len(item.chunks) == 2

@@ -124,6 +124,78 @@ def test_two_workers_racing_for_the_last_chunk_process_it_once_and_stitch_once(
     assert len(record.stitch_claims) == 1
 
 
+# -- a worker stopped mid-chunk -------------------------------------------------------------
+def test_a_chunk_held_by_a_stopped_worker_is_taken_over_when_its_lease_runs_out(
+    deployment: dict, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker 0 is frozen (SIGSTOP) mid-chunk, alive but silent: worker 1 does the other
+    chunk, then waits for the frozen one's lease (longer than a chunk takes), takes its chunk
+    over and stitches, while worker 0 is still stopped. Then worker 0 wakes (SIGCONT) and
+    finishes its chunk too, second: the output, the done-set and the stitch stay as they
+    were."""
+    from batch_jobs.workspace import work_area
+    from tests.local_jobs import wait_local_job
+    from triggers.main import intake
+
+    lease = 15.0  # longer than worker 1 takes for its own chunk: it has to wait
+    monkeypatch.setenv("DROPBATCH_CLAIM_LEASE_SECONDS", str(lease))
+    monkeypatch.setenv("DROPBATCH_TASK_COMMAND", FAULT_TASK)
+    monkeypatch.setenv("FAULT_PLAN", json.dumps({"stop_mid_chunk": [0]}))
+    intake.cache_clear()
+    folder = deployment["inbox"] / "job"
+    folder.mkdir()
+    shutil.copy(clip, folder / "clip.mp4")
+    (folder / "manifest.yaml").write_text(manifest(4))  # 2 chunks, 2 workers
+    info = LocalStore(deployment["root"]).stat("inbox", "job/manifest.yaml")
+    [job_id] = intake().handle(StorageEvent("inbox", "job/manifest.yaml", info.generation))
+    status = open_status(Settings.from_env())
+    stop = wait_for(
+        lambda: next(
+            (e for e in task_log(deployment["tmp"]) if e["what"] == "stopped-mid-chunk"), None
+        ),
+        120,
+        "worker 0 to be stopped mid-chunk",
+    )
+    pid = stop["pid"]
+    try:
+
+        def ended() -> JobRecord | None:
+            record = status.get(job_id)
+            return (
+                record if record and record.state in (JobState.SUCCEEDED, JobState.FAILED) else None
+            )
+
+        # Without a takeover the job would stay RUNNING 3/4 for as long as worker 0 sleeps.
+        final = wait_for(ended, 90, "the job to end while worker 0 is stopped")
+        after = time.time() - stop["at"]
+        assert after < lease + 45  # the lease, then the chunk again (and a stitch) on a busy CI
+        assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+        assert_frame_exact(deployment, final)
+        taken = {c.chunk: c for c in status.claims(job_id)}[stop["chunk"]]
+        assert taken.grants == 2 and taken.done  # frozen worker's grant, then the takeover
+        assert taken.holder is not None and taken.holder.task_index == 1
+        output = folder / "out/clip.mp4"
+        before = (output.read_bytes(), output.stat().st_mtime_ns, status.done_counts(job_id))
+        print(f"worker 0 stopped mid-chunk; job SUCCEEDED {after:.1f} s later (lease {lease} s)")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert wait_local_job(job_id, timeout=120)
+    ends = [e for e in task_log(deployment["tmp"]) if e["what"].startswith("end")]
+    assert sorted((e["task"], e["what"]) for e in ends) == [(0, "end:0"), (1, "end:0")]
+    # Worker 0 finished its chunk after waking, second: nothing changed.
+    again = status.get(job_id)
+    assert again.state == JobState.SUCCEEDED
+    assert (again.items_stitched, again.outputs) == (final.items_stitched, final.outputs)
+    assert len(again.stitch_claims) == 1
+    assert (output.read_bytes(), output.stat().st_mtime_ns, status.done_counts(job_id)) == before
+    assert {c.chunk: (c.grants, c.done) for c in status.claims(job_id)}[stop["chunk"]] == (2, True)
+    work = work_area(Settings.from_env(), "inbox")
+    store = LocalStore(deployment["root"])
+    assert store.list(work.bucket, work.parts_folder(job_id, 0)) == []  # no late part left
+    woke = [p for p in status.progress(job_id) if p.task_index == 0]
+    assert [(p.state, p.chunks_done) for p in woke] == [("SUCCEEDED", 0)]
+
+
 # -- temporary files -----------------------------------------------------------------------
 def test_killed_tasks_leave_no_temporary_folders(
     deployment: dict, clip: Path, monkeypatch: pytest.MonkeyPatch
@@ -210,7 +282,7 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
         def mid_job() -> JobRecord | None:
             [record] = status.recent(1) or [None]
             running = record and [p for p in status.progress(record.job_id) if p.frames_done]
-            if record and 2 <= record.done_count < 6 and running:
+            if record and 2 <= status.count_done(record.job_id) < 6 and running:
                 return record
             return None
 
@@ -218,7 +290,7 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
         os.killpg(first.pid, signal.SIGKILL)  # serve and every task it started
         first.wait(30)
         [stranded] = status.recent(1)
-        done_before = {c for chunks in stranded.chunks_done.values() for c in chunks}
+        done_before = {c.chunk for c in status.claims(stranded.job_id) if c.done}
         assert stranded.state == JobState.RUNNING
         assert 2 <= len(done_before) < 8
         killed_at = time.time()
@@ -254,7 +326,7 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
         rerun = {c for c, claim in claims.items() if claim.expires_at - 60 > killed_at}
         assert rerun == set(range(8)) - done_before
         assert all(claims[c].grants == 1 for c in done_before)
-        assert final.chunks_done == {"0": list(range(8))}
+        assert status.done_counts(stranded.job_id) == {0: 8}
         assert len(final.stitch_claims) == 1
         assert final.executor is not None and final.executor.pid == second.pid
         assert "resuming job" in serve_log.read_text()

@@ -18,6 +18,7 @@ import pytest
 from batch_jobs.ids import job_id_for
 from batch_jobs.liveness import process_started
 from dropbatch.config import Settings
+from dropbatch.inbox import LocalInbox
 from dropbatch.jobstatus import transition
 from dropbatch.status import open_status
 from dropbatch.status.model import JobRecord, JobState, ProcessOwner
@@ -59,9 +60,11 @@ def hung_launcher() -> Iterator[subprocess.Popen]:
 def queued_by(inbox: Path, owner: subprocess.Popen) -> JobRecord:
     """The manifest's job, QUEUED on the local executor by `owner`, as `dropbatch run` leaves
     it between its claim and its tasks."""
-    store = LocalStore(inbox.parent)
+    local = LocalInbox(inbox.resolve())
+    local.mark()  # the inbox serve watches, with its own store (dropbatch.inbox)
+    settings = Settings(**local.store_settings())
+    store = LocalStore(settings.local_root, settings.local_state_dir)
     info = store.write_bytes("inbox", "c/job.yaml", MANIFEST.encode())
-    settings = Settings(local_root=inbox.parent)
     status = open_status(settings)
     job_id = job_id_for("inbox", "c/job.yaml", info.generation)
     status.create(
@@ -94,7 +97,7 @@ def test_serve_ends_a_local_job_whose_tasks_never_start(
     # Inside the timeout: serve looks it up and says who should be running it.
     served = cli("serve", "--inbox", str(inbox), "--poll", "0.1", "--once")
     assert served.returncode == 0, served.stderr[-2000:]
-    status = open_status(Settings(local_root=tmp_path))
+    status = open_status(Settings(**LocalInbox(inbox.resolve()).store_settings()))
     waiting = status.get(record.job_id)
     assert waiting is not None and waiting.state == JobState.QUEUED
     assert waiting.engine_wait is not None

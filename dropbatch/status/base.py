@@ -25,6 +25,11 @@ class RecordTooLarge(ValueError):
     written. Raised by `create` and `transact` of a backend with such a limit."""
 
 
+class StatusContention(RuntimeError):
+    """Too many writers raced for the same record, over every retry; nothing was written.
+    A worker takes it as a lost race (a claim) or retries later (a done mark)."""
+
+
 class StatusStore(Protocol):
     def create(self, record: JobRecord) -> bool:
         """Insert the record unless a job with its id exists. True if this call created it."""
@@ -64,9 +69,21 @@ class StatusStore(Protocol):
         manifest lies directly in one of them ('c7/', '' for the bucket's root)."""
         ...
 
-    def claims(self, job_id: str) -> list[ChunkClaim]:
+    def claims(self, job_id: str, *, pending: bool = False) -> list[ChunkClaim]:
         """Every chunk claim of the job that was ever written (a chunk never claimed has
-        none), in (item, chunk) order."""
+        none), in (item, chunk) order; `pending`: only those not done (a claim, once written,
+        is never removed and never undone, so a claim seen before and missing here is done)."""
+        ...
+
+    def done_counts(self, job_id: str) -> dict[int, int]:
+        """Item → how many of its chunks are done (their claims say so); items with none
+        done are left out. The done-set lives on the claims, not on the job record: a job's
+        progress is these counts."""
+        ...
+
+    def count_done(self, job_id: str, item: int | None = None) -> int:
+        """How many of the item's chunks (None: the job's) are done: one cheap count, not a
+        read of each claim, so a finished chunk and a watching `dropbatch status` can ask."""
         ...
 
     def transact_claim(

@@ -9,9 +9,11 @@ Layout, under `<collection>/<job_id>`:
 - `tasks/<index>`: per-task progress, written at most once a second per document, the rate a
   Firestore document sustains;
 - `revisions/<n>`: one empty document per committed revision of the job record;
-- `claims/<item>-<chunk>`: a chunk's claim (which worker processes it, until when), written
-  only by the few transactions of that chunk (claim, renewal every 20 s, done), with its own
-  `claims/<item>-<chunk>/revisions/<n>` guards.
+- `claims/<item>-<chunk>`: a chunk's claim (which worker processes it, until when, and whether
+  it is done: the job's done-set is these, counted by queries, so a finished chunk never
+  writes the job document), written only by the few transactions of that chunk (claim,
+  renewal every third of the lease, done), with its own `claims/<item>-<chunk>/revisions/<n>`
+  guards.
 
 Self-check reports (`dropbatch doctor`) live beside it in `<collection>_checks/<check_id>`, so
 the job queries never meet them.
@@ -36,7 +38,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from dropbatch.status.base import JobNotFound, RecordTooLarge
+from dropbatch.status.base import JobNotFound, RecordTooLarge, StatusContention
 from dropbatch.status.model import (
     CheckReport,
     ChunkClaim,
@@ -50,10 +52,7 @@ T = TypeVar("T")
 PROGRESS_INTERVAL = 1.0  # seconds between writes to one task document
 MAX_RECORD_BYTES = 900_000  # compressed; a document may hold 1 MiB including field names
 COMMIT_ATTEMPTS = 50  # revision races before giving up (each loser re-reads and retries)
-
-
-class StatusContention(RuntimeError):
-    """Too many writers raced for the same job record; nothing was written."""
+COMMIT_BACKOFF_CAP = 1.0  # seconds: the longest pause between two tries of one transaction
 
 
 def _encode(record: JobRecord) -> dict[str, Any]:
@@ -75,7 +74,6 @@ def _encode(record: JobRecord) -> dict[str, Any]:
         "updated_at": record.updated_at,
         "revision": record.revision,
         "chunks_total": record.chunks_total,
-        "chunks_done": record.done_count,
         "outputs": list(record.outputs),
         "error": record.error.model_dump(exclude_none=True) if record.error else None,
         "batch_job": record.batch_job,
@@ -139,24 +137,43 @@ class FirestoreStatusStore:
                 transaction.set(ref, _encode(record))
             return record, result
 
+        return self._commit(
+            lambda: attempt(self.client.transaction(max_attempts=10)),
+            f"job {job_id}: {COMMIT_ATTEMPTS} writers in a row won the race",
+        )
+
+    def _commit(self, run: Callable[[], T], contended: str) -> T:
+        """Run a transaction until it commits: a lost revision race (AlreadyExists, see the
+        module doc) or a transaction Firestore aborted for contention — which the client
+        library retries itself, then gives up on with a ValueError — is read again and applied
+        again after a random, growing pause, so a crowd of writers spreads out instead of
+        colliding again. After COMMIT_ATTEMPTS: `StatusContention`, nothing written."""
         for tries in range(COMMIT_ATTEMPTS):
             try:
-                return attempt(self.client.transaction(max_attempts=10))
-            except google_errors.AlreadyExists:
-                # Another writer committed this revision first: read again, apply again.
-                time.sleep(random.uniform(0, 0.02 * min(tries + 1, 10)))
-        raise StatusContention(f"job {job_id}: {COMMIT_ATTEMPTS} writers in a row won the race")
+                return run()
+            except (google_errors.AlreadyExists, google_errors.Aborted):
+                pass
+            except ValueError as exc:
+                if not isinstance(exc.__cause__, google_errors.Aborted):
+                    raise  # the mutation's own error (a ValidationError is a ValueError too)
+            time.sleep(random.uniform(0, min(COMMIT_BACKOFF_CAP, 0.02 * 2 ** min(tries, 10))))
+        raise StatusContention(contended)
 
     # -- chunk claims ----------------------------------------------------------------------
-    def claims(self, job_id: str) -> list[ChunkClaim]:
-        docs = self._ref(job_id).collection("claims").stream()
-        found = [ChunkClaim.model_validate(d.to_dict()["claim"]) for d in docs]
+    def _claims(self, job_id: str) -> firestore.CollectionReference:
+        return self._ref(job_id).collection("claims")
+
+    def claims(self, job_id: str, *, pending: bool = False) -> list[ChunkClaim]:
+        query: Any = self._claims(job_id)
+        if pending:
+            query = query.where(filter=FieldFilter("done", "==", False))
+        found = [ChunkClaim.model_validate(d.to_dict()["claim"]) for d in query.stream()]
         return sorted(found, key=lambda c: (c.item, c.chunk))
 
     def transact_claim(
         self, job_id: str, item: int, chunk: int, mutate: Callable[[ChunkClaim], T]
     ) -> tuple[ChunkClaim, T]:
-        ref = self._ref(job_id).collection("claims").document(f"{item:06d}-{chunk:06d}")
+        ref = self._claims(job_id).document(f"{item:06d}-{chunk:06d}")
 
         @firestore.transactional
         def attempt(transaction: firestore.Transaction) -> tuple[ChunkClaim, T]:
@@ -174,15 +191,40 @@ class FirestoreStatusStore:
                 # The same guard as the job record's (module doc): one writer per revision.
                 guard = ref.collection("revisions").document(f"{revision:010d}")
                 transaction.create(guard, {"at": time.time()})
-                transaction.set(ref, {"claim": claim.model_dump(mode="json"), "revision": revision})
+                # `item` and `done` beside the claim, top level: what the done queries filter
+                # on (one single-field index each, built by Firestore without asking).
+                written = {
+                    "claim": claim.model_dump(mode="json"),
+                    "revision": revision,
+                    "item": claim.item,
+                    "done": claim.done,
+                }
+                transaction.set(ref, written)
             return claim, result
 
-        for tries in range(COMMIT_ATTEMPTS):
-            try:
-                return attempt(self.client.transaction(max_attempts=10))
-            except google_errors.AlreadyExists:
-                time.sleep(random.uniform(0, 0.02 * min(tries + 1, 10)))
-        raise StatusContention(f"job {job_id}: chunk {item}/{chunk} claim kept losing races")
+        return self._commit(
+            lambda: attempt(self.client.transaction(max_attempts=10)),
+            f"job {job_id}: chunk {item}/{chunk} claim kept losing races",
+        )
+
+    def done_counts(self, job_id: str) -> dict[int, int]:
+        # Only the item number of each done claim crosses the wire (one read per done chunk;
+        # `dropbatch status` and the status file ask, a few times a job).
+        done = self._claims(job_id).where(filter=FieldFilter("done", "==", True)).select(["item"])
+        counts: dict[int, int] = {}
+        for snapshot in done.stream():
+            item = int(snapshot.get("item"))
+            counts[item] = counts.get(item, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def count_done(self, job_id: str, item: int | None = None) -> int:
+        # An aggregation: billed as one read per 1000 index entries, not one per chunk, so
+        # every finished chunk can ask whether its item is complete.
+        query: Any = self._claims(job_id).where(filter=FieldFilter("done", "==", True))
+        if item is not None:
+            query = query.where(filter=FieldFilter("item", "==", item))
+        [[result]] = query.count(alias="done").get()
+        return int(result.value)
 
     # -- queries -------------------------------------------------------------------------
     def recent(

@@ -66,7 +66,8 @@ class StitchLease(BaseModel):
 
 class ChunkClaim(BaseModel):
     """Which worker processes one chunk: a lease like the stitch lease, kept on a document of
-    its own (one per chunk) so claiming and renewing never contend on the job record."""
+    its own (one per chunk) so claiming, renewing and finishing never contend on the job
+    record. `done` is the chunk's entry in the job's done-set: set once, never unset."""
 
     item: int
     chunk: int
@@ -148,8 +149,8 @@ class JobRecord(BaseModel):
     waiting_for: list[JobError] = Field(default_factory=list)
     plan: Plan | None = None
     chunks_total: int = 0
-    # item index (as str, JSON keys) → chunk indices done; a set so retries never double count.
-    chunks_done: dict[str, list[int]] = Field(default_factory=dict)
+    # Which chunks are done is on their claims (`ChunkClaim.done`, `StatusStore.done_counts`),
+    # not here: a crowd of workers finishing chunks would all write this one document.
     stitch_leases: dict[str, StitchLease] = Field(default_factory=dict)
     items_stitched: list[int] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
@@ -173,10 +174,6 @@ class JobRecord(BaseModel):
         head, _, _ = self.manifest.rpartition("/")
         return f"{head}/" if head else ""
 
-    @property
-    def done_count(self) -> int:
-        return sum(len(v) for v in self.chunks_done.values())
-
     def set_state(self, state: JobState, now: float | None = None) -> None:
         if state == self.state and self.history:
             return
@@ -184,8 +181,9 @@ class JobRecord(BaseModel):
         self.state = state
         self.history.append(StateChange(state=state, at=at))
 
-    def summary(self) -> dict:
-        """What `<manifest-stem>.status.json` mirrors for people who only have gsutil."""
+    def summary(self, chunks_done: int) -> dict:
+        """What `<manifest-stem>.status.json` mirrors for people who only have gsutil;
+        `chunks_done` from the claims (`StatusStore.done_counts`)."""
         return {
             "job_id": self.job_id,
             "state": self.state.value,
@@ -195,7 +193,7 @@ class JobRecord(BaseModel):
             "error": self.error.model_dump(exclude_none=True) if self.error else None,
             "errors": [e.model_dump(exclude_none=True) for e in self.errors],
             "waiting_for": [w.model_dump(exclude_none=True) for w in self.waiting_for],
-            "chunks": {"done": self.done_count, "total": self.chunks_total},
+            "chunks": {"done": chunks_done, "total": self.chunks_total},
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "history": [{"state": h.state.value, "at": h.at} for h in self.history],

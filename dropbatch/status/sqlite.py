@@ -172,12 +172,32 @@ class SqliteStatusStore:
             ).fetchall()
         return [JobRecord.model_validate_json(r[0]) for r in rows]
 
-    def claims(self, job_id: str) -> list[ChunkClaim]:
+    def claims(self, job_id: str, *, pending: bool = False) -> list[ChunkClaim]:
+        only = " AND json_extract(doc, '$.done') = 0" if pending else ""
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT doc FROM claims WHERE job_id = ? ORDER BY item, chunk", (job_id,)
+                f"SELECT doc FROM claims WHERE job_id = ?{only} ORDER BY item, chunk", (job_id,)
             ).fetchall()
         return [ChunkClaim.model_validate_json(r[0]) for r in rows]
+
+    def done_counts(self, job_id: str) -> dict[int, int]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT item, COUNT(*) FROM claims WHERE job_id = ? AND json_extract(doc, "
+                "'$.done') = 1 GROUP BY item ORDER BY item",
+                (job_id,),
+            ).fetchall()
+        return {int(item): int(count) for item, count in rows}
+
+    def count_done(self, job_id: str, item: int | None = None) -> int:
+        of_item = "" if item is None else " AND item = ?"
+        with self._connect() as conn:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM claims WHERE job_id = ? AND json_extract(doc, '$.done') = 1"
+                + of_item,
+                (job_id,) if item is None else (job_id, item),
+            ).fetchone()
+        return int(count)
 
     def transact_claim(
         self, job_id: str, item: int, chunk: int, mutate: Callable[[ChunkClaim], T]

@@ -83,7 +83,7 @@ def test_concurrent_creates_have_exactly_one_winner(status: StatusStore) -> None
 def test_get_returns_what_was_created(status: StatusStore) -> None:
     original = record()
     original.error = JobError(code="X", message="y", field="chain[0]")
-    original.chunks_done = {"0": [1, 2]}
+    original.items_stitched = [1, 2]
     status.create(original)
     stored = status.get("job-1")
     assert stored is not None
@@ -122,8 +122,8 @@ def test_a_plan_with_hundreds_of_inputs_round_trips(status: StatusStore) -> None
     assert status.create(big)
     stored = status.get("job-1")
     assert stored is not None and stored.plan == big.plan
-    status.transact("job-1", lambda r: r.chunks_done.setdefault("499", []).append(59))
-    assert status.get("job-1").chunks_done == {"499": [59]}
+    status.transact("job-1", lambda r: r.items_stitched.append(499))
+    assert status.get("job-1").items_stitched == [499]
 
 
 def test_get_of_unknown_job_is_none(status: StatusStore) -> None:
@@ -187,18 +187,19 @@ def test_transact_that_raises_writes_nothing(status: StatusStore) -> None:
     assert status.get("job-1").state == JobState.RUNNING
 
 
-def test_marking_a_chunk_done_twice_counts_once(status: StatusStore) -> None:
+def test_marking_a_chunk_done_twice_counts_once_and_never_writes_the_job(
+    status: StatusStore,
+) -> None:
+    from batch_jobs.claims import finish_claim
+
     status.create(record())
-
-    def mark(r: JobRecord) -> None:
-        done = r.chunks_done.setdefault("0", [])
-        if 3 not in done:
-            done.append(3)
-
-    first, _ = status.transact("job-1", mark)
-    retry, _ = status.transact("job-1", mark)
-    assert retry.chunks_done == {"0": [3]}
-    assert retry.revision == first.revision
+    created = status.get("job-1").revision
+    assert finish_claim(status, "job-1", 0, 3) is True
+    assert finish_claim(status, "job-1", 0, 3) is False  # the second finisher changes nothing
+    assert finish_claim(status, "job-1", 1, 0) is True
+    assert status.count_done("job-1", 0) == 1 and status.count_done("job-1") == 2
+    assert status.done_counts("job-1") == {0: 1, 1: 1}
+    assert status.get("job-1").revision == created  # the done-set is off the job document
 
 
 def _append_many(
@@ -209,7 +210,7 @@ def _append_many(
     barrier.wait()
     for i in range(APPENDS_PER_PROCESS):
         value = worker * APPENDS_PER_PROCESS + i
-        store.transact("job-1", lambda r, v=value: r.chunks_done.setdefault("0", []).append(v))
+        store.transact("job-1", lambda r, v=value: r.items_stitched.append(v))
 
 
 def test_concurrent_transactions_from_several_processes_lose_no_update(
@@ -231,7 +232,7 @@ def test_concurrent_transactions_from_several_processes_lose_no_update(
 
     stored = store.get("job-1")
     total = PROCESSES * APPENDS_PER_PROCESS
-    assert sorted(stored.chunks_done["0"]) == list(range(total))
+    assert sorted(stored.items_stitched) == list(range(total))
     assert stored.revision == 1 + total
 
 
@@ -527,7 +528,7 @@ def test_each_machine_is_recorded_once_by_the_first_of_its_racing_workers(
     assert [m.machine for m in stored.machines] == ["boot-a", "boot-b"]
     assert stored.machines[0].model_dump(exclude={"host"}) == vm.model_dump(exclude={"host"})
     assert stored.machines[1] == cpu
-    assert stored.summary()["machines"][0]["gpus"] == ["NVIDIA L4"]
+    assert stored.summary(0)["machines"][0]["gpus"] == ["NVIDIA L4"]
 
 
 # -- chunk claims (workers that pull chunks) ---------------------------------------------------
@@ -567,3 +568,21 @@ def test_a_chunk_goes_to_one_of_many_racing_workers_and_to_another_once_its_hold
     finish_claim(status, "job-1", 0, 4)
     assert claim_chunk(status, "job-1", 0, 4, "late", None, 300) is None  # done stays done
     assert [(c.chunk, c.done) for c in status.claims("job-1")] == [(3, False), (4, True)]
+
+
+def test_the_open_claims_and_the_done_counts_are_read_from_the_claims(
+    status: StatusStore,
+) -> None:
+    from batch_jobs.claims import claim_chunk, finish_claim
+
+    status.create(record())
+    for item, chunk in [(0, 0), (0, 1), (0, 2), (2, 5)]:
+        assert claim_chunk(status, "job-1", item, chunk, f"w{item}{chunk}", None, 300)
+    finish_claim(status, "job-1", 0, 1)
+    finish_claim(status, "job-1", 2, 5)
+    finish_claim(status, "job-1", 3, 0)  # finished by a worker whose claim was never read
+    assert [(c.item, c.chunk) for c in status.claims("job-1", pending=True)] == [(0, 0), (0, 2)]
+    assert len(status.claims("job-1")) == 5
+    assert status.done_counts("job-1") == {0: 1, 2: 1, 3: 1}
+    assert [status.count_done("job-1", i) for i in range(4)] == [1, 0, 1, 1]
+    assert status.count_done("job-1") == 3 and status.count_done("job-2") == 0

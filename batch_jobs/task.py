@@ -363,8 +363,18 @@ def run_task(
             "task finished",
             chunks=reporter.progress.chunks_done,
             seconds=round(time.time() - worker_started, 3),
+            **peak_memory_mb(),
         )
         return 0
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """This worker process's peak resident memory (its decoders and encoders are processes of
+    their own, not counted): what bench/worker_memory.py reads beside the whole tree's."""
+    import resource
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"peak_rss_mb": round(kib / 1024, 1)}
 
 
 def limit_threads(settings: Settings) -> int | None:

@@ -14,7 +14,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -54,8 +54,9 @@ class Settings(BaseModel):
     input_wait_seconds: float = Field(default=3600.0, ge=0)
     # Lease a stitcher holds; a crashed stitcher is replaced once it expires.
     stitch_lease_seconds: float = Field(default=300.0, gt=0)
-    # Local executor: at most this many tasks at a time on this machine (0: the manifest's).
-    local_workers: int = Field(default=0, ge=0)
+    # Local executor: at most this many tasks at a time on this machine; auto: the job's, at
+    # most what this machine's cores and available memory hold (batch_jobs/worker_memory.py).
+    local_workers: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     # The command a task runs (Cloud Batch runs the image's entrypoint; locally, this).
     task_command: str = ""
     # Threads a task gives its decoder, encoder and OpenCV (0: their own choice). Bounding it

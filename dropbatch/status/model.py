@@ -77,6 +77,14 @@ class ChunkClaim(BaseModel):
     grants: int = 0  # how many times it was claimed: 1, plus one per takeover
 
 
+class WorkersChosen(BaseModel):
+    """How many workers the local executor started for a job, and why that many (the
+    machine's cores and memory, or a number asked for; batch_jobs/worker_memory.py)."""
+
+    count: int
+    reason: str
+
+
 class JobRecord(BaseModel):
     job_id: str
     bucket: str
@@ -102,6 +110,7 @@ class JobRecord(BaseModel):
     # restarted serve resumes the job when this process is gone (docs/DESIGN-DECISIONS.md).
     executor: ProcessOwner | None = None
     stitch_claims: list[StitchLease] = Field(default_factory=list)  # every lease ever granted
+    workers: WorkersChosen | None = None  # the local executor's last choice
     revision: int = 0
 
     @property
@@ -132,6 +141,7 @@ class JobRecord(BaseModel):
             "errors": [e.model_dump(exclude_none=True) for e in self.errors],
             "waiting_for": [w.model_dump(exclude_none=True) for w in self.waiting_for],
             "chunks": {"done": self.done_count, "total": self.chunks_total},
+            **({"workers": self.workers.model_dump()} if self.workers else {}),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "history": [{"state": h.state.value, "at": h.at} for h in self.history],

@@ -199,3 +199,15 @@ def test_submit_to_cloud_storage_without_credentials_says_how_to_log_in(tmp_path
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "gcloud auth application-default login" in lines[0]
+
+
+def test_status_of_a_waiting_job_names_the_files_it_waits_for(tmp_path: Path) -> None:
+    manifest = inbox_with(tmp_path, frames=None)  # clip.mp4 not uploaded yet
+    inbox = tmp_path / "inbox"
+    proc = dropbatch("serve", "--inbox", str(inbox), "--once", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    status = dropbatch("status", str(manifest), cwd=tmp_path)
+    assert "WAITING_FOR_INPUTS" in status.stdout, status.stdout + status.stderr
+    waiting = [line for line in status.stdout.splitlines() if "waiting for:" in line]
+    assert len(waiting) == 1 and "campaign/clip.mp4" in waiting[0]
+    assert "inputs[0].video" in waiting[0]

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from dropbatch.status import open_status
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import JobState, LeaseHolder, TaskProgress
 from dropbatch.storage import open_store
-from dropbatch.storage.base import ObjectStore
+from dropbatch.storage.base import NotFound, ObjectStore
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
 from processors.media.encoders import X264, decode_args
@@ -255,6 +256,36 @@ def process_chunk(
     return chain_seconds
 
 
+@dataclass(frozen=True)
+class TaskFailure:
+    reason: str
+    code: str = ""  # the job's error code when the cause has one
+    uri: str = ""  # the object at fault, when there is one
+    exit_code: int = 1  # 1: Batch retries the task; 2: every retry would fail the same way
+
+
+INPUT_GONE = "INPUT_GONE"
+
+
+def task_failure(exc: BaseException) -> TaskFailure:
+    """What a chunk's failure means for the task. A chain that cannot be set up (bad model,
+    bad side image) and an input that is gone (deleted after the job was planned: no retry
+    brings it back) fail the same way on every retry: exit 2 says so, and Batch and the
+    local executor do not retry it."""
+    if isinstance(exc, ChainSetupError):
+        return TaskFailure(failure_text(exc), exc.code, exit_code=2)
+    if isinstance(exc, NotFound):
+        uri = str(exc)
+        return TaskFailure(
+            f"{uri}: the job's input is gone (deleted or moved after the job was planned); "
+            "upload it again, then upload the manifest again to run the job",
+            INPUT_GONE,
+            uri,
+            exit_code=2,
+        )
+    return TaskFailure(failure_text(exc))
+
+
 def failure_text(exc: BaseException) -> str:
     """What went wrong, in words a user can act on; the exception's kind when it is terse."""
     text = str(exc)
@@ -326,18 +357,24 @@ def run_task(
                     )
             except Exception as exc:
                 release_claim(status, job_id, claim)  # another worker may take it now
-                reason = failure_text(exc)
+                failure = task_failure(exc)
                 reporter.update(
                     reporter.progress.frames_done,
                     force=True,
                     state="FAILED",
-                    message=reason,
-                    code=exc.code if isinstance(exc, ChainSetupError) else "",
+                    message=failure.reason,
+                    code=failure.code,
+                    uri=failure.uri,
                 )
-                event(log, "task failed", logging.ERROR, reason=reason, attempt=attempt)
-                # A chain that cannot be set up (bad model, bad side image) fails the same way on
-                # every retry: exit 2 says so.
-                return 2 if isinstance(exc, ChainSetupError) else 1
+                event(
+                    log,
+                    "task failed",
+                    logging.ERROR,
+                    reason=failure.reason,
+                    attempt=attempt,
+                    code=failure.code,
+                )
+                return failure.exit_code
             complete = mark_chunk_done(status, job_id, claim.item, claim.chunk)
             finish_claim(status, job_id, claim.item, claim.chunk)
             elapsed = time.time() - started

@@ -162,6 +162,7 @@ class TaskProgress(BaseModel):
     fps: float = 0.0
     message: str = ""
     code: str = ""  # a FAILED task's error code when its cause has one (MODEL_INCOMPATIBLE, …)
+    uri: str = ""  # a FAILED task's object at fault (INPUT_GONE: the input's URI)
     # The heartbeat: a running task rewrites its progress at least every few seconds.
     updated_at: float = Field(default_factory=time.time)
     owner: ProcessOwner | None = None  # the task's process

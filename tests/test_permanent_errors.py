@@ -1,0 +1,43 @@
+"""Errors no retry can mend end the job at once, with their place: an input deleted after
+the job was planned, a symbolic link out of the inbox; and a job that ends FAILED leaves no
+parts behind on this machine, as in the cloud."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from tests.indexed_video import make_indexed_video
+from tests.test_cli import dropbatch
+
+MANIFEST = (
+    "version: 1\ninputs: [clip.mp4]\noutput: {preset: ultrafast}\n"
+    "compute: {chunk_seconds: 1, max_parallel_tasks: 1, max_retries: 3}\n"
+)
+
+
+def test_an_input_deleted_after_planning_fails_at_once_naming_its_uri(tmp_path: Path) -> None:
+    folder = tmp_path / "inbox" / "job"
+    folder.mkdir(parents=True)
+    clip = folder / "clip.mp4"
+    make_indexed_video(clip, 60, preset="ultrafast", audio=False)
+    (folder / "manifest.yaml").write_text(MANIFEST)
+    attempts = tmp_path / "attempts"
+    # The job is planned (the trigger probed the clip); then the clip is deleted before the
+    # worker reads it: each attempt of the task deletes it again and runs the real task.
+    task = (
+        f"echo attempt >> {shlex.quote(str(attempts))}; rm -f {shlex.quote(str(clip))}; "
+        f"exec {shlex.quote(sys.executable)} -m batch_jobs.task"
+    )
+    env = {"DROPBATCH_TASK_COMMAND": shlex.join(["sh", "-c", task])}
+    proc = dropbatch("run", "--quiet", str(folder / "manifest.yaml"), cwd=tmp_path, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert attempts.read_text().count("attempt") == 1  # not retried: it cannot come back
+    mirror = json.loads((folder / "manifest.status.json").read_text())
+    assert mirror["state"] == "FAILED"
+    error = mirror["error"]
+    assert error["code"] == "INPUT_GONE"
+    assert error["uri"].endswith("job/clip.mp4")
+    assert "upload it again" in error["message"]

@@ -10,6 +10,7 @@ and must not grow into, a scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -25,10 +26,12 @@ from batch_jobs.leases import release_task_leases
 from batch_jobs.liveness import current_owner, executor_alive, owner_alive, task_alive
 from batch_jobs.scratch import sweep_dead
 from batch_jobs.worker_memory import WorkerChoice, choose_local_workers
+from batch_jobs.workspace import work_area
 from dropbatch.config import Settings
 from dropbatch.logs import event, relay
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import JobRecord, JobState, ProcessOwner, WorkersChosen
+from dropbatch.storage.base import NotFound, ObjectStore
 
 log = logging.getLogger("dropbatch.executor")
 RESUME_SCAN = 1000  # unfinished jobs looked at when serve starts
@@ -202,6 +205,19 @@ def worker_count(record: JobRecord, settings: Settings) -> WorkerChoice:
     return choose_local_workers(record.plan, settings)
 
 
+def remove_leftovers(store: ObjectStore, settings: Settings, record: JobRecord) -> None:
+    """Delete the parts and preview tiles of a job that ended without stitching them (FAILED,
+    CANCELLED): nothing reads them any more. On Cloud Storage the work bucket's lifecycle rule
+    does this (infra/storage.tf); on this machine they would stay for good."""
+    work = work_area(settings, record.bucket)
+    leftovers = store.list(work.bucket, work.job_folder(record.job_id))
+    for leftover in leftovers:
+        with contextlib.suppress(NotFound):  # another process removed it meanwhile
+            store.delete(work.bucket, leftover.name)
+    if leftovers:
+        event(log, "leftover parts removed", job_id=record.job_id, objects=len(leftovers))
+
+
 def claim_executor(
     status: StatusStore, job_id: str, me: ProcessOwner, replacing: ProcessOwner | None = None
 ) -> bool:
@@ -297,6 +313,9 @@ class LocalLauncher:
             def run() -> None:
                 executor.run()
                 sweep_dead()
+                ended = status.get(record.job_id)
+                if ended is not None and ended.state in (JobState.FAILED, JobState.CANCELLED):
+                    remove_leftovers(store, settings, ended)
 
             thread = threading.Thread(target=run, name=executor_thread_name(record.job_id))
             self._jobs[record.job_id] = thread

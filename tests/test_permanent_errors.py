@@ -41,3 +41,27 @@ def test_an_input_deleted_after_planning_fails_at_once_naming_its_uri(tmp_path: 
     assert error["code"] == "INPUT_GONE"
     assert error["uri"].endswith("job/clip.mp4")
     assert "upload it again" in error["message"]
+
+
+# A worker that does one chunk with the real task code, then dies (exit 1).
+ONE_CHUNK_THEN_DIE = (
+    "import os, sys; from batch_jobs.task import run_task; from dropbatch import logs; "
+    "from dropbatch.config import Settings; logs.setup(); "
+    "run_task(Settings.from_env(), os.environ['DROPBATCH_JOB_ID'], "
+    "int(os.environ['BATCH_TASK_INDEX']), 0, max_chunks=1); sys.exit(1)"
+)
+
+
+def test_a_failed_job_leaves_no_parts_in_the_local_work_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "inbox" / "job"
+    folder.mkdir(parents=True)
+    make_indexed_video(folder / "clip.mp4", 90, preset="ultrafast", audio=False)
+    (folder / "manifest.yaml").write_text(MANIFEST.replace("max_retries: 3", "max_retries: 0"))
+    env = {"DROPBATCH_TASK_COMMAND": shlex.join([sys.executable, "-c", ONE_CHUNK_THEN_DIE])}
+    proc = dropbatch("run", "--quiet", str(folder / "manifest.yaml"), cwd=tmp_path, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads((folder / "manifest.status.json").read_text())["state"] == "FAILED"
+    state = tmp_path / "inbox" / ".dropbatch"  # `run` roots the store at the folder's parent
+    assert (state / "work" / "job" / "outputs").is_dir()  # the work folder is where we look
+    left = [p for p in state.rglob("*") if "jobs" in p.parts]  # parts, tiles, their metadata
+    assert left == []

@@ -26,7 +26,7 @@ from processors.spec import StepMemory
 
 # A worker with an empty chain (decode → encode), measured: its Python process with the
 # imports and the status store, an ffmpeg decoder and an x264 encoder.
-WORKER = StepMemory(base_mb=230.0, per_megapixel_mb=80.0)
+WORKER = StepMemory(base_mb=200.0, per_megapixel_mb=135.0)
 # The share of the available memory local workers may take: the rest is the executor's own
 # process, the stitch, the page cache and whatever else the machine runs.
 MEMORY_SHARE = 0.8

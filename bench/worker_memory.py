@@ -32,6 +32,7 @@ STEPS = {  # a chain's name here → its steps in tests/real_chain.py's STEP_YAM
     "crop-haar": ("crop",),
     "swap": ("swap",),
     "lipsync": ("lipsync",),
+    "swap-enhance": ("swap", "enhance"),
 }
 
 
@@ -63,7 +64,7 @@ def measure(chain: str, height: int, seconds: float, store: Path, work: Path) ->
     folder = work / f"{chain}-{height}" / "inbox" / "job"
     folder.mkdir(parents=True)
     scaled_clip(asset("pexels.mp4"), folder / "clip.mp4", height, seconds)
-    if chain == "swap":
+    if chain.startswith("swap"):
         from skimage.data import astronaut
 
         write_face_image(folder / "faces" / "astronaut.png", astronaut())

@@ -79,6 +79,8 @@ class CheckInputs:
     image_variant: str = ""
     # Settings.check_faces: a step's checks that run a model on side files skip when false.
     check_faces: bool = True
+    # Settings.max_image_pixels: a side image with more pixels (by its header) is refused.
+    max_image_pixels: int = 40_000_000
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from processors.enhance.options import EnhanceOptions
-from processors.spec import ModelNeed, StepSpec
+from processors.spec import ModelNeed, StepMemory, StepSpec
 
 
 def models(options: EnhanceOptions) -> list[ModelNeed]:
@@ -23,4 +23,6 @@ SPEC = StepSpec(
     processor="processors.enhance.processor:build",
     models=models,
     catalog=Path(__file__).with_name("models.yaml"),
+    # MEASURED_ENHANCE
+    memory=StepMemory(base_mb=700.0, per_megapixel_mb=160.0),
 )

@@ -343,6 +343,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(record.summary(), indent=2))
         return EXIT_OK
     print(progress_line(record))
+    if record.workers is not None:  # how many the local executor started, and why
+        print(f"  workers: {record.workers.reason}")
     stalled = stalled_line(record, status.progress(record.job_id))
     if stalled:
         print(stalled)

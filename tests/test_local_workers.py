@@ -85,3 +85,5 @@ def test_a_run_records_how_many_workers_it_started_and_why(tmp_path: Path) -> No
     assert 1 <= workers["count"] <= min(8, cores), workers
     assert f"{cores} core(s)" in workers["reason"]
     assert "of the job's 7 worker(s)" in workers["reason"]  # 7 one-second chunks planned
+    shown = dropbatch("status", str(folder / "manifest.yaml"), cwd=tmp_path)
+    assert f"  workers: {workers['reason']}" in shown.stdout

@@ -267,14 +267,15 @@ class TaskFailure:
 INPUT_GONE = "INPUT_GONE"
 
 
-def task_failure(exc: BaseException) -> TaskFailure:
+def task_failure(exc: BaseException, internal: str = "") -> TaskFailure:
     """What a chunk's failure means for the task. A chain that cannot be set up (bad model,
     bad side image) and an input that is gone (deleted after the job was planned: no retry
     brings it back) fail the same way on every retry: exit 2 says so, and Batch and the
-    local executor do not retry it."""
+    local executor do not retry it. `internal`: the URI prefix of the job's own objects in
+    the work bucket, whose absence is a race among workers, not a user's input gone."""
     if isinstance(exc, ChainSetupError):
         return TaskFailure(failure_text(exc), exc.code, exit_code=2)
-    if isinstance(exc, NotFound):
+    if isinstance(exc, NotFound) and not (internal and str(exc).startswith(internal)):
         uri = str(exc)
         return TaskFailure(
             f"{uri}: the job's input is gone (deleted or moved after the job was planned); "
@@ -357,7 +358,8 @@ def run_task(
                     )
             except Exception as exc:
                 release_claim(status, job_id, claim)  # another worker may take it now
-                failure = task_failure(exc)
+                work = work_area(settings, record.bucket)
+                failure = task_failure(exc, store.uri(work.bucket, work.job_folder(job_id)))
                 reporter.update(
                     reporter.progress.frames_done,
                     force=True,

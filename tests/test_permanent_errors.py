@@ -65,3 +65,16 @@ def test_a_failed_job_leaves_no_parts_in_the_local_work_folder(tmp_path: Path) -
     assert (state / "work" / "job" / "outputs").is_dir()  # the work folder is where we look
     left = [p for p in state.rglob("*") if "jobs" in p.parts]  # parts, tiles, their metadata
     assert left == []
+
+
+def test_a_missing_object_of_the_jobs_own_is_retried_not_blamed_on_the_input() -> None:
+    """Workers race over the job's own objects (a stitch empties the parts folder another
+    worker reads its encoder choice from): that absence may pass, so it is retried."""
+    from batch_jobs.task import task_failure
+    from dropbatch.storage.base import NotFound
+
+    internal = "gs://work/inbox/jobs/db-job-1/"
+    own = task_failure(NotFound(f"{internal}parts/0000/encoder.txt"), internal)
+    assert (own.exit_code, own.code) == (1, "")
+    gone = task_failure(NotFound("gs://inbox/job/clip.mp4"), internal)
+    assert (gone.exit_code, gone.code, gone.uri) == (2, "INPUT_GONE", "gs://inbox/job/clip.mp4")

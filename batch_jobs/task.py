@@ -388,14 +388,18 @@ def run_task(
                 chain_setup_seconds=round(chain_seconds, 3),
                 fps=round(frames / max(elapsed, 1e-6), 2),
             )
-            if complete and not stitch(store, status, settings, job_id, claim.item, owner, holder):
-                return 1
+            if complete:
+                item_at = claim.item
+                failed = stitch(store, status, settings, job_id, item_at, owner, holder, reporter)
+                if failed:
+                    return failed
         # Nothing left to claim. An item whose chunks are all done but which nobody is
         # stitching (its stitcher died, or a worker died between its last chunk and the
         # stitch): this worker stitches it.
         for orphan in unstitched_items(status, job_id, holder):
-            if not stitch(store, status, settings, job_id, orphan, owner, holder):
-                return 1
+            failed = stitch(store, status, settings, job_id, orphan, owner, holder, reporter)
+            if failed:
+                return failed
         reporter.update(reporter.progress.frames_done, force=True, state="SUCCEEDED")
         event(
             log,
@@ -435,15 +439,29 @@ def stitch(
     item: int,
     owner: str,
     holder: LeaseHolder,
-) -> bool:
-    """Stitch the item (or wait for the stitcher that has it); False if the stitch failed."""
+    reporter: ProgressReporter,
+) -> int:
+    """Stitch the item (or wait for the stitcher that has it); 0 when done, else the task's
+    exit code: 2 when its input is gone since (the soundtrack is muxed from it), else 1."""
     logs.bind(item=item)
     try:
         stitch_when_ready(store, status, settings, job_id, item, owner, holder)
     except Exception as exc:
-        event(log, "stitch failed", logging.ERROR, reason=failure_text(exc))
-        return False
-    return True
+        record = status.get(job_id)
+        work = work_area(settings, record.bucket if record else "")
+        failure = task_failure(exc, store.uri(work.bucket, work.job_folder(job_id)))
+        event(log, "stitch failed", logging.ERROR, reason=failure.reason, code=failure.code)
+        if failure.exit_code == 2:  # the job's error names the input
+            reporter.update(
+                reporter.progress.frames_done,
+                force=True,
+                state="FAILED",
+                message=failure.reason,
+                code=failure.code,
+                uri=failure.uri,
+            )
+        return failure.exit_code
+    return 0
 
 
 def main() -> int:

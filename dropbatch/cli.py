@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="make a sample video, drop it in a local inbox, run it")
     p.add_argument("--dir", default="demo-inbox")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=workers_argument, default=2, help="a number, or auto")
     p.add_argument("--seconds", type=float, default=12.0, help="length of the sample video")
     p.set_defaults(func=cmd_demo)
 

@@ -323,7 +323,10 @@ class Intake:
         if resolution.missing:
             self._wait(job_id, located(manifest, resolution.missing, self.store, bucket, folder))
             return
-        step_problems = self._step_problems(manifest, bucket, folder)
+        try:
+            step_problems = self._step_problems(manifest, bucket, folder)
+        except OutsideBucket:  # a side file is a link out of the inbox: say which
+            step_problems = self._side_files_outside(manifest, bucket, folder)
         if step_problems:
             self._invalid(job_id, *step_problems)
             return
@@ -341,7 +344,7 @@ class Intake:
         )
         probed, errors = prober.videos(resolution.items, listing)
         speech, speech_errors = prober.speech(manifest, probed)
-        errors += speech_errors
+        errors += speech_errors + self._frames_too_large(probed, bucket, folder)
         late = [e for e in errors if e.code == PLANNING_TIMEOUT]
         if late:
             self._out_of_time(job_id, deadline, late)
@@ -427,6 +430,36 @@ class Intake:
                 )
         return problems
 
+    def _frames_too_large(self, probed: list, bucket: str, folder: str) -> list[JobError]:
+        """Videos whose frame (the probe's width × height, nothing decoded) has more pixels
+        than max_video_pixels: every worker holds many such frames at once."""
+        limit = self.settings.max_video_pixels
+        return [
+            JobError(
+                code="VIDEO_TOO_LARGE",
+                message=f"{info.width}×{info.height} frames have more than the {limit:,} "
+                "pixels a frame may have (max_video_pixels); scale the video down",
+                field=f"inputs[{item.index}].video",
+                uri=self.store.uri(bucket, folder + item.video),
+            )
+            for item, info in probed
+            if info.width * info.height > limit
+        ]
+
+    def _side_files_outside(self, manifest: Manifest, bucket: str, folder: str) -> list[JobError]:
+        """Each side file (face images, speech) that leads out of the inbox through a symbolic
+        link: INVALID naming its field and object, as an input video that does is."""
+        problems = []
+        for where, path in side_files(manifest):
+            try:
+                self.store.stat(bucket, folder + path)
+            except OutsideBucket as exc:
+                uri = self.store.uri(bucket, folder + path)
+                problems.append(
+                    JobError(code="INPUT_OUTSIDE", message=str(exc), field=where, uri=uri)
+                )
+        return problems
+
     def _step_problems(self, manifest: Manifest, bucket: str, folder: str) -> list[JobError]:
         """Each step's own trigger-time checks (crop: its detector is in the deployment's
         image; swap: its face images each show one face), run before any task starts, for the
@@ -459,6 +492,7 @@ class Intake:
                     uri=lambda n: self.store.uri(bucket, folder + n),
                     image_variant=self.settings.image_variant,
                     check_faces=self.settings.check_faces,
+                    max_image_pixels=self.settings.max_image_pixels,
                 )
                 problems += spec.checks(options, where, inputs)
             except ImportError as exc:

@@ -10,6 +10,7 @@ and must not grow into, a scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -24,10 +25,20 @@ from dataclasses import dataclass
 from batch_jobs.leases import release_task_leases
 from batch_jobs.liveness import current_owner, executor_alive, owner_alive, task_alive
 from batch_jobs.scratch import sweep_dead
+from batch_jobs.worker_memory import WorkerChoice, choose_local_workers
+from batch_jobs.workspace import work_area
 from dropbatch.config import Settings
 from dropbatch.logs import event, relay
 from dropbatch.status.base import StatusStore
-from dropbatch.status.model import EngineEvent, EngineWait, JobRecord, JobState, ProcessOwner
+from dropbatch.status.model import (
+    EngineEvent,
+    EngineWait,
+    JobRecord,
+    JobState,
+    ProcessOwner,
+    WorkersChosen,
+)
+from dropbatch.storage.base import NotFound, ObjectStore
 
 log = logging.getLogger("dropbatch.executor")
 RESUME_SCAN = 1000  # unfinished jobs looked at when serve starts
@@ -189,14 +200,29 @@ def _last_message(tail: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def worker_count(record: JobRecord, settings: Settings) -> int:
-    """The workers a (re)started executor runs: the job's parallelism, at most `local_workers`.
+def worker_count(record: JobRecord, settings: Settings) -> WorkerChoice:
+    """The workers a (re)started executor runs: the job's parallelism, at most `local_workers`
+    or, with `auto`, what this machine's cores and memory hold (batch_jobs/worker_memory.py).
     A resumed job runs as many: they claim what is left (chunks not done, items not stitched);
     none if every item is stitched."""
     assert record.plan is not None
     if len(record.items_stitched) == len(record.plan.items):
-        return 0  # every output is there (the stitcher died before saying SUCCEEDED)
-    return max(1, min(record.plan.parallelism, settings.local_workers or 10**6))
+        # every output is there (the stitcher died before saying SUCCEEDED)
+        return WorkerChoice(0, "every item is stitched already")
+    return choose_local_workers(record.plan, settings)
+
+
+def remove_leftovers(store: ObjectStore, settings: Settings, record: JobRecord) -> None:
+    """Delete the parts and preview tiles of a job that ended without stitching them (FAILED,
+    CANCELLED): nothing reads them any more. On Cloud Storage the work bucket's lifecycle rule
+    does this (infra/storage.tf); on this machine they would stay for good."""
+    work = work_area(settings, record.bucket)
+    leftovers = store.list(work.bucket, work.job_folder(record.job_id))
+    for leftover in leftovers:
+        with contextlib.suppress(NotFound):  # another process removed it meanwhile
+            store.delete(work.bucket, leftover.name)
+    if leftovers:
+        event(log, "leftover parts removed", job_id=record.job_id, objects=len(leftovers))
 
 
 def claim_executor(
@@ -256,8 +282,12 @@ class LocalLauncher:
                 return False
             fresh = status.get(record.job_id)
             assert fresh is not None and fresh.plan is not None
-            workers = worker_count(fresh, settings)
+            choice = worker_count(fresh, settings)
+            workers = choice.count
             indices = list(range(workers))
+            chosen = WorkersChosen(count=choice.count, reason=choice.reason)
+            status.transact(record.job_id, lambda r: setattr(r, "workers", chosen))
+            event(log, "local workers", job_id=record.job_id, workers=workers, why=choice.reason)
             # A task that ran before (a resumed job) continues its attempt count.
             first_attempts = {
                 p.task_index: p.attempt + 1
@@ -290,6 +320,9 @@ class LocalLauncher:
             def run() -> None:
                 executor.run()
                 sweep_dead()
+                ended = status.get(record.job_id)
+                if ended is not None and ended.state in (JobState.FAILED, JobState.CANCELLED):
+                    remove_leftovers(store, settings, ended)
 
             thread = threading.Thread(target=run, name=executor_thread_name(record.job_id))
             self._jobs[record.job_id] = thread

@@ -62,13 +62,14 @@ def ending_reason(
     return reason.strip("; ")
 
 
-def failure_code(status: StatusStore, job_id: str) -> str:
-    """The first failed task's own code (a misconfigured model says MODEL_INCOMPATIBLE), else
-    the generic TASKS_FAILED."""
+def failure_code(status: StatusStore, job_id: str) -> tuple[str, str | None]:
+    """The first failed task's own code and the object at fault (a misconfigured model says
+    MODEL_INCOMPATIBLE, a deleted input INPUT_GONE with its URI), else the generic
+    TASKS_FAILED."""
     for p in sorted(status.progress(job_id), key=lambda p: p.task_index):
         if p.state == "FAILED" and p.code:
-            return p.code
-    return "TASKS_FAILED"
+            return p.code, p.uri or None
+    return "TASKS_FAILED", None
 
 
 def gave_up(record: JobRecord) -> bool:
@@ -95,15 +96,13 @@ def apply_notification(
             store, status, note.job_id, JobState.RUNNING, allowed_from=frozenset({JobState.QUEUED})
         )
     elif state == "FAILED":
+        code, uri = failure_code(status, note.job_id)
         transition(
             store,
             status,
             note.job_id,
             JobState.FAILED,
-            error=JobError(
-                code=failure_code(status, note.job_id),
-                message=note.reason or "the batch job failed",
-            ),
+            error=JobError(code=code, message=note.reason or "the batch job failed", uri=uri),
         )
     elif state in ("CANCELLED", "DELETION_IN_PROGRESS") and gave_up(record):
         # We deleted it: it waited past queued_timeout_minutes (batch_jobs/capacity.py).

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -264,6 +265,37 @@ def process_chunk(
     return chain_seconds
 
 
+@dataclass(frozen=True)
+class TaskFailure:
+    reason: str
+    code: str = ""  # the job's error code when the cause has one
+    uri: str = ""  # the object at fault, when there is one
+    exit_code: int = 1  # 1: Batch retries the task; 2: every retry would fail the same way
+
+
+INPUT_GONE = "INPUT_GONE"
+
+
+def task_failure(exc: BaseException, internal: str = "") -> TaskFailure:
+    """What a chunk's failure means for the task. A chain that cannot be set up (bad model,
+    bad side image) and an input that is gone (deleted after the job was planned: no retry
+    brings it back) fail the same way on every retry: exit 2 says so, and Batch and the
+    local executor do not retry it. `internal`: the URI prefix of the job's own objects in
+    the work bucket, whose absence is a race among workers, not a user's input gone."""
+    if isinstance(exc, ChainSetupError):
+        return TaskFailure(failure_text(exc), exc.code, exit_code=2)
+    if isinstance(exc, NotFound) and not (internal and str(exc).startswith(internal)):
+        uri = str(exc)
+        return TaskFailure(
+            f"{uri}: the job's input is gone (deleted or moved after the job was planned); "
+            "upload it again, then upload the manifest again to run the job",
+            INPUT_GONE,
+            uri,
+            exit_code=2,
+        )
+    return TaskFailure(failure_text(exc))
+
+
 def failure_text(exc: BaseException) -> str:
     """What went wrong, in words a user can act on; the exception's kind when it is terse."""
     text = str(exc)
@@ -365,18 +397,27 @@ def run_task(
             except Exception as exc:
                 with contextlib.suppress(Exception):  # the lease runs out if this fails too
                     release_claim(status, job_id, claim)  # another worker may take it now
-                reason = failure_text(exc)
+                failure = task_failure(exc, store.uri(work.bucket, work.job_folder(job_id)))
                 reporter.update(
                     reporter.progress.frames_done,
                     force=True,
                     state="FAILED",
-                    message=reason,
-                    code=exc.code if isinstance(exc, ChainSetupError) else "",
+                    message=failure.reason,
+                    code=failure.code,
+                    uri=failure.uri,
                 )
-                event(log, "task failed", logging.ERROR, reason=reason, attempt=attempt)
+                event(
+                    log,
+                    "task failed",
+                    logging.ERROR,
+                    reason=failure.reason,
+                    attempt=attempt,
+                    code=failure.code,
+                )
                 # A chain that cannot be set up (bad model, bad side image, a GPU job whose
-                # models cannot load on the GPU) fails the same way on every retry: exit 2.
-                return 2 if isinstance(exc, ChainSetupError) else 1
+                # models cannot load on the GPU) or an input that is gone fails the same way on
+                # every retry: exit 2.
+                return failure.exit_code
             if not finished.first:
                 # Another worker took the chunk over (this one was stopped past its lease) and
                 # finished it first: ours changes nothing, and what we stored goes if the item
@@ -394,16 +435,19 @@ def run_task(
                 fps=round(frames / max(elapsed, 1e-6), 2),
                 kept_stored_part=stored,
             )
-            if finished.item_complete and not stitch(
-                store, status, settings, job_id, claim.item, owner, holder
-            ):
-                return 1
+            if finished.item_complete:
+                failed = stitch(
+                    store, status, settings, job_id, claim.item, owner, holder, reporter
+                )
+                if failed:
+                    return failed
         # Every chunk is done. An item whose chunks are all done but which nobody is
         # stitching (its stitcher died, or a worker died between its last chunk and the
         # stitch): this worker stitches it.
         for orphan in unstitched_items(status, job_id, holder):
-            if not stitch(store, status, settings, job_id, orphan, owner, holder):
-                return 1
+            failed = stitch(store, status, settings, job_id, orphan, owner, holder, reporter)
+            if failed:
+                return failed
         reporter.update(reporter.progress.frames_done, force=True, state="SUCCEEDED")
         event(
             log,
@@ -411,6 +455,7 @@ def run_task(
             chunks=reporter.progress.chunks_done,
             seconds=round(time.time() - worker_started, 3),
             claim_reads=picker.reads,
+            **peak_memory_mb(),
         )
         return 0
 
@@ -445,6 +490,15 @@ def remove_late_parts(
             store.delete(work.bucket, leftover.name)
 
 
+def peak_memory_mb() -> dict[str, float]:
+    """This worker process's peak resident memory (its decoders and encoders are processes of
+    their own, not counted): what bench/worker_memory.py reads beside the whole tree's."""
+    import resource
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"peak_rss_mb": round(kib / 1024, 1)}
+
+
 def limit_threads(settings: Settings) -> int | None:
     """The task's thread bound (None: unbounded), applied to OpenCV here, once per process:
     its pool is process-wide; ffmpeg gets it on each command line."""
@@ -464,15 +518,29 @@ def stitch(
     item: int,
     owner: str,
     holder: LeaseHolder,
-) -> bool:
-    """Stitch the item (or wait for the stitcher that has it); False if the stitch failed."""
+    reporter: ProgressReporter,
+) -> int:
+    """Stitch the item (or wait for the stitcher that has it); 0 when done, else the task's
+    exit code: 2 when its input is gone since (the soundtrack is muxed from it), else 1."""
     logs.bind(item=item)
     try:
         stitch_when_ready(store, status, settings, job_id, item, owner, holder)
     except Exception as exc:
-        event(log, "stitch failed", logging.ERROR, reason=failure_text(exc))
-        return False
-    return True
+        record = status.get(job_id)
+        work = work_area(settings, record.bucket if record else "")
+        failure = task_failure(exc, store.uri(work.bucket, work.job_folder(job_id)))
+        event(log, "stitch failed", logging.ERROR, reason=failure.reason, code=failure.code)
+        if failure.exit_code == 2:  # the job's error names the input
+            reporter.update(
+                reporter.progress.frames_done,
+                force=True,
+                state="FAILED",
+                message=failure.reason,
+                code=failure.code,
+                uri=failure.uri,
+            )
+        return failure.exit_code
+    return 0
 
 
 def main() -> int:

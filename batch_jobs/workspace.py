@@ -33,8 +33,12 @@ class WorkArea:
     def jobs_folder(self) -> str:
         return f"{self.prefix}jobs/"
 
+    def job_folder(self, job_id: str) -> str:
+        """Everything a job keeps here until its stitch: its items' parts and preview tiles."""
+        return f"{self.prefix}jobs/{job_id}/"
+
     def parts_folder(self, job_id: str, item: int) -> str:
-        return f"{self.prefix}jobs/{job_id}/parts/{item:04d}/"
+        return f"{self.job_folder(job_id)}parts/{item:04d}/"
 
     def part(self, job_id: str, item: int, chunk: int) -> str:
         return f"{self.parts_folder(job_id, item)}part-{chunk:05d}.mp4"

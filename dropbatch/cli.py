@@ -107,7 +107,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 # -- run -----------------------------------------------------------------------------------
-def run_manifest(manifest: Path, workers: int | None, again: bool, quiet: bool) -> int:
+def workers_argument(text: str) -> int | str:
+    """`--workers`: a positive number of workers at a time on this machine, or `auto` (as many
+    as its cores and free memory hold, batch_jobs/worker_memory.py)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a positive number of workers, or auto")
+    return value
+
+
+MAX_LIST = 10_000  # jobs one `dropbatch jobs` lists
+
+
+def limit_argument(text: str) -> int:
+    """`jobs --limit`: how many of the newest jobs, 1 to MAX_LIST."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIST:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of jobs from 1 to {MAX_LIST}")
+    return value
+
+
+def run_manifest(manifest: Path, workers: int | str | None, again: bool, quiet: bool) -> int:
     from batch_jobs.ids import job_id_for
     from batch_jobs.intake import StorageEvent, is_manifest
     from dropbatch import logs
@@ -193,6 +221,11 @@ def report(record: JobRecord) -> int:
     problems = record.errors or ([record.error] if record.error else [])
     for e in problems:
         print(f"  error: {e.line()}", file=sys.stderr)
+    if record.state == JobState.WAITING_FOR_INPUTS:  # what to upload for it to start
+        for w in record.waiting_for:
+            print(
+                f"  waiting for: {w.uri}  ({w.line()})" if w.uri else f"  waiting for: {w.line()}"
+            )
     status_file = record.manifest_uri.rsplit(".", 1)[0] + ".status.json"
     print(f"  status: {status_file}")
     if record.state == JobState.SUCCEEDED:
@@ -452,6 +485,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     done = status.done_counts(record.job_id)
     print(progress_line(record, sum(done.values())))
+    if record.workers is not None:  # how many the local executor started, and why
+        print(f"  workers: {record.workers.reason}")
     stalled = stalled_line(record, status.progress(record.job_id))
     if stalled:
         print(stalled)
@@ -687,14 +722,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one manifest now on this machine")
     p.add_argument("manifest")
-    p.add_argument("--workers", type=int, help="tasks at a time (default: the manifest's)")
+    p.add_argument(
+        "--workers",
+        type=workers_argument,
+        help="tasks at a time: a number, or auto (default: the job's, at most what this "
+        "machine's cores and free memory hold)",
+    )
     p.add_argument("--again", action="store_true", help="run again even if it already ran")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="watch a local inbox folder and run what lands in it")
     p.add_argument("--inbox", required=True)
-    p.add_argument("--workers", type=int)
+    p.add_argument(
+        "--workers", type=workers_argument, help="tasks at a time: a number, or auto (default)"
+    )
     p.add_argument("--poll", type=float, default=1.0, help="seconds between folder scans")
     p.add_argument("--once", action="store_true", help="handle what is there, then exit")
     p.set_defaults(func=cmd_serve)
@@ -715,12 +757,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("jobs", help="recent jobs")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=limit_argument, default=20, help=f"1 to {MAX_LIST}")
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("demo", help="make a sample video, drop it in a local inbox, run it")
     p.add_argument("--dir", default="demo-inbox")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=workers_argument, default=2, help="a number, or auto")
     p.add_argument("--seconds", type=float, default=12.0, help="length of the sample video")
     p.set_defaults(func=cmd_demo)
 
@@ -816,6 +858,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dropbatch: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not _no_credentials(exc):
+            raise
+        print(
+            "dropbatch: no Google Cloud credentials on this machine: run "
+            "`gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS "
+            "to a service account key file)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def _no_credentials(exc: BaseException) -> bool:
+    """google-auth's DefaultCredentialsError: the client libraries found no credentials.
+    Matched by class so this module does not import google-auth on every command."""
+    return any(
+        cls.__name__ == "DefaultCredentialsError" and cls.__module__.startswith("google.auth")
+        for cls in type(exc).__mro__
+    )
 
 
 if __name__ == "__main__":

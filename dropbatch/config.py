@@ -14,7 +14,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -52,6 +52,14 @@ class Settings(BaseModel):
     # The trigger counts the faces in swap's source/reference images (needs onnxruntime where
     # it runs; without it, it logs and leaves the check to the task).
     check_faces: bool = True
+    # A face image (swap's source and reference, lipsync's speaker references) with more
+    # pixels than this, by its header, is INVALID before it is decoded (a decoded image takes
+    # 3 bytes a pixel, and a 2 MB PNG may hold 625 million of them). 40 million: an 8K photo.
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # A video whose frame has more pixels than this is INVALID at the trigger (by its probed
+    # size, before any frame is decoded): a worker holds many frames at once (about 350 MB
+    # a million pixels with crop, bench/RESULTS.md "Worker memory"). Default: DCI 4K.
+    max_video_pixels: int = Field(default=4096 * 2160, ge=1)
     # The trigger probes this many of a manifest's inputs at a time: up to 500 inputs must be
     # planned inside an event-driven function's 540 s, and each probe mostly waits on storage.
     probe_concurrency: int = Field(default=16, ge=1)
@@ -73,8 +81,9 @@ class Settings(BaseModel):
     # Lease on a chunk a worker processes (renewed every third of it while it works): a worker
     # stopped or silently gone loses its chunk to another once it runs out.
     claim_lease_seconds: float = Field(default=60.0, gt=0)
-    # Local executor: at most this many tasks at a time on this machine (0: the manifest's).
-    local_workers: int = Field(default=0, ge=0)
+    # Local executor: at most this many tasks at a time on this machine; auto: the job's, at
+    # most what this machine's cores and available memory hold (batch_jobs/worker_memory.py).
+    local_workers: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     # The command a task runs (Cloud Batch runs the image's entrypoint; locally, this).
     task_command: str = ""
     # Threads a task gives its decoder, encoder and OpenCV (0: their own choice). Bounding it

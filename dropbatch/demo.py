@@ -123,7 +123,7 @@ def what_is_missing(models: DemoModels) -> list[str]:
     return lines
 
 
-def run_demo(base: Path, workers: int = 2, seconds: float = 12.0) -> int:
+def run_demo(base: Path, workers: int | str = 2, seconds: float = 12.0) -> int:
     from dropbatch.cli import run_manifest
     from dropbatch.config import Settings
     from dropbatch.inbox import LocalInbox

@@ -24,12 +24,17 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # pydantic reads `true` as 1 for a number; `crf: true` is a mistake, not a setting.
+    # pydantic reads `true` as 1 for a number, and 1, 0, "yes" or "off" as a switch; both are
+    # mistakes (`crf: true`, `occlusion: 1`), not settings.
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and info.field_name:
-            annotation = cls.model_fields[info.field_name].annotation
+        if not info.field_name:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool):
             if annotation in (int, float) or get_origin(annotation) is Literal:
                 raise ValueError("must be a number, not true/false")
+        elif annotation is bool:
+            raise ValueError("must be true or false")
         return value

@@ -79,6 +79,8 @@ class CheckInputs:
     image_variant: str = ""
     # Settings.check_faces: a step's checks that run a model on side files skip when false.
     check_faces: bool = True
+    # Settings.max_image_pixels: a side image with more pixels (by its header) is refused.
+    max_image_pixels: int = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,17 @@ class Speech:
     file: Callable[[Any, str], SideFile | None]
     frames: Callable[[Any, int, float, Fraction], int]
     tracks: Callable[[Any, str], list[SideFile]] = lambda options, base: []
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """What a step adds to one worker's resident memory, measured (bench/worker_memory.py,
+    bench/RESULTS.md "Worker memory"): a fixed part (its models, its runtime) and a part that
+    grows with the frame (the frames it holds, per million pixels of the video's frame).
+    The default is the largest step measured, so an unmeasured step is never sized small."""
+
+    base_mb: float = 600.0
+    per_megapixel_mb: float = 400.0
 
 
 def _no_models(options: Any) -> list[ModelNeed]:
@@ -160,6 +173,7 @@ class StepSpec:
     - `hands_on_faces`: its output batches carry the faces it found (processors/faces.py),
       so later steps need not detect them again.
     - `catalog`: the YAML file of the models this step brings to the catalog, if any.
+    - `memory`: what it adds to a worker's memory (sizes local workers).
     """
 
     name: str
@@ -172,6 +186,7 @@ class StepSpec:
     speech: Speech | None = None
     hands_on_faces: bool = False
     catalog: Path | None = None
+    memory: StepMemory = StepMemory()
 
     def parse(self, options: Strict | Mapping[str, Any] | None) -> Strict:
         """The typed options from a manifest's mapping or a plan's JSON (raises pydantic's

@@ -263,8 +263,9 @@ def post_twenty_times(cloud: dict, event: CloudEvent) -> list[int]:
 
 
 def fail_on_batch(cloud: dict, folder: str) -> JobRecord:
-    """A job whose input vanishes while it waits for VMs: every task fails, Batch says FAILED
-    through Pub/Sub to `on_batch_state`, and the record ends FAILED with Batch's reason."""
+    """A job whose input vanishes while it waits for VMs: every task fails at once (exit 2:
+    no retry brings the input back), Batch says FAILED through Pub/Sub to `on_batch_state`,
+    and the record ends FAILED with Batch's reason, INPUT_GONE naming the input."""
     standin = cloud["standin"]
     standin.release.clear()  # jobs created from now on wait in SCHEDULED
     put(cloud, f"{folder}/clip.mp4", frames=FRAMES)
@@ -277,18 +278,19 @@ def fail_on_batch(cloud: dict, folder: str) -> JobRecord:
     assert job.status.state == batch_v1.JobStatus.State.FAILED
     final = open_status(Settings.from_env()).get(record.job_id)
     assert final is not None and final.state == JobState.FAILED
-    assert final.error is not None and final.error.code == "TASKS_FAILED"
+    assert final.error is not None and final.error.code == "INPUT_GONE"
+    assert (final.error.uri or "").endswith(f"{folder}/clip.mp4")
     # Batch's account (from GetJob's status events), then the first failed task's own words.
-    assert "2 task(s) failed; task 0 exited with code 1 after 2 attempt(s)" in final.error.message
+    assert "2 task(s) failed; task 0 exited with code 2 after 1 attempt(s)" in final.error.message
     # The chunk it last held: a worker that fails releases its chunk, and its retry (or the
     # other worker) may claim another one first.
     assert re.search(r"task 0 \(chunk [0-2]\): ", final.error.message), final.error.message
     assert "clip.mp4" in final.error.message
     assert states_notified(standin)[-1] == "FAILED"
     progress = open_status(Settings.from_env()).progress(record.job_id)
-    assert {p.attempt for p in progress} == {1}  # exit 1 is retried, max_retries (1) times
+    assert {p.attempt for p in progress} == {0}  # exit 2 is not retried
     mirror = cloud["store"].read_bytes(cloud["bucket"], f"{folder}/job.status.json").decode()
-    assert '"FAILED"' in mirror and "exited with code 1" in mirror
+    assert '"FAILED"' in mirror and "exited with code 2" in mirror
     return final
 
 

@@ -150,3 +150,64 @@ def test_log_format_json_is_taken_before_or_after_the_command(tmp_path: Path, wh
     assert proc.returncode == 2, proc.stderr
     invalid = [e for e in json_lines(proc.stderr) if e["message"] == "job invalid"]
     assert len(invalid) == 1 and invalid[0]["error"]["field"] == "inputs[0].video"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--workers", "-1", "{manifest}"],
+        ["run", "--workers", "0", "{manifest}"],
+        ["run", "--workers", "x", "{manifest}"],
+        ["serve", "--inbox", "{tmp}/inbox", "--once", "--workers", "0"],
+        ["jobs", "--limit", "99999999999999999999"],
+        ["jobs", "--limit", "0"],
+    ],
+    ids=["workers-negative", "workers-zero", "workers-word", "serve-workers-zero", "huge-limit",
+         "zero-limit"],
+)  # fmt: skip
+def test_a_bad_count_is_a_usage_error_and_starts_no_job(tmp_path: Path, args: list[str]) -> None:
+    manifest = inbox_with(tmp_path)
+    args = [a.format(manifest=manifest, tmp=tmp_path) for a in args]
+    proc = dropbatch(*args, cwd=tmp_path, env={"DROPBATCH_LOCAL_ROOT": str(tmp_path / "inbox")})
+    assert proc.returncode == 2, proc.stderr
+    assert "error: argument" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (manifest.parent / "manifest.status.json").exists()  # no job was created
+    assert not (tmp_path / "inbox" / ".dropbatch").exists()
+
+
+def test_workers_auto_is_taken(tmp_path: Path) -> None:
+    manifest = inbox_with(tmp_path)
+    proc = dropbatch("run", "--quiet", "--workers", "auto", str(manifest), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_submit_to_cloud_storage_without_credentials_says_how_to_log_in(tmp_path: Path) -> None:
+    manifest = inbox_with(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_"))}
+    # No credentials anywhere: no key file, no gcloud login under this HOME, and a metadata
+    # server that refuses at once (as off Google Cloud).
+    env.update(HOME=str(home), GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropbatch.cli", "submit", str(manifest.parent / "clip.mp4"),
+         str(manifest), "gs://some-inbox/campaign/"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "gcloud auth application-default login" in lines[0]
+
+
+def test_status_of_a_waiting_job_names_the_files_it_waits_for(tmp_path: Path) -> None:
+    manifest = inbox_with(tmp_path, frames=None)  # clip.mp4 not uploaded yet
+    inbox = tmp_path / "inbox"
+    proc = dropbatch("serve", "--inbox", str(inbox), "--once", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    status = dropbatch("status", str(manifest), cwd=tmp_path)
+    assert "WAITING_FOR_INPUTS" in status.stdout, status.stdout + status.stderr
+    waiting = [line for line in status.stdout.splitlines() if "waiting for:" in line]
+    assert len(waiting) == 1 and "campaign/clip.mp4" in waiting[0]
+    assert "inputs[0].video" in waiting[0]

@@ -71,7 +71,7 @@ def submit(deployment: dict, real_asset, analyser: str, source: str) -> JobRecor
 
     intake.cache_clear()
     folder = deployment["inbox"] / "job"
-    (folder / "faces").mkdir(parents=True)
+    (folder / "faces").mkdir(parents=True, exist_ok=True)
     for name in ("obama.jpg", "multi_face.jpg"):
         shutil.copy(real_asset(name), folder / "faces" / name)
     subprocess.run(
@@ -124,3 +124,63 @@ def test_the_trigger_function_needs_no_insightface() -> None:
     assert "processors.swap.checks" in modules  # the face check ships with the function
     assert "onnxruntime" in third_party
     assert not [m for m in third_party if m.split(".")[0] == "insightface"]
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The issue's image: 25000×25000 pixels of one colour, about 1.9 MB as a PNG."""
+    from tests.huge_images import write_constant_png
+
+    return write_constant_png(tmp_path_factory.mktemp("huge") / "huge.png", 25000, 25000)
+
+
+@pytest.mark.parametrize("check_faces", ["1", "0"])
+def test_a_huge_face_image_is_refused_from_its_header_before_decoding(
+    deployment, real_asset, store, huge_png: Path, monkeypatch, check_faces: str
+) -> None:
+    import resource
+
+    monkeypatch.setenv("DROPBATCH_CHECK_FACES", check_faces)  # refused either way
+    faces = deployment["inbox"] / "job" / "faces"
+    faces.mkdir(parents=True)
+    shutil.copy(huge_png, faces / "huge.png")
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB
+    started = time.monotonic()
+    record = submit(deployment, real_asset, PACK, "huge.png")
+    seconds = time.monotonic() - started
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak_before
+    assert record.state == JobState.INVALID, record
+    [error] = record.errors
+    assert (error.code, error.field) == ("FACE_IMAGE", "chain[0].swap.source[0]")
+    assert "25000×25000 pixels" in error.message and "max_image_pixels" in error.message
+    assert error.uri.endswith("job/faces/huge.png")
+    # Decoded, the image alone is 1.9 GB: the peak of this process grew by far less.
+    assert grown < 300, f"peak RSS grew {grown:.0f} MB"
+    assert seconds < 30
+
+
+def test_a_face_image_linked_from_outside_the_inbox_is_invalid_naming_the_field(
+    deployment, real_asset, store
+) -> None:
+    outside = deployment["tmp"] / "elsewhere"
+    outside.mkdir()
+    shutil.copy(real_asset("obama.jpg"), outside / "me.jpg")
+    faces = deployment["inbox"] / "job" / "faces"
+    faces.mkdir(parents=True)
+    (faces / "me.jpg").symlink_to(outside / "me.jpg")
+    record = submit(deployment, real_asset, PACK, "me.jpg")
+    assert record.state == JobState.INVALID, record
+    [error] = record.errors
+    assert (error.code, error.field) == ("INPUT_OUTSIDE", "chain[0].swap.source[0]")
+    assert error.uri.endswith("job/faces/me.jpg") and "symbolic link" in error.message
+
+
+def test_a_video_frame_larger_than_the_setting_is_invalid_before_decoding(
+    deployment, real_asset, store, monkeypatch
+) -> None:
+    monkeypatch.setenv("DROPBATCH_MAX_VIDEO_PIXELS", str(640 * 360 - 1))  # the clip's, less one
+    record = submit(deployment, real_asset, PACK, "obama.jpg")
+    assert record.state == JobState.INVALID, record
+    [error] = record.errors
+    assert (error.code, error.field) == ("VIDEO_TOO_LARGE", "inputs[0].video")
+    assert "640×360" in error.message and error.uri.endswith("job/talk.mp4")

@@ -311,7 +311,7 @@ def test_missing_speaker_tracks_wait_then_the_job_runs_with_their_mix(
         assert 0.5 < envelope(heard, SAMPLE_RATE, start, end) / expected < 2, name
 
 
-@pytest.mark.parametrize("bad", ["two-faces", "no-face"])
+@pytest.mark.parametrize("bad", ["two-faces", "no-face", "too-many-pixels"])
 def test_a_reference_with_two_faces_or_none_is_invalid_naming_the_field(
     deployment: dict, monkeypatch: pytest.MonkeyPatch, material: dict, real_asset, bad: str
 ) -> None:
@@ -325,6 +325,10 @@ def test_a_reference_with_two_faces_or_none_is_invalid_naming_the_field(
         shutil.copyfile(material["files"][name], folder / name)
     if bad == "two-faces":
         shutil.copyfile(real_asset("multi_face.jpg"), folder / "guest.jpg")
+    elif bad == "too-many-pixels":  # 48 million pixels: refused from its header, not decoded
+        from tests.huge_images import write_constant_png
+
+        write_constant_png(folder / "guest.jpg", 8000, 6000)
     else:  # the door behind the guest: a real photo with no face in it
         frame = cv2.imread(str(material["files"]["guest.png"]))
         cv2.imwrite(str(folder / "guest.jpg"), frame[:120, 480:])
@@ -337,7 +341,8 @@ def test_a_reference_with_two_faces_or_none_is_invalid_naming_the_field(
     assert record.error is not None
     assert (record.error.code, record.error.field) == ("FACE_IMAGE", field)
     assert record.error.uri == str(folder / "guest.jpg")
-    assert ("faces in guest.jpg" if bad == "two-faces" else "no face") in record.error.message
+    expected = {"two-faces": "faces in guest.jpg", "no-face": "no face"}
+    assert expected.get(bad, "8000×6000 pixels") in record.error.message
     mirror = json.loads((folder / "manifest.status.json").read_text())
     assert mirror["state"] == "INVALID" and mirror["error"]["field"] == field
 

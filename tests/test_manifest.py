@@ -245,6 +245,22 @@ BAD_FIELDS = {
         "inputs",
         "at least 1",
     ),
+    # pydantic reads 1, 0, "yes", "on" as booleans; a switch is written true or false.
+    "number as a switch": (
+        "version: 1\ninputs: a.mp4\nchain: [{swap: {source: a.jpg, occlusion: 1}}]\n",
+        "chain[0].swap.occlusion",
+        "true or false",
+    ),
+    "word as a switch": (
+        "version: 1\ninputs: a.mp4\nchain: [{swap: {source: a.jpg, mouth_mask: 'yes'}}]\n",
+        "chain[0].swap.mouth_mask",
+        "true or false",
+    ),
+    "number as a compute switch": (
+        "version: 1\ninputs: a.mp4\ncompute: {spot: 0}\n",
+        "compute.spot",
+        "true or false",
+    ),
 }
 
 

@@ -134,6 +134,14 @@ class MachineFacts(BaseModel):
         return f"{self.host or self.machine}: {gpu}; {ort}; {video}"
 
 
+class WorkersChosen(BaseModel):
+    """How many workers the local executor started for a job, and why that many (the
+    machine's cores and memory, or a number asked for; batch_jobs/worker_memory.py)."""
+
+    count: int
+    reason: str
+
+
 class JobRecord(BaseModel):
     job_id: str
     bucket: str
@@ -167,6 +175,7 @@ class JobRecord(BaseModel):
     stitch_claims: list[StitchLease] = Field(default_factory=list)  # every lease ever granted
     # The machines its workers ran on, each recorded once by its first worker.
     machines: list[MachineFacts] = Field(default_factory=list)
+    workers: WorkersChosen | None = None  # the local executor's last choice
     revision: int = 0
 
     @property
@@ -194,6 +203,7 @@ class JobRecord(BaseModel):
             "errors": [e.model_dump(exclude_none=True) for e in self.errors],
             "waiting_for": [w.model_dump(exclude_none=True) for w in self.waiting_for],
             "chunks": {"done": chunks_done, "total": self.chunks_total},
+            **({"workers": self.workers.model_dump()} if self.workers else {}),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "history": [{"state": h.state.value, "at": h.at} for h in self.history],
@@ -220,6 +230,7 @@ class TaskProgress(BaseModel):
     fps: float = 0.0
     message: str = ""
     code: str = ""  # a FAILED task's error code when its cause has one (MODEL_INCOMPATIBLE, …)
+    uri: str = ""  # a FAILED task's object at fault (INPUT_GONE: the input's URI)
     # The heartbeat: a running task rewrites its progress at least every few seconds.
     updated_at: float = Field(default_factory=time.time)
     owner: ProcessOwner | None = None  # the task's process

@@ -270,9 +270,15 @@ class LocalStore:
             path.unlink()
         except FileNotFoundError:
             raise NotFound(self.uri(bucket, name)) from None
-        self._meta_path(bucket, name).unlink(missing_ok=True)
-        # Folders do not exist in a bucket: drop the ones this delete left empty.
-        parent, top = path.parent, self.root / bucket
-        while parent != top and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-            parent = parent.parent
+        meta = self._meta_path(bucket, name)
+        meta.unlink(missing_ok=True)
+        # Folders do not exist in a bucket: drop the ones this delete left empty (of the
+        # objects and of their metadata).
+        for parent, top in (
+            (path.parent, self.root / bucket),
+            (meta.parent, self.root / STATE_DIR / "meta" / bucket),
+        ):
+            while parent != top and parent.is_dir() and not any(parent.iterdir()):
+                with contextlib.suppress(OSError):  # another writer filled it meanwhile
+                    parent.rmdir()
+                parent = parent.parent

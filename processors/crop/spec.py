@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dropbatch.domain import JobError
 from processors.crop.options import CropOptions
-from processors.spec import CheckInputs, FrameSize, ModelNeed, StepSpec
+from processors.spec import CheckInputs, FrameSize, ModelNeed, StepMemory, StepSpec
 
 
 def models(options: CropOptions) -> list[ModelNeed]:
@@ -39,4 +39,6 @@ SPEC = StepSpec(
     context=context,
     checks=checks,
     catalog=Path(__file__).with_name("models.yaml"),
+    # Measured with YOLO11n (bench/worker_memory.py); the OpenCV detectors take ~300 MB less.
+    memory=StepMemory(base_mb=330.0, per_megapixel_mb=225.0),
 )

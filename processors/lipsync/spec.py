@@ -8,7 +8,15 @@ from pathlib import Path
 
 from dropbatch.domain import JobError
 from processors.lipsync.options import LipsyncOptions
-from processors.spec import CheckInputs, FrameSize, ModelNeed, SideFile, Speech, StepSpec
+from processors.spec import (
+    CheckInputs,
+    FrameSize,
+    ModelNeed,
+    SideFile,
+    Speech,
+    StepMemory,
+    StepSpec,
+)
 
 
 def models(options: LipsyncOptions) -> list[ModelNeed]:
@@ -41,17 +49,22 @@ def speaker_tracks(options: LipsyncOptions, base: str) -> list[SideFile]:
 
 
 def checks(options: LipsyncOptions, base: str, inputs: CheckInputs) -> list[JobError]:
-    """Each speaker's reference image must show exactly one face."""
-    from processors.lipsync.checks import check_speaker_images
-    from processors.swap.checks import FaceImageProblem
+    """Each speaker's reference image must be no larger than max_image_pixels (by its
+    header) and show exactly one face."""
+    from processors.lipsync.checks import check_speaker_images, speaker_images
+    from processors.swap.checks import FaceImageProblem, oversized_images
 
-    if not options.speakers or inputs.models is None:
-        return []  # no store: the model check has already said so
+    found: list[FaceImageProblem | JobError] = list(
+        oversized_images(speaker_images(options, base), inputs.read, inputs.max_image_pixels)
+    )
+    if not found and options.speakers and inputs.models is not None:
+        # (no store: the model check has already said so)
+        found = check_speaker_images(options, base, inputs.models, inputs.read)
     return [
         JobError(code="FACE_IMAGE", message=p.message, field=p.field, uri=inputs.uri(p.name))
         if isinstance(p, FaceImageProblem)
         else p
-        for p in check_speaker_images(options, base, inputs.models, inputs.read)
+        for p in found
     ]
 
 
@@ -77,4 +90,6 @@ SPEC = StepSpec(
     checks=checks,
     speech=Speech(file=speech_file, frames=output_frames, tracks=speaker_tracks),
     catalog=Path(__file__).with_name("models.yaml"),
+    # Measured with the Wav2Lip stand-in (87 MB + 136 MB/MP), plus Wav2Lip GAN's ~150 MB.
+    memory=StepMemory(base_mb=250.0, per_megapixel_mb=140.0),
 )

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from dropbatch.domain import JobError
+from processors.media.image_header import too_many_pixels
 from processors.models.store import ModelStore, ModelStoreError
 from processors.scrfd import DetectorUnusable
 from processors.swap.options import SwapOptions
@@ -28,6 +29,19 @@ class FaceImageProblem:
     field: str  # e.g. chain[1].swap.source[0]
     name: str  # the image, relative to the manifest's folder
     message: str
+
+
+def oversized_images(
+    images: list[tuple[str, str]], read: Callable[[str], bytes], max_pixels: int
+) -> list[FaceImageProblem]:
+    """(field path, relative path) images whose header says more than `max_pixels` pixels
+    (or whose header is not an image's): refused before any decoder allocates the frame."""
+    problems = []
+    for field, name in images:
+        why = too_many_pixels(read(name), max_pixels)
+        if why is not None:
+            problems.append(FaceImageProblem(field, name, f"{name}: {why}"))
+    return problems
 
 
 def face_images(options: SwapOptions, base: str) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from dropbatch.domain import JobError
-from processors.spec import CheckInputs, FrameSize, ModelNeed, SideFile, StepSpec
+from processors.spec import CheckInputs, FrameSize, ModelNeed, SideFile, StepMemory, StepSpec
 from processors.swap.options import SwapOptions
 
 
@@ -44,16 +44,26 @@ def side_files(options: SwapOptions, base: str) -> list[SideFile]:
 
 
 def checks(options: SwapOptions, base: str, inputs: CheckInputs) -> list[JobError]:
-    """Each image the step learns an identity from must show exactly one face."""
-    from processors.swap.checks import FaceImageProblem, check_face_images
+    """Each image the step learns an identity from must be no larger than max_image_pixels
+    (by its header, checked whatever check_faces says) and show exactly one face."""
+    from processors.swap.checks import (
+        FaceImageProblem,
+        check_face_images,
+        face_images,
+        oversized_images,
+    )
 
-    if inputs.models is None or not inputs.check_faces:
-        return []  # no store: the model check has already said so; or checks switched off
+    found: list[FaceImageProblem | JobError] = list(
+        oversized_images(face_images(options, base), inputs.read, inputs.max_image_pixels)
+    )
+    if not found and inputs.models is not None and inputs.check_faces:
+        # (no store: the model check has already said so; or checks switched off)
+        found = check_face_images(options, base, inputs.models, inputs.read)
     return [
         JobError(code="FACE_IMAGE", message=p.message, field=p.field, uri=inputs.uri(p.name))
         if isinstance(p, FaceImageProblem)
         else p
-        for p in check_face_images(options, base, inputs.models, inputs.read)
+        for p in found
     ]
 
 
@@ -67,4 +77,7 @@ SPEC = StepSpec(
     checks=checks,
     hands_on_faces=True,
     catalog=Path(__file__).with_name("models.yaml"),
+    # Measured with the light analyser and the test swapper (130 MB + 111 MB/MP), plus the
+    # default models' weights the test does not load (buffalo_l and inswapper_128: 745 MB).
+    memory=StepMemory(base_mb=900.0, per_megapixel_mb=115.0),
 )

@@ -61,7 +61,7 @@ def test_a_failed_job_leaves_no_parts_in_the_local_work_folder(tmp_path: Path) -
     proc = dropbatch("run", "--quiet", str(folder / "manifest.yaml"), cwd=tmp_path, env=env)
     assert proc.returncode == 1, proc.stderr
     assert json.loads((folder / "manifest.status.json").read_text())["state"] == "FAILED"
-    state = tmp_path / "inbox" / ".dropbatch"  # `run` roots the store at the folder's parent
+    state = folder / ".dropbatch"  # `run` makes the manifest's folder an inbox (dropbatch.inbox)
     assert (state / "work" / "job" / "outputs").is_dir()  # the work folder is where we look
     left = [p for p in state.rglob("*") if "jobs" in p.parts]  # parts, tiles, their metadata
     assert left == []

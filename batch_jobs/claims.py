@@ -7,8 +7,8 @@ document alone; two workers racing for one chunk: one wins, the other asks again
 works, `ClaimKeeper` renews the lease; a worker that died (its process is gone on this host,
 or its task is running a later attempt) loses its claim at once, one that went silent when
 its lease runs out. Write rate: a claim document is written once to claim, once every
-`CLAIM_LEASE_SECONDS / 3` while its chunk runs, and once when done (docs/DESIGN-DECISIONS.md,
-"Workers that pull chunks").
+`CLAIM_LEASE_SECONDS / 3` while its chunk runs, and once when done
+(docs/decisions/0019-one-claim-document-per-chunk.md).
 
 The decision is a pure function, so a simulation can run it without a store:
 

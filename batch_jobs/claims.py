@@ -7,7 +7,7 @@ done-set: a finished chunk sets `done` on its own claim, never on the job docume
 job's progress (`dropbatch status`, the status file) is a count of done claims. So with a crowd
 of workers every document still takes few writes: a claim document is written once to claim,
 once every third of the lease while its chunk runs, and once when done
-(docs/DESIGN-DECISIONS.md, "Workers that pull chunks", "A crowd of workers").
+(docs/decisions/0019-one-claim-document-per-chunk.md, 0105-done-set-on-the-claims.md).
 
 How a worker finds its chunks (`ChunkPicker`): it starts at its own place in the job, task
 index × chunks / task count (so a hundred starting workers claim a hundred different chunks,

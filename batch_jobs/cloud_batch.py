@@ -56,7 +56,7 @@ MODEL_CACHE_MOUNT = "/var/cache/dropbatch/models"  # where the container sees it
 # installer and has been a 550 driver (CUDA 12.4), while Dockerfile.gpu is CUDA 13.0, which
 # needs a 580+ driver (the CUDA image's NVIDIA_REQUIRE_CUDA makes the container refuse to start
 # on less). 580.82.07 is the R580 long-term branch (CUDA up to 13.0) that Google's installer
-# ships as its production and LTS driver. docs/DESIGN-DECISIONS.md, "Driver", has the sources.
+# ships as its production and LTS driver. Sources: docs/decisions/0088-pin-r580-driver.md.
 GPU_DRIVER_VERSION = "580.82.07"
 # The newest CUDA each driver branch runs (NVIDIA's CUDA release notes, table 3); the tests
 # hold the image's CUDA to the pinned branch.
@@ -84,7 +84,7 @@ MISCONFIGURED_EXIT = 2
 # variants"), the model cache and a chunk's scratch. pd-ssd: image extraction and boot are
 # disk-bound, and pd-ssd's baseline throughput is well above pd-balanced's at this size, while
 # 50 GB of pd-ssd costs less per hour than the 100 GB of pd-balanced this used to take.
-# docs/DESIGN-DECISIONS.md, "VM start-up", has the sources.
+# Sources: docs/decisions/0092-boot-disk-pd-ssd.md.
 BOOT_DISK_TYPE = "pd-ssd"
 BOOT_DISK_GB = 50
 
@@ -237,7 +237,7 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
     )
     # The boot image: Batch's Debian image, or one with the NVIDIA driver already installed
     # (then no VM spends its start-up installing it: PREINSTALLED_GPU_OPTIONS above);
-    # docs/DESIGN-DECISIONS.md, "VM start-up".
+    # docs/decisions/0089-boot-image-with-driver-optional.md.
     policy.boot_disk = batch_v1.AllocationPolicy.Disk(
         image=settings.boot_image, type_=BOOT_DISK_TYPE, size_gb=BOOT_DISK_GB
     )

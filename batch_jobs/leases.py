@@ -1,7 +1,8 @@
 """The stitch lease: which task assembles an item, and when another may take over from it.
 
 Kept apart from the stitch itself (no media code), so the local executor and the functions
-that import it stay light. Rules in docs/DESIGN-DECISIONS.md, "Liveness and resume".
+that import it stay light. Rules: docs/decisions/0020-done-set-and-stitch-lease.md and
+docs/decisions/0023-stitch-takeover-when-holder-known-dead.md.
 """
 
 from __future__ import annotations

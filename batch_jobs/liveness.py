@@ -1,5 +1,5 @@
 """Is a task, a stitcher or a local executor still alive? The rules a restarted `dropbatch
-serve` and a waiting stitcher go by (docs/DESIGN-DECISIONS.md, "Liveness and resume").
+serve` and a waiting stitcher go by (docs/decisions/0021-liveness-recorded-not-guessed.md).
 
 A process is recorded as a `ProcessOwner` (host, pid, start time). On the same host that is
 exact: the process is alive while a process with that pid *and that start time* exists (a pid

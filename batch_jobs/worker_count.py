@@ -27,8 +27,8 @@ from dropbatch.config import Settings
 # the floor (the cost target), while a long video still spreads over max_parallel_tasks.
 OVERHEAD_SHARE = 0.5
 
-# VM start-up on Cloud Batch (sources: docs/DESIGN-DECISIONS.md "VM start-up" and
-# bench/RESULTS.md "Cloud model"): provisioning and boot, the driver install that
+# VM start-up on Cloud Batch (sources: docs/decisions/0089-boot-image-with-driver-optional.md
+# and bench/RESULTS.md "Cloud model"): provisioning and boot, the driver install that
 # `install_gpu_drivers` runs at every boot (none with a boot image that has the driver), and
 # the slim image's pull and extraction.
 VM_BOOT_SECONDS = 40.0

@@ -5,9 +5,9 @@ grant it: `dropbatch doctor --canary` runs this before uploading anything.
 do. Instead the doctor reads the policies (the buckets', the notification topic's, the job
 account's and the project's, which every resource inherits) and looks, for each need, for a
 binding of the account to a role that grants it, evaluating the `resource.name` conditions
-infra/iam.tf uses against the object names the account really writes (docs/DESIGN-DECISIONS.md,
-"The doctor reads policies"). A grant on a folder or the organisation, or through a group or a
-custom role, is not seen: the canary that follows is the proof either way.
+infra/iam.tf uses against the object names the account really writes
+(docs/decisions/0099-doctor-reads-policies.md). A grant on a folder or the organisation, or
+through a group or a custom role, is not seen: the canary that follows is the proof either way.
 """
 
 from __future__ import annotations

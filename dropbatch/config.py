@@ -99,8 +99,9 @@ class Settings(BaseModel):
     # this machine's packages), nothing to check.
     image_variant: Literal["", "slim", "ultralytics"] = ""
     # The Batch VMs' boot image: `batch-debian` (Batch installs the pinned NVIDIA driver at
-    # every VM start), or an image with the driver already on it (docs/DESIGN-DECISIONS.md,
-    # "VM start-up"), named with gpu_driver_preinstalled = true so no VM installs it again.
+    # every VM start), or an image with the driver already on it
+    # (docs/decisions/0089-boot-image-with-driver-optional.md), named with
+    # gpu_driver_preinstalled = true so no VM installs it again.
     boot_image: str = "batch-debian"
     gpu_driver_preinstalled: bool = False
     # The task image (by digest) `boot_image` was built with (infra/boot-image/ pulls it onto

@@ -4,8 +4,8 @@ A local inbox is a folder holding `.dropbatch/INBOX`; the rest of `.dropbatch/` 
 (status.sqlite, the work bucket `work/`, object metadata, locks). Every command finds the inbox
 the way git finds `.git`: the nearest folder at or above a path (or the working directory) that
 holds the marker. The inbox folder is a bucket: the store's root is its parent, the bucket its
-name, an object's name its path inside the inbox (docs/DESIGN-DECISIONS.md, "One store per
-local inbox").
+name, an object's name its path inside the inbox
+(docs/decisions/0075-one-store-per-local-inbox.md).
 """
 
 from __future__ import annotations

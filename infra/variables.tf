@@ -52,7 +52,7 @@ variable "image_variant" {
 }
 
 variable "boot_image" {
-  description = "Boot image of the Batch VMs: batch-debian (Batch installs the NVIDIA driver at each VM start), or an image with the driver installed (set gpu_driver_preinstalled = true); docs/DESIGN-DECISIONS.md, \"VM start-up\"."
+  description = "Boot image of the Batch VMs: batch-debian (Batch installs the NVIDIA driver at each VM start), or an image with the driver installed (set gpu_driver_preinstalled = true); docs/decisions/0089-boot-image-with-driver-optional.md."
   type        = string
   default     = "batch-debian"
 }

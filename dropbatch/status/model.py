@@ -170,7 +170,8 @@ class JobRecord(BaseModel):
     # The engine's account of a job it has not started yet (the sweep looks it up).
     engine_wait: EngineWait | None = None
     # The local executor running the job's tasks (`dropbatch serve` or `dropbatch run`); a
-    # restarted serve resumes the job when this process is gone (docs/DESIGN-DECISIONS.md).
+    # restarted serve resumes the job when this process is gone
+    # (docs/decisions/0022-serve-resumes-dead-executors-jobs.md).
     executor: ProcessOwner | None = None
     stitch_claims: list[StitchLease] = Field(default_factory=list)  # every lease ever granted
     # The machines its workers ran on, each recorded once by its first worker.

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from processors.gpu import GpuUnavailable
-from processors.models.sessions import onnx_session
+from processors.models.sessions import describe_io, onnx_session
 
 EXPECTED = (
     "an image input [N,3,S,S] (float, RGB in [-1,1]), optionally one single-value `weight` "
@@ -31,10 +31,6 @@ class RestorerUnusable(Exception):
     """The file is not a face restoration model of this contract; the message names it."""
 
     code = "MODEL_INCOMPATIBLE"
-
-
-def _describe(items: list) -> str:
-    return ", ".join(f"{i.name}[{','.join(str(d) for d in i.shape)}]" for i in items)
 
 
 def _numpy_type(item) -> type:
@@ -86,7 +82,7 @@ class FaceRestorer:
         if weight is None:
             weight = next((i for i in rest if i.name == "weight"), None)
         unknown = len(inputs) - 1 - (weight is not None)  # inputs it would not know to feed
-        found = f"inputs {_describe(inputs)}; outputs {_describe(outputs)}"
+        found = f"inputs {describe_io(inputs)}; outputs {describe_io(outputs)}"
         if image is None or unknown or len(outputs) != 1 or not _same_layout(image, outputs[0]):
             raise RestorerUnusable(
                 f"{path.name} is not a face restoration model: expected {EXPECTED}, got {found}"

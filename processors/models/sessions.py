@@ -80,6 +80,19 @@ def onnx_session(
     return session
 
 
+def describe_io(items: list[Any]) -> str:
+    """A session's inputs or outputs as an error shows them: `name[d0,d1,…]`, comma-separated."""
+    return ", ".join(f"{i.name}[{','.join(str(d) for d in i.shape)}]" for i in items)
+
+
+def input_dtype(item: Any) -> type:
+    """The numpy type to feed an input: a half-precision export takes float16 (onnxruntime does
+    not convert), everything else float32."""
+    import numpy as np
+
+    return np.float16 if item.type == "tensor(float16)" else np.float32
+
+
 def _name(provider: Any) -> str:
     return provider[0] if isinstance(provider, tuple) else provider
 

@@ -28,6 +28,7 @@ from dropbatch.inbox import (
 )
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
+from dropbatch.storage.base import split_gs_uri
 
 if TYPE_CHECKING:
     from batch_jobs.intake import Intake
@@ -314,15 +315,6 @@ def watch(
         if tick is not None:
             tick()
         time.sleep(0.5)
-
-
-def split_gs_uri(uri: str) -> tuple[str, str]:
-    """gs://bucket/some/name -> (bucket, some/name); the name may be empty or a folder/."""
-    rest = uri[len("gs://") :]
-    bucket, _, name = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"{uri}: no bucket in the URI")
-    return bucket, name
 
 
 FOLDER_JOBS = 1000  # the most jobs `dropbatch status FOLDER` reads from one status store

@@ -40,6 +40,28 @@ class ObjectInfo:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+GS_SCHEME = "gs://"
+
+
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """gs://bucket/some/name -> (bucket, some/name); the name may be empty or a folder/.
+    Raises ValueError for a URI that is not gs:// or names no bucket."""
+    if not uri.startswith(GS_SCHEME):
+        raise ValueError(f"{uri}: not a {GS_SCHEME} URI")
+    bucket, _, name = uri[len(GS_SCHEME) :].partition("/")
+    if not bucket:
+        raise ValueError(f"{uri}: no bucket in the URI")
+    return bucket, name
+
+
+def gs_bucket(uri: str) -> str:
+    """The bucket a gs:// URI names; "" for a URI that names none or a local path."""
+    try:
+        return split_gs_uri(uri)[0]
+    except ValueError:
+        return ""
+
+
 class ObjectStore(Protocol):
     """What the trigger, the planner and the tasks need from storage."""
 

@@ -295,10 +295,13 @@ class ObjectStoreLocation:
 
 
 def parse_gs_uri(uri: str) -> tuple[str, str]:
-    rest = uri[len("gs://") :]
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise CatalogError(f"model store {uri!r}: no bucket")
+    """A gs:// model store's (bucket, prefix/)."""
+    from dropbatch.storage.base import split_gs_uri
+
+    try:
+        bucket, prefix = split_gs_uri(uri)
+    except ValueError:
+        raise CatalogError(f"model store {uri!r}: no bucket") from None
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return bucket, prefix

@@ -1,10 +1,11 @@
 """The processor contract every chain step follows.
 
-A processor is built once per task (models loaded, sessions created), then receives batches
-of frames in order and returns the frames it has finished. It may hold frames back while it
-waits for look-ahead context (smoothing) and releases them on `flush`. It declares how much
-context it needs on each side, so the task decodes that much pre- and post-roll around its
-chunk and the chunked result equals the single-task result.
+A processor is built once per chunk (its model sessions are opened once per process and
+shared: processors/models/sessions.py), then receives batches of frames in order and returns
+the frames it has finished. It may hold frames back while it waits for look-ahead context
+(smoothing) and releases them on `flush`. It declares how much context it needs on each side,
+so the task decodes that much pre- and post-roll around its chunk and the chunked result
+equals the single-task result.
 """
 
 from __future__ import annotations

@@ -17,12 +17,12 @@ from manifests.resolve import ResolvedItem
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError, concat_batches
 from processors.faces import ANNOTATION, FaceContractError
-from processors.lipsync.audio import probe_audio
 from processors.lipsync.blend import lower_face_mask
 from processors.lipsync.faces import context_reach
 from processors.lipsync.options import LipsyncOptions
 from processors.media.frames import FrameBatch, FrameReader
 from processors.media.probe import probe
+from processors.media.speech import probe_audio
 from tests.lipsync_fixtures import (
     face_box_at,
     face_frame,

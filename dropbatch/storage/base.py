@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 
 class NotFound(Exception):
@@ -138,28 +137,3 @@ def folder_of(name: str) -> str:
     """The folder part of an object name, with a trailing slash ('' at the bucket root)."""
     head = posixpath.dirname(name)
     return f"{head}/" if head else ""
-
-
-@contextlib.contextmanager
-def fetched_copy(store: ObjectStore, bucket: str, name: str, workdir: Path) -> Iterator[Path]:
-    """A local file for the object: the object itself when local, else a streamed download."""
-    direct = store.local_path(bucket, name)
-    if direct is not None:
-        yield direct
-        return
-    target = workdir / posixpath.basename(name)
-    store.download_file(bucket, name, target)
-    try:
-        yield target
-    finally:
-        target.unlink(missing_ok=True)
-
-
-def copy_stream(src: BinaryIO, dst: BinaryIO, chunk: int = 8 << 20) -> int:
-    total = 0
-    while True:
-        block = src.read(chunk)
-        if not block:
-            return total
-        dst.write(block)
-        total += len(block)

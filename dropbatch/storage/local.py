@@ -95,9 +95,6 @@ class LocalStore:
     def uri(self, bucket: str, name: str) -> str:
         return str(self.root / bucket / name)
 
-    def bucket_path(self, bucket: str) -> Path:
-        return self.root / bucket
-
     # -- reads ---------------------------------------------------------------------------
     def _info(self, bucket: str, name: str, path: Path) -> ObjectInfo:
         try:

@@ -113,9 +113,3 @@ def _create(ort: Any, path: Path | str, options: Any, providers: list[Any], on_g
         except Exception:
             raise exc from None
         raise GpuUnavailable(Path(path).name, f"onnxruntime: {exc}") from None
-
-
-def loaded_sessions() -> int:
-    """How many distinct sessions this process holds (what the workers bench reports)."""
-    with _lock:
-        return len(_sessions)

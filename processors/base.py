@@ -28,8 +28,7 @@ class ProcessorContext:
     width: int  # frame size arriving at this processor
     height: int
     folder: Path | None = None  # local copy of the manifest's folder for side inputs
-    model_dir: Path | None = None  # local cache of the model store
-    model_store: str = ""  # the configured store (folder or gs://…/models/); wins over model_dir
+    model_store: str = ""  # the configured store: a folder or gs://…/models/ ("" for none)
     # Speech for lipsync: a path or URL ffmpeg can open, the seconds into it where output
     # frame 0 sits, and the output's frame count (a length policy may differ from the video's).
     audio_path: str | Path | None = None

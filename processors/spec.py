@@ -127,7 +127,7 @@ def build_after_models(
     from processors.models.store import ModelStoreError, require_models
 
     try:
-        require_models(step, options, ctx.model_store or ctx.model_dir)
+        require_models(step, options, ctx.model_store)
     except ModelStoreError as exc:
         raise StepSetupError(str(exc), exc.code) from None
     return construct(options, ctx)

@@ -94,7 +94,7 @@ class LipsyncProcessor:
         self.pads = options.pads
         self._det_size = options.det_size
         self._size = (ctx.width, ctx.height)
-        store = ctx.model_store or ctx.model_dir
+        store = ctx.model_store
         if not store:
             raise LipsyncSetupError("lipsync needs a model store (DROPBATCH_MODEL_STORE)")
         try:

@@ -84,7 +84,7 @@ class SwapProcessor:
         self.options = opts = options
         self.size = (ctx.width, ctx.height)
         try:
-            models = fetch_models("swap", options, ctx.model_store or ctx.model_dir)
+            models = fetch_models("swap", options, ctx.model_store)
         except ModelStoreError as exc:
             raise SwapSetupError(str(exc)) from None
         pack: FetchedModel = models[opts.analyser]

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.gpu import GpuUnavailable
-from processors.models.sessions import describe_io, onnx_session
+from processors.models.sessions import describe_io, model_session
 
 EXPECTED = (
     "an image input [N,3,S,S] (float, RGB in [-1,1]), optionally one single-value `weight` "
@@ -67,12 +66,7 @@ class FaceRestorer:
             raise RestorerUnusable(
                 "enhance needs onnxruntime (pip install onnxruntime, or the gpu extra)"
             ) from None
-        try:
-            self.session = onnx_session(path, providers)
-        except GpuUnavailable:  # not the file's fault: the status code says what it is
-            raise
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise RestorerUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
+        self.session = model_session(path, providers, RestorerUnusable)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         image = next((i for i in inputs if len(i.shape) == 4 and i.shape[1] == 3), None)
         if image is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,20 @@ def onnx_session(
         if reason:
             raise GpuUnavailable(Path(path).name, reason)
     return session
+
+
+def model_session(
+    path: Path, providers: list[Any], unusable: Callable[[str], Exception], **options: Any
+) -> Any:
+    """`onnx_session` for a step's model file: a file onnxruntime cannot load is the file's
+    fault, raised as `unusable(message)` naming it; `GpuUnavailable` is not (its own status
+    code says what it is) and passes unchanged."""
+    try:
+        return onnx_session(path, providers, **options)
+    except GpuUnavailable:
+        raise
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise unusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
 
 
 def describe_io(items: list[Any]) -> str:

@@ -27,8 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from processors.gpu import GpuUnavailable
-from processors.models.sessions import describe_io, input_dtype, onnx_session
+from processors.models.sessions import describe_io, input_dtype, model_session
 from processors.swap.options import FACE_REGIONS
 from processors.swap.swapper import SwapperUnusable
 
@@ -64,12 +63,7 @@ def _session(path: Path, providers: list[str]):
         import onnxruntime  # noqa: F401  (only: is it installed)
     except ImportError:
         raise MaskModelUnusable("swap masks need onnxruntime (pip install onnxruntime)") from None
-    try:
-        return onnx_session(path, providers)
-    except GpuUnavailable:  # not the file's fault: the status code says what it is
-        raise
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise MaskModelUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
+    return model_session(path, providers, MaskModelUnusable)
 
 
 def _side(dim: object, default: int) -> int:

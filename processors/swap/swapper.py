@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.gpu import GpuUnavailable
-from processors.models.sessions import describe_io, input_dtype, onnx_session
+from processors.models.sessions import describe_io, input_dtype, model_session
 from processors.swap.pixel_boost import join, split
 
 IDENTITY = 512  # ArcFace embedding width
@@ -69,12 +68,7 @@ class Swapper:
             raise SwapperUnusable(
                 "swap needs onnxruntime and onnx (pip install onnxruntime onnx, or the gpu extra)"
             ) from None
-        try:
-            self.session = onnx_session(path, providers)
-        except GpuUnavailable:  # not the file's fault: the status code says what it is
-            raise
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise SwapperUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
+        self.session = model_session(path, providers, SwapperUnusable)
         self.target_name, self.source_name = signature(self.session, path.name)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self._target_dtype = input_dtype(inputs[self.target_name])

@@ -27,6 +27,7 @@ class StepRun:
     options: Strict  # typed, the input's overrides merged in
     faces_given: bool  # an earlier step of the chain hands faces on
     field: str  # where these options are set: chain[i].step, or inputs[j].overrides.step
+    changed: tuple[str, ...] | None = None  # the options an input's override sets (None: none)
 
     @property
     def name(self) -> str:
@@ -47,16 +48,18 @@ def input_steps(
     runs = []
     for i, step in enumerate(manifest.chain):
         changes = overrides.get(step.name)
+        changed: tuple[str, ...] | None = None
         if changes is None:
             options, field = step.options, f"chain[{i}].{step.name}"
         else:
+            changed = tuple(changes)
             options = step.with_overrides(changes)
             field = (
                 f"inputs[{index}].overrides.{step.name}"
                 if index is not None
                 else f"chain[{i}].{step.name}"
             )
-        runs.append(StepRun(step.spec, options, faces_handed_on(names, i), field))
+        runs.append(StepRun(step.spec, options, faces_handed_on(names, i), field, changed))
     return runs
 
 

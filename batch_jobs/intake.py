@@ -25,7 +25,7 @@ from batch_jobs.deadline import Deadline, PlanningDeferred
 from batch_jobs.ids import job_id_for
 from batch_jobs.launcher import Launcher
 from batch_jobs.outputs import claim_outputs
-from batch_jobs.plan import build_plan, resolved_steps
+from batch_jobs.plan import build_plan
 from batch_jobs.probing import PLANNING_TIMEOUT, PROBE_CACHE_SIZE, InputProber, ProbeCache
 from batch_jobs.worker_count import deployment_throughput
 from batch_jobs.workspace import INBOX_WORK_PREFIX, work_area
@@ -40,13 +40,13 @@ from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
 from manifests.paths import is_glob
 from manifests.resolve import MANIFEST_SUFFIXES, resolve_inputs, side_files
+from manifests.steps import checked_steps
 from processors.models.store import (
     ModelStoreError,
     open_model_store,
     require_models,
     step_needs,
 )
-from processors.registry import faces_handed_on
 from processors.spec import CheckInputs, no_checks
 
 log = logging.getLogger("dropbatch.intake")
@@ -386,28 +386,12 @@ class Intake:
         return problems
 
     def _model_problems(self, manifest: Manifest) -> list[JobError]:
-        # The chain's steps, then each input whose overrides change a step's options (they
-        # may name another model): every combination a task will run is checked here. A step
+        # Every combination a task will run (an override may name another model). A step
         # after one that hands faces on (swap) needs no detector of its own.
-        names = [step.name for step in manifest.chain]
-        checks: list[tuple[str, str, dict, bool]] = [
-            (
-                f"chain[{i}].{step.name}",
-                step.name,
-                step.options.model_dump(mode="json"),
-                faces_handed_on(names, i),
-            )
-            for i, step in enumerate(manifest.chain)
+        checks = [
+            (run.field, run.name, run.options.model_dump(mode="json"), run.faces_given)
+            for run in checked_steps(manifest)
         ]
-        for j, item in enumerate(manifest.inputs):
-            changed = item.overrides.model_dump(exclude_none=True)
-            if not changed:
-                continue
-            for step in resolved_steps(manifest, changed):
-                if step["name"] in changed:
-                    where = f"inputs[{j}].overrides.{step['name']}"
-                    handed = faces_handed_on(names, names.index(step["name"]))
-                    checks.append((where, step["name"], step["options"], handed))
         problems: list[JobError] = []
         seen: set[str] = set()
         store = None
@@ -464,17 +448,7 @@ class Intake:
         """Each step's own trigger-time checks (crop: its detector is in the deployment's
         image; swap: its face images each show one face), run before any task starts, for the
         chain and for every input whose overrides change a step (what its tasks will run)."""
-        runs = [
-            (f"chain[{i}].{step.name}", step.spec, step.options)
-            for i, step in enumerate(manifest.chain)
-        ]
-        for j, item in enumerate(manifest.inputs):
-            changed = item.overrides.model_dump(exclude_none=True)
-            for step in resolved_steps(manifest, changed) if changed else []:
-                if step["name"] in changed:
-                    spec = next(s.spec for s in manifest.chain if s.name == step["name"])
-                    where = f"inputs[{j}].overrides.{step['name']}"
-                    runs.append((where, spec, spec.options.model_validate(step["options"])))
+        runs = [(run.field, run.spec, run.options) for run in checked_steps(manifest)]
         store = None
         inputs = None
         problems: list[JobError] = []

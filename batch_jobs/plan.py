@@ -13,6 +13,7 @@ from batch_jobs.worker_count import LOCAL, Throughput, auto_workers
 from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import ComputeOptions, Manifest
 from manifests.resolve import ResolvedItem
+from manifests.steps import input_steps
 from manifests.strict import Strict
 from processors.media.speech import AudioInfo, own_audio_skip
 from processors.registry import step_spec
@@ -71,14 +72,9 @@ def speaker_files(steps: list[dict]) -> list[tuple[str, str]]:
 
 
 def resolved_steps(manifest: Manifest, overrides: dict[str, dict]) -> list[dict]:
-    """The chain with an item's overrides merged in and re-validated, as plain dicts (the
-    plan's JSON; the task parses each step's options again with its spec's model)."""
-    steps = []
-    for step in manifest.chain:
-        changes = overrides.get(step.name)
-        options = step.with_overrides(changes) if changes is not None else step.options
-        steps.append({"name": step.name, "options": options.model_dump(mode="json")})
-    return steps
+    """The chain an item runs (manifests/steps.py: its overrides merged in and re-validated),
+    as plain dicts (the plan's JSON; the task parses each step's options again)."""
+    return [run.planned() for run in input_steps(manifest, overrides)]
 
 
 def chunk_frames(

@@ -25,8 +25,6 @@ from processors.media.preview import contact_sheet, decode_jpeg
 log = logging.getLogger("dropbatch.stitch")
 HOLDER_CHECK_SECONDS = 1.0  # how often a waiting stitcher looks at the lease holder again
 
-__all__ = ["LeaseKeeper", "claim_stitch", "release_stitch", "stitch_when_ready"]
-
 
 class OutputConflict(Exception):
     """The output name is taken by an object we did not write; we never overwrite it."""

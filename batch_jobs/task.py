@@ -175,11 +175,6 @@ def process_chunk(
             rate=rate,
             width=info.width,
             height=info.height,
-            model_dir=(
-                Path(settings.model_store)
-                if settings.model_store and not settings.model_store.startswith("gs://")
-                else None
-            ),
             model_store=settings.model_store,
             folder=folder,
             audio_path=audio,

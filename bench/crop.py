@@ -107,7 +107,7 @@ def run_crop(
 ) -> tuple[Sample, dict[int, tuple[int, int, int, int]]]:
     rate = Fraction(info.fps_num, info.fps_den)
     ctx = ProcessorContext(
-        info=info, rate=rate, width=info.width, height=info.height, model_dir=store
+        info=info, rate=rate, width=info.width, height=info.height, model_store=str(store or "")
     )
     detector = None
     if options["detector"] == "yolo-suit":

@@ -105,7 +105,7 @@ def main() -> None:
             rate=rate,
             width=args.width,
             height=args.height,
-            model_dir=store,
+            model_store=str(store),
             audio_path=str(speech),
             frames=args.frames,
         )

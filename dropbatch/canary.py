@@ -25,7 +25,7 @@ from typing import TextIO
 from dropbatch.config import Settings
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import TERMINAL_STATES, CheckResult, JobRecord, JobState
-from dropbatch.storage.base import NotFound, ObjectStore
+from dropbatch.storage.base import GS_SCHEME, NotFound, ObjectStore, split_gs_uri
 
 CANARY_FOLDER = "_doctor/"
 CLIP = "clip.mp4"
@@ -242,7 +242,7 @@ def follow(
     if not machines.ok:
         return False
     for output in record.outputs:
-        name = output.split("/", 3)[-1] if output.startswith("gs://") else output
+        name = split_gs_uri(output)[1] if output.startswith(GS_SCHEME) else output
         name = name.removeprefix(f"{canary.bucket}/")
         try:
             info = canary.store.stat(canary.bucket, name)

@@ -28,6 +28,7 @@ from dropbatch.inbox import (
 )
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
+from dropbatch.storage.base import split_gs_uri
 
 if TYPE_CHECKING:
     from batch_jobs.intake import Intake
@@ -350,15 +351,6 @@ def watch(
         time.sleep(0.5)
 
 
-def split_gs_uri(uri: str) -> tuple[str, str]:
-    """gs://bucket/some/name -> (bucket, some/name); the name may be empty or a folder/."""
-    rest = uri[len("gs://") :]
-    bucket, _, name = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"{uri}: no bucket in the URI")
-    return bucket, name
-
-
 FOLDER_JOBS = 1000  # the most jobs `dropbatch status FOLDER` reads from one status store
 
 
@@ -569,19 +561,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # -- models --------------------------------------------------------------------------------
 def _manifest_models(path: Path) -> list[str]:
     """Every catalog name a manifest's chain (with each item's overrides) needs."""
-    from batch_jobs.plan import resolved_steps
     from manifests.loader import load_manifest
+    from manifests.steps import input_steps
     from processors.models.store import models_for_step
-    from processors.registry import faces_handed_on
 
     manifest = load_manifest(path.read_bytes())
     names: list[str] = []
     for item in manifest.inputs:
-        steps = resolved_steps(manifest, item.overrides.model_dump(exclude_none=True))
-        chain = [step["name"] for step in steps]
-        for i, step in enumerate(steps):
-            handed = faces_handed_on(chain, i)
-            needs = models_for_step(step["name"], step["options"], handed)
+        for run in input_steps(manifest, item.overrides.model_dump(exclude_none=True)):
+            needs = models_for_step(run.name, run.options.model_dump(mode="json"), run.faces_given)
             names += [n for n in needs if n not in names]
     return names
 

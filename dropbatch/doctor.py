@@ -27,6 +27,7 @@ from typing import TextIO
 from dropbatch.config import Settings
 from dropbatch.status.base import StatusStore
 from dropbatch.status.model import CheckReport, CheckResult
+from dropbatch.storage.base import gs_bucket
 
 # What the canary's job depends on: a failure here would only fail it at a known stage. (The
 # self-check's findings do not stop it: the canary shows what they mean for a real job.)
@@ -167,8 +168,9 @@ def check_models(settings: Settings, manifest: Path | None) -> list[CheckResult]
         return [CheckResult(name="model store", ok=True, detail="not set (no model needed)")]
     results = []
     if settings.model_store.startswith("gs://"):
-        bucket = settings.model_store.removeprefix("gs://").split("/", 1)[0]
-        results.append(check_bucket("model bucket", settings, bucket, gcs=True))
+        results.append(
+            check_bucket("model bucket", settings, gs_bucket(settings.model_store), gcs=True)
+        )
         if not results[-1].ok:
             return results
     elif not Path(settings.model_store).is_dir():
@@ -290,12 +292,11 @@ def check_accounts(settings: Settings, request: DoctorRequest, inbox: str) -> li
     def terraform_name(account: str) -> str:  # infra/iam.tf's account_id
         return f"dropbatch-{account}@{settings.project}.iam.gserviceaccount.com"
 
-    models = settings.model_store.removeprefix("gs://").split("/", 1)[0]
     deployment = Deployment(
         project=settings.project,
         inbox=inbox,
         work=bucket_name(settings.work_bucket),
-        models=models if settings.model_store.startswith("gs://") else "",
+        models=gs_bucket(settings.model_store),
         topic=notification_topic(settings) if settings.notification_topic else "",
         job_account=settings.job_service_account or terraform_name("job"),
         function_account=request.function_account or terraform_name("function"),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from dropbatch.domain import JobError
 from manifests.globs import Glob, GlobError, is_glob, parse_glob
 from manifests.model import Manifest
+from manifests.steps import checked_steps
 from manifests.strict import Strict
 from processors import registry
 
@@ -62,20 +63,12 @@ def side_files(manifest: Manifest) -> list[tuple[str, str]]:
     """(field path, relative path) of every non-video file the chain needs, including the
     files an input's overrides name (a per-item voice-over, another source face)."""
     found: list[tuple[str, str]] = []
-    chain = {step.name: step for step in manifest.chain}
-    for i, step in enumerate(manifest.chain):
-        found += _files_of(f"chain[{i}].{step.name}", step.name, step.options)
-    for j, item in enumerate(manifest.inputs):
-        for name, changes in item.overrides.model_dump(exclude_none=True).items():
-            if name not in chain:
-                continue  # the loader reports it
-            merged = chain[name].with_overrides(changes)
-            base = f"inputs[{j}].overrides.{name}"
-            # Only what the override itself names; the chain's own files are listed above.
-            for where, path in _files_of(base, name, merged):
-                option = re.split(r"[.\[]", where[len(base) + 1 :])[0]
-                if option in changes:
-                    found.append((where, path))
+    for run in checked_steps(manifest):
+        for where, path in _files_of(run.field, run.name, run.options):
+            # An override: only what it names itself; the chain's own files are listed too.
+            option = re.split(r"[.\[]", where[len(run.field) + 1 :])[0]
+            if run.changed is None or option in run.changed:
+                found.append((where, path))
     return found
 
 

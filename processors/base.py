@@ -1,10 +1,11 @@
 """The processor contract every chain step follows.
 
-A processor is built once per task (models loaded, sessions created), then receives batches
-of frames in order and returns the frames it has finished. It may hold frames back while it
-waits for look-ahead context (smoothing) and releases them on `flush`. It declares how much
-context it needs on each side, so the task decodes that much pre- and post-roll around its
-chunk and the chunked result equals the single-task result.
+A processor is built once per chunk (its model sessions are opened once per process and
+shared: processors/models/sessions.py), then receives batches of frames in order and returns
+the frames it has finished. It may hold frames back while it waits for look-ahead context
+(smoothing) and releases them on `flush`. It declares how much context it needs on each side,
+so the task decodes that much pre- and post-roll around its chunk and the chunked result
+equals the single-task result.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ class ProcessorContext:
     width: int  # frame size arriving at this processor
     height: int
     folder: Path | None = None  # local copy of the manifest's folder for side inputs
-    model_dir: Path | None = None  # local cache of the model store
-    model_store: str = ""  # the configured store (folder or gs://…/models/); wins over model_dir
+    model_store: str = ""  # the configured store: a folder or gs://…/models/ ("" for none)
     # Speech for lipsync: a path or URL ffmpeg can open, the seconds into it where output
     # frame 0 sits, and the output's frame count (a length policy may differ from the video's).
     audio_path: str | Path | None = None

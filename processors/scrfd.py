@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from processors.geometry import greedy_nms
 from processors.gpu import GpuUnavailable
 from processors.models.sessions import onnx_session
 
@@ -173,22 +174,6 @@ class ScrfdDetector:
         all_k = (np.concatenate(found_k) / scale)[order]
         return [
             Detection(all_b[i].astype(np.float32), all_k[i].astype(np.float32), float(all_s[i]))
-            for i in nms(all_b, NMS_THRESH)
+            # Already sorted by score; insightface's +1 pixel areas.
+            for i in greedy_nms(all_b, np.arange(len(all_b)), NMS_THRESH, inclusive=True)
         ]
-
-
-def nms(boxes: np.ndarray, thresh: float) -> list[int]:
-    """Indices kept by greedy NMS over boxes already sorted by score (insightface's +1 areas)."""
-    x1, y1, x2, y2 = boxes.T
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.arange(len(boxes))
-    keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        order = rest[inter / (areas[i] + areas[rest] - inter) <= thresh]
-    return keep

@@ -132,23 +132,18 @@ def build_after_models(
     options: Strict,
     ctx: ProcessorContext,
     construct: Callable[[Any, ProcessorContext], P],
-    setup_error: type[Exception],
 ) -> P:
     """Build a step whose processor loads store models: the models are required first, so a
-    missing one ends the job with the store's code rather than failing inside a loader; the
-    processor's own `setup_error` becomes a StepSetupError with its code. (Not part of
-    StepSpec.build: a step that loads a model only sometimes, such as enhance's detector,
-    must not require it up front.)"""
+    missing one ends the job with the store's code rather than failing inside a loader. (Not
+    part of StepSpec.build: a step that loads a model only sometimes, such as enhance's
+    detector, must not require it up front.) The processor raises StepSetupError itself."""
     from processors.models.store import ModelStoreError, require_models
 
     try:
-        require_models(step, options, ctx.model_store or ctx.model_dir)
+        require_models(step, options, ctx.model_store)
     except ModelStoreError as exc:
         raise StepSetupError(str(exc), exc.code) from None
-    try:
-        return construct(options, ctx)
-    except setup_error as exc:
-        raise StepSetupError(str(exc), getattr(exc, "code", "")) from None
+    return construct(options, ctx)
 
 
 def no_checks(options: Any, base: str, inputs: CheckInputs) -> list[JobError]:

@@ -12,9 +12,8 @@
 - swapper: target [1,3,128,128] + source [1,512] -> [1,3,128,128] (an inverted, identity-tinted
   face), with the 512×512 `emap` initializer last, as inswapper_128 carries it.
 
-The detector and recogniser load through our own onnxruntime code (processors/scrfd.py,
-processors/arcface.py); the swapper through insightface's `model_zoo.get_model`, which routes
-it by these shapes.
+All three load through our own onnxruntime code (processors/scrfd.py, processors/arcface.py,
+processors/swap/swapper.py, which finds the swapper's inputs by these shapes).
 """
 
 from __future__ import annotations

@@ -95,13 +95,13 @@ def run_crop(
     first: int = 0,
     count: int | None = None,
     keep: tuple[int, int] | None = None,
-    model_dir: Path | None = None,
+    model_store: str = "",
 ) -> tuple[FrameBatch, dict[int, tuple[int, int, int, int]]]:
     """One task's work, as batch_jobs.task does it: the frames kept and their windows."""
     info = item.info
     rate = Fraction(info.fps_num, info.fps_den)
     ctx = ProcessorContext(
-        info=info, rate=rate, width=info.width, height=info.height, model_dir=model_dir
+        info=info, rate=rate, width=info.width, height=info.height, model_store=model_store
     )
     chain = Chain(item.chain, ctx)
     reader = FrameReader(
@@ -203,11 +203,11 @@ def test_chunked_yolo_onnx_crop_equals_the_single_run(
                "batch_size": 4, "min_crop_ratio": 0.5}  # fmt: skip
     item = planned(info, options, chunk_seconds=1.5)
     assert len(item.chunks) >= 4
-    single, single_windows = run_crop(videos["moving"], item, model_dir=yolo_store)
+    single, single_windows = run_crop(videos["moving"], item, model_store=str(yolo_store))
     xs = [w[0] for w in single_windows.values()]
     assert max(xs) - min(xs) > 200  # the suit was found and followed
     runs = run_in_chunks(
-        item, lambda *task: run_crop(videos["moving"], item, *task, model_dir=yolo_store)
+        item, lambda *task: run_crop(videos["moving"], item, *task, model_store=str(yolo_store))
     )
     pieces, chunked_windows = [], {}
     for _, (piece, windows) in runs:

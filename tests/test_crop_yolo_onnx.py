@@ -137,7 +137,7 @@ def test_the_ultralytics_detector_without_ultralytics_says_what_to_do(store: Pat
         "from processors.base import ProcessorContext\n"
         "from processors.chain import ChainSetupError, build_processor\n"
         "info = VideoInfo(duration=1, fps_num=30, fps_den=1, frame_count=30, width=64, height=64)\n"
-        f"ctx = ProcessorContext(info, Fraction(30), 64, 64, model_dir={str(store)!r})\n"
+        f"ctx = ProcessorContext(info, Fraction(30), 64, 64, model_store={str(store)!r})\n"
         "try:\n"
         "    build_processor('crop', {'detector': 'yolo'}, ctx)\n"
         "except ChainSetupError as exc:\n"

@@ -1,21 +1,21 @@
-"""The encoder choice: NVENC only where ffmpeg lists it AND a test encode succeeds, x264
-otherwise; one encoder per item; the exact command lines of both encoders.
+"""The encoder choice: NVENC only where ffmpeg lists it AND it really encodes, x264 otherwise;
+one encoder per item; the exact command lines of both encoders.
 
-No GPU here. A small `ffmpeg` wrapper on PATH stands in for the machines we cannot have: one
-whose ffmpeg lists h264_nvenc but fails to encode with it (a driverless VM, as Debian's ffmpeg
-is on any machine without an NVIDIA driver), one whose ffmpeg lacks it, and one where the
-one-frame test encode succeeds. Everything else it passes to the real ffmpeg, so the fallback
-output below is a real x264 encode of real footage.
+Two real ffmpeg builds stand for two kinds of machine, nothing stubbed: this machine's own
+(Debian's: it lists h264_nvenc and the cuda hwaccel, and with no NVIDIA driver here the
+encode fails, as on a driverless VM) and the static build the imageio-ffmpeg wheel ships (no
+NVENC and no cuda compiled in). Whether NVENC works here is found out independently of the
+code under test: by encoding real footage with it.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from batch_jobs.encoder_choice import EncoderUnavailable, encoder_record, item_encoder
@@ -23,39 +23,86 @@ from batch_jobs.workspace import WorkArea
 from dropbatch.storage.local import LocalStore
 from processors.media import encoders, ffmpeg
 from processors.media.assemble import concat_and_mux
-from processors.media.encoders import NVENC, X264, best_encoder, decode_args, encoder_args
+from processors.media.encoders import (
+    NVENC,
+    X264,
+    best_encoder,
+    decode_args,
+    encoder_args,
+    lists_cuda_decode,
+    lists_nvenc,
+)
+from processors.media.ffmpeg import MediaError
 from processors.media.frames import EncodeSettings, FrameReader, FrameWriter
 from processors.media.probe import probe
 from tests.media_fixtures import ffprobe_json
 
 WORK = WorkArea("w", "inbox/")  # the work bucket's area for the inbox "inbox"
-WRAPPER = """#!/bin/sh
-# {mode}: listed-broken | missing | works
-echo "$*" >> "{log}"
-case " $* " in
-  *" -encoders "*)
-    "{real}" "$@" | grep -v h264_nvenc
-    [ "{mode}" = missing ] || echo " V....D h264_nvenc           NVIDIA NVENC H.264 encoder"
-    exit 0 ;;
-  *" h264_nvenc "*)
-    [ "{mode}" = works ] && exit 0
-    echo "Cannot load libcuda.so.1" >&2; exit 1 ;;
-esac
-exec "{real}" "$@"
-"""
+LOGGED = '#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n'  # the real ffmpeg, logged
 
 
-def fake_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> Path:
-    real = ffmpeg.binary("ffmpeg")
-    folder = tmp_path / f"bin-{mode}"
-    folder.mkdir()
-    script = folder / "ffmpeg"
-    script.write_text(WRAPPER.format(mode=mode, real=real, log=folder / "calls.log"))
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+@pytest.fixture(autouse=True)
+def fresh_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts as a new task process on a machine that never probed."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert ffmpeg.binary("ffmpeg") == str(script)
-    return script
+    encoders._nvenc_works.cache_clear()
+    yield
+    encoders._nvenc_works.cache_clear()
+
+
+def listing(binary: str, flag: str) -> str:
+    return subprocess.run(
+        [binary, "-hide_banner", flag], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+def on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, target: str) -> Path:
+    """`target` installed as the `ffmpeg` on PATH (a link to the binary itself)."""
+    folder = tmp_path / f"bin-{name}"
+    folder.mkdir()
+    (folder / "ffmpeg").symlink_to(target)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    assert ffmpeg.binary("ffmpeg") == str(folder / "ffmpeg")
+    return folder / "ffmpeg"
+
+
+def static_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import imageio_ffmpeg
+
+    return on_path(tmp_path, monkeypatch, "static", imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def encode(path: Path, source: str, encoder: str, first: int = 0, count: int = 6) -> Path:
+    """Frames [first, first + count) of real footage written by FrameWriter with `encoder`."""
+    info = probe(source)
+    rate = Fraction(info.fps_num, info.fps_den)
+    writer = FrameWriter(
+        path,
+        width=info.width,
+        height=info.height,
+        rate=rate,
+        settings=EncodeSettings(crf=30, preset="ultrafast", encoder=encoder),
+    )
+    for batch in FrameReader.for_video(source, info, first, count):
+        writer.write(batch.frames)
+    writer.close()
+    return path
+
+
+def nvenc_encodes_here(tmp_path: Path, source: str) -> bool:
+    """The independent answer: does a real NVENC encode of real footage succeed here?"""
+    try:
+        encode(tmp_path / "nvenc-try.mp4", source, NVENC)
+    except (MediaError, BrokenPipeError):
+        return False
+    return True
+
+
+def h264_frames(path: Path) -> int:
+    entries = ["-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"]
+    stream = ffprobe_json(path, *entries)["streams"][0]
+    assert stream["codec_name"] == "h264"
+    return int(stream["nb_read_frames"])
 
 
 def test_x264_and_nvenc_command_lines_map_the_manifests_quality() -> None:
@@ -79,89 +126,111 @@ def test_x264_and_nvenc_command_lines_map_the_manifests_quality() -> None:
         encoder_args("libx265", 20, "medium")
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("listed-broken", X264), ("missing", X264)])
-def test_x264_where_nvenc_is_missing_or_fails_its_test_encode(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, expected: str
+def test_the_listings_of_two_real_builds_are_read_for_nvenc_and_nvdec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake_ffmpeg(tmp_path, monkeypatch, mode)
-    assert best_encoder() == expected
+    debian = ffmpeg.binary("ffmpeg")
+    assert lists_nvenc(listing(debian, "-encoders"))
+    assert lists_cuda_decode(listing(debian, "-hwaccels"))
+    static = str(static_ffmpeg(tmp_path, monkeypatch))
+    assert not lists_nvenc(listing(static, "-encoders"))
+    assert not lists_cuda_decode(listing(static, "-hwaccels"))
+    # Both list x264: the fallback exists on either.
+    assert all(" libx264 " in listing(b, "-encoders") for b in (debian, static))
+
+
+def test_an_ffmpeg_without_nvenc_gets_x264_and_writes_decodable_h264(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_asset
+) -> None:
+    static_ffmpeg(tmp_path, monkeypatch)
+    assert best_encoder() == X264
     assert decode_args() == []  # no NVDEC either
+    part = encode(tmp_path / "part.mp4", str(real_asset("pexels.mp4")), best_encoder())
+    assert b"x264 - core" in part.read_bytes()  # x264's own SEI: really x264
+    assert h264_frames(part) == 6
+
+
+def test_nvenc_only_where_it_really_encodes_and_nvdec_only_with_it(
+    tmp_path: Path, real_asset
+) -> None:
+    """This machine's ffmpeg lists NVENC and cuda; the choice follows what really encodes."""
+    source = str(real_asset("pexels.mp4"))
+    works = nvenc_encodes_here(tmp_path, source)
+    assert best_encoder() == (NVENC if works else X264)
+    if not works:
+        # Listing the cuda hwaccel is not enough: NVDEC goes with a working NVENC only.
+        assert decode_args() == []
+    part = encode(tmp_path / "part.mp4", source, best_encoder())
+    assert h264_frames(part) == 6
+    # Whatever decoder is chosen, it gives the frames the software decoder gives.
+    info = probe(source)
+    chosen = FrameReader.for_video(source, info, 0, 6, decode=tuple(decode_args()))
+    software = FrameReader.for_video(source, info, 0, 6)
+    assert np.array_equal(
+        np.concatenate([b.frames for b in chosen]), np.concatenate([b.frames for b in software])
+    )
 
 
 def test_a_machine_without_nvenc_probes_once_not_in_every_task_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def test_encodes(script: Path) -> int:
-        return (script.parent / "calls.log").read_text().count("h264_nvenc -preset")
+    import imageio_ffmpeg
 
-    broken = fake_ffmpeg(tmp_path, monkeypatch, "listed-broken")
-    assert best_encoder() == X264 and test_encodes(broken) == 1
+    folder = tmp_path / "bin-logged"
+    folder.mkdir()
+    script = folder / "ffmpeg"
+    log = folder / "calls.log"
+    script.write_text(LOGGED.format(log=log, real=imageio_ffmpeg.get_ffmpeg_exe()))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+    def probes() -> int:
+        return log.read_text().count("-encoders") if log.exists() else 0
+
+    assert best_encoder() == X264 and probes() == 1
     encoders._nvenc_works.cache_clear()  # as a new task process starts
-    assert best_encoder() == X264 and test_encodes(broken) == 1  # remembered: no new probe
-    # A working NVENC is never remembered: a machine that loses it must not be told it has it.
-    working = fake_ffmpeg(tmp_path, monkeypatch, "works")
-    assert best_encoder() == NVENC
+    assert best_encoder() == X264 and probes() == 1  # remembered: no new probe
+    # A new ffmpeg (another size or time stamp) is probed again.
+    script.write_text(script.read_text() + "# upgraded\n")
     encoders._nvenc_works.cache_clear()
-    assert best_encoder() == NVENC and test_encodes(working) == 2
-
-
-def test_nvenc_and_nvdec_where_the_test_encode_succeeds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake_ffmpeg(tmp_path, monkeypatch, "works")
-    assert best_encoder() == NVENC
-    listed = subprocess.run(
-        [ffmpeg.binary("ffmpeg"), "-hide_banner", "-hwaccels"], capture_output=True, text=True
-    ).stdout.split()
-    assert decode_args() == (["-hwaccel", "cuda"] if "cuda" in listed else [])
+    assert best_encoder() == X264 and probes() == 2
 
 
 def test_the_first_part_decides_the_items_encoder_and_later_parts_follow(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, real_asset
 ) -> None:
     store = LocalStore(tmp_path / "store")
-    fake_ffmpeg(tmp_path, monkeypatch, "works")
-    assert item_encoder(store, WORK, "db-1", 0) == NVENC
-    assert store.read_bytes("w", encoder_record(WORK, "db-1", 0)).decode() == NVENC
-    # Item 1 was started on a machine without NVENC: a GPU machine follows it with x264.
+    here = NVENC if nvenc_encodes_here(tmp_path, str(real_asset("pexels.mp4"))) else X264
+    assert item_encoder(store, WORK, "db-1", 0) == here
+    assert store.read_bytes("w", encoder_record(WORK, "db-1", 0)).decode() == here
+    # Item 1 was started on a machine without NVENC: every machine follows it with x264.
     store.write_bytes("w", encoder_record(WORK, "db-1", 1), X264.encode())
     assert item_encoder(store, WORK, "db-1", 1) == X264
-    # A machine without NVENC cannot continue item 0: it fails (Batch retries it elsewhere)
-    # rather than put an x264 part among NVENC ones.
-    fake_ffmpeg(tmp_path, monkeypatch, "listed-broken")
-    with pytest.raises(EncoderUnavailable, match="h264_nvenc"):
-        item_encoder(store, WORK, "db-1", 0)
-    assert item_encoder(store, WORK, "db-2", 0) == X264
+    # Item 2 was started with NVENC on a GPU machine: one without NVENC cannot continue it,
+    # it fails (Batch retries it elsewhere) rather than put an x264 part among NVENC ones.
+    store.write_bytes("w", encoder_record(WORK, "db-1", 2), NVENC.encode())
+    if here == X264:
+        with pytest.raises(EncoderUnavailable, match="h264_nvenc"):
+            item_encoder(store, WORK, "db-1", 2)
+    else:
+        assert item_encoder(store, WORK, "db-1", 2) == NVENC
 
 
 def test_the_fallback_writes_frame_exact_x264_parts_that_stitch_by_stream_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_asset
 ) -> None:
-    fake_ffmpeg(tmp_path, monkeypatch, "listed-broken")
+    static_ffmpeg(tmp_path, monkeypatch)
     store = LocalStore(tmp_path / "store")
     source = str(real_asset("pexels.mp4"))
     info = probe(source)
     encoder = item_encoder(store, WORK, "db-3", 0)
     assert encoder == X264
     rate = Fraction(info.fps_num, info.fps_den)
-    parts = []
-    for n, (first, count) in enumerate([(0, 7), (7, 5)]):
-        reader = FrameReader.for_video(source, info, first, count, decode=tuple(decode_args()))
-        part = tmp_path / f"part-{n}.mp4"
-        writer = FrameWriter(
-            part,
-            width=info.width,
-            height=info.height,
-            rate=rate,
-            settings=EncodeSettings(crf=30, preset="ultrafast", encoder=encoder),
-        )
-        for batch in reader:
-            writer.write(batch.frames)
-        writer.close()
-        parts.append(part)
+    parts = [
+        encode(tmp_path / f"part-{n}.mp4", source, encoder, first, count)
+        for n, (first, count) in enumerate([(0, 7), (7, 5)])
+    ]
     assert b"x264 - core" in parts[0].read_bytes()  # x264's own SEI: really x264
     output = tmp_path / "out.mp4"
     concat_and_mux(parts, output, audio_source=None, audio_offset=0.0, duration=float(12 / rate))
-    entries = ["-count_frames", "-show_entries", "stream=codec_name,nb_read_frames"]
-    stream = ffprobe_json(output, *entries)["streams"][0]
-    assert stream["codec_name"] == "h264" and int(stream["nb_read_frames"]) == 12
+    assert h264_frames(output) == 12

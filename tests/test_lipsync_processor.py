@@ -17,12 +17,12 @@ from manifests.resolve import ResolvedItem
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError, concat_batches
 from processors.faces import ANNOTATION, FaceContractError
-from processors.lipsync.audio import probe_audio
 from processors.lipsync.blend import lower_face_mask
 from processors.lipsync.faces import context_reach
 from processors.lipsync.options import LipsyncOptions
 from processors.media.frames import FrameBatch, FrameReader
 from processors.media.probe import probe
+from processors.media.speech import probe_audio
 from tests.lipsync_fixtures import (
     face_box_at,
     face_frame,
@@ -62,7 +62,7 @@ def context(material: dict, **changes: object) -> ProcessorContext:
         "rate": Fraction(info.fps_num, info.fps_den),
         "width": info.width,
         "height": info.height,
-        "model_dir": material["store"],
+        "model_store": str(material["store"]),
         "audio_path": str(material["speech"]),
         "frames": info.frame_count,
     }
@@ -245,7 +245,7 @@ def test_missing_audio_or_bad_model_is_a_clear_setup_error(material: dict, tmp_p
         Chain([{"name": "lipsync", "options": {}}], context(material, audio_path=None))
     (tmp_path / "wav2lip_gan_96.onnx").write_bytes(b"not a model")
     with pytest.raises(ChainSetupError, match=r"wav2lip_gan_96\.onnx"):
-        Chain([{"name": "lipsync", "options": {}}], context(material, model_dir=tmp_path))
+        Chain([{"name": "lipsync", "options": {}}], context(material, model_store=str(tmp_path)))
     with pytest.raises(ChainSetupError, match="model store"):
         Chain([{"name": "lipsync", "options": {"model": "wav2lip"}}], context(
-            material, model_dir=tmp_path))  # fmt: skip
+            material, model_store=str(tmp_path)))  # fmt: skip

@@ -1,5 +1,6 @@
-"""The swap step with models of the real signatures, loaded through insightface's own routing,
-on frames composed from real photos (the astronaut left, the cameraman right)."""
+"""The swap step with test models of the real signatures (tests/face_models.py), loaded by our own
+onnxruntime code (the swapper's inputs found by processors/swap/swapper.py), on frames composed
+from real photos (the astronaut left, the cameraman right)."""
 
 from __future__ import annotations
 

@@ -23,21 +23,14 @@ CROP = [{"crop": {"aspect": "9:16"}}]  # context frames: every chunk decodes pre
 
 
 def spent(minutes: float, workers: int, speed: Throughput, chain: list) -> tuple[float, float]:
-    """(what `workers` workers spend beyond the frames, the floor) for this video, from the
-    plan the planner cuts when that many are asked for."""
+    """(what `workers` workers spend beyond the frames, the floor) for this video: the job the
+    planner cuts when that many are asked for, run on simulated VMs (dropbatch/cost.py), which
+    pay every start-up, chunk, pre/post-roll and stitch as they happen."""
     compute = ComputeOptions(max_parallel_tasks=max(10, workers), workers=workers)
     plan = synthetic_plan(compute, minutes * 60, chain=chain, speed=speed)
-    chunks = [c for item in plan.items for c in item.chunks]
-    frames = sum(c.end_frame - c.start_frame for c in chunks)
-    rolls = sum(c.preroll + c.postroll for c in chunks)
-    stitch = speed.stitch_seconds + minutes * 60 * speed.stitch_seconds_per_video_second
-    beyond = (
-        plan.parallelism * speed.start_seconds
-        + len(chunks) * speed.chunk_overhead_seconds
-        + rolls / speed.frames_per_second
-        + stitch
-    )
-    return beyond, frames / speed.frames_per_second
+    run = simulate(plan, speed)
+    assert run.preemptions == 0  # on-demand VMs: nothing but the job's own work
+    return run.vm_seconds - run.floor_seconds, run.floor_seconds
 
 
 @pytest.mark.parametrize("minutes", [0.5, 1, 5, 10, 30, 60, 180])

@@ -94,7 +94,7 @@ def crop_through_the_chain(store: Path, frame: np.ndarray) -> dict:
         duration=1.0, fps_num=10, fps_den=1, frame_count=10, width=width, height=height
     )
     ctx = ProcessorContext(
-        info=info, rate=Fraction(10), width=width, height=height, model_dir=store
+        info=info, rate=Fraction(10), width=width, height=height, model_store=str(store)
     )
     chain = Chain([{"name": "crop", "options": {"detector": "yolo", "batch_size": 3}}], ctx)
     frames = np.stack([frame] * 10)

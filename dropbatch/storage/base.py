@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 
 class NotFound(Exception):
@@ -38,6 +37,28 @@ class ObjectInfo:
     updated: float  # seconds since the epoch
     content_type: str = "application/octet-stream"
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+GS_SCHEME = "gs://"
+
+
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """gs://bucket/some/name -> (bucket, some/name); the name may be empty or a folder/.
+    Raises ValueError for a URI that is not gs:// or names no bucket."""
+    if not uri.startswith(GS_SCHEME):
+        raise ValueError(f"{uri}: not a {GS_SCHEME} URI")
+    bucket, _, name = uri[len(GS_SCHEME) :].partition("/")
+    if not bucket:
+        raise ValueError(f"{uri}: no bucket in the URI")
+    return bucket, name
+
+
+def gs_bucket(uri: str) -> str:
+    """The bucket a gs:// URI names; "" for a URI that names none or a local path."""
+    try:
+        return split_gs_uri(uri)[0]
+    except ValueError:
+        return ""
 
 
 class ObjectStore(Protocol):
@@ -116,28 +137,3 @@ def folder_of(name: str) -> str:
     """The folder part of an object name, with a trailing slash ('' at the bucket root)."""
     head = posixpath.dirname(name)
     return f"{head}/" if head else ""
-
-
-@contextlib.contextmanager
-def fetched_copy(store: ObjectStore, bucket: str, name: str, workdir: Path) -> Iterator[Path]:
-    """A local file for the object: the object itself when local, else a streamed download."""
-    direct = store.local_path(bucket, name)
-    if direct is not None:
-        yield direct
-        return
-    target = workdir / posixpath.basename(name)
-    store.download_file(bucket, name, target)
-    try:
-        yield target
-    finally:
-        target.unlink(missing_ok=True)
-
-
-def copy_stream(src: BinaryIO, dst: BinaryIO, chunk: int = 8 << 20) -> int:
-    total = 0
-    while True:
-        block = src.read(chunk)
-        if not block:
-            return total
-        dst.write(block)
-        total += len(block)

@@ -49,6 +49,18 @@ def _files_under(start: Path, recursive: bool) -> Iterator[Path]:
         yield from (Path(folder, name) for name in files)
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if absent) between processes. flock, not a
+    lock file's existence: a process killed while holding it never leaves it held."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class LocalStore:
     def __init__(self, root: Path, state: Path | None = None) -> None:
         self.root = Path(root).resolve()
@@ -80,23 +92,14 @@ class LocalStore:
     def _meta_path(self, bucket: str, name: str) -> Path:
         return self.state / "meta" / bucket / (name + ".json")
 
-    @contextlib.contextmanager
-    def _bucket_lock(self, bucket: str) -> Iterator[None]:
+    def _bucket_lock(self, bucket: str) -> contextlib.AbstractContextManager[None]:
         lock_file = self.state / "locks" / f"{bucket}.lock"
         # A bucket name may hold a slash (the work bucket `.dropbatch/work`).
         lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_file, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return file_lock(lock_file)
 
     def uri(self, bucket: str, name: str) -> str:
         return str(self.root / bucket / name)
-
-    def bucket_path(self, bucket: str) -> Path:
-        return self.root / bucket
 
     # -- reads ---------------------------------------------------------------------------
     def _info(self, bucket: str, name: str, path: Path) -> ObjectInfo:

@@ -37,6 +37,7 @@ from fractions import Fraction
 from typing import NamedTuple
 
 from processors.crop.boxes import Box
+from processors.geometry import iou
 
 LINK_IOU = 0.3  # two boxes in nearby detection frames are the same person above this
 AIM = 0.4  # the window centre sits this far down the subject box (headroom above)
@@ -126,14 +127,6 @@ def _metric(box: Box, mode: str, frame: tuple[int, int]) -> float:
         dy = (box[1] + box[3]) / 2 - fh / 2
         return 1.0 - math.hypot(dx, dy) / math.hypot(fw / 2, fh / 2)
     return (box[2] - box[0]) * (box[3] - box[1]) / (fw * fh)
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _lerp(a: Box, b: Box, t: float) -> Box:

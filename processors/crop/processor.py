@@ -32,7 +32,7 @@ def load_detector(options: CropOptions, ctx: ProcessorContext) -> Detector:
     weights = None
     try:
         if models(options):  # the yolo detectors: one weights file from the store
-            weights = crop_weights(options, ctx.model_store or ctx.model_dir)
+            weights = crop_weights(options, ctx.model_store)
         return make_detector(
             options.detector,
             weights=weights,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from processors.geometry import greedy_nms
+
 INPUT_SIZE = 640
 PAD_VALUE = 114
 PERSON = 0  # COCO class 0
@@ -72,30 +74,11 @@ def letterbox(frame: np.ndarray, size: int = INPUT_SIZE, out: np.ndarray | None 
     return out, box
 
 
-def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = IOU_THRESHOLD) -> np.ndarray:
     """Greedy NMS: indices of kept boxes, best first; a box overlapping a kept one by more
     than `iou_threshold` is dropped (the rule torchvision.ops.nms applies)."""
     order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    while order.size:
-        best = int(order[0])
-        keep.append(best)
-        if len(keep) == MAX_DETECTIONS:
-            break
-        rest = order[1:]
-        order = rest[iou_one_to_many(boxes[best], boxes[rest]) <= iou_threshold]
-    return np.asarray(keep, np.int64)
+    return np.asarray(greedy_nms(boxes, order, iou_threshold, limit=MAX_DETECTIONS), np.int64)
 
 
 def decode_head(

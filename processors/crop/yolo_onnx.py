@@ -19,7 +19,7 @@ import numpy as np
 from processors.crop.detectors import Box, DetectorSetupError
 from processors.crop.yolo import INPUT_SIZE, Letterbox, decode_head, letterbox
 from processors.gpu import GpuUnavailable
-from processors.models.sessions import onnx_session
+from processors.models.sessions import input_dtype, onnx_session
 from processors.models.store import ModelIncompatible
 
 HEAD_ROWS = 84  # cx, cy, w, h + the 80 COCO class scores (class 0 is the person we follow)
@@ -103,7 +103,7 @@ class OnnxYoloDetector:
         self.confidence = confidence
         inp = self._session.get_inputs()[0]
         self._input = inp.name
-        self._dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self._dtype = input_dtype(inp)
         batch, _, height, width = inp.shape
         if isinstance(height, int) and isinstance(width, int):
             if height != width:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from manifests.strict import Strict
+from processors.detector_options import multiple_of_largest_stride
 
 
 class EnhanceOptions(Strict):
@@ -49,9 +50,4 @@ class EnhanceOptions(Strict):
         default=False, description="Try onnxruntime's TensorRT provider before CUDA."
     )
 
-    @field_validator("det_size")
-    @classmethod
-    def _det_size(cls, value: int) -> int:
-        if value % 32:
-            raise ValueError("must be a multiple of 32 (the detector's largest stride)")
-        return value
+    _det_size = field_validator("det_size")(multiple_of_largest_stride)

@@ -58,7 +58,7 @@ class EnhanceProcessor:
         )
         self.where = where
         self.size = (ctx.width, ctx.height)
-        self._store = ctx.model_store or ctx.model_dir
+        self._store = ctx.model_store
         self._providers = choose_providers(tensorrt=opts.tensorrt)
         try:
             store = open_model_store(self._store)

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.gpu import GpuUnavailable
-from processors.models.sessions import onnx_session
+from processors.models.sessions import describe_io, model_session
 
 EXPECTED = (
     "an image input [N,3,S,S] (float, RGB in [-1,1]), optionally one single-value `weight` "
@@ -31,10 +30,6 @@ class RestorerUnusable(Exception):
     """The file is not a face restoration model of this contract; the message names it."""
 
     code = "MODEL_INCOMPATIBLE"
-
-
-def _describe(items: list) -> str:
-    return ", ".join(f"{i.name}[{','.join(str(d) for d in i.shape)}]" for i in items)
 
 
 def _numpy_type(item) -> type:
@@ -71,12 +66,7 @@ class FaceRestorer:
             raise RestorerUnusable(
                 "enhance needs onnxruntime (pip install onnxruntime, or the gpu extra)"
             ) from None
-        try:
-            self.session = onnx_session(path, providers)
-        except GpuUnavailable:  # not the file's fault: the status code says what it is
-            raise
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise RestorerUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
+        self.session = model_session(path, providers, RestorerUnusable)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         image = next((i for i in inputs if len(i.shape) == 4 and i.shape[1] == 3), None)
         if image is None:
@@ -86,7 +76,7 @@ class FaceRestorer:
         if weight is None:
             weight = next((i for i in rest if i.name == "weight"), None)
         unknown = len(inputs) - 1 - (weight is not None)  # inputs it would not know to feed
-        found = f"inputs {_describe(inputs)}; outputs {_describe(outputs)}"
+        found = f"inputs {describe_io(inputs)}; outputs {describe_io(outputs)}"
         if image is None or unknown or len(outputs) != 1 or not _same_layout(image, outputs[0]):
             raise RestorerUnusable(
                 f"{path.name} is not a face restoration model: expected {EXPECTED}, got {found}"

@@ -16,9 +16,6 @@ import numpy as np
 from processors.lipsync.features import SAMPLE_RATE
 from processors.media import ffmpeg
 from processors.media.ffmpeg import MediaError
-from processors.media.speech import AudioInfo, own_audio_skip, probe_audio
-
-__all__ = ["AudioInfo", "decode_speech", "output_frames", "own_audio_skip", "probe_audio"]
 
 
 def output_frames(policy: str, video_frames: int, audio_seconds: float, rate: Fraction) -> int:

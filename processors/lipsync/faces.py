@@ -21,6 +21,7 @@ import numpy as np
 
 from processors.crop.detectors import scaled_gray
 from processors.faces import FaceAnalyser, FrameFaces, choose_providers
+from processors.geometry import iou
 from processors.lipsync.blend import BOX_LANDMARKS, FaceLayout
 from processors.lipsync.reach import context_reach  # noqa: F401 (the step's own name for it)
 from processors.models.store import ModelMissing, open_model_store
@@ -58,14 +59,6 @@ def _area(box: Box) -> float:
 
 def largest(boxes: Sequence[Box]) -> Box | None:
     return max(boxes, key=_area) if boxes else None
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = _area(a) + _area(b) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def boxes_from_faces(faces: Sequence[FrameFaces]) -> list[Box | None]:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.gpu import GpuUnavailable
-from processors.models.sessions import onnx_session
+from processors.models.sessions import input_dtype, model_session
 
 FACE_SIZE = 96
 PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -33,18 +32,13 @@ class Wav2LipModel:
             ) from None
         available = set(ort.get_available_providers())
         providers = [p for p in PROVIDERS if p in available]
-        try:
-            self.session = onnx_session(path, providers, log_severity=3)
-        except GpuUnavailable:  # not the file's fault: the status code says what it is
-            raise
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
+        self.session = model_session(path, providers, ModelUnusable, log_severity=3)
         self.mel_input, self.face_input = _signature(self.session, path.name)
         self.output = self.session.get_outputs()[0].name
         # A half-precision export takes float16 inputs (onnxruntime does not convert them).
-        types = {i.name: i.type for i in self.session.get_inputs()}
-        self._mel_dtype = np.float16 if types[self.mel_input] == "tensor(float16)" else np.float32
-        self._face_dtype = np.float16 if types[self.face_input] == "tensor(float16)" else np.float32
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self._mel_dtype = input_dtype(inputs[self.mel_input])
+        self._face_dtype = input_dtype(inputs[self.face_input])
         # Some exports fix the batch dimension (often to 1); that size is then the only one.
         fixed = next(i for i in self.session.get_inputs() if i.name == self.face_input).shape[0]
         self.batch_size = fixed if isinstance(fixed, int) and fixed > 0 else batch_size

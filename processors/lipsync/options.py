@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from manifests.strict import RelPath, Strict
+from processors.detector_options import multiple_of_largest_stride
 
 
 class Speaker(Strict):
@@ -86,12 +87,7 @@ class LipsyncOptions(Strict):
         "of the reference check); faces from a swap step are used as they are.",
     )
 
-    @field_validator("det_size")
-    @classmethod
-    def _det_size(cls, value: int) -> int:
-        if value % 32:
-            raise ValueError("must be a multiple of 32 (the detector's largest stride)")
-        return value
+    _det_size = field_validator("det_size")(multiple_of_largest_stride)
 
     @model_validator(mode="after")
     def _speakers(self) -> LipsyncOptions:

@@ -45,14 +45,14 @@ from processors.lipsync.reach import speaker_reach
 from processors.lipsync.speakers import SpeakerAssignment, speaker_identities
 from processors.media.frames import FrameBatch
 from processors.models.store import ModelStoreError, fetch_models
-from processors.spec import build_after_models
+from processors.spec import StepSetupError, build_after_models
 from processors.swap.identity import IdentityError
 
 log = logging.getLogger("dropbatch.lipsync")
 _UNDETECTED = "undetected"  # a frame between detection keyframes (detect_every > 1)
 
 
-class LipsyncSetupError(Exception):
+class LipsyncSetupError(StepSetupError):
     """The step cannot run (no audio, unusable model); the message says what to fix."""
 
 
@@ -94,7 +94,7 @@ class LipsyncProcessor:
         self.pads = options.pads
         self._det_size = options.det_size
         self._size = (ctx.width, ctx.height)
-        store = ctx.model_store or ctx.model_dir
+        store = ctx.model_store
         if not store:
             raise LipsyncSetupError("lipsync needs a model store (DROPBATCH_MODEL_STORE)")
         try:
@@ -374,4 +374,4 @@ class LipsyncProcessor:
 def build(options: LipsyncOptions, ctx: ProcessorContext) -> LipsyncProcessor:
     """The step as the chain builds it (processors/lipsync/spec.py names this): its model is
     checked first, so a missing one ends the job with the store's code."""
-    return build_after_models("lipsync", options, ctx, LipsyncProcessor, LipsyncSetupError)
+    return build_after_models("lipsync", options, ctx, LipsyncProcessor)

@@ -70,6 +70,16 @@ def encoder_args(encoder: str, crf: int, preset: str, threads: int | None = None
     raise ValueError(f"unknown encoder {encoder!r}; one of {', '.join(ENCODERS)}")
 
 
+def lists_nvenc(encoders: str) -> bool:
+    """Whether an `ffmpeg -encoders` listing has h264_nvenc (a build with NVENC compiled in)."""
+    return any(line.split()[1:2] == [NVENC] for line in encoders.splitlines())
+
+
+def lists_cuda_decode(hwaccels: str) -> bool:
+    """Whether an `ffmpeg -hwaccels` listing has the cuda hwaccel (NVDEC)."""
+    return "cuda" in hwaccels.split()
+
+
 def _listed(binary: str, flag: str) -> str:
     proc = subprocess.run(
         [binary, "-hide_banner", flag], capture_output=True, text=True, timeout=PROBE_TIMEOUT
@@ -106,7 +116,7 @@ def _nvenc_works(binary: str) -> bool:
 
 
 def _probe_nvenc(binary: str) -> bool:
-    if not any(line.split()[1:2] == [NVENC] for line in _listed(binary, "-encoders").splitlines()):
+    if not lists_nvenc(_listed(binary, "-encoders")):
         return False
     test_encode = [
         binary, "-hide_banner", "-nostdin", "-loglevel", "error",
@@ -135,6 +145,6 @@ def decode_args() -> list[str]:
     has the cuda hwaccel; frames come back to system memory, so the filters that follow are
     unchanged. A stream NVDEC cannot decode falls back to software inside ffmpeg."""
     binary = ffmpeg.binary("ffmpeg")
-    if _nvenc_works(binary) and "cuda" in _listed(binary, "-hwaccels").split():
+    if _nvenc_works(binary) and lists_cuda_decode(_listed(binary, "-hwaccels")):
         return ["-hwaccel", "cuda"]
     return []

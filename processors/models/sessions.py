@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,33 @@ def onnx_session(
     return session
 
 
+def model_session(
+    path: Path, providers: list[Any], unusable: Callable[[str], Exception], **options: Any
+) -> Any:
+    """`onnx_session` for a step's model file: a file onnxruntime cannot load is the file's
+    fault, raised as `unusable(message)` naming it; `GpuUnavailable` is not (its own status
+    code says what it is) and passes unchanged."""
+    try:
+        return onnx_session(path, providers, **options)
+    except GpuUnavailable:
+        raise
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise unusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
+
+
+def describe_io(items: list[Any]) -> str:
+    """A session's inputs or outputs as an error shows them: `name[d0,d1,…]`, comma-separated."""
+    return ", ".join(f"{i.name}[{','.join(str(d) for d in i.shape)}]" for i in items)
+
+
+def input_dtype(item: Any) -> type:
+    """The numpy type to feed an input: a half-precision export takes float16 (onnxruntime does
+    not convert), everything else float32."""
+    import numpy as np
+
+    return np.float16 if item.type == "tensor(float16)" else np.float32
+
+
 def _name(provider: Any) -> str:
     return provider[0] if isinstance(provider, tuple) else provider
 
@@ -100,9 +128,3 @@ def _create(ort: Any, path: Path | str, options: Any, providers: list[Any], on_g
         except Exception:
             raise exc from None
         raise GpuUnavailable(Path(path).name, f"onnxruntime: {exc}") from None
-
-
-def loaded_sessions() -> int:
-    """How many distinct sessions this process holds (what the workers bench reports)."""
-    with _lock:
-        return len(_sessions)

@@ -15,19 +15,19 @@ swapped or truncated file is caught before an ONNX session ever sees it.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
+
+from dropbatch.storage.local import file_lock
 
 if TYPE_CHECKING:
     from dropbatch.config import Settings
@@ -295,10 +295,13 @@ class ObjectStoreLocation:
 
 
 def parse_gs_uri(uri: str) -> tuple[str, str]:
-    rest = uri[len("gs://") :]
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise CatalogError(f"model store {uri!r}: no bucket")
+    """A gs:// model store's (bucket, prefix/)."""
+    from dropbatch.storage.base import split_gs_uri
+
+    try:
+        bucket, prefix = split_gs_uri(uri)
+    except ValueError:
+        raise CatalogError(f"model store {uri!r}: no bucket") from None
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return bucket, prefix
@@ -407,7 +410,8 @@ class ModelStore:
         folder = self.cache_dir / hashlib.sha256(self.uri.encode()).hexdigest()[:16]
         folder.mkdir(parents=True, exist_ok=True)
         stamp = folder / f"{f.name}.verified"
-        with _locked(folder / f"{f.name}.lock"):
+        # A task killed mid-download never leaves the lock held (dropbatch.storage.local).
+        with file_lock(folder / f"{f.name}.lock"):
             found = self.location.stat(f.name)
             if found is None:
                 raise ModelMissing(entry.name, self.uri, [f.name])
@@ -456,17 +460,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(8 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # flock, not a lock file's existence: a task killed mid-download never leaves it held.
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def open_model_store(

@@ -27,8 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from processors.gpu import GpuUnavailable
-from processors.models.sessions import onnx_session
+from processors.models.sessions import describe_io, input_dtype, model_session
 from processors.swap.options import FACE_REGIONS
 from processors.swap.swapper import SwapperUnusable
 
@@ -59,29 +58,16 @@ class MaskModelUnusable(SwapperUnusable):
     """The file is not the occluder or parser it is named as; the message names its shapes."""
 
 
-def _describe(items: list) -> str:
-    return ", ".join(f"{i.name}[{','.join(str(d) for d in i.shape)}]" for i in items)
-
-
 def _session(path: Path, providers: list[str]):
     try:
         import onnxruntime  # noqa: F401  (only: is it installed)
     except ImportError:
         raise MaskModelUnusable("swap masks need onnxruntime (pip install onnxruntime)") from None
-    try:
-        return onnx_session(path, providers)
-    except GpuUnavailable:  # not the file's fault: the status code says what it is
-        raise
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise MaskModelUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
+    return model_session(path, providers, MaskModelUnusable)
 
 
 def _side(dim: object, default: int) -> int:
     return dim if isinstance(dim, int) else default
-
-
-def _dtype(item) -> type:
-    return np.float16 if item.type == "tensor(float16)" else np.float32
 
 
 def soften(mask: np.ndarray) -> np.ndarray:
@@ -104,10 +90,10 @@ class Occluder:
         if len(shape) != 4 or shape[3] != 3 or not one_channel:
             raise MaskModelUnusable(
                 f"{path.name} is not an XSeg occluder: expected {self.EXPECTED}, got inputs "
-                f"{_describe(inputs)}; outputs {_describe(outputs)}"
+                f"{describe_io(inputs)}; outputs {describe_io(outputs)}"
             )
         self.input = inputs[0].name
-        self.dtype = _dtype(inputs[0])
+        self.dtype = input_dtype(inputs[0])
         self.size = (_side(shape[2], 256), _side(shape[1], 256))  # (width, height)
 
     def mask(self, crop: np.ndarray) -> np.ndarray:
@@ -134,10 +120,10 @@ class FaceParser:
         if len(shape) != 4 or shape[1] != 3 or not classes:
             raise MaskModelUnusable(
                 f"{path.name} is not a BiSeNet face parser: expected {self.EXPECTED}, got inputs "
-                f"{_describe(inputs)}; outputs {_describe(outputs)}"
+                f"{describe_io(inputs)}; outputs {describe_io(outputs)}"
             )
         self.input = inputs[0].name
-        self.dtype = _dtype(inputs[0])
+        self.dtype = input_dtype(inputs[0])
         self.size = (_side(shape[3], 512), _side(shape[2], 512))  # (width, height)
 
     def mask(self, crop: np.ndarray, regions: Sequence[str]) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from manifests.strict import RelPath, Strict
+from processors.detector_options import multiple_of_largest_stride
 
 
 def _one_or_many_schema(schema: dict[str, Any]) -> None:
@@ -113,12 +114,7 @@ class SwapOptions(Strict):
             )
         return list(dict.fromkeys(value))  # a region named twice is the same region
 
-    @field_validator("det_size")
-    @classmethod
-    def _det_size(cls, value: int) -> int:
-        if value % 32:
-            raise ValueError("must be a multiple of 32 (the detector's largest stride)")
-        return value
+    _det_size = field_validator("det_size")(multiple_of_largest_stride)
 
     @field_validator("source", mode="before")
     @classmethod

@@ -27,7 +27,7 @@ from processors.faces import (
 )
 from processors.media.frames import FrameBatch
 from processors.models.store import FetchedModel, ModelStoreError, fetch_models
-from processors.spec import build_after_models
+from processors.spec import StepSetupError, build_after_models
 from processors.swap.identity import ImageRef, identity
 from processors.swap.masks import FaceParser, Occluder
 from processors.swap.options import SwapOptions
@@ -36,12 +36,9 @@ from processors.swap.swapper import Swapper, SwapperUnusable
 from processors.swap.tracking import FaceTracks, Targeting, context, decide
 
 
-class SwapSetupError(Exception):
-    """The step cannot start: a model or a side image is wrong; the message names it."""
-
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
+class SwapSetupError(StepSetupError):
+    """The step cannot start: a model or a side image is wrong; the message names it and
+    `code` is the status record's code when the cause has one."""
 
 
 def _image_refs(options: SwapOptions, folder: Path | None, step_index: str) -> dict:
@@ -87,7 +84,7 @@ class SwapProcessor:
         self.options = opts = options
         self.size = (ctx.width, ctx.height)
         try:
-            models = fetch_models("swap", options, ctx.model_store or ctx.model_dir)
+            models = fetch_models("swap", options, ctx.model_store)
         except ModelStoreError as exc:
             raise SwapSetupError(str(exc)) from None
         pack: FetchedModel = models[opts.analyser]
@@ -222,4 +219,4 @@ class SwapProcessor:
 def build(options: SwapOptions, ctx: ProcessorContext) -> SwapProcessor:
     """The step as the chain builds it (processors/swap/spec.py names this): its models are
     checked first, so a missing one ends the job with the store's code."""
-    return build_after_models("swap", options, ctx, SwapProcessor, SwapSetupError)
+    return build_after_models("swap", options, ctx, SwapProcessor)

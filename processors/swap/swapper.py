@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.gpu import GpuUnavailable
-from processors.models.sessions import onnx_session
+from processors.models.sessions import describe_io, input_dtype, model_session
 from processors.swap.pixel_boost import join, split
 
 IDENTITY = 512  # ArcFace embedding width
@@ -27,10 +26,6 @@ class SwapperUnusable(Exception):
     """The file is not an inswapper-style model; the message names it and its shapes."""
 
     code = "MODEL_INCOMPATIBLE"
-
-
-def _describe(items: list) -> str:
-    return ", ".join(f"{i.name}[{','.join(str(d) for d in i.shape)}]" for i in items)
 
 
 def _declared(shape: list) -> bool:
@@ -54,15 +49,11 @@ def signature(session, file: str) -> tuple[str, str]:
     if source is None and "source" in open_names:
         source = "source"
     if len(inputs) != 2 or target is None or source is None or target == source:
-        found = f"inputs {_describe(inputs)}; outputs {_describe(session.get_outputs())}"
+        found = f"inputs {describe_io(inputs)}; outputs {describe_io(session.get_outputs())}"
         raise SwapperUnusable(
             f"{file} is not an inswapper-style swapper: expected {EXPECTED}, got {found}"
         )
     return target, source
-
-
-def _dtype(item) -> type:
-    return np.float16 if item.type == "tensor(float16)" else np.float32
 
 
 class Swapper:
@@ -77,16 +68,11 @@ class Swapper:
             raise SwapperUnusable(
                 "swap needs onnxruntime and onnx (pip install onnxruntime onnx, or the gpu extra)"
             ) from None
-        try:
-            self.session = onnx_session(path, providers)
-        except GpuUnavailable:  # not the file's fault: the status code says what it is
-            raise
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise SwapperUnusable(f"{path.name} cannot be loaded by onnxruntime: {exc}") from None
+        self.session = model_session(path, providers, SwapperUnusable)
         self.target_name, self.source_name = signature(self.session, path.name)
         inputs = {i.name: i for i in self.session.get_inputs()}
-        self._target_dtype = _dtype(inputs[self.target_name])
-        self._source_dtype = _dtype(inputs[self.source_name])
+        self._target_dtype = input_dtype(inputs[self.target_name])
+        self._source_dtype = input_dtype(inputs[self.source_name])
         side = list(inputs[self.target_name].shape)[2]
         self.size = side if isinstance(side, int) else 128
         self.output_name = self.session.get_outputs()[0].name

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from processors.faces import Face
+from processors.geometry import iou
 
 MIN_IOU = 0.3
 
@@ -23,14 +24,6 @@ MIN_IOU = 0.3
 def context(window: int, max_gap: int) -> int:
     """Frames of context on each side that a decision at one frame depends on."""
     return window + max_gap + 1
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def _greedy_pairs(src: list[Face], dst: list[Face], skip: set[int]) -> list[tuple[int, int]]:

@@ -237,7 +237,7 @@ def test_concurrent_transactions_from_several_processes_lose_no_update(
 
 
 def test_the_stitch_lease_goes_to_one_of_many_claimants(status: StatusStore) -> None:
-    from batch_jobs.stitch import claim_stitch
+    from batch_jobs.leases import claim_stitch
 
     status.create(record())
     barrier = threading.Barrier(6)
@@ -262,7 +262,7 @@ def test_the_stitch_lease_goes_to_one_of_many_claimants(status: StatusStore) -> 
 def test_a_kept_lease_outlives_its_length_and_lapses_once_its_keeper_stops(
     status: StatusStore,
 ) -> None:
-    from batch_jobs.stitch import LeaseKeeper, claim_stitch
+    from batch_jobs.leases import LeaseKeeper, claim_stitch
 
     status.create(record())
     lease = 1.5
@@ -285,8 +285,8 @@ def dead_process() -> ProcessOwner:
 def test_a_lease_whose_holder_is_known_dead_is_taken_over_before_it_runs_out(
     status: StatusStore,
 ) -> None:
+    from batch_jobs.leases import claim_stitch
     from batch_jobs.liveness import current_owner
-    from batch_jobs.stitch import claim_stitch
 
     status.create(record())
     me = current_owner()
@@ -310,9 +310,8 @@ def test_a_lease_whose_holder_is_known_dead_is_taken_over_before_it_runs_out(
 
 
 def test_the_leases_of_a_task_seen_to_die_are_released(status: StatusStore) -> None:
-    from batch_jobs.leases import release_task_leases
+    from batch_jobs.leases import claim_stitch, release_task_leases
     from batch_jobs.liveness import current_owner
-    from batch_jobs.stitch import claim_stitch
 
     status.create(record())
     me = LeaseHolder(process=current_owner(), task_index=3, attempt=0)

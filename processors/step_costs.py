@@ -4,7 +4,9 @@ The planner (batch_jobs/worker_count.py) sizes `workers: auto` with it and `drop
 prices with it, so a crop-only job and a crop → swap → enhance → lipsync job are no longer
 planned at one speed. A step's cost is its `frame_ms` plus `face_ms` for each face it works
 on; decode's and encode's `frame_ms` scale with the pixels they see (the input's, and the
-frame after crop), the model steps' do not (their networks run at fixed input sizes).
+frame after crop), the model steps' do not (their networks run at fixed input sizes); crop's
+is divided by its `detect_every` (the detector is most of its cost; the table's figure is
+at 1, as bench/chain.py measures it).
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ def _ms(
     frame = cost.frame_ms
     if name in PIXEL_BOUND:
         frame *= pixels[name] / table.reference_pixels
+    if name == "crop":  # its detector, most of its cost, runs on every detect_every-th frame
+        frame /= int(options.get("detect_every", 1))
     return frame + cost.face_ms * step_faces(name, options, expected_faces)
 
 

@@ -63,9 +63,10 @@ CHAINS = {
 }
 
 
-def step(name: str, *, cropped: bool = False) -> dict:
+def step(name: str, *, cropped: bool = False, extra: dict | None = None) -> dict:
     """One step as a planned chain has it. After a 9:16 crop the face fills the frame and
-    SCRFD-500m at 640 misses a face that large (bench/RESULTS.md): det_size 320 there."""
+    SCRFD-500m at 640 misses a face that large (bench/RESULTS.md): det_size 320 there.
+    `extra`: options per step added on top (bench/gpu.py: `tensorrt`, `device`)."""
     det = 320 if cropped else 640
     options = {
         "crop": {"aspect": "9:16", "detector": "yolo-onnx", "model": YOLO, "detect_every": 1},
@@ -74,7 +75,7 @@ def step(name: str, *, cropped: bool = False) -> dict:
         "enhance": {"analyser": ANALYSER, "det_size": det, "target": "all", "batch_size": 8},
         "lipsync": {"batch_size": 16},
     }[name]  # fmt: skip
-    return {"name": name, "options": options}
+    return {"name": name, "options": {**options, **(extra or {}).get(name, {})}}
 
 
 def footage(folder: Path, seconds: float) -> dict[str, Path]:
@@ -188,6 +189,79 @@ def run_chain(
     return kept, spent, (chain.width, chain.height)
 
 
+def context(clip: Path, store: Path, work: Path) -> tuple[ProcessorContext, Fraction]:
+    info = probe(str(clip))
+    rate = Fraction(info.fps_num, info.fps_den)
+    ctx = ProcessorContext(
+        info=info, rate=rate, width=info.width, height=info.height, folder=work,
+        model_store=str(store), audio_path=str(clip),
+    )  # fmt: skip
+    return ctx, rate
+
+
+def measure_steps(
+    clips: dict[str, Path], store: Path, work: Path, extra: dict | None = None
+) -> dict[str, dict[str, float]]:
+    """Milliseconds per frame of each step alone, per clip (`one`, `two`)."""
+    ms: dict[str, dict[str, float]] = {}
+    for kind, clip in clips.items():
+        ctx, rate = context(clip, store, work)
+        batches, seconds = decode(clip)
+        frames = sum(len(b) for b in batches)
+        ms[kind] = {"decode": 1000 * seconds / frames}
+        for name in ("crop", "swap", "enhance", "lipsync"):
+            _, spent, _ = run_chain([step(name, extra=extra)], batches, ctx, frames)
+            ms[kind][name] = 1000 * spent[name] / frames
+            if name == "swap":
+                print(f"{kind}: swap found {spent.get('faces', 0) / frames:.2f} faces a frame")
+        seconds = encode(batches, ctx.width, ctx.height, rate, work / f"{kind}-enc.mp4")
+        ms[kind]["encode"] = 1000 * seconds / frames
+        print(f"{kind}: {frames} frames {ctx.width}x{ctx.height}", flush=True)
+    return ms
+
+
+def step_table(ms: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per step: its cost per frame and per extra face (one face and two: the difference)."""
+    print(f"{'step':<8} {'1 face':>8} {'2 faces':>8} {'frame_ms':>9} {'face_ms':>8}")
+    table: dict[str, dict[str, float]] = {}
+    for name in STEPS:
+        a, b = ms["one"][name], ms["two"][name]
+        faced = name in ("swap", "enhance", "lipsync")
+        per_face = max(0.0, b - a) if faced else 0.0
+        entry = {"frame_ms": round(max(0.0, a - per_face), 1)}
+        if faced:
+            entry["face_ms"] = round(per_face, 1)
+        table[name] = entry
+        print(f"{name:<8} {a:8.1f} {b:8.1f} {entry['frame_ms']:9.1f} {per_face:8.1f}")
+    return table
+
+
+def measure_chains(
+    clip: Path, store: Path, work: Path, extra: dict | None = None
+) -> dict[str, float]:
+    """Frames per second of each common chain, end to end (decode and encode included)."""
+    ctx, rate = context(clip, store, work)
+    fps: dict[str, float] = {}
+    for label, names in CHAINS.items():
+        batches, seconds = decode(clip)
+        frames = sum(len(b) for b in batches)
+        steps = [step(n, cropped="crop" in names, extra=extra) for n in names]
+        kept, spent, (w, h) = run_chain(steps, batches, ctx, frames)
+        faces = spent.pop("faces", None)
+        seconds += sum(spent.values()) + encode(kept, w, h, rate, work / "chain.mp4")
+        fps[label] = frames / seconds
+        found = "" if faces is None else f", swap found {faces / frames:.2f} faces a frame"
+        print(f"{label}: {frames} frames → {w}x{h}, {seconds:.1f} s{found}", flush=True)
+    return fps
+
+
+def chain_line(fps: dict[str, float]) -> str:
+    return (
+        f"chain: crop {fps['crop']:.1f} fps, crop→swap {fps['crop→swap']:.1f}, "
+        f"swap→enhance {fps['swap→enhance']:.1f}, full {fps['full']:.1f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
@@ -201,71 +275,19 @@ def main() -> None:
         write_face_image(work / "astronaut.png", astronaut())
         print(f"models: {used}")
         print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, {args.seconds:g} s clips")
-        ms: dict[str, dict[str, float]] = {}  # footage → step → ms per frame
-        decoded: dict[str, list[FrameBatch]] = {}
-        for kind, clip in clips.items():
-            info = probe(str(clip))
-            rate = Fraction(info.fps_num, info.fps_den)
-            ctx = ProcessorContext(
-                info=info, rate=rate, width=info.width, height=info.height, folder=work,
-                model_store=str(store), audio_path=str(clip),
-            )  # fmt: skip
-            batches, seconds = decode(clip)
-            frames = sum(len(b) for b in batches)
-            decoded[kind] = batches
-            ms[kind] = {"decode": 1000 * seconds / frames}
-            for name in ("crop", "swap", "enhance", "lipsync"):
-                _, spent, _ = run_chain([step(name)], batches, ctx, frames)
-                ms[kind][name] = 1000 * spent[name] / frames
-                if name == "swap":
-                    print(f"{kind}: swap found {spent.get('faces', 0) / frames:.2f} faces a frame")
-            seconds = encode(batches, info.width, info.height, rate, work / f"{kind}-enc.mp4")
-            ms[kind]["encode"] = 1000 * seconds / frames
-            print(f"{kind}: {frames} frames {info.width}x{info.height}", flush=True)
-        print(f"{'step':<8} {'1 face':>8} {'2 faces':>8} {'frame_ms':>9} {'face_ms':>8}")
-        table: dict[str, dict[str, float]] = {}
-        for name in STEPS:
-            a, b = ms["one"][name], ms["two"][name]
-            per_face = max(0.0, b - a) if name in ("swap", "enhance", "lipsync") else 0.0
-            entry = {"frame_ms": round(max(0.0, a - per_face), 1)}
-            if name in ("swap", "enhance", "lipsync"):
-                entry["face_ms"] = round(per_face, 1)
-            table[name] = entry
-            print(f"{name:<8} {a:8.1f} {b:8.1f} {entry['frame_ms']:9.1f} {per_face:8.1f}")
+        table = step_table(measure_steps(clips, store, work))
         if args.write:
-            write_column(table, used, args.seconds)
+            source = f"bench/chain.py --seconds {args.seconds:g} on this 2-core machine"
+            write_column("cpu-2core", table, f"{source}; models: {used}")
             print(f"wrote the cpu-2core column of {TABLE_PATH.relative_to(ROOT)}")
-        info = probe(str(clips["one"]))
-        rate = Fraction(info.fps_num, info.fps_den)
-        ctx = ProcessorContext(
-            info=info, rate=rate, width=info.width, height=info.height, folder=work,
-            model_store=str(store), audio_path=str(clips["one"]),
-        )  # fmt: skip
-        fps: dict[str, float] = {}
-        for label, names in CHAINS.items():
-            batches, seconds = decode(clips["one"])
-            frames = sum(len(b) for b in batches)
-            steps = [step(n, cropped="crop" in names) for n in names]
-            kept, spent, (w, h) = run_chain(steps, batches, ctx, frames)
-            faces = spent.pop("faces", None)
-            seconds += sum(spent.values()) + encode(kept, w, h, rate, work / "chain.mp4")
-            fps[label] = frames / seconds
-            found = "" if faces is None else f", swap found {faces / frames:.2f} faces a frame"
-            print(f"{label}: {frames} frames → {w}x{h}, {seconds:.1f} s{found}", flush=True)
-    print(
-        f"chain: crop {fps['crop']:.1f} fps, crop→swap {fps['crop→swap']:.1f}, "
-        f"swap→enhance {fps['swap→enhance']:.1f}, full {fps['full']:.1f}"
-    )
+        fps = measure_chains(clips["one"], store, work)
+    print(chain_line(fps))
 
 
-def write_column(table: dict[str, dict[str, float]], used: str, seconds: float) -> None:
-    """Replace the cpu-2core kind in the table, keeping every other kind as it is."""
+def write_column(kind: str, table: dict[str, dict[str, float]], source: str) -> None:
+    """Replace one VM kind's figures in the table, keeping every other kind as it is."""
     data = yaml.safe_load(TABLE_PATH.read_text())
-    data["kinds"]["cpu-2core"] = {
-        "measured": True,
-        "source": f"bench/chain.py --seconds {seconds:g} on this 2-core machine; models: {used}",
-        "steps": table,
-    }
+    data["kinds"][kind] = {"measured": True, "source": source, "steps": table}
     header = "".join(
         line + "\n" for line in TABLE_PATH.read_text().splitlines() if line.startswith("#")
     )

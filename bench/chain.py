@@ -87,11 +87,13 @@ def footage(folder: Path, seconds: float) -> dict[str, Path]:
          "-vf", f"scale={WIDTH}:{HEIGHT}", *x264, *audio, str(one)],
         check=True, timeout=300,
     )  # fmt: skip
-    half = f"scale=-2:{HEIGHT},crop={WIDTH // 2}:{HEIGHT}"
+    # Both at 30 fps first: hstack pairs frames by timestamp, and single_face.mp4's would
+    # never line up with the Pexels clip's. single_face.mp4 is 2.4 s: the pair is at most that.
+    half = f"fps=30,scale=-2:{HEIGHT},crop={WIDTH // 2}:{HEIGHT}"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-i", str(asset("pexels.mp4")),
-         "-stream_loop", "-1", "-i", str(asset("single_face.mp4")), "-t", f"{seconds}",
-         "-filter_complex", f"[0:v]{half}[a];[1:v]{half}[b];[a][b]hstack=inputs=2[v]",
+        ["ffmpeg", "-v", "error", "-y", "-t", f"{seconds}", "-i", str(asset("pexels.mp4")),
+         "-t", f"{seconds}", "-i", str(asset("single_face.mp4")),
+         "-filter_complex", f"[0:v]{half}[a];[1:v]{half}[b];[a][b]hstack=inputs=2:shortest=1[v]",
          "-map", "[v]", "-map", "0:a", *x264, *audio, str(two)],
         check=True, timeout=300,
     )  # fmt: skip

@@ -107,14 +107,16 @@ def store_with(models: Path, folder: Path) -> tuple[Path, str]:
         target = store / COST_MODELS[name]
         target.unlink()
         target.symlink_to((models / name).resolve())
+    where = models.resolve()
+    where = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
     if present:
         # The store's catalog pins the test swapper's bytes: re-pin to the file now there.
         build_pins(store)
-        used = f"cost-true ({models}: {', '.join(present)})"
+        used = f"cost-true ({where}: {', '.join(present)})"
         if len(present) < len(COST_MODELS):
             used += "; the rest signature models (tests/*_models.py)"
         return store, used
-    return store, f"signature models (tests/*_models.py; no cost-true models in {models})"
+    return store, f"signature models (tests/*_models.py; no cost-true models in {where})"
 
 
 def build_pins(store: Path) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from batch_jobs.chunk_size import auto_chunk_seconds
-from batch_jobs.worker_count import LOCAL, Throughput, auto_workers
+from batch_jobs.worker_count import LOCAL, Throughput, auto_workers, job_throughput
 from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
 from manifests.model import ComputeOptions, Manifest
 from manifests.resolve import ResolvedItem
@@ -187,6 +187,7 @@ def build_plan(
         return [d.chunks(chunk_seconds(d, workers)) for d in drafts]
 
     frames = sum(d.frames for d in drafts)
+    speed = job_throughput(speed, compute.gpu, [d.item for d in drafts])
     workers = job_workers(compute, cut, frames, len(drafts), job_seconds, speed)
     for draft, chunks in zip(drafts, cut(workers), strict=True):
         draft.item.chunks = chunks

@@ -11,17 +11,21 @@ for it. A one-minute video runs on one VM instead of ten; a long one still gets
 `max_parallel_tasks`. A user who wants the result sooner at a higher price asks for a number
 (`compute.workers: 10`).
 
-The planner runs in the trigger, before any frame is decoded: the chain's speed and the VM
-start-up come from the deployment (`deployment_throughput`), the same figures `dropbatch
-cost` prices with (dropbatch/cost.py); the chunks each choice would cut are the planner's own.
+The planner runs in the trigger, before any frame is decoded: the VM start-up comes from the
+deployment (`deployment_throughput`), the chain's speed from the job's own chain, its steps'
+options and its frame sizes in the per-step cost table (processors/step_costs.yaml,
+`job_throughput`) unless the deployment sets `chain_fps`; `dropbatch cost` prices with the
+same figures (dropbatch/cost.py); the chunks each choice would cut are the planner's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from dropbatch.config import Settings
+from dropbatch.domain import PlannedItem
+from processors.step_costs import chain_fps
 
 # What a job may spend beyond its frames, as a share of its floor: 0.5 keeps a job near 1.5×
 # the floor (the cost target), while a long video still spreads over max_parallel_tasks.
@@ -48,7 +52,9 @@ class Throughput:
     writes, measured with the real-model chain in bench/cloud.py.
     """
 
-    frames_per_second: float = 30.0  # the chain's speed on one VM (the per-frame cost)
+    # The chain's speed on one VM (the per-frame cost); 0: the job's own, from the step-cost
+    # table (`job_throughput`).
+    frames_per_second: float = 30.0
     vm_startup_seconds: float = VM_BOOT_SECONDS + DRIVER_INSTALL_SECONDS + IMAGE_PULL_SECONDS
     worker_setup_seconds: float = 17.0  # 2 measured (chain build) + 15 container and GPU start
     chunk_overhead_seconds: float = 2.6  # measured
@@ -76,7 +82,8 @@ def deployment_throughput(settings: Settings) -> Throughput:
 
 
 def batch_throughput(settings: Settings) -> Throughput:
-    """A Batch VM's figures: the chain's speed (`chain_fps`) and the VM's start-up
+    """A Batch VM's figures: the chain's speed (`chain_fps`; 0: each job's own, from the
+    step-cost table) and the VM's start-up
     (`vm_startup_seconds`; 0: from the boot image — with the driver on it no install, with
     the job's own task image pulled onto it no pull: infra/boot-image/ bakes both)."""
     startup = settings.vm_startup_seconds
@@ -88,6 +95,22 @@ def batch_throughput(settings: Settings) -> Throughput:
         pull = 0.0 if baked else IMAGE_PULL_SECONDS
         startup = VM_BOOT_SECONDS + driver + pull
     return Throughput(frames_per_second=settings.chain_fps, vm_startup_seconds=startup)
+
+
+def job_throughput(speed: Throughput, gpu: str, items: Sequence[PlannedItem]) -> Throughput:
+    """`speed` with the job's chain speed where it has none (`frames_per_second` 0): each
+    item's chain on its frames at the step-cost table's figures for `gpu`'s VM kind, the
+    items' frames over the seconds they take together."""
+    if speed.frames_per_second > 0:
+        return speed
+    frames = seconds = 0.0
+    for item in items:
+        size = (item.info.width, item.info.height)
+        count = max(1, item.info.frame_count)
+        frames += count
+        seconds += count / chain_fps(item.chain, size, gpu)
+    fps = frames / seconds if seconds else chain_fps([], (1920, 1080), gpu)
+    return replace(speed, frames_per_second=fps)
 
 
 def auto_workers(

@@ -650,6 +650,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from dropbatch.cost import estimate_cost
     from manifests.loader import ManifestInvalid, load_manifest
     from manifests.model import ComputeOptions
+    from processors.step_costs import GPU_KINDS, load_table
 
     compute, manifest = ComputeOptions(), None
     if args.manifest:
@@ -672,12 +673,24 @@ def cmd_cost(args: argparse.Namespace) -> int:
         throughput=speed,
         manifest=manifest,
     )
+    # The speed it assumed, and where from: the command line, the deployment's chain_fps, or
+    # the job's chain in the step-cost table (its VM kind's figures, measured or estimated).
+    if args.processing_fps is not None:
+        source = "--processing-fps"
+    elif speed.frames_per_second > 0:
+        source = "chain_fps"
+    else:
+        kind = GPU_KINDS[compute.gpu]
+        source = (
+            f"step-cost table, {kind}, {'measured' if load_table().measured[kind] else 'estimated'}"
+        )
     print(
-        f"{args.minutes:g} min of {args.fps:g} fps video, chunks of {est.chunk_seconds:g} s: "
+        f"{args.minutes:g} min of {args.fps:g} fps video at {est.frames_per_second:.1f} fps "
+        f"({source}), chunks of {est.chunk_seconds:g} s: "
         f"{est.chunks} chunks pulled by {est.tasks} {est.provisioning} {est.machine_type} "
         f"VM(s), about {est.wall_seconds / 60:.0f} min, {est.vm_hours:.2f} VM-hours "
         f"at ${est.hourly_usd:.3f}/h = ${est.usd:.2f} ({est.ratio:.1f}× the GPU-time floor "
-        f"of ${est.floor_usd:.2f})"
+        f"of ${est.floor_usd:.2f}), ${est.usd_per_video_minute:.3f} per video-minute"
     )
     return EXIT_OK
 
@@ -795,7 +808,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=10.0, help="minutes of video")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument(
-        "--processing-fps", type=float, help="chain speed on one VM (default: chain_fps, 30)"
+        "--processing-fps",
+        type=float,
+        help="chain speed on one VM (default: chain_fps, else the chain's from the step costs)",
     )
     p.set_defaults(func=cmd_cost)
     return parser

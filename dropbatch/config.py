@@ -109,11 +109,13 @@ class Settings(BaseModel):
     boot_image_task_image: str = ""
     # What the planner sizes a job's workers with (`compute.workers: auto`,
     # batch_jobs/worker_count.py) and `dropbatch cost` prices with: the chain's speed on one
-    # GPU in frames per second (the task logs each chunk's `fps`: put your chain's here), and
+    # GPU in frames per second (0: each job's own, from its chain and frame size in the
+    # per-step cost table processors/step_costs.yaml; the task logs each chunk's `fps`: set
+    # it to override the table with your chain's measured speed), and
     # a VM's start-up before its worker starts (0: from the boot image, 250 s on batch-debian,
     # 100 s with gpu_driver_preinstalled, 40 s when boot_image_task_image is also `image`;
     # measure yours from a job's task timestamps).
-    chain_fps: float = Field(default=30.0, gt=0)
+    chain_fps: float = Field(default=0.0, ge=0)
     vm_startup_seconds: float = Field(default=0.0, ge=0)  # 0: from the boot image
     job_service_account: str = ""
     notification_topic: str = ""  # projects/P/topics/T (or T, in `project`)

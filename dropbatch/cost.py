@@ -25,7 +25,7 @@ from fractions import Fraction
 
 from batch_jobs.claims import next_claim
 from batch_jobs.cloud_batch import BOOT_DISK_GB, MACHINES
-from batch_jobs.worker_count import Throughput
+from batch_jobs.worker_count import Throughput, job_throughput
 from dropbatch.domain import Plan, VideoInfo
 from manifests.model import ComputeOptions, Manifest
 
@@ -214,6 +214,12 @@ class CostEstimate:
     machine_type: str
     provisioning: str
     hourly_usd: float
+    frames_per_second: float  # the chain's speed the run was simulated at
+    video_seconds: float
+
+    @property
+    def usd_per_video_minute(self) -> float:
+        return self.usd / (self.video_seconds / 60) if self.video_seconds else math.inf
 
     @property
     def ratio(self) -> float:
@@ -253,6 +259,8 @@ def estimate(
         machine_type=machine,
         provisioning=provisioning,
         hourly_usd=hourly,
+        frames_per_second=speed.frames_per_second,
+        video_seconds=sum(item.info.duration for item in plan.items),
     )
 
 
@@ -266,8 +274,11 @@ def estimate_cost(
     manifest: Manifest | None = None,
 ) -> CostEstimate:
     """The cost of processing `video_seconds` of video at `fps` with these compute settings
-    (and the manifest's chain, whose context frames every chunk decodes; no preemptions unless
-    `throughput` says so)."""
+    (and the manifest's chain, whose context frames every chunk decodes and whose steps set its
+    speed where `throughput.frames_per_second` is 0; no preemptions unless `throughput` says
+    so)."""
     speed = throughput or Throughput()
     plan = synthetic_plan(compute, video_seconds, fps, chain, manifest=manifest, speed=speed)
-    return estimate(plan, compute, speed, rates)
+    # The speed the planner sized the job with: its own chain's, from the step-cost table,
+    # where `throughput` gives none.
+    return estimate(plan, compute, job_throughput(speed, compute.gpu, plan.items), rates)

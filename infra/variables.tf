@@ -70,13 +70,13 @@ variable "boot_image_task_image" {
 }
 
 variable "chain_fps" {
-  description = "Your chains' speed on one GPU in frames per second (each task logs its chunks' fps): with vm_startup_seconds, what compute.workers: auto sizes a job's workers by (README, \"How many workers\")."
+  description = "Your chains' speed on one GPU in frames per second (each task logs its chunks' fps), overriding each job's own from the step-cost table (processors/step_costs.yaml); 0: the table's. With vm_startup_seconds, what compute.workers: auto sizes a job's workers by (README, \"How many workers\")."
   type        = number
-  default     = 30
+  default     = 0
 
   validation {
-    condition     = var.chain_fps > 0
-    error_message = "chain_fps must be a positive number of frames per second."
+    condition     = var.chain_fps >= 0
+    error_message = "chain_fps must be 0 (from the step-cost table) or a positive number of frames per second."
   }
 }
 

@@ -11,6 +11,7 @@ import pytest
 from batch_jobs.claims import next_claim
 from dropbatch.cost import (
     HOURS_PER_MONTH,
+    CostEstimate,
     Rates,
     Throughput,
     estimate,
@@ -18,7 +19,10 @@ from dropbatch.cost import (
     simulate,
     synthetic_plan,
 )
+from manifests.loader import load_manifest
 from manifests.model import ComputeOptions
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RATES = Rates(
     {
@@ -144,8 +148,11 @@ def test_the_cost_command_prices_the_deployments_boot_image(
     manifest.write_text("version: 1\ninputs: [talk.mp4]\ncompute: {workers: 10}\n")
     assert main(["cost", str(manifest), "--minutes", "10"]) == 0
     ten = ComputeOptions(workers=10)
+    # No chain_fps in the config: the speed is the (empty) chain's, from the step-cost table.
     prices = {
-        startup: estimate_cost(ten, 600, throughput=Throughput(vm_startup_seconds=startup))
+        startup: estimate_cost(
+            ten, 600, throughput=Throughput(frames_per_second=0, vm_startup_seconds=startup)
+        )
         for startup in (40, 100, 250)
     }
     quoted = {
@@ -158,7 +165,7 @@ def test_the_cost_command_prices_the_deployments_boot_image(
 
 
 def test_readme_cost_table_is_what_the_model_says() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     rows = re.findall(
         r"^\| (\d+) min \| (auto|\d+) \| (\d+) \| (\d+) \| ~(\d+) min \| ([\d.]+) \| ([\d.]+)× "
         r"\| \$([\d.]+) \| \$([\d.]+) \|$",
@@ -166,10 +173,18 @@ def test_readme_cost_table_is_what_the_model_says() -> None:
         re.M,
     )
     assert len(rows) == 6
+    # The full chain at its speed in the step-cost table (bench/chains/full.yaml).
+    full = load_manifest((ROOT / "bench" / "chains" / "full.yaml").read_bytes())
+    speed = Throughput(frames_per_second=0)
     for minutes, workers, chunks, vms, wall, hours, ratio, spot, standard in rows:
         compute = ComputeOptions(workers=workers if workers == "auto" else int(workers))
-        s = estimate_cost(compute, int(minutes) * 60)
-        t = estimate_cost(compute.model_copy(update={"spot": False}), int(minutes) * 60)
+        standard_compute = compute.model_copy(update={"spot": False})
+
+        def quote(c: ComputeOptions, minutes: str = minutes) -> CostEstimate:
+            job = full.model_copy(update={"compute": c})
+            return estimate_cost(c, int(minutes) * 60, throughput=speed, manifest=job)
+
+        s, t = quote(compute), quote(standard_compute)
         assert (s.chunks, s.vms, round(s.wall_seconds / 60)) == (int(chunks), int(vms), int(wall))
         assert (f"{s.vm_hours:.2f}", f"{s.ratio:.1f}") == (hours, ratio)
         assert (f"{s.usd:.2f}", f"{t.usd:.2f}") == (spot, standard)
@@ -190,4 +205,8 @@ def test_a_manifests_chain_context_is_priced(capsys: pytest.CaptureFixture[str])
     auto_chain = estimate_cost(manifest.compute, 600, manifest=manifest)
     assert auto_chain.chunk_seconds > estimate_cost(manifest.compute, 600).chunk_seconds
     assert with_chain.vm_hours > bare.vm_hours  # crop's context frames, decoded per chunk
-    assert f"= ${auto_chain.usd:.2f} ({auto_chain.ratio:.1f}×" in capsys.readouterr().out
+    # The command prices it at the chain's own speed, from the step-cost table.
+    quoted = estimate_cost(
+        manifest.compute, 600, manifest=manifest, throughput=Throughput(frames_per_second=0)
+    )
+    assert f"= ${quoted.usd:.2f} ({quoted.ratio:.1f}×" in capsys.readouterr().out

@@ -52,9 +52,9 @@ def crop_run(
     return crop, out
 
 
-def frames_of(clip: Path) -> list[np.ndarray]:
+def frames_of(clip: Path, count: int | None = None) -> list[np.ndarray]:
     info = probe(str(clip))
-    reader = FrameReader.for_video(str(clip), info, 0, None, batch_size=8)
+    reader = FrameReader.for_video(str(clip), info, 0, count, batch_size=8)
     try:
         return [frame for batch in reader for frame in batch.frames]
     finally:
@@ -141,3 +141,27 @@ def test_fit_blur_shows_two_people_far_apart_whole_on_blurred_padding(
     # Cropped to the aspect instead, one of them is cut off.
     _, cropped = crop_run(clip, CropOptions(aspect="9:16", subject="all"))
     assert len(faces.detect(cropped[6])) < 2
+
+
+@pytest.mark.slow
+def test_camera_auto_on_real_footage_holds_still_pieces_without_motion(real_asset) -> None:
+    clip = real_asset("pexels.mp4")
+    stop = 300  # 12.5 s: three full shot pieces of 4 s and a short one
+    auto, _ = crop_run(clip, CropOptions(camera="auto", detect_every=2), 0, stop)
+    tracked, _ = crop_run(clip, CropOptions(camera="track", detect_every=2), 0, stop)
+    modes = auto.modes
+    print(f"\ncamera modes over {stop} frames: {''.join(modes[i][0] for i in sorted(modes))}")
+    piece = round(4 * 24000 / 1001)
+    still = [p for p in range(0, stop, piece) if modes[p] == "still" == modes[p + piece - 1]]
+    assert still and set(modes.values()) != {"still"}  # decided per piece
+    faces = FaceAnalyser(real_asset("scrfd_500m_bnkps.onnx"), None, det_size=320)
+    frames = frames_of(clip, stop)
+    for start in still:
+        inner = range(start + piece // 4, start + 3 * piece // 4)  # away from the ramps
+        assert len({auto.windows[i] for i in inner}) == 1  # not one pixel of motion
+        xs = [tracked.windows[i][0] for i in inner]
+        assert max(xs) - min(xs) >= 3  # tracking the same frames moves the camera
+        for i in inner:
+            found = faces.detect(frames[i])
+            x, _, w, _ = auto.windows[i]
+            assert found and ((found[0].kps[:, 0] >= x) & (found[0].kps[:, 0] <= x + w)).all()

@@ -20,6 +20,7 @@ from processors.faces import FaceAnalyser
 from processors.media.frames import FrameReader
 from processors.media.probe import probe
 from tests.media_fixtures import encode_frames
+from tests.real_chain import YOLO, build_real_store
 from tests.reframe_fixtures import HALF, turns_clip
 
 HOLD_RATE = 0.9
@@ -144,15 +145,20 @@ def test_fit_blur_shows_two_people_far_apart_whole_on_blurred_padding(
 
 
 @pytest.mark.slow
-def test_camera_auto_on_real_footage_holds_still_pieces_without_motion(real_asset) -> None:
+def test_camera_auto_on_real_footage_holds_still_pieces_without_motion(
+    real_asset, tmp_path: Path
+) -> None:
     clip = real_asset("pexels.mp4")
+    store = str(build_real_store(tmp_path / "models", real_asset))
     stop = 300  # 12.5 s: three full shot pieces of 4 s and a short one
-    auto, _ = crop_run(clip, CropOptions(camera="auto", detect_every=2), 0, stop)
-    tracked, _ = crop_run(clip, CropOptions(camera="track", detect_every=2), 0, stop)
+    yolo = {"detector": "yolo-onnx", "model": YOLO, "detect_every": 2}
+    auto, _ = crop_run(clip, CropOptions(camera="auto", **yolo), 0, stop, model_store=store)
+    tracked, _ = crop_run(clip, CropOptions(camera="track", **yolo), 0, stop, model_store=store)
     modes = auto.modes
     print(f"\ncamera modes over {stop} frames: {''.join(modes[i][0] for i in sorted(modes))}")
     piece = round(4 * 24000 / 1001)
-    still = [p for p in range(0, stop, piece) if modes[p] == "still" == modes[p + piece - 1]]
+    full = range(0, stop - piece + 1, piece)
+    still = [p for p in full if modes[p] == "still" == modes[p + piece - 1]]
     assert still and set(modes.values()) != {"still"}  # decided per piece
     faces = FaceAnalyser(real_asset("scrfd_500m_bnkps.onnx"), None, det_size=320)
     frames = frames_of(clip, stop)

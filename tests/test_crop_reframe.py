@@ -4,6 +4,7 @@ scores, and chunks that equal one task with each of them."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -164,6 +165,22 @@ def test_speaker_frames_whoever_speaks_and_holds_through_pauses() -> None:
     assert np.mean(held) < 0.6
 
 
+def test_speaker_changes_are_clean_cuts_or_glides() -> None:
+    n, turn = 12 * FPS, 3 * FPS
+    boxes, speech, _ = turns(n, turn)
+    a, b = boxes[0]
+
+    def positions(switch: str) -> list[str]:
+        path, _ = run(settings(subject="speaker", speaker_switch=switch), boxes, speech)
+        return ["a" if inside(a, w) else "b" if inside(b, w) else "-" for w in path.values()]
+
+    cut = positions("cut")
+    assert "-" not in cut  # never a frame between the two: a clean cut
+    assert sum(x != y for x, y in itertools.pairwise(cut)) == 3  # at each new turn
+    glide = positions("glide")
+    assert glide.count("-") >= 10  # the camera travels across the gap
+
+
 def test_chunks_equal_one_task_with_camera_auto_fit_blur_and_speaker() -> None:
     cuts, boxes, _ = MINUTE
     for options in (
@@ -177,17 +194,17 @@ def test_chunks_equal_one_task_with_camera_auto_fit_blur_and_speaker() -> None:
         assert single == chunked, options
     # Pauses of 3 s, as long as the speaker is held: the held speaker comes from further back
     # than the rest of the path looks, and the context covers it.
-    s = settings(subject="speaker")
     people, speech, _ = turns(40 * FPS, 5 * FPS, talk=0.4)
-    single, _ = run(s, people, speech)
-    size = 4 * FPS + 5
-    for start in range(0, len(people), size):
-        end = min(len(people), start + size)
-        piece, _ = run(
-            s,
-            people,
-            speech,
-            first=max(0, start - s.lookbehind),
-            stop=min(len(people), end + s.lookahead),
-        )
-        assert all(piece[i] == single[i] for i in range(start, end)), start
+    for s in (settings(subject="speaker"), settings(subject="speaker", speaker_switch="glide")):
+        single, _ = run(s, people, speech)
+        size = 4 * FPS + 5
+        for start in range(0, len(people), size):
+            end = min(len(people), start + size)
+            piece, _ = run(
+                s,
+                people,
+                speech,
+                first=max(0, start - s.lookbehind),
+                stop=min(len(people), end + s.lookahead),
+            )
+            assert all(piece[i] == single[i] for i in range(start, end)), start

@@ -49,6 +49,11 @@ class CropOptions(Strict):
         description="subject speaker: while nobody speaks, keep framing whoever spoke last "
         "this long (then the largest person).",
     )
+    speaker_switch: Literal["cut", "glide"] = Field(
+        default="cut",
+        description="subject speaker: when another person starts speaking, cut to them (as an "
+        "editor would) or glide across at up to `max_speed`.",
+    )
     camera: Literal["auto", "still", "track"] = Field(
         default="track",
         description="Camera mode per shot: track follows the subject; still holds one window "

@@ -99,6 +99,7 @@ class PathSettings:
     still_tolerance: float = 0.05  # fraction of the window's size
     fit: str = "crop"  # crop | blur
     speaker_back: int = 0  # frames a silent stretch holds the last speaker
+    switch_cut: bool = False  # a change of subject (another person) cuts like a scene cut
 
     @property
     def lookahead(self) -> int:
@@ -108,7 +109,9 @@ class PathSettings:
     def lookbehind(self) -> int:
         # +1: a frame's scene-cut flag compares it with the frame before (and its mouth
         # movement with that frame's); a silent stretch looks further back for its speaker.
-        return self.lookahead + 1 + self.speaker_back
+        # A change of subject at a detection frame compares it with the one before.
+        switch = self.detect_every if self.switch_cut else 0
+        return self.lookahead + 1 + self.speaker_back + switch
 
 
 def radii(
@@ -173,6 +176,9 @@ class CameraPath:
         self._tolerance = (tol * ww, tol * wh, tol * wh, tol * ww)
         self._cut: dict[int, bool] = {}
         self._scene: dict[int, int] = {}  # index of the frame that starts i's scene
+        # After the subject stage: cuts and changes of subject (switch_cut) both break a span.
+        self._break: dict[int, bool] = {}
+        self._segment: dict[int, int] = {}  # index of the frame that starts i's segment
         self._boxes: dict[int, list[Box]] = {}  # detection frames only
         self._speech: dict[int, dict[Box, float]] = {}  # speaking score of each box
         self._subject: dict[int, Box | None] = {}
@@ -247,16 +253,36 @@ class CameraPath:
 
     # -- stages --------------------------------------------------------------------------
 
-    def _span(self, i: int, radius: int) -> range:
-        """Frames within `radius` of i in i's scene (and in this stream)."""
-        lo = max(self._scene[i], i - radius)
+    def _span(self, i: int, radius: int, scene_only: bool = False) -> range:
+        """Frames within `radius` of i in i's segment (its scene, cut where the subject
+        changes person under switch_cut; `scene_only`: its scene) and in this stream."""
+        start, breaks = (self._scene, self._cut) if scene_only else (self._segment, self._break)
+        lo = max(start[i], i - radius)
         hi = i
         end = min(i + radius, self._last)
-        while hi < end and not self._cut[hi + 1]:
+        while hi < end and not breaks[hi + 1]:
             hi += 1
         return range(lo, hi + 1)
 
     def _stage_subject(self, d: int) -> None:
+        self._choose_subject(d)
+        cut = self._cut[d] or self._switched(d)
+        self._break[d] = cut
+        self._segment[d] = d if cut else self._segment[d - 1]
+
+    def _switched(self, d: int) -> bool:
+        """switch_cut: the subject at detection frame d is another person than at the one
+        before (no IoU link between them)."""
+        now = self._subject.get(d)
+        if not self.s.switch_cut or now is None:
+            return False
+        for j in range(d - 1, max(self._scene[d], d - self.s.detect_every) - 1, -1):
+            if j in self._boxes:
+                before = self._subject.get(j)
+                return before is not None and iou(before, now) < LINK_IOU
+        return False
+
+    def _choose_subject(self, d: int) -> None:
         boxes = self._boxes.get(d)
         if boxes is None:
             return
@@ -269,7 +295,7 @@ class CameraPath:
                 max(b[2] for b in boxes), max(b[3] for b in boxes),
             )  # fmt: skip
             return
-        span = self._span(d, self.s.vote_radius)
+        span = self._span(d, self.s.vote_radius, scene_only=True)
         frames = [j for j in span if j in self._boxes]
         if self.s.subject == "speaker":
             self._subject[d] = self._speaker(d, frames)
@@ -415,10 +441,10 @@ class CameraPath:
         """i's piece of its scene: the grid cell of `shot` frames it falls in, cut at scene
         cuts (the grid is global, so every task cuts a shot into the same pieces)."""
         first = i - i % self.s.shot
-        lo = max(first, self._scene[i])
+        lo = max(first, self._segment[i])
         hi = i
         end = min(first + self.s.shot - 1, self._last)
-        while hi < end and not self._cut[hi + 1]:
+        while hi < end and not self._break[hi + 1]:
             hi += 1
         return range(lo, hi + 1)
 
@@ -499,7 +525,8 @@ class CameraPath:
 
     def _forget(self, before: int) -> None:
         for table in (
-            self._cut, self._scene, self._boxes, self._speech, self._subject,
+            self._cut, self._scene, self._break, self._segment, self._boxes, self._speech,
+            self._subject,
             self._target, self._smooth, self._moded, self._final, self.modes,
         ):  # fmt: skip
             for key in [k for k in table if k < before]:

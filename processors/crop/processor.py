@@ -134,7 +134,7 @@ class CropProcessor:
             view = frame[y : y + h, x : x + w]
             if (w, h) == (width, height):
                 out[n] = view
-            elif w * height > (width + 1) * h:  # fit blur: wider than the aspect
+            elif w * height > width * h + height:  # fit blur: wider than the aspect (+1 px)
                 padded(frame, (x, y, w, h), out[n])
             else:  # zoomed in: scale the smaller window up to the output size
                 out[n] = cv2.resize(view, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -29,6 +29,14 @@ def path_settings(options: CropOptions, frame: tuple[int, int], rate: Fraction) 
         dead_zone=options.dead_zone,
         speed=speed,
         speed_radius=speed_radius(frame, window, options.min_crop_ratio, speed),
+        camera=options.camera,
+        shot=0 if options.camera == "track" else max(1, round(options.shot_seconds * rate)),
+        still_tolerance=options.still_tolerance,
+        fit=options.fit,
+        switch_cut=options.subject == "speaker" and options.speaker_switch == "cut",
+        speaker_back=(
+            round(options.speaker_hold_seconds * rate) if options.subject == "speaker" else 0
+        ),
         **radii(
             rate,
             detect_every=options.detect_every,

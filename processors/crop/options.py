@@ -35,10 +35,49 @@ class CropOptions(Strict):
         le=30,
         description="Run detection every k-th frame; boxes are interpolated in between.",
     )
-    subject: Literal["largest", "center", "all"] = Field(
+    subject: Literal["largest", "center", "all", "speaker"] = Field(
         default="largest",
-        description="Whom to follow: the largest person, the one nearest the centre, or the "
-        "union of everyone. The choice is stable: it is voted over the smoothing window.",
+        description="Whom to follow: the largest person, the one nearest the centre, the "
+        "union of everyone, or the one speaking (mouth movement while the audio has voice; "
+        "held through pauses for `speaker_hold_seconds`). The choice is stable: it is voted "
+        "over the smoothing window.",
+    )
+    speaker_hold_seconds: float = Field(
+        default=3.0,
+        ge=0,
+        le=10,
+        description="subject speaker: while nobody speaks, keep framing whoever spoke last "
+        "this long (then the largest person).",
+    )
+    speaker_switch: Literal["cut", "glide"] = Field(
+        default="cut",
+        description="subject speaker: when another person starts speaking, cut to them (as an "
+        "editor would) or glide across at up to `max_speed`.",
+    )
+    camera: Literal["auto", "still", "track"] = Field(
+        default="track",
+        description="Camera mode per shot: track follows the subject; still holds one window "
+        "over each shot piece; auto chooses per piece: still when the subject stays within "
+        "`still_tolerance`, pan (a constant-speed move) when it moves steadily, else track.",
+    )
+    shot_seconds: float = Field(
+        default=4.0,
+        ge=0.5,
+        le=20,
+        description="Longest stretch a camera mode is decided over: a longer shot is decided "
+        "in pieces of this length (camera auto and still).",
+    )
+    still_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        le=0.5,
+        description="camera auto: subject motion within this fraction of the window keeps the "
+        "camera still (and the largest deviation from a straight line a pan allows).",
+    )
+    fit: Literal["crop", "blur"] = Field(
+        default="crop",
+        description="When the subjects are wider than the target aspect: crop cuts them to "
+        "the window; blur shows them whole, scaled, on a blurred copy of the frame.",
     )
     smoothing_seconds: float = Field(
         default=0.5, ge=0, le=5, description="Half-width of the camera path's smoothing window."

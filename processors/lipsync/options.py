@@ -87,6 +87,14 @@ class LipsyncOptions(Strict):
         "of the reference check); faces from a swap step are used as they are.",
     )
 
+    occlusion: bool = Field(
+        default=False,
+        description="Keep whatever covers the mouth (a hand, a microphone) as it is, as an XSeg "
+        "occluder (`occluder`) sees it. After a swap with `occlusion` the swap's occlusion is "
+        "kept whatever this says.",
+    )
+    occluder: str = Field(default="xseg_1", description="Model store name of the occluder.")
+
     _det_size = field_validator("det_size")(multiple_of_largest_stride)
 
     @model_validator(mode="after")

@@ -22,7 +22,14 @@ import cv2
 import numpy as np
 
 from processors.base import ProcessorContext
-from processors.faces import Face, FaceAnalyser, choose_providers, faces_of
+from processors.faces import (
+    Face,
+    FaceAnalyser,
+    Occlusion,
+    align_matrix,
+    choose_providers,
+    faces_of,
+)
 from processors.lipsync.audio import decode_speech
 from processors.lipsync.blend import BOX_LANDMARKS, FaceLayout, paste
 from processors.lipsync.faces import (
@@ -47,9 +54,12 @@ from processors.media.frames import FrameBatch
 from processors.models.store import ModelStoreError, fetch_models
 from processors.spec import StepSetupError, build_after_models
 from processors.swap.identity import IdentityError
+from processors.swap.masks import MaskModelUnusable, Occluder
 
 log = logging.getLogger("dropbatch.lipsync")
 _UNDETECTED = "undetected"  # a frame between detection keyframes (detect_every > 1)
+# The aligned crop our own occluder reads (the swap's at pixel_boost 256; XSeg's input size).
+OCCLUDER_CROP = 256
 
 
 class LipsyncSetupError(StepSetupError):
@@ -66,6 +76,8 @@ class _Frame:
     # (lane, crop, the face in its crop for the blend mask) per face to sync; a lane is a
     # speaker (one lane when the step follows one speech).
     faces: list[tuple[int, Crop, FaceLayout]] = field(default_factory=list)
+    # What an earlier step's occluder saw covering this frame's faces (the faces contract).
+    covered: list[Occlusion] = field(default_factory=list)
 
 
 def face_input(frame: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
@@ -107,6 +119,14 @@ class LipsyncProcessor:
             self.model = Wav2LipModel(models[options.model].path, options.batch_size)
         except ModelUnusable as exc:
             raise LipsyncSetupError(str(exc)) from None
+        # Our own occluder for faces no earlier step saw covered (FaceFusion's lip syncer masks
+        # with it too); a swap's occlusion travels on its faces and is used as it is.
+        self.occluder: Occluder | None = None
+        if options.occlusion:
+            try:
+                self.occluder = Occluder(models[options.occluder].path, choose_providers())
+            except MaskModelUnusable as exc:
+                raise LipsyncSetupError(f"lipsync.occluder: {exc}") from None
         total = self._total = ctx.frames or ctx.info.frame_count
         samples = fitted_samples(total, ctx.rate)
         self._assignment: SpeakerAssignment | None = None
@@ -308,14 +328,32 @@ class LipsyncProcessor:
                 for k in range(0, len(jobs), size)
             ]
         )
+        # Read on the frames as they came too, before any mouth is pasted.
+        shows = [self._shows(f, crop, layout) for f, _, crop, layout in jobs]
         copied: set[int] = set()
-        for (frame, _, crop, layout), pred in zip(jobs, out, strict=True):
+        for (frame, _, crop, layout), pred, keep in zip(jobs, out, shows, strict=True):
             rgb = np.clip(pred.transpose(1, 2, 0)[:, :, ::-1] * 255.0, 0, 255)
             if id(frame) not in copied:
                 frame.pixels = frame.pixels.copy()
                 copied.add(id(frame))
             face = np.ascontiguousarray(rgb, np.float32)
-            paste(frame.pixels, face, crop, layout)
+            paste(frame.pixels, face, crop, layout, keep)
+
+    def _shows(self, frame: _Frame, crop: Crop, layout: FaceLayout) -> np.ndarray | None:
+        """Where over the crop the face shows (1) or is covered (0): the earlier step's
+        occlusion when it ran one, else our own occluder's when asked, else None."""
+        covered = list(frame.covered)
+        if not covered and self.occluder is not None:
+            kps = layout.kps + np.array(crop[:2], np.float32)
+            matrix = align_matrix(kps, OCCLUDER_CROP)
+            aligned = cv2.warpAffine(
+                frame.pixels, matrix, (OCCLUDER_CROP, OCCLUDER_CROP),
+                borderMode=cv2.BORDER_REPLICATE,
+            )  # fmt: skip
+            covered = [Occlusion(self.occluder.mask(aligned), matrix)]
+        if not covered:
+            return None
+        return np.minimum.reduce([c.in_box(crop) for c in covered])
 
     def _emit(self, final: bool) -> FrameBatch:
         done: list[_Frame] = []
@@ -353,8 +391,10 @@ class LipsyncProcessor:
         else:
             for index, box in zip(batch.indices.tolist(), self._raw_boxes(batch), strict=True):
                 self._boxes[0][index] = box
-        for index, pixels in zip(batch.indices.tolist(), batch.frames, strict=True):
-            self._waiting.append(_Frame(index, pixels))
+        given = faces_of(batch) or [[] for _ in range(len(batch))]
+        for index, pixels, faces in zip(batch.indices.tolist(), batch.frames, given, strict=True):
+            covered = [f.occlusion for f in faces if f.occlusion is not None]
+            self._waiting.append(_Frame(index, pixels, covered=covered))
             self._last_seen = index
         self._progress(final=False)
         return self._emit(final=False)

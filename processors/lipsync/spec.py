@@ -23,6 +23,8 @@ def models(options: LipsyncOptions) -> list[ModelNeed]:
     needs = [ModelNeed(options.model, "lipsync")]
     if options.speakers:  # several speakers are told apart by an analyser pack's ArcFace
         needs.append(ModelNeed(options.analyser, "analyser", option="analyser"))
+    if options.occlusion:
+        needs.append(ModelNeed(options.occluder, "occluder", option="occluder"))
     return needs
 
 

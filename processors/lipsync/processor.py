@@ -53,7 +53,7 @@ from processors.lipsync.speakers import SpeakerAssignment, speaker_identities
 from processors.media.frames import FrameBatch
 from processors.models.store import ModelStoreError, fetch_models
 from processors.spec import StepSetupError, build_after_models
-from processors.swap.identity import IdentityError
+from processors.swap.identity import IdentityError, ImageRef, identity
 from processors.swap.masks import MaskModelUnusable, Occluder
 
 log = logging.getLogger("dropbatch.lipsync")
@@ -137,14 +137,15 @@ class LipsyncProcessor:
             )
             self._analyser, self._assignment = self._speaker_analysis(options, models, ctx)
             self._settle_reach = self.radius  # on boxes already decided over their tracks
+        elif options.target == "reference":
+            # One speech, one speaker: the face matching the reference, decided over its track
+            # as a speaker is (the same machinery, one lane).
+            self._pack_name = options.analyser
+            self.mels = [MelFeatures(self._own_speech(ctx, samples), ctx.rate)]
+            self._analyser, self._assignment = self._speaker_analysis(options, models, ctx)
+            self._settle_reach = self.radius
         else:
-            if ctx.audio_path is None:
-                raise LipsyncSetupError(
-                    "lipsync has no audio: set lipsync.audio or the input's audio, "
-                    "or use a video with an audio track"
-                )
-            signal = decode_speech(str(ctx.audio_path), skip=ctx.audio_skip, samples=samples)
-            self.mels = [MelFeatures(signal, ctx.rate)]
+            self.mels = [MelFeatures(self._own_speech(ctx, samples), ctx.rate)]
             self._settle_reach = self.reach
             try:
                 # Our own faces, when no earlier step hands them on: the store's SCRFD (boxes
@@ -170,6 +171,16 @@ class LipsyncProcessor:
 
     # -- speakers -------------------------------------------------------------------------
     @staticmethod
+    def _own_speech(ctx: ProcessorContext, samples: int) -> np.ndarray:
+        """The step's one speech: lipsync.audio, the input's audio, or the video's own."""
+        if ctx.audio_path is None:
+            raise LipsyncSetupError(
+                "lipsync has no audio: set lipsync.audio or the input's audio, "
+                "or use a video with an audio track"
+            )
+        return decode_speech(str(ctx.audio_path), skip=ctx.audio_skip, samples=samples)
+
+    @staticmethod
     def _speaker_speech(name: str, ctx: ProcessorContext, samples: int) -> np.ndarray:
         """A speaker's track: a side file whose first sample sits at output frame 0."""
         if ctx.folder is None or not (ctx.folder / name).is_file():
@@ -190,11 +201,17 @@ class LipsyncProcessor:
             )
         except (ValueError, ModelStoreError) as exc:  # a file that is not the model it claims
             raise LipsyncSetupError(f"lipsync.analyser: {exc}") from None
-        references = [s.reference for s in options.speakers]
         if ctx.folder is None:
             raise LipsyncSetupError("lipsync speakers' reference images are not available")
         try:
-            identities = speaker_identities(analyser, references, ctx.folder, "lipsync")
+            if options.speakers:
+                references = [s.reference for s in options.speakers]
+                identities = speaker_identities(analyser, references, ctx.folder, "lipsync")
+            else:
+                assert options.reference is not None  # the options say so
+                path = ctx.folder / options.reference
+                ref = ImageRef("lipsync.reference", path, options.reference)
+                identities = [identity(analyser, [ref])]
         except IdentityError as exc:
             raise LipsyncSetupError(str(exc)) from None
         return analyser, SpeakerAssignment(identities, options.threshold)

@@ -28,6 +28,7 @@ from processors.faces import FaceAnalyser
 from processors.lipsync.options import LipsyncOptions
 from processors.lipsync.processor import LipsyncProcessor
 from processors.media.frames import FrameBatch
+from processors.models.store import models_for_step
 from tests.lipsync_fixtures import speech_wav
 from tests.mask_models import COVER_MARGIN, build_occluder
 from tests.real_chain import build_real_store, write_face_image
@@ -174,3 +175,14 @@ def test_lipsync_takes_occlusion_itself_without_a_swap(
     for i in range(len(frames)):
         assert np.array_equal(kept.frames[i][inner[i]], frames[i][inner[i]]), i
         assert changed(painted.frames[i], frames[i], inner[i]) > 0.8, i
+
+
+@pytest.mark.parametrize(
+    ("step", "options"),
+    [("enhance", {"occlusion": True, "occluder": "xseg_2"}),
+     ("lipsync", {"occlusion": True, "occluder": "xseg_2"})],
+)  # fmt: skip
+def test_occlusion_asks_the_store_for_its_occluder(step: str, options: dict) -> None:
+    """So a missing occluder is MODEL_MISSING at trigger time, not a failed task."""
+    assert "xseg_2" in models_for_step(step, options, faces_given=True)
+    assert "xseg_2" not in models_for_step(step, {}, faces_given=True)

@@ -19,6 +19,10 @@ as it leaves the step that wrote them (swap keeps the geometry):
 - `carried`: True when the detector missed this face here and it keeps the landmarks of its
   last detection (a gap of at most a couple of frames, bridged on both sides)
 - `identity`: index of the source identity swapped onto this face, None if left alone
+- `occlusion`: what covers the face as the writing step's occluder saw it (`Occlusion`: a
+  weight in that step's aligned crop, 1 face, 0 covered, and the crop's affine), or None when
+  it ran none. A later step that repaints the face (enhance, lipsync) keeps the covered pixels
+  as they are, so a hand kept by the swap is not painted over afterwards.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 if TYPE_CHECKING:
@@ -46,6 +51,33 @@ ARCFACE_112 = np.array(
 
 
 @dataclass(frozen=True)
+class Occlusion:
+    """An occluder's weight in one aligned crop: `mask` float32 [n, n] (1 face shows, 0
+    something covers it), `matrix` the 2×3 affine frame -> that crop."""
+
+    mask: np.ndarray
+    matrix: np.ndarray
+
+    def in_crop(self, matrix: np.ndarray, size: int) -> np.ndarray:
+        """The weight in another aligned crop (`matrix`: frame -> that size×size crop).
+        Outside the occluder's own crop nothing is known to cover the face: 1 there."""
+        to_frame = np.vstack([cv2.invertAffineTransform(self.matrix), [0.0, 0.0, 1.0]])
+        onto = np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]]) @ to_frame
+        return cv2.warpAffine(
+            self.mask, onto[:2], (size, size), flags=cv2.INTER_LINEAR, borderValue=1.0
+        )
+
+    def in_box(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The weight over a box of the frame (x0, y0, x1, y1): float32 [y1-y0, x1-x0]."""
+        x0, y0, x1, y1 = box
+        inverse = cv2.invertAffineTransform(self.matrix)
+        inverse[:, 2] -= (x0, y0)
+        return cv2.warpAffine(
+            self.mask, inverse, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=1.0
+        )
+
+
+@dataclass(frozen=True)
 class Face:
     box: np.ndarray
     kps: np.ndarray
@@ -55,6 +87,7 @@ class Face:
     track: int = -1
     carried: bool = False
     identity: int | None = None
+    occlusion: Occlusion | None = None
 
     @property
     def area(self) -> float:

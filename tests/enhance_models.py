@@ -47,10 +47,17 @@ def build_restorer(
     identity: bool = False,
     names: tuple[str, str, str] = ("input", "weight", "output"),
     convs: int = 0,
+    one_only: bool = False,
 ) -> Path:
+    """`one_only`: the batch is declared open but the graph reshapes its input to a fixed
+    [1,3,S,S] first, as some exports do: any call of more than one crop fails."""
     image_in, weight_in, output = names
-    nodes = [helper.make_node("Conv", [image_in, "mix", "lift"], ["mixed0"])]
-    inits = [_init("mix", MIX.reshape(3, 3, 1, 1)), _init("lift", LIFT)]
+    nodes, inits = [], [_init("mix", MIX.reshape(3, 3, 1, 1)), _init("lift", LIFT)]
+    if one_only:
+        nodes.append(helper.make_node("Reshape", [image_in, "one_shape"], ["one_image"]))
+        inits.append(_init("one_shape", np.array([1, 3, SIZE, SIZE], np.int64)))
+        image_in = "one_image"
+    nodes.append(helper.make_node("Conv", [image_in, "mix", "lift"], ["mixed0"]))
     if convs:
         rng = np.random.default_rng(11)
         width, last = 16, image_in
@@ -70,7 +77,7 @@ def build_restorer(
     else:
         nodes.append(helper.make_node("Identity", ["mixed0"], ["mixed"]))
     nodes.append(helper.make_node("Tanh", ["mixed"], ["restyled"]))
-    inputs = [helper.make_tensor_value_info(image_in, TensorProto.FLOAT, [batch, 3, SIZE, SIZE])]
+    inputs = [helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [batch, 3, SIZE, SIZE])]
     if identity:
         nodes.append(helper.make_node("Identity", [image_in], [output]))
     elif weight:

@@ -39,11 +39,14 @@ def build_test_model(
     face_first: bool = False,
     declared: bool = True,
     fp16: bool = False,
+    one_only: bool = False,
 ) -> Path:
     """`batch`: a symbolic or fixed batch dimension; `names`: the two inputs' names (mel,
     face); `face_first`: the face input comes first in the graph; `declared=False`: only the
     rank is declared (every dimension symbolic), as some exports leave it; `fp16`: float16
-    inputs and output, as a half-precision conversion without kept IO types has."""
+    inputs and output, as a half-precision conversion without kept IO types has; `one_only`:
+    the batch stays declared open but both inputs are reshaped to a batch of 1 first, as some
+    exports do: any call of more than one face fails."""
     io_type = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
 
     def dims(*rest: int) -> list:
@@ -68,8 +71,18 @@ def build_test_model(
         helper.make_node("Cast", [src], [dst], to=TensorProto.FLOAT)
         for src, dst in ((mel_input, mel_name), (face_input, face_name))
     ]
+    reshapes = []
+    if one_only:
+        const["one_mel"] = np.array([1, 1, 80, 16], np.int64)
+        const["one_face"] = np.array([1, 6, 96, 96], np.int64)
+        reshapes = [
+            helper.make_node("Reshape", [mel_name, "one_mel"], ["mel_one"]),
+            helper.make_node("Reshape", [face_name, "one_face"], ["face_one"]),
+        ]
+        mel_name, face_name = "mel_one", "face_one"
     nodes = [
         *(casts if fp16 else []),
+        *reshapes,
         helper.make_node("Slice", [face_name, "starts", "ends", "axes"], ["reference"]),
         helper.make_node("ReduceMean", [mel_name], ["level"], axes=[1, 2, 3], keepdims=1),
         # level in −4..4 → darkening in 0..DARKEN

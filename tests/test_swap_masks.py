@@ -337,3 +337,28 @@ def test_a_file_that_is_not_the_mask_model_it_is_named_as_is_refused_with_its_sh
     assert "input[n,256,256,3]" in str(err.value)
     with pytest.raises(MaskModelUnusable, match=r"bisenet_resnet_34\.onnx is not an XSeg occluder"):
         Occluder(parser, ["CPUExecutionProvider"])
+
+
+# -- the frame's edge -------------------------------------------------------------------------
+def test_a_face_at_the_frame_edge_gets_no_dark_fringe(
+    clip: np.ndarray, store: Path, folder: Path, real_asset
+) -> None:
+    """The real frame moved left until the face's left side leaves the frame (the right strip
+    repeats the last column): the aligned crop reaches past the edge. With the crop's outside
+    filled black, the swap darkened the frame's edge column by some 40 levels on this face."""
+    detector = FaceAnalyser(
+        real_asset("scrfd_500m_bnkps.onnx"), None, det_size=320, providers=["CPUExecutionProvider"]
+    )
+    box = detector.detect(clip[0])[0].box
+    dx = int((box[0] + box[2]) / 2 - 0.3 * (box[2] - box[0]))
+    moved = cv2.copyMakeBorder(clip[0][:, dx:], 0, 0, 0, dx, cv2.BORDER_REPLICATE)
+    out = swap(moved[None], store, folder, model=IDENTITY)
+    x0, y0, _, y1 = out.annotations["faces"][0][0].box.astype(int)
+    assert x0 < 4, "the face should touch the frame's left edge"
+    rows = slice(max(0, y0), min(HEIGHT, y1))
+    # The identity swapper gives the face back (resampled through its 128 px crop): the edge
+    # columns keep their level.
+    for column in (0, 1):
+        before = moved[rows, column].astype(float).mean()
+        after = out.frames[0][rows, column].astype(float).mean()
+        assert abs(after - before) < 3, (column, before, after)

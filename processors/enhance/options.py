@@ -49,5 +49,12 @@ class EnhanceOptions(Strict):
     tensorrt: bool = Field(
         default=False, description="Try onnxruntime's TensorRT provider before CUDA."
     )
+    occlusion: bool = Field(
+        default=False,
+        description="Keep whatever covers the face (a hand, a microphone) as it is, as an XSeg "
+        "occluder (`occluder`) sees it. After a swap with `occlusion` the swap's occlusion is "
+        "kept whatever this says.",
+    )
+    occluder: str = Field(default="xseg_1", description="Model store name of the occluder.")
 
     _det_size = field_validator("det_size")(multiple_of_largest_stride)

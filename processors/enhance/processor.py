@@ -26,6 +26,7 @@ from processors.faces import Face, FaceAnalyser, FrameFaces, annotate, choose_pr
 from processors.media.frames import FrameBatch
 from processors.models.store import ModelStoreError, open_model_store
 from processors.spec import StepSetupError
+from processors.swap.masks import MaskModelUnusable, Occluder
 from processors.swap.paste import paste_back
 
 log = logging.getLogger("dropbatch.enhance")
@@ -72,6 +73,16 @@ class EnhanceProcessor:
             raise EnhanceSetupError(f"{where}: {exc}", exc.code) from None
         if self.restorer.fixed_batch == 1 and opts.batch_size > 1:
             log.info("%s takes one face per call (batch fixed at 1 in the file)", fetched.path.name)
+        # Our own occluder, for faces no earlier step saw covered (FaceFusion's enhancer masks
+        # with it too); a swap's occlusion travels on its faces and is used as it is.
+        self.occluder: Occluder | None = None
+        if opts.occlusion:
+            try:
+                self.occluder = Occluder(store.fetch(opts.occluder).path, self._providers)
+            except ModelStoreError as exc:
+                raise EnhanceSetupError(f"{where}.occluder: {exc}", exc.code) from None
+            except MaskModelUnusable as exc:
+                raise EnhanceSetupError(f"{where}.occluder: {exc}", exc.code) from None
         self._analyser: FaceAnalyser | None = None
 
     def output_size(self) -> tuple[int, int]:
@@ -110,6 +121,15 @@ class EnhanceProcessor:
         chosen = faces[:1] if self.options.target == "largest" else faces
         return [face for face in chosen if _alignable(face)]
 
+    def _occlusion(self, face: Face, matrix: np.ndarray, crop: np.ndarray) -> np.ndarray | None:
+        """Where the face shows in its crop (1) or is covered (0): the earlier step's
+        occlusion when it ran one, else our own occluder's when asked, else None."""
+        if face.occlusion is not None:
+            return face.occlusion.in_crop(matrix, crop.shape[0])
+        if self.occluder is not None:
+            return self.occluder.mask(crop)
+        return None
+
     # -- frames -----------------------------------------------------------------------------
     def push(self, batch: FrameBatch) -> FrameBatch:
         if len(batch) == 0:
@@ -140,11 +160,14 @@ class EnhanceProcessor:
             raise EnhanceSetupError(f"{self.where}: {exc}", exc.code) from None
         out = list(batch.frames)
         copied: set[int] = set()
-        mask = restore_mask(size)
-        for (k, _), matrix, crop in zip(jobs, matrices, restored, strict=True):
+        for (k, face), matrix, original, crop in zip(jobs, matrices, crops, restored, strict=True):
             if k not in copied:
                 out[k] = batch.frames[k].copy()
                 copied.add(k)
+            mask = restore_mask(size)
+            covered = self._occlusion(face, matrix, original)
+            if covered is not None:
+                mask = np.minimum(mask, covered)
             paste_back(out[k], crop, matrix, opacity=blend, mask=mask)
         return FrameBatch(np.stack(out), batch.indices, annotations)
 

@@ -8,16 +8,22 @@ models here. Other exports rename these, so inputs are found by shape — the on
 and at most one single-value input — and by the names `input`/`weight` only where a shape is
 not declared. Calls always carry `batch_size` crops (a short batch is padded), so the model
 sees one shape per job. Many exports fix the batch at 1: those get one face per call, whatever
-`batch_size` says; a fixed batch above 1 is used as the batch size.
+`batch_size` says; a fixed batch above 1 is used as the batch size. Some declare a dynamic
+batch yet work only with one (a reshape to a fixed shape inside): a file whose batch is open
+is tried with a call of two at set-up, and one that fails it gets one face per call
+(FaceFusion's own way for every file), logged once — `batch_size` is an upper bound.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from processors.models.sessions import describe_io, model_session
+
+log = logging.getLogger("dropbatch.enhance")
 
 EXPECTED = (
     "an image input [N,3,S,S] (float, RGB in [-1,1]), optionally one single-value `weight` "
@@ -97,6 +103,24 @@ class FaceRestorer:
         # A file exported with a fixed batch takes only that many crops per call.
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.batch_size = self.fixed_batch or max(1, batch_size)
+        if self.fixed_batch is None and self.batch_size > 1 and not self._takes_two():
+            log.warning(
+                "%s declares a dynamic batch but fails a call of two faces: one face per call",
+                self.file,
+            )
+            self.batch_size = 1
+
+    def _takes_two(self) -> bool:
+        """Whether a call of two (blank) crops runs and gives two crops back."""
+        blob = np.zeros((2, 3, self.size, self.size), self._image_dtype)
+        feed = {self.image_name: blob}
+        if self.weight_name is not None:
+            feed[self.weight_name] = np.full(self._weight_shape, 0.5, self._weight_dtype)
+        try:
+            pred = self.session.run([self.output_name], feed)[0]
+        except Exception:  # onnxruntime's errors share no narrower base
+            return False
+        return tuple(pred.shape)[:2] == (2, 3)
 
     @property
     def has_weight(self) -> bool:

@@ -11,10 +11,13 @@ from processors.spec import ModelNeed, StepMemory, StepSpec
 
 def models(options: EnhanceOptions) -> list[ModelNeed]:
     # The pack's detector is loaded only when no earlier step (swap) hands faces on.
-    return [
+    needs = [
         ModelNeed(options.model, "enhancer"),
         ModelNeed(options.analyser, "analyser", option="analyser", without_faces_only=True),
     ]
+    if options.occlusion:
+        needs.append(ModelNeed(options.occluder, "occluder", option="occluder"))
+    return needs
 
 
 SPEC = StepSpec(

@@ -107,12 +107,17 @@ def paste(
     face: np.ndarray,
     box: tuple[int, int, int, int],
     layout: FaceLayout | None = None,
+    shows: np.ndarray | None = None,
 ) -> None:
-    """Blend `face` (RGB float 0..255, any size) into `frame` (uint8, in place) at `box`."""
+    """Blend `face` (RGB float 0..255, any size) into `frame` (uint8, in place) at `box`.
+    `shows`: float32 [h, w] over the box, 0 where something covers the face (an occluder's
+    weight): the mask is limited by it, so a covered pixel keeps its value."""
     x1, y1, x2, y2 = box
     width, height = x2 - x1, y2 - y1
     resized = cv2.resize(face, (width, height), interpolation=cv2.INTER_LINEAR)
     region = frame[y1:y2, x1:x2].astype(np.float32)
     mask = lower_face_mask(height, width, layout, open_bottom=y2 >= frame.shape[0])
+    if shows is not None:
+        mask = np.minimum(mask, shows[:, :, None])
     blended = region + mask * (resized - region)
     frame[y1:y2, x1:x2] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)

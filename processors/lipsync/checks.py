@@ -13,11 +13,15 @@ from processors.swap.checks import FaceImageProblem, check_images
 
 
 def speaker_images(options: LipsyncOptions, base: str) -> list[tuple[str, str]]:
-    """(field path, relative path) of every speaker's reference image."""
-    return [
+    """(field path, relative path) of every speaker's reference image (and of the one
+    `reference` of `target: reference`)."""
+    found = [
         (f"{base}.speakers[{j}].reference", speaker.reference)
         for j, speaker in enumerate(options.speakers)
     ]
+    if options.target == "reference" and options.reference:
+        found.append((f"{base}.reference", options.reference))
+    return found
 
 
 def check_speaker_images(

@@ -3,17 +3,21 @@
 Every call runs exactly `batch_size` samples (a short batch is padded with copies of its
 first sample): one input shape for the whole job means one kernel choice, so a frame's result
 does not depend on which other frames shared its batch — part of what makes chunked output
-equal single-task output — and CUDA/TensorRT providers never re-plan for a new shape.
+equal single-task output — and CUDA/TensorRT providers never re-plan for a new shape. A file
+that declares an open batch is tried with a call of two at set-up; one that fails it (an export
+that works only with one) runs one face per call, logged once: `batch_size` is an upper bound.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from processors.models.sessions import input_dtype, model_session
 
+log = logging.getLogger("dropbatch.lipsync")
 FACE_SIZE = 96
 PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -43,6 +47,27 @@ class Wav2LipModel:
         fixed = next(i for i in self.session.get_inputs() if i.name == self.face_input).shape[0]
         self.batch_size = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
         self.providers = self.session.get_providers()
+        open_batch = not (isinstance(fixed, int) and fixed > 0)
+        if open_batch and self.batch_size > 1 and not self._takes_two():
+            log.warning(
+                "%s declares a dynamic batch but fails a call of two faces: one face per call",
+                path.name,
+            )
+            self.batch_size = 1
+
+    def _takes_two(self) -> bool:
+        """Whether a call of two (blank) samples runs and gives two faces back."""
+        try:
+            out = self.session.run(
+                [self.output],
+                {
+                    self.mel_input: np.zeros((2, 1, 80, 16), self._mel_dtype),
+                    self.face_input: np.zeros((2, 6, FACE_SIZE, FACE_SIZE), self._face_dtype),
+                },
+            )[0]
+        except Exception:  # onnxruntime's errors share no narrower base
+            return False
+        return tuple(out.shape)[:1] == (2,)
 
     def run(self, mels: np.ndarray, faces: np.ndarray) -> np.ndarray:
         """mels [n, 1, 80, 16], faces [n, 6, 96, 96] (0..1) → [n, 3, 96, 96] (0..1), n ≤ B."""

@@ -58,6 +58,15 @@ class LipsyncOptions(Strict):
         description="Detect faces on every k-th frame and interpolate between (own detection "
         "only; faces from a swap step are used on every frame).",
     )
+    target: Literal["largest", "reference"] = Field(
+        default="largest",
+        description="Which face speaks the one audio: the largest of each frame, or the face "
+        "matching `reference` (ArcFace, `analyser`; the others are left untouched). With "
+        "`speakers` each speaker's reference decides instead.",
+    )
+    reference: RelPath | None = Field(
+        default=None, description="With `target: reference`: an image of the face that speaks."
+    )
     speakers: list[Speaker] = Field(
         default_factory=list,
         max_length=8,
@@ -67,17 +76,17 @@ class LipsyncOptions(Strict):
     )
     analyser: str = Field(
         default="buffalo_l",
-        description="With `speakers`: the analyser pack (SCRFD + ArcFace) that finds faces "
-        "and tells the speakers apart. After a swap that embedded its faces with this same "
-        "pack (targets `reference`, `face_map`) they are matched as they were before the "
-        "swap; otherwise as they arrive here.",
+        description="With `speakers` or `target: reference`: the analyser pack (SCRFD + "
+        "ArcFace) that finds faces and tells the speakers apart. After a swap that embedded "
+        "its faces with this same pack (targets `reference`, `face_map`) they are matched as "
+        "they were before the swap; otherwise as they arrive here.",
     )
     threshold: float = Field(
         default=0.6,
         gt=0,
         le=2,
-        description="With `speakers`: max cosine distance between a face and its speaker's "
-        "reference.",
+        description="With `speakers` or `target: reference`: max cosine distance between a "
+        "face and its reference.",
     )
     det_size: int = Field(
         default=640,
@@ -87,10 +96,29 @@ class LipsyncOptions(Strict):
         "of the reference check); faces from a swap step are used as they are.",
     )
 
+    occlusion: bool = Field(
+        default=False,
+        description="Keep whatever covers the mouth (a hand, a microphone) as it is, as an XSeg "
+        "occluder (`occluder`) sees it. After a swap with `occlusion` the swap's occlusion is "
+        "kept whatever this says.",
+    )
+    occluder: str = Field(default="xseg_1", description="Model store name of the occluder.")
+
     _det_size = field_validator("det_size")(multiple_of_largest_stride)
 
     @model_validator(mode="after")
     def _speakers(self) -> LipsyncOptions:
+        if self.target == "reference" and not self.reference:
+            raise ValueError("target `reference` needs a `reference` image")
+        if self.target == "reference" and self.speakers:
+            raise ValueError(
+                "give either `target: reference` or `speakers` (each speaker has a reference)"
+            )
+        if self.target == "reference" and self.detect_every > 1:
+            raise ValueError(
+                "`detect_every` applies to the largest face; with `target: reference` every "
+                "frame is matched to the reference, so leave it at 1"
+            )
         if not self.speakers:
             return self
         if self.detect_every > 1:

@@ -22,7 +22,14 @@ import cv2
 import numpy as np
 
 from processors.base import ProcessorContext
-from processors.faces import Face, FaceAnalyser, choose_providers, faces_of
+from processors.faces import (
+    Face,
+    FaceAnalyser,
+    Occlusion,
+    align_matrix,
+    choose_providers,
+    faces_of,
+)
 from processors.lipsync.audio import decode_speech
 from processors.lipsync.blend import BOX_LANDMARKS, FaceLayout, paste
 from processors.lipsync.faces import (
@@ -46,10 +53,13 @@ from processors.lipsync.speakers import SpeakerAssignment, speaker_identities
 from processors.media.frames import FrameBatch
 from processors.models.store import ModelStoreError, fetch_models
 from processors.spec import StepSetupError, build_after_models
-from processors.swap.identity import IdentityError
+from processors.swap.identity import IdentityError, ImageRef, identity
+from processors.swap.masks import MaskModelUnusable, Occluder
 
 log = logging.getLogger("dropbatch.lipsync")
 _UNDETECTED = "undetected"  # a frame between detection keyframes (detect_every > 1)
+# The aligned crop our own occluder reads (the swap's at pixel_boost 256; XSeg's input size).
+OCCLUDER_CROP = 256
 
 
 class LipsyncSetupError(StepSetupError):
@@ -66,6 +76,8 @@ class _Frame:
     # (lane, crop, the face in its crop for the blend mask) per face to sync; a lane is a
     # speaker (one lane when the step follows one speech).
     faces: list[tuple[int, Crop, FaceLayout]] = field(default_factory=list)
+    # What an earlier step's occluder saw covering this frame's faces (the faces contract).
+    covered: list[Occlusion] = field(default_factory=list)
 
 
 def face_input(frame: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
@@ -107,6 +119,14 @@ class LipsyncProcessor:
             self.model = Wav2LipModel(models[options.model].path, options.batch_size)
         except ModelUnusable as exc:
             raise LipsyncSetupError(str(exc)) from None
+        # Our own occluder for faces no earlier step saw covered (FaceFusion's lip syncer masks
+        # with it too); a swap's occlusion travels on its faces and is used as it is.
+        self.occluder: Occluder | None = None
+        if options.occlusion:
+            try:
+                self.occluder = Occluder(models[options.occluder].path, choose_providers())
+            except MaskModelUnusable as exc:
+                raise LipsyncSetupError(f"lipsync.occluder: {exc}") from None
         total = self._total = ctx.frames or ctx.info.frame_count
         samples = fitted_samples(total, ctx.rate)
         self._assignment: SpeakerAssignment | None = None
@@ -117,14 +137,15 @@ class LipsyncProcessor:
             )
             self._analyser, self._assignment = self._speaker_analysis(options, models, ctx)
             self._settle_reach = self.radius  # on boxes already decided over their tracks
+        elif options.target == "reference":
+            # One speech, one speaker: the face matching the reference, decided over its track
+            # as a speaker is (the same machinery, one lane).
+            self._pack_name = options.analyser
+            self.mels = [MelFeatures(self._own_speech(ctx, samples), ctx.rate)]
+            self._analyser, self._assignment = self._speaker_analysis(options, models, ctx)
+            self._settle_reach = self.radius
         else:
-            if ctx.audio_path is None:
-                raise LipsyncSetupError(
-                    "lipsync has no audio: set lipsync.audio or the input's audio, "
-                    "or use a video with an audio track"
-                )
-            signal = decode_speech(str(ctx.audio_path), skip=ctx.audio_skip, samples=samples)
-            self.mels = [MelFeatures(signal, ctx.rate)]
+            self.mels = [MelFeatures(self._own_speech(ctx, samples), ctx.rate)]
             self._settle_reach = self.reach
             try:
                 # Our own faces, when no earlier step hands them on: the store's SCRFD (boxes
@@ -150,6 +171,16 @@ class LipsyncProcessor:
 
     # -- speakers -------------------------------------------------------------------------
     @staticmethod
+    def _own_speech(ctx: ProcessorContext, samples: int) -> np.ndarray:
+        """The step's one speech: lipsync.audio, the input's audio, or the video's own."""
+        if ctx.audio_path is None:
+            raise LipsyncSetupError(
+                "lipsync has no audio: set lipsync.audio or the input's audio, "
+                "or use a video with an audio track"
+            )
+        return decode_speech(str(ctx.audio_path), skip=ctx.audio_skip, samples=samples)
+
+    @staticmethod
     def _speaker_speech(name: str, ctx: ProcessorContext, samples: int) -> np.ndarray:
         """A speaker's track: a side file whose first sample sits at output frame 0."""
         if ctx.folder is None or not (ctx.folder / name).is_file():
@@ -170,11 +201,17 @@ class LipsyncProcessor:
             )
         except (ValueError, ModelStoreError) as exc:  # a file that is not the model it claims
             raise LipsyncSetupError(f"lipsync.analyser: {exc}") from None
-        references = [s.reference for s in options.speakers]
         if ctx.folder is None:
             raise LipsyncSetupError("lipsync speakers' reference images are not available")
         try:
-            identities = speaker_identities(analyser, references, ctx.folder, "lipsync")
+            if options.speakers:
+                references = [s.reference for s in options.speakers]
+                identities = speaker_identities(analyser, references, ctx.folder, "lipsync")
+            else:
+                assert options.reference is not None  # the options say so
+                path = ctx.folder / options.reference
+                ref = ImageRef("lipsync.reference", path, options.reference)
+                identities = [identity(analyser, [ref])]
         except IdentityError as exc:
             raise LipsyncSetupError(str(exc)) from None
         return analyser, SpeakerAssignment(identities, options.threshold)
@@ -308,14 +345,32 @@ class LipsyncProcessor:
                 for k in range(0, len(jobs), size)
             ]
         )
+        # Read on the frames as they came too, before any mouth is pasted.
+        shows = [self._shows(f, crop, layout) for f, _, crop, layout in jobs]
         copied: set[int] = set()
-        for (frame, _, crop, layout), pred in zip(jobs, out, strict=True):
+        for (frame, _, crop, layout), pred, keep in zip(jobs, out, shows, strict=True):
             rgb = np.clip(pred.transpose(1, 2, 0)[:, :, ::-1] * 255.0, 0, 255)
             if id(frame) not in copied:
                 frame.pixels = frame.pixels.copy()
                 copied.add(id(frame))
             face = np.ascontiguousarray(rgb, np.float32)
-            paste(frame.pixels, face, crop, layout)
+            paste(frame.pixels, face, crop, layout, keep)
+
+    def _shows(self, frame: _Frame, crop: Crop, layout: FaceLayout) -> np.ndarray | None:
+        """Where over the crop the face shows (1) or is covered (0): the earlier step's
+        occlusion when it ran one, else our own occluder's when asked, else None."""
+        covered = list(frame.covered)
+        if not covered and self.occluder is not None:
+            kps = layout.kps + np.array(crop[:2], np.float32)
+            matrix = align_matrix(kps, OCCLUDER_CROP)
+            aligned = cv2.warpAffine(
+                frame.pixels, matrix, (OCCLUDER_CROP, OCCLUDER_CROP),
+                borderMode=cv2.BORDER_REPLICATE,
+            )  # fmt: skip
+            covered = [Occlusion(self.occluder.mask(aligned), matrix)]
+        if not covered:
+            return None
+        return np.minimum.reduce([c.in_box(crop) for c in covered])
 
     def _emit(self, final: bool) -> FrameBatch:
         done: list[_Frame] = []
@@ -353,8 +408,10 @@ class LipsyncProcessor:
         else:
             for index, box in zip(batch.indices.tolist(), self._raw_boxes(batch), strict=True):
                 self._boxes[0][index] = box
-        for index, pixels in zip(batch.indices.tolist(), batch.frames, strict=True):
-            self._waiting.append(_Frame(index, pixels))
+        given = faces_of(batch) or [[] for _ in range(len(batch))]
+        for index, pixels, faces in zip(batch.indices.tolist(), batch.frames, given, strict=True):
+            covered = [f.occlusion for f in faces if f.occlusion is not None]
+            self._waiting.append(_Frame(index, pixels, covered=covered))
             self._last_seen = index
         self._progress(final=False)
         return self._emit(final=False)

@@ -21,8 +21,10 @@ from processors.spec import (
 
 def models(options: LipsyncOptions) -> list[ModelNeed]:
     needs = [ModelNeed(options.model, "lipsync")]
-    if options.speakers:  # several speakers are told apart by an analyser pack's ArcFace
+    if options.speakers or options.target == "reference":  # told apart by ArcFace
         needs.append(ModelNeed(options.analyser, "analyser", option="analyser"))
+    if options.occlusion:
+        needs.append(ModelNeed(options.occluder, "occluder", option="occluder"))
     return needs
 
 
@@ -35,6 +37,8 @@ def context(options: LipsyncOptions, rate: Fraction, frame: FrameSize | None) ->
 
 def side_files(options: LipsyncOptions, base: str) -> list[SideFile]:
     found = [SideFile(f"{base}.audio", options.audio)] if options.audio else []
+    if options.target == "reference" and options.reference:
+        found.append(SideFile(f"{base}.reference", options.reference))
     for j, speaker in enumerate(options.speakers):
         found.append(SideFile(f"{base}.speakers[{j}].reference", speaker.reference))
         found.append(SideFile(f"{base}.speakers[{j}].audio", speaker.audio))
@@ -57,7 +61,7 @@ def checks(options: LipsyncOptions, base: str, inputs: CheckInputs) -> list[JobE
     found: list[FaceImageProblem | JobError] = list(
         oversized_images(speaker_images(options, base), inputs.read, inputs.max_image_pixels)
     )
-    if not found and options.speakers and inputs.models is not None:
+    if not found and speaker_images(options, base) and inputs.models is not None:
         # (no store: the model check has already said so)
         found = check_speaker_images(options, base, inputs.models, inputs.read)
     return [

@@ -53,14 +53,19 @@ def audio_offset_for(start_time: float, format_start: float, rate: Fraction) -> 
 
 
 MIX_RATE = 48000  # every track is resampled to this and to stereo before they are summed
+# Where the mix's peaks are held: −1 dBFS, headroom for the AAC encode's own overshoot.
+MIX_LIMIT = 0.891
 
 
 def mix_tracks(sources: list[str], output: Path) -> Path:
     """Several speakers' tracks, each starting at output frame 0, summed into one WAV.
 
     Summed at their own levels (`normalize=0`): amix's default divides every input by the
-    number of inputs, so a speaker would sound quieter the more speakers there are. The mix
-    lasts as long as the longest track, in float samples (the sum is not clipped here).
+    number of inputs, so a speaker would sound quieter the more speakers there are. Where
+    loud speakers overlap the sum would pass full scale and clip once it becomes the output's
+    audio; a look-ahead limiter holds it under MIX_LIMIT there (no make-up gain, its delay
+    compensated so speech stays on its frames) and leaves quieter stretches as they are. The
+    mix lasts as long as the longest track, in float samples.
     """
     args = [*ffmpeg.base()]
     for source in sources:
@@ -70,7 +75,10 @@ def mix_tracks(sources: list[str], output: Path) -> Path:
         for k in range(len(sources))
     )
     inputs = "".join(f"[a{k}]" for k in range(len(sources)))
-    graph = f"{same}{inputs}amix=inputs={len(sources)}:duration=longest:normalize=0[mix]"
+    graph = (
+        f"{same}{inputs}amix=inputs={len(sources)}:duration=longest:normalize=0,"
+        f"alimiter=limit={MIX_LIMIT}:level=0:latency=1[mix]"
+    )
     args += ["-filter_complex", graph, "-map", "[mix]", "-c:a", "pcm_f32le", str(output)]
     ffmpeg.run(args, "audio mix")
     return output

@@ -21,6 +21,7 @@ from processors.faces import (
     ANNOTATION,
     Face,
     FaceAnalyser,
+    Occlusion,
     align_matrix,
     annotate,
     choose_providers,
@@ -155,29 +156,36 @@ class SwapProcessor:
             if who is not None:
                 if not copied:
                     out, copied = frame.copy(), True
-                self._swap_one(frame, out, face, who)
+                face = face.with_(occlusion=self._swap_one(frame, out, face, who))
             faces.append(face.with_(track=self._track_id(node), identity=who))
         return out, faces
 
-    def _swap_one(self, source: np.ndarray, out: np.ndarray, face: Face, who: int) -> None:
+    def _swap_one(
+        self, source: np.ndarray, out: np.ndarray, face: Face, who: int
+    ) -> Occlusion | None:
+        """Swap one face into `out`; what covers it (with `occlusion`), for the later steps."""
         # Align on the original pixels (another face's paste may overlap this one's crop).
         matrix = align_matrix(face.kps, self.crop_size)
         size = (self.crop_size, self.crop_size)
-        crop = cv2.warpAffine(source, matrix, size, borderValue=0.0)
+        # Past the frame's edge the border pixels repeat: a black fill would be swapped as part
+        # of the face and pasted back as a dark fringe where a face touches the edge.
+        crop = cv2.warpAffine(source, matrix, size, borderMode=cv2.BORDER_REPLICATE)
         swapped = self.swapper.swap(crop, self.latents[who])
+        occlusion = (
+            Occlusion(self.occluder.mask(crop), matrix) if self.occluder is not None else None
+        )
         paste_back(
             out, swapped, matrix, mouth=self.options.mouth_mask, opacity=self.options.opacity,
-            mask=self._mask(crop),
+            mask=self._mask(crop, occlusion),
         )  # fmt: skip
+        return occlusion
 
-    def _mask(self, crop: np.ndarray) -> np.ndarray | None:
+    def _mask(self, crop: np.ndarray, occlusion: Occlusion | None) -> np.ndarray | None:
         """The occlusion and region masks of the original crop (their minimum), or None.
 
         Both read the target's own face: what covers it, and where its regions are (FaceFusion
         parses the swapped crop instead; the target's regions are the ones a user sees)."""
-        masks = []
-        if self.occluder is not None:
-            masks.append(self.occluder.mask(crop))
+        masks = [occlusion.mask] if occlusion is not None else []
         if self.parser is not None:
             masks.append(self.parser.mask(crop, self.options.regions))
         return np.minimum.reduce(masks) if masks else None

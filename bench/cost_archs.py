@@ -46,10 +46,13 @@ class AdaConv(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3)
         self.norm = nn.InstanceNorm2d(channels, eps=1e-8)
         self.style = nn.Linear(512, channels * 2)
-        self.relu = relu
+        self.relu, self.channels = relu, channels
 
     def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.style(source)[:, :, None, None].chunk(2, dim=1)
+        style = self.style(source)[:, :, None, None]
+        # Static slices, not chunk(): chunk's sizes come from a Shape at run time in the
+        # export, which hides every later shape from shape inference (and the MAC count).
+        gamma, beta = style[:, : self.channels], style[:, self.channels :]
         x = self.norm(self.conv(self.pad(x))) * gamma + beta
         return F.relu(x) if self.relu else x
 
@@ -94,7 +97,7 @@ class ModConv(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(cout, cin, k, k) / math.sqrt(cin * k * k))
         self.modulation = nn.Linear(style, cin)
-        self.demod, self.up, self.k = demod, up, k
+        self.demod, self.up, self.k, self.cout = demod, up, k, cout
         self.blur = Blur(cout, (1, 1)) if up == "transposed" else None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -207,7 +210,8 @@ class GFPGAN(nn.Module):
         skip = self.rgb1(out, latent[:, 1])
         for i in range(len(self.rgbs)):
             out = F.leaky_relu(self.convs[2 * i](out, latent[:, 2 * i + 1]), LRELU)
-            same, sft = out.chunk(2, dim=1)
+            half = self.convs[2 * i].cout // 2  # static, as in AdaConv
+            same, sft = out[:, :half], out[:, half:]
             out = torch.cat([same, sft * scales[i] + shifts[i]], 1)
             out = F.leaky_relu(self.convs[2 * i + 1](out, latent[:, 2 * i + 2]), LRELU)
             skip = F.interpolate(skip, scale_factor=2, mode="bilinear")
@@ -288,10 +292,12 @@ class VQAttn(nn.Module):
     def __init__(self, ch: int) -> None:
         super().__init__()
         self.norm, self.qkv, self.proj = gn(ch), nn.Conv2d(ch, ch * 3, 1), nn.Conv2d(ch, ch, 1)
+        self.ch = ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).flatten(2).chunk(3, dim=1)  # [b, c, hw]
+        b, c, h, w = 1, self.ch, 16, 16  # static (see AdaConv): attention runs at 16×16 only
+        qkv = self.qkv(self.norm(x)).reshape(b, 3 * c, h * w)
+        q, k, v = qkv[:, :c], qkv[:, c : 2 * c], qkv[:, 2 * c :]  # [b, c, hw]
         attn = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=-1)  # [b, hw, hw]
         return x + self.proj((v @ attn.transpose(1, 2)).view(b, c, h, w))
 
@@ -368,12 +374,13 @@ class CodeFormer(nn.Module):
     def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         w = weight.float().view(1, 1, 1, 1)
         x = self.enc_in(x)
-        enc = {}
+        enc, side = {}, 512  # sides tracked as ints: a traced x.shape is a tensor
         for level in self.enc_levels:
             for layer in level:
                 if isinstance(layer, nn.Conv2d):
-                    enc[x.shape[-1]] = x
+                    enc[side] = x
                     x = layer(F.pad(x, (0, 1, 0, 1)))
+                    side //= 2
                 else:
                     x = layer(x)
         lq = self.enc_mid(x)  # [1, 256, 16, 16]
@@ -387,10 +394,10 @@ class CodeFormer(nn.Module):
         for level in self.dec_levels:
             if len(level) == 1:  # upsample
                 x = level[0](F.interpolate(x, scale_factor=2, mode="nearest"))
+                side *= 2
                 continue
             for layer in level:
                 x = layer(x)
-            side = x.shape[-1]
             if side in self.FUSE:
                 x = self.fuse[str(side)](enc[side], x, w)
         return self.dec_out(x)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import helper, numpy_helper, shape_inference
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -63,30 +63,67 @@ class UnknownShape(Exception):
 # -- counting -----------------------------------------------------------------------------------
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    """Every value's shape after ONNX shape inference; a symbolic dimension (a batch) counts as
-    1, so figures are per sample."""
-    inferred = shape_inference.infer_shapes(model, data_prop=True)
-    graph = inferred.graph
-    shapes: dict[str, list[int]] = {}
-    for info in [*graph.input, *graph.value_info, *graph.output]:
-        dims = info.type.tensor_type.shape.dim
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy in which every node computed from constants alone is replaced by its value (an
+    initializer). torch's exporter builds a reflection pad's pads from a dozen constant nodes,
+    which hides every later shape from shape inference."""
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    known = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    opsets = list(model.opset_import)
+    kept = []
+    for node in graph.node:
+        inputs = [i for i in node.input if i]
+        if node.domain or node.op_type.startswith("Random") or not all(i in known for i in inputs):
+            kept.append(node)
+            continue
+        single = helper.make_model(
+            helper.make_graph(
+                [node],
+                "fold",
+                [],
+                [helper.make_value_info(o, onnx.TypeProto()) for o in node.output],
+            ),
+            opset_imports=opsets,
+        )
+        values = ReferenceEvaluator(single).run(None, {i: known[i] for i in inputs})
+        for name, value in zip(node.output, values, strict=True):
+            known[name] = np.asarray(value)
+            graph.initializer.append(numpy_helper.from_array(known[name], name))
+    del graph.node[:]
+    graph.node.extend(kept)
+    return model
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Every value's shape after ONNX shape inference. A symbolic dimension of a graph input
+    (its batch) counts as 1, so figures are per sample; any other unknown dimension is None."""
+    graph = model.graph
+    batch = {d.dim_param for i in graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
+    inferred = shape_inference.infer_shapes(fold_constants(model), data_prop=True).graph
+    shapes: dict[str, list[int | None]] = {}
+    for info in [*inferred.input, *inferred.value_info, *inferred.output]:
         if info.type.tensor_type.HasField("shape"):
-            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in dims]
-    for init in graph.initializer:
+            shapes[info.name] = [
+                d.dim_value if d.HasField("dim_value") else (1 if d.dim_param in batch else None)
+                for d in info.type.tensor_type.shape.dim
+            ]
+    for init in inferred.initializer:
         shapes[init.name] = list(init.dims)
     return shapes
 
 
-def _need(shapes: dict[str, list[int]], name: str, node: onnx.NodeProto) -> list[int]:
-    if name not in shapes:
-        raise UnknownShape(
-            f"{node.op_type} node {node.name or node.output[0]}: no shape for {name}"
-        )
-    return shapes[name]
+def _need(shapes: dict[str, list[int | None]], name: str, node: onnx.NodeProto) -> list[int]:
+    shape = shapes.get(name)
+    if shape is None or None in shape:
+        where = f"{node.op_type} node {node.name or node.output[0]}"
+        raise UnknownShape(f"{where}: the shape of {name} is not known ({shape})")
+    return shape  # type: ignore[return-value]
 
 
-def node_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
+def node_macs(node: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> int:
     """Multiply-adds of one Conv, ConvTranspose, MatMul or Gemm node (0 for any other op)."""
     if node.op_type == "Conv":
         out = _need(shapes, node.output[0], node)
@@ -157,6 +194,18 @@ def venv_python(venv: Path = VENV) -> Path:
     return python
 
 
+def settle(path: Path) -> None:
+    """Fold the export's constant subgraphs and declare the output's shape where inference
+    knows it: the published files declare `[1,3,128,128]`, not the exporter's symbols."""
+    model = fold_constants(onnx.load(str(path)))
+    inferred = shape_inference.infer_shapes(model, data_prop=True).graph.output
+    for declared, known in zip(model.graph.output, inferred, strict=True):
+        dims = known.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") or d.dim_param in {"batch", "n"} for d in dims):
+            declared.type.CopyFrom(known.type)
+    onnx.save(model, str(path))
+
+
 def add_emap(path: Path, seed: int = 0) -> None:
     """inswapper_128 carries its 512×512 identity projection as the graph's last initializer,
     used by no node (insightface and processors/swap/swapper.py read it from there)."""
@@ -176,6 +225,7 @@ def build(name: str, folder: Path, *, force: bool = False) -> tuple[Path, float 
     partial = path.with_suffix(".partial.onnx")  # a file by the final name is always complete
     start = time.perf_counter()
     subprocess.run([str(venv_python()), "-W", "ignore", str(ARCHS), name, str(partial)], check=True)
+    settle(partial)
     if name == "inswapper_128":
         add_emap(partial)
     onnx.checker.check_model(str(partial))

@@ -111,9 +111,9 @@ class ModConv(nn.Module):
         else:
             x = F.conv2d(x, self.weight, padding=self.k // 2)
         if self.demod:
-            d = torch.rsqrt(
-                (self.weight[None] * s[:, None, :, None, None]).pow(2).sum([2, 3, 4]) + 1e-8
-            )
+            # Σ_in,k (w·s)² = s² · Σ_k w²: a [cout, cin] table (folded into one initializer at
+            # export) times s², instead of a per-sample copy of the weight.
+            d = torch.rsqrt(s.pow(2) @ self.weight.pow(2).sum([2, 3]).t() + 1e-8)
             x = x * d[:, :, None, None]
         return x
 
@@ -534,7 +534,7 @@ class XSeg(nn.Module):
             x = stage(x)
             skips.append(x)
             x = F.max_pool2d(x, 2)
-        x = self.dense(x.flatten(1)).view(-1, 256, 4, 4)
+        x = self.dense(x.flatten(1)).unflatten(1, (256, 4, 4))
         for up, stage in zip(self.ups, self.dec, strict=True):
             x = stage(torch.cat([F.leaky_relu(up(x), LRELU), skips.pop()], 1))
         return torch.sigmoid(self.head(x)).permute(0, 2, 3, 1)

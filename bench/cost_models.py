@@ -94,6 +94,10 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
             graph.initializer.append(numpy_helper.from_array(known[name], name))
     del graph.node[:]
     graph.node.extend(kept)
+    used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
+    unused = [i for i in graph.initializer if i.name not in used and i.name in known]
+    for init in unused:  # constants only the folded nodes read
+        graph.initializer.remove(init)
     return model
 
 

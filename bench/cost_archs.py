@@ -315,15 +315,30 @@ class Fuse(nn.Module):
 
 
 class SALayer(nn.Module):
-    def __init__(self, dim: int = 512, heads: int = 8, mlp: int = 1024) -> None:
+    """Pre-norm self-attention (8 heads, position added to queries and keys) and an FFN, with
+    static shapes (256 tokens, one sample): nn.MultiheadAttention's export reshapes by
+    run-time shapes, which hides them from shape inference and the MAC count."""
+
+    TOKENS, HEADS = 256, 8
+
+    def __init__(self, dim: int = 512, mlp: int = 1024) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads)
+        self.qk, self.v, self.out = (
+            nn.Linear(dim, 2 * dim),
+            nn.Linear(dim, dim),
+            nn.Linear(dim, dim),
+        )
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim))
+        self.dim = dim
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        y = self.norm1(x)
-        x = x + self.attn(y + pos, y + pos, y, need_weights=False)[0]
+        t, h, d = self.TOKENS, self.HEADS, self.dim // self.HEADS
+        y = self.norm1(x)  # [t, 1, dim]
+        qk = self.qk(y + pos).reshape(t, 2, h, d).permute(1, 2, 0, 3)  # [2, h, t, d]
+        v = self.v(y).reshape(t, h, d).permute(1, 0, 2)  # [h, t, d]
+        attn = torch.softmax(qk[0] @ qk[1].transpose(1, 2) / math.sqrt(d), dim=-1)
+        x = x + self.out((attn @ v).permute(1, 0, 2).reshape(t, 1, self.dim))
         return x + self.ffn(self.norm2(x))
 
 

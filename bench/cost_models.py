@@ -186,15 +186,20 @@ def signature(model: onnx.ModelProto) -> dict[str, list[str]]:
 
 def venv_python(venv: Path = VENV) -> Path:
     """The costmodels venv's python, made (python -m venv + pinned pip install) when missing
-    or made with other pins."""
+    or made with other pins. Under a lock: parallel test workers may ask at once."""
+    import fcntl
+
     python, stamp = venv / "bin" / "python", venv / "pins.txt"
     wanted = "\n".join(PINS)
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python
-    print(f"cost models: making {venv} ({', '.join(PINS)})", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS], check=True)
-    stamp.write_text(wanted)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+            return python
+        print(f"cost models: making {venv} ({', '.join(PINS)})", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PINS], check=True)
+        stamp.write_text(wanted)
     return python
 
 

@@ -17,9 +17,9 @@ from google.protobuf import duration_pb2
 
 from batch_jobs.ids import JOB_ID_RE
 from batch_jobs.launcher import LaunchError
-from dropbatch.config import Settings
-from dropbatch.domain import Plan
-from dropbatch.status.model import JobRecord
+from core.config import Settings
+from core.domain import Plan
+from core.status.model import JobRecord
 
 # The command every task runs; Dockerfile.gpu's ENTRYPOINT is the same (a test keeps them equal).
 TASK_ENTRYPOINT = "python"

@@ -29,16 +29,16 @@ from batch_jobs.plan import build_plan
 from batch_jobs.probing import PLANNING_TIMEOUT, PROBE_CACHE_SIZE, InputProber, ProbeCache
 from batch_jobs.worker_count import deployment_throughput
 from batch_jobs.workspace import INBOX_WORK_PREFIX, work_area
-from dropbatch.config import Settings
-from dropbatch.domain import JobError, Plan
-from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
-from dropbatch.logs import event
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord, JobState
-from dropbatch.storage.base import NotFound, ObjectStore, OutsideBucket, folder_of
+from core.config import Settings
+from core.domain import JobError, Plan
+from core.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
+from core.logs import event
+from core.paths import is_glob
+from core.status.base import StatusStore
+from core.status.model import LAUNCHABLE_STATES, JobRecord, JobState
+from core.storage.base import NotFound, ObjectStore, OutsideBucket, folder_of
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
-from manifests.paths import is_glob
 from manifests.resolve import MANIFEST_SUFFIXES, resolve_inputs, side_files
 from manifests.steps import checked_steps
 from processors.models.store import (
@@ -83,7 +83,7 @@ class StorageEvent:
 def is_own_write(name: str, metadata: dict[str, str]) -> bool:
     """Outputs, previews, status files (and, in a one-bucket setup, parts and claims): what we
     write must never start work (no loops). Decided from the event alone, before any read."""
-    if ROLE_KEY in metadata:  # everything we write carries it (dropbatch/jobstatus.py)
+    if ROLE_KEY in metadata:  # everything we write carries it (core/jobstatus.py)
         return True
     # Recognised by our marker and our own places, never by a folder's name: a user's
     # manifest or input may live in a folder called `out`. The places cover an object whose

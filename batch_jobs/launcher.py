@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from dropbatch.config import Settings
-from dropbatch.status.model import EngineWait, JobRecord
+from core.config import Settings
+from core.status.model import EngineWait, JobRecord
 
 
 class LaunchError(Exception):

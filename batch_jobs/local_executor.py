@@ -27,10 +27,10 @@ from batch_jobs.liveness import current_owner, executor_alive, owner_alive, task
 from batch_jobs.scratch import sweep_dead
 from batch_jobs.worker_memory import WorkerChoice, choose_local_workers
 from batch_jobs.workspace import work_area
-from dropbatch.config import Settings
-from dropbatch.logs import event, relay
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import (
+from core.config import Settings
+from core.logs import event, relay
+from core.status.base import StatusStore
+from core.status.model import (
     EngineEvent,
     EngineWait,
     JobRecord,
@@ -38,7 +38,7 @@ from dropbatch.status.model import (
     ProcessOwner,
     WorkersChosen,
 )
-from dropbatch.storage.base import NotFound, ObjectStore
+from core.storage.base import NotFound, ObjectStore
 
 log = logging.getLogger("dropbatch.executor")
 RESUME_SCAN = 1000  # unfinished jobs looked at when serve starts
@@ -268,8 +268,8 @@ class LocalLauncher:
         """Run the job's unfinished tasks on this process; False if it runs already (here, or
         in another live process), True if this call started it."""
         from batch_jobs.reconcile import BatchNotification, apply_notification
-        from dropbatch.status import open_status
-        from dropbatch.storage import open_store
+        from core.status import open_status
+        from core.storage import open_store
 
         name = f"local/{record.job_id}"
         with self._lock:
@@ -377,7 +377,7 @@ def await_orphan(status: StatusStore, job_id: str, index: int) -> None:
 def resume_stranded(launcher: object, settings: Settings) -> list[str]:
     """Relaunch the local jobs whose executor died (a killed `dropbatch serve` or `run`): from
     their done chunks, on this process. Called when `dropbatch serve` starts."""
-    from dropbatch.status import open_status
+    from core.status import open_status
 
     if not isinstance(launcher, LocalLauncher):
         return []  # Cloud Batch runs its jobs whatever happens to this process

@@ -17,9 +17,9 @@ import contextlib
 import json
 
 from batch_jobs.workspace import WorkArea
-from dropbatch.domain import JobError, Plan
-from dropbatch.jobstatus import ROLE_KEY
-from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed, folder_of
+from core.domain import JobError, Plan
+from core.jobstatus import ROLE_KEY
+from core.storage.base import NotFound, ObjectStore, PreconditionFailed, folder_of
 
 CLAIM_ATTEMPTS = 5  # races with another claimant before giving up (each loser re-reads)
 

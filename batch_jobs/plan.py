@@ -10,11 +10,11 @@ from fractions import Fraction
 
 from batch_jobs.chunk_size import auto_chunk_seconds
 from batch_jobs.worker_count import LOCAL, Throughput, auto_workers
-from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
+from core.domain import Chunk, Plan, PlannedItem, VideoInfo
+from core.strict import Strict
 from manifests.model import ComputeOptions, Manifest
 from manifests.resolve import ResolvedItem
 from manifests.steps import input_steps
-from manifests.strict import Strict
 from processors.media.speech import AudioInfo, own_audio_skip
 from processors.registry import step_spec
 from processors.spec import Speech, StepSpec

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from batch_jobs.capacity import capacity_error
-from dropbatch.domain import JobError
-from dropbatch.jobstatus import transition
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
-from dropbatch.storage.base import ObjectStore
+from core.domain import JobError
+from core.jobstatus import transition
+from core.status.base import StatusStore
+from core.status.model import TERMINAL_STATES, JobRecord, JobState
+from core.storage.base import ObjectStore
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from batch_jobs.leases import LeaseKeeper, claim_stitch, release_stitch
 from batch_jobs.workspace import WorkArea, work_area
-from dropbatch.config import Settings
-from dropbatch.domain import JobError, PlannedItem
-from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
-from dropbatch.logs import event
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobRecord, JobState, LeaseHolder
-from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed
+from core.config import Settings
+from core.domain import JobError, PlannedItem
+from core.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
+from core.logs import event
+from core.status.base import StatusStore
+from core.status.model import JobRecord, JobState, LeaseHolder
+from core.storage.base import NotFound, ObjectStore, PreconditionFailed
 from processors.media.assemble import audio_offset_for, concat_and_mux, mix_tracks
 from processors.media.preview import contact_sheet, decode_jpeg
 

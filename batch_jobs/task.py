@@ -38,15 +38,15 @@ from batch_jobs.scratch import task_scratch
 from batch_jobs.stitch import stitch_when_ready
 from batch_jobs.worker import WorkerSetup, unstitched_items
 from batch_jobs.workspace import WorkArea, work_area
-from dropbatch import logs
-from dropbatch.config import Settings
-from dropbatch.jobstatus import ROLE_KEY, transition
-from dropbatch.logs import event
-from dropbatch.status import open_status
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import ChunkClaim, JobState, LeaseHolder, TaskProgress
-from dropbatch.storage import open_store
-from dropbatch.storage.base import NotFound, ObjectStore
+from core import logs
+from core.config import Settings
+from core.jobstatus import ROLE_KEY, transition
+from core.logs import event
+from core.status import open_status
+from core.status.base import StatusStore
+from core.status.model import ChunkClaim, JobState, LeaseHolder, TaskProgress
+from core.storage import open_store
+from core.storage.base import NotFound, ObjectStore
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
 from processors.gpu import gpu_required_here

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from dropbatch.config import Settings
+from core.config import Settings
 
 # What a job may spend beyond its frames, as a share of its floor: 0.5 keeps a job near 1.5×
 # the floor (the cost target), while a long video still spreads over max_parallel_tasks.

@@ -16,7 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dropbatch.config import ConfigFileError, Settings, load_settings
+from core.config import ConfigFileError, Settings, load_settings
+from core.status.base import StatusStore
+from core.status.model import TERMINAL_STATES, JobRecord, JobState
+from core.storage.base import split_gs_uri
 from dropbatch.inbox import (
     LocalInbox,
     find_inbox,
@@ -26,9 +29,6 @@ from dropbatch.inbox import (
     legacy_store,
     settings_for,
 )
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
-from dropbatch.storage.base import split_gs_uri
 
 if TYPE_CHECKING:
     from batch_jobs.intake import Intake
@@ -53,8 +53,8 @@ def local_intake(settings: Settings):
     nothing goes through this process's environment (tasks get theirs from the launcher)."""
     from batch_jobs.intake import Intake
     from batch_jobs.local_executor import LocalLauncher
-    from dropbatch.status import open_status
-    from dropbatch.storage import open_store
+    from core.status import open_status
+    from core.storage import open_store
 
     return Intake(settings, open_store(settings), open_status(settings), LocalLauncher())
 
@@ -139,7 +139,7 @@ def limit_argument(text: str) -> int:
 def run_manifest(manifest: Path, workers: int | str | None, again: bool, quiet: bool) -> int:
     from batch_jobs.ids import job_id_for
     from batch_jobs.intake import StorageEvent, is_manifest
-    from dropbatch import logs
+    from core import logs
 
     manifest = manifest.resolve()
     if not manifest.is_file():
@@ -281,13 +281,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def _destination(destination: str, scratch: Path):
     """(store, bucket, folder/) for gs://BUCKET/FOLDER/ or a local inbox folder."""
     if destination.startswith("gs://"):
-        from dropbatch.storage.gcs import GcsStore
+        from core.storage.gcs import GcsStore
 
         bucket, folder = split_gs_uri(destination)
         if folder and not folder.endswith("/"):
             folder += "/"
         return GcsStore(project=load_settings().project or None), bucket, folder
-    from dropbatch.storage.local import LocalStore
+    from core.storage.local import LocalStore
 
     # A local folder: written through LocalStore so each file appears whole (temp + rename),
     # as objects of the inbox it is in.
@@ -366,14 +366,14 @@ class StatusQuery:
 
 
 def _inbox_status(inbox: LocalInbox) -> StatusStore:
-    from dropbatch.status import open_status
+    from core.status import open_status
 
     return open_status(_inbox_settings(inbox))
 
 
 def _stores_here() -> list[StatusStore]:
     """The inbox(es) the working directory is in or beside; else the configured store."""
-    from dropbatch.status import open_status
+    from core.status import open_status
 
     near = inboxes_near(Path.cwd())
     return [_inbox_status(inbox) for inbox in near] or [open_status(load_settings())]
@@ -389,7 +389,7 @@ def _no_inbox(path: Path) -> ValueError:
 def status_query(target: str | None) -> StatusQuery:
     """A job id, a manifest path (also one deleted since: its job's record stays), a folder
     (the jobs under it), a gs:// manifest or folder/, or nothing (the newest job here)."""
-    from dropbatch.status import open_status
+    from core.status import open_status
     from manifests.resolve import MANIFEST_SUFFIXES
 
     if target is None:
@@ -804,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _log_level(args: argparse.Namespace) -> int:
     """DROPBATCH_LOG_LEVEL when set. Otherwise INFO, except where a progress line tells the
     story on a person's screen (run, demo): there only warnings and errors are logged."""
-    from dropbatch import logs
+    from core import logs
 
     quiet_default = args.command in ("run", "demo", "doctor") and args.log_format == "text"
     return logs.env_level(logging.WARNING if quiet_default else logging.INFO)
@@ -824,8 +824,8 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
-    from dropbatch import logs
-    from dropbatch.storage.base import NotFound
+    from core import logs
+    from core.storage.base import NotFound
 
     args = build_parser().parse_args(argv)
     args.log_format = getattr(args, "log_format", "text")  # given neither before nor after

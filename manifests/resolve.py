@@ -6,11 +6,11 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from dropbatch.domain import JobError
-from manifests.globs import Glob, GlobError, is_glob, parse_glob
+from core.domain import JobError
+from core.globs import Glob, GlobError, is_glob, parse_glob
+from core.strict import Strict
 from manifests.model import Manifest
 from manifests.steps import checked_steps
-from manifests.strict import Strict
 from processors import registry
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")

@@ -18,10 +18,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from manifests.strict import Strict
+from core.strict import Strict
 
 if TYPE_CHECKING:
-    from dropbatch.domain import JobError
+    from core.domain import JobError
     from processors.base import Processor, ProcessorContext
     from processors.models.store import ModelStore
 

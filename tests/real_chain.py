@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import yaml
 
-from dropbatch.domain import PlannedItem
+from core.domain import PlannedItem
 from processors.base import ProcessorContext
 from processors.chain import Chain, concat_batches
 from processors.media.frames import FrameBatch, FrameReader

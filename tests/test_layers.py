@@ -15,11 +15,11 @@ from dropbatch.build_function import ROOT, import_graph
 
 LOW_LAYERS = sorted(
     [
-        "dropbatch.config",
-        "dropbatch.logs",
-        "dropbatch.domain",
-        *(f"dropbatch.storage.{p.stem}" for p in (ROOT / "dropbatch" / "storage").glob("*.py")),
-        *(f"dropbatch.status.{p.stem}" for p in (ROOT / "dropbatch" / "status").glob("*.py")),
+        "core.config",
+        "core.logs",
+        "core.domain",
+        *(f"core.storage.{p.stem}" for p in (ROOT / "core" / "storage").glob("*.py")),
+        *(f"core.status.{p.stem}" for p in (ROOT / "core" / "status").glob("*.py")),
     ]
 )
 COMMAND_LINE = ("dropbatch.cli", "dropbatch.watcher", "dropbatch.demo", "dropbatch.cost",
@@ -40,11 +40,11 @@ def test_a_low_layer_never_imports_the_command_line_layer(module: str) -> None:
 def test_the_status_package_defines_no_domain_type() -> None:
     defined = {
         node.name: path.name
-        for path in (ROOT / "dropbatch" / "status").glob("*.py")
+        for path in (ROOT / "core" / "status").glob("*.py")
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.ClassDef)
     }
     assert defined, "no classes found: the check would pass vacuously"
     assert not DOMAIN_TYPES & set(defined), {n: defined[n] for n in DOMAIN_TYPES & set(defined)}
-    domain = ast.parse((ROOT / "dropbatch" / "domain.py").read_text())
+    domain = ast.parse((ROOT / "core" / "domain.py").read_text())
     assert {n.name for n in ast.walk(domain) if isinstance(n, ast.ClassDef)} >= DOMAIN_TYPES

@@ -84,7 +84,7 @@ def crop_through_the_chain(store: Path, frame: np.ndarray) -> dict:
     """The crop step built the way a task builds it, on detector `yolo` from the store."""
     from fractions import Fraction
 
-    from dropbatch.domain import VideoInfo
+    from core.domain import VideoInfo
     from processors.base import ProcessorContext
     from processors.chain import Chain
     from processors.media.frames import FrameBatch

@@ -25,7 +25,7 @@ from processors.models.store import ModelStore, ModelStoreError, weights_path
 from processors.spec import StepSetupError
 
 if TYPE_CHECKING:
-    from dropbatch.config import Settings
+    from core.config import Settings
 
 
 def load_detector(options: CropOptions, ctx: ProcessorContext) -> Detector:

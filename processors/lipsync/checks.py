@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 from processors.lipsync.options import LipsyncOptions
 from processors.models.store import ModelStore
 from processors.swap.checks import FaceImageProblem, check_images

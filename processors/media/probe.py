@@ -7,7 +7,7 @@ import json
 import math
 from fractions import Fraction
 
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
 from processors.media.ffmpeg import MediaError, ProbeTimeout, binary, ffprobe
 
 # Each ffprobe run's own limit (s). The packet pass reads the whole file, so it gets more.

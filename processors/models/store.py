@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
-from dropbatch.storage.local import file_lock
+from core.storage.local import file_lock
 
 if TYPE_CHECKING:
-    from dropbatch.config import Settings
-    from dropbatch.storage.base import ObjectStore
-    from manifests.strict import Strict
+    from core.config import Settings
+    from core.storage.base import ObjectStore
+    from core.strict import Strict
     from processors.spec import ModelNeed, StepSpec
 
 STORE_CATALOG = "catalog.yaml"  # a store's own additions to the packaged catalog
@@ -271,7 +271,7 @@ class ObjectStoreLocation:
         self.store, self.bucket, self.prefix, self.uri = store, bucket, prefix, uri
 
     def stat(self, name: str) -> FileVersion | None:
-        from dropbatch.storage.base import NotFound
+        from core.storage.base import NotFound
 
         try:
             info = self.store.stat(self.bucket, self.prefix + name)
@@ -286,7 +286,7 @@ class ObjectStoreLocation:
         self.store.download_file(self.bucket, self.prefix + name, target)
 
     def read_text(self, name: str) -> str | None:
-        from dropbatch.storage.base import NotFound
+        from core.storage.base import NotFound
 
         try:
             return self.store.read_bytes(self.bucket, self.prefix + name).decode()
@@ -296,7 +296,7 @@ class ObjectStoreLocation:
 
 def parse_gs_uri(uri: str) -> tuple[str, str]:
     """A gs:// model store's (bucket, prefix/)."""
-    from dropbatch.storage.base import split_gs_uri
+    from core.storage.base import split_gs_uri
 
     try:
         bucket, prefix = split_gs_uri(uri)
@@ -308,7 +308,7 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
 
 
 def default_cache(settings: Settings | None = None) -> Path:
-    from dropbatch.config import Settings
+    from core.config import Settings
 
     settings = settings or Settings.from_env()
     if settings.model_cache:
@@ -410,7 +410,7 @@ class ModelStore:
         folder = self.cache_dir / hashlib.sha256(self.uri.encode()).hexdigest()[:16]
         folder.mkdir(parents=True, exist_ok=True)
         stamp = folder / f"{f.name}.verified"
-        # A task killed mid-download never leaves the lock held (dropbatch.storage.local).
+        # A task killed mid-download never leaves the lock held (core.storage.local).
         with file_lock(folder / f"{f.name}.lock"):
             found = self.location.stat(f.name)
             if found is None:
@@ -474,8 +474,8 @@ def open_model_store(
     if not text:
         return None
     if text.startswith("gs://"):
-        from dropbatch.config import Settings
-        from dropbatch.storage.factory import open_store
+        from core.config import Settings
+        from core.storage.factory import open_store
 
         settings = settings or Settings.from_env()
         bucket, prefix = parse_gs_uri(text)

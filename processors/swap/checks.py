@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 from processors.media.image_header import too_many_pixels
 from processors.models.store import ModelStore, ModelStoreError
 from processors.scrfd import DetectorUnusable

@@ -39,7 +39,7 @@ from core.status.model import LAUNCHABLE_STATES, JobRecord, JobState
 from core.storage.base import NotFound, ObjectStore, OutsideBucket, folder_of
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
-from manifests.resolve import MANIFEST_SUFFIXES, resolve_inputs, side_files
+from manifests.resolve import MANIFEST_SUFFIXES, Resolution, resolve_inputs, side_files
 from manifests.steps import checked_steps
 from processors.models.store import (
     ModelStoreError,
@@ -290,16 +290,8 @@ class Intake:
         return True
 
     def _evaluate_current(self, job_id: str, bucket: str, name: str, deadline: Deadline) -> None:
-        uri = self.store.uri(bucket, name)
-        try:
-            manifest = load_manifest(self.store.read_bytes(bucket, name, MAX_MANIFEST_BYTES + 1))
-        except ManifestInvalid as exc:
-            self._invalid(job_id, *[e.model_copy(update={"uri": uri}) for e in exc.errors])
-            return
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            self._invalid(job_id, unreadable_manifest(exc, uri))  # the loader's gap, not ours
+        manifest = self._read_manifest(job_id, bucket, name)
+        if manifest is None:
             return
         problems = self._model_problems(manifest)
         if problems:
@@ -315,6 +307,7 @@ class Intake:
         try:
             resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
         except Exception as exc:  # a pattern the matcher cannot take (an invalid glob)
+            uri = self.store.uri(bucket, name)
             self._invalid(job_id, unreadable_manifest(exc, uri, field="inputs"))
             return
         if resolution.errors:
@@ -330,6 +323,34 @@ class Intake:
         if step_problems:
             self._invalid(job_id, *step_problems)
             return
+        self._probe_and_launch(job_id, bucket, name, manifest, resolution, listing, deadline)
+
+    def _read_manifest(self, job_id: str, bucket: str, name: str) -> Manifest | None:
+        """The manifest, or None when it is invalid or unreadable (the job says so then)."""
+        uri = self.store.uri(bucket, name)
+        try:
+            return load_manifest(self.store.read_bytes(bucket, name, MAX_MANIFEST_BYTES + 1))
+        except ManifestInvalid as exc:
+            self._invalid(job_id, *[e.model_copy(update={"uri": uri}) for e in exc.errors])
+            return None
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            self._invalid(job_id, unreadable_manifest(exc, uri))  # the loader's gap, not ours
+            return None
+
+    def _probe_and_launch(
+        self,
+        job_id: str,
+        bucket: str,
+        name: str,
+        manifest: Manifest,
+        resolution: Resolution,
+        listing: dict[str, tuple[int, int]],
+        deadline: Deadline,
+    ) -> None:
+        """Every input there and valid: probe them, plan, claim the outputs, launch."""
+        folder = folder_of(name)
         # Probing is where the time goes: say when it began, so a redelivery after a stopped
         # function knows (`_abandoned`).
         self.status.transact(job_id, lambda r: setattr(r, "planning_since", time.time()))

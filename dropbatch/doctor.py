@@ -150,7 +150,7 @@ def check_status(settings: Settings, check_id: str) -> tuple[CheckResult, Status
 def check_models(settings: Settings, manifest: Path | None) -> list[CheckResult]:
     """The store answers; with a manifest, every model file it needs is there and verified,
     by the same checks as `dropbatch models check --manifest`."""
-    from dropbatch.cli import _manifest_models
+    from dropbatch.local_run import _manifest_models
     from processors.models.store import default_cache, open_model_store
 
     names = _manifest_models(manifest) if manifest else []

@@ -28,7 +28,8 @@ from batch_jobs.cloud_batch import (
     request_id_for,
 )
 from batch_jobs.ids import JOB_ID_RE, job_id_for
-from batch_jobs.launcher import LaunchError, open_launcher
+from batch_jobs.launcher import LaunchError
+from batch_jobs.launchers import open_launcher
 from core.config import Settings
 from core.domain import Chunk, Plan, PlannedItem, VideoInfo
 from core.status.model import JobRecord

@@ -14,7 +14,7 @@ import pytest
 
 from core.status.model import JobState
 from dropbatch.samples import make_talking_video
-from processors.crop.detectors import make_detector
+from processors.crop.detector_choice import make_detector
 from processors.crop.yolo_ultralytics import check_classes, export_facts
 from processors.models.store import ModelIncompatible
 from tests.test_crop_job import record_of, submit

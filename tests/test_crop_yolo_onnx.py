@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processors.crop.detectors import make_detector
+from processors.crop.detector_choice import make_detector
 from processors.crop.options import CropOptions
 from processors.crop.processor import crop_weights
 from processors.crop.yolo import letterbox

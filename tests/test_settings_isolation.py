@@ -14,7 +14,7 @@ import pytest
 from batch_jobs.intake import StorageEvent
 from core.config import Settings
 from core.status.model import JobState
-from dropbatch.cli import local_intake
+from dropbatch.local_run import local_intake
 from tests.indexed_video import make_indexed_video
 from tests.local_jobs import wait_local_job
 

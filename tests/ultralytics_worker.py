@@ -111,7 +111,7 @@ def crop_through_the_chain(store: Path, frame: np.ndarray) -> dict:
 def main() -> int:
     store, frames_path, out_path = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     build_model(store)
-    from processors.crop.detectors import make_detector
+    from processors.crop.detector_choice import make_detector
 
     with np.load(frames_path) as archive:
         frames = [archive[k] for k in sorted(archive.files, key=lambda k: int(k[4:]))]

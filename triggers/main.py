@@ -17,7 +17,7 @@ from cloudevents.http import CloudEvent
 
 from batch_jobs.capacity import sweep_unstarted
 from batch_jobs.intake import Intake, StorageEvent, is_own_write
-from batch_jobs.launcher import open_launcher
+from batch_jobs.launchers import open_launcher
 from batch_jobs.reconcile import BatchNotification, apply_notification
 from core import logs
 from core.config import Settings

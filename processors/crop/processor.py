@@ -16,7 +16,8 @@ import numpy as np
 from processors.base import ProcessorContext
 from processors.crop.context import path_settings
 from processors.crop.cuts import CutDetector
-from processors.crop.detectors import Detector, DetectorSetupError, make_detector
+from processors.crop.detector_choice import make_detector
+from processors.crop.detectors import Detector, DetectorSetupError
 from processors.crop.options import CropOptions
 from processors.crop.path import CameraPath
 from processors.crop.spec import models

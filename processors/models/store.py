@@ -19,76 +19,32 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import yaml
 
 from core.storage.local import file_lock
+from processors.models.cache import default_cache as default_cache
+from processors.models.errors import HELP as HELP
+from processors.models.errors import CatalogError as CatalogError
+from processors.models.errors import ModelCorrupt as ModelCorrupt
+from processors.models.errors import ModelIncompatible as ModelIncompatible
+from processors.models.errors import ModelMissing as ModelMissing
+from processors.models.errors import ModelStoreError as ModelStoreError
+from processors.spec import StepSetupError
 
 if TYPE_CHECKING:
     from core.config import Settings
     from core.storage.base import ObjectStore
     from core.strict import Strict
+    from processors.base import ProcessorContext
     from processors.spec import ModelNeed, StepSpec
 
 STORE_CATALOG = "catalog.yaml"  # a store's own additions to the packaged catalog
-HELP = "see README, 'Filling the model store'"
-
-
-# -- errors ------------------------------------------------------------------------------------
-class ModelStoreError(Exception):
-    """A model problem a user can fix in the store; the message names the model and the store."""
-
-    code = "MODEL_STORE"
-
-
-class ModelMissing(ModelStoreError):
-    code = "MODEL_MISSING"
-
-    def __init__(self, model: str, store: str, files: list[str], any_of: bool = False) -> None:
-        expected = ("one of " if any_of else "") + ", ".join(files)
-        super().__init__(
-            f"model {model} not in the model store {store or '(none configured)'}: "
-            f"expected {expected} ({HELP})"
-        )
-        self.model = model
-        self.store = store
-        self.files = files
-
-
-class ModelCorrupt(ModelStoreError):
-    code = "MODEL_CORRUPT"
-
-    def __init__(self, model: str, store: str, file: str, reason: str) -> None:
-        super().__init__(
-            f"model {model}: {file} in the model store {store} is not the catalogued file "
-            f"({reason}); replace it ({HELP})"
-        )
-        self.model = model
-        self.store = store
-        self.file = file
-
-
-class CatalogError(ModelStoreError):
-    code = "MODEL_CATALOG"
-
-
-class ModelIncompatible(ModelStoreError):
-    """The file loads but is not the kind of model the step reads (checked by its shapes)."""
-
-    code = "MODEL_INCOMPATIBLE"
-
-    def __init__(self, file: str, expected: str, found: str, advice: str = "") -> None:
-        super().__init__(
-            f"{file} is not a model this step can use: expected {expected}, got {found}"
-            + (f"; {advice}" if advice else "")
-            + f" ({HELP})"
-        )
-        self.file = file
 
 
 # -- catalog -----------------------------------------------------------------------------------
@@ -305,16 +261,6 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return bucket, prefix
-
-
-def default_cache(settings: Settings | None = None) -> Path:
-    from core.config import Settings
-
-    settings = settings or Settings.from_env()
-    if settings.model_cache:
-        return Path(settings.model_cache)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dropbatch" / "models"
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -566,3 +512,23 @@ def fetch_models(
     opened = open_model_store(store, settings)
     assert opened is not None
     return {name: opened.fetch(name) for name in models_for_step(step, options)}
+
+
+P = TypeVar("P")
+
+
+def build_after_models(
+    step: str,
+    options: Strict,
+    ctx: ProcessorContext,
+    construct: Callable[[Any, ProcessorContext], P],
+) -> P:
+    """Build a step whose processor loads store models: the models are required first, so a
+    missing one ends the job with the store's code rather than failing inside a loader. (Not
+    part of StepSpec.build: a step that loads a model only sometimes, such as enhance's
+    detector, must not require it up front.) The processor raises StepSetupError itself."""
+    try:
+        require_models(step, options, ctx.model_store)
+    except ModelStoreError as exc:
+        raise StepSetupError(str(exc), exc.code) from None
+    return construct(options, ctx)

@@ -19,9 +19,9 @@ from google.cloud.batch_v1.services.batch_service.transports import BatchService
 
 from batch_jobs.cloud_batch import build_job, job_name, job_parent, request_id_for
 from batch_jobs.launcher import LaunchError
-from dropbatch.config import Settings
-from dropbatch.logs import event
-from dropbatch.status.model import EngineEvent, EngineWait, JobRecord
+from core.config import Settings
+from core.logs import event
+from core.status.model import EngineEvent, EngineWait, JobRecord
 
 log = logging.getLogger("dropbatch.batch")
 

@@ -13,13 +13,13 @@ import logging
 import time
 
 from batch_jobs.launcher import Launcher
-from dropbatch.config import Settings
-from dropbatch.domain import JobError
-from dropbatch.jobstatus import publish, transition
-from dropbatch.logs import event
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import EngineWait, JobRecord, JobState
-from dropbatch.storage.base import ObjectStore
+from core.config import Settings
+from core.domain import JobError
+from core.jobstatus import publish, transition
+from core.logs import event
+from core.status.base import StatusStore
+from core.status.model import EngineWait, JobRecord, JobState
+from core.storage.base import ObjectStore
 
 log = logging.getLogger("dropbatch.capacity")
 

@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from batch_jobs.leases import Renewer, holder_gone
-from dropbatch.domain import Plan
-from dropbatch.logs import event
-from dropbatch.status.base import StatusContention, StatusStore
-from dropbatch.status.model import ChunkClaim, LeaseHolder
+from core.domain import Plan
+from core.logs import event
+from core.status.base import StatusContention, StatusStore
+from core.status.model import ChunkClaim, LeaseHolder
 
 log = logging.getLogger("dropbatch.claims")
 T = TypeVar("T")

@@ -17,9 +17,9 @@ from google.protobuf import duration_pb2
 
 from batch_jobs.ids import JOB_ID_RE
 from batch_jobs.launcher import LaunchError
-from dropbatch.config import Settings
-from dropbatch.domain import Plan
-from dropbatch.status.model import JobRecord
+from core.config import Settings
+from core.domain import Plan
+from core.status.model import JobRecord
 
 # The command every task runs; Dockerfile.gpu's ENTRYPOINT is the same (a test keeps them equal).
 TASK_ENTRYPOINT = "python"
@@ -183,7 +183,43 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
         raise LaunchError(f"job id {record.job_id!r} does not fit Cloud Batch's id rule")
     workers = plan.parallelism
     machine = MACHINES[plan.gpu]
+    task = task_spec(record, settings, plan, machine)
+    # One task per worker, all at once (min(max_parallel_tasks, chunks)); the workers pull the
+    # chunks; one task per VM (one GPU each).
+    group = batch_v1.TaskGroup()
+    group.task_spec = task
+    group.task_count = workers
+    group.parallelism = workers
+    group.task_count_per_node = 1
 
+    instance = instance_policy(settings, plan, machine)
+    labels = job_labels(record, settings)
+    allocation = batch_v1.AllocationPolicy()
+    allocation.instances = [instance]
+    allocation.location = batch_v1.AllocationPolicy.LocationPolicy(
+        allowed_locations=allowed_locations(settings)
+    )
+    allocation.service_account = batch_v1.ServiceAccount(email=settings.job_service_account)
+    allocation.labels = labels  # on the VMs, for billing reports
+
+    job = batch_v1.Job()
+    job.task_groups = [group]
+    job.allocation_policy = allocation
+    job.labels = labels  # on the job and every log entry it writes
+    job.logs_policy = batch_v1.LogsPolicy(destination=batch_v1.LogsPolicy.Destination.CLOUD_LOGGING)
+    # Every job state change goes to Pub/Sub, where on_batch_state reconciles the record.
+    notify = batch_v1.JobNotification()
+    notify.pubsub_topic = notification_topic(settings)
+    notify.message = batch_v1.JobNotification.Message(
+        type_=batch_v1.JobNotification.Type.JOB_STATE_CHANGED
+    )
+    job.notifications = [notify]
+    return job
+
+
+def task_spec(
+    record: JobRecord, settings: Settings, plan: Plan, machine: MachineShape
+) -> batch_v1.TaskSpec:
     # What each task runs: the image's own command, with our settings as environment.
     container = batch_v1.Runnable.Container()
     container.image_uri = settings.image
@@ -218,15 +254,12 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
         exit_codes=list(RETRY_EXIT_CODES)
     )
     task.lifecycle_policies = [retry]
+    return task
 
-    # One task per worker, all at once (min(max_parallel_tasks, chunks)); the workers pull the
-    # chunks; one task per VM (one GPU each).
-    group = batch_v1.TaskGroup()
-    group.task_spec = task
-    group.task_count = workers
-    group.parallelism = workers
-    group.task_count_per_node = 1
 
+def instance_policy(
+    settings: Settings, plan: Plan, machine: MachineShape
+) -> batch_v1.AllocationPolicy.InstancePolicyOrTemplate:
     # The VM: g2-standard for an L4, Spot or standard as the manifest's compute asks.
     policy = batch_v1.AllocationPolicy.InstancePolicy()
     policy.machine_type = machine.machine_type
@@ -249,7 +282,10 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
             instance.install_gpu_drivers = True
         policy.accelerators = [accelerator]
     instance.policy = policy
+    return instance
 
+
+def job_labels(record: JobRecord, settings: Settings) -> dict[str, str]:
     labels = {
         "app": "dropbatch",
         "dropbatch-job": label_value(record.job_id),
@@ -259,24 +295,4 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
         # Which build ran, findable from the job and its logs (the runnable's image_uri holds
         # the whole digest; a label value holds its first 56 hex digits).
         labels["dropbatch-image"] = label_value(digest)
-    allocation = batch_v1.AllocationPolicy()
-    allocation.instances = [instance]
-    allocation.location = batch_v1.AllocationPolicy.LocationPolicy(
-        allowed_locations=allowed_locations(settings)
-    )
-    allocation.service_account = batch_v1.ServiceAccount(email=settings.job_service_account)
-    allocation.labels = labels  # on the VMs, for billing reports
-
-    job = batch_v1.Job()
-    job.task_groups = [group]
-    job.allocation_policy = allocation
-    job.labels = labels  # on the job and every log entry it writes
-    job.logs_policy = batch_v1.LogsPolicy(destination=batch_v1.LogsPolicy.Destination.CLOUD_LOGGING)
-    # Every job state change goes to Pub/Sub, where on_batch_state reconciles the record.
-    notify = batch_v1.JobNotification()
-    notify.pubsub_topic = notification_topic(settings)
-    notify.message = batch_v1.JobNotification.Message(
-        type_=batch_v1.JobNotification.Type.JOB_STATE_CHANGED
-    )
-    job.notifications = [notify]
-    return job
+    return labels

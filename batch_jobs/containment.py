@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 
-from dropbatch.domain import JobError
-from dropbatch.jobstatus import transition
-from dropbatch.logs import event
-from dropbatch.status.base import RecordTooLarge, StatusStore
-from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord, JobState
-from dropbatch.storage.base import ObjectStore
+from core.domain import JobError
+from core.jobstatus import transition
+from core.logs import event
+from core.status.base import RecordTooLarge, StatusStore
+from core.status.model import LAUNCHABLE_STATES, JobRecord, JobState
+from core.storage.base import ObjectStore
 from processors.models.store import ModelStoreError
 
 log = logging.getLogger("dropbatch.intake")

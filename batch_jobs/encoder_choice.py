@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 
 from batch_jobs.workspace import WorkArea
-from dropbatch.storage.base import ObjectStore, PreconditionFailed
+from core.storage.base import ObjectStore, PreconditionFailed
 from processors.media.encoders import ENCODERS, NVENC, best_encoder, nvenc_available
 
 

@@ -29,17 +29,17 @@ from batch_jobs.plan import build_plan
 from batch_jobs.probing import PLANNING_TIMEOUT, PROBE_CACHE_SIZE, InputProber, ProbeCache
 from batch_jobs.worker_count import deployment_throughput
 from batch_jobs.workspace import INBOX_WORK_PREFIX, work_area
-from dropbatch.config import Settings
-from dropbatch.domain import JobError, Plan
-from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
-from dropbatch.logs import event
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord, JobState
-from dropbatch.storage.base import NotFound, ObjectStore, OutsideBucket, folder_of
+from core.config import Settings
+from core.domain import JobError, Plan
+from core.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
+from core.logs import event
+from core.paths import is_glob
+from core.status.base import StatusStore
+from core.status.model import LAUNCHABLE_STATES, JobRecord, JobState
+from core.storage.base import NotFound, ObjectStore, OutsideBucket, folder_of
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
-from manifests.paths import is_glob
-from manifests.resolve import MANIFEST_SUFFIXES, resolve_inputs, side_files
+from manifests.resolve import MANIFEST_SUFFIXES, Resolution, resolve_inputs, side_files
 from manifests.steps import checked_steps
 from processors.models.store import (
     ModelStoreError,
@@ -83,7 +83,7 @@ class StorageEvent:
 def is_own_write(name: str, metadata: dict[str, str]) -> bool:
     """Outputs, previews, status files (and, in a one-bucket setup, parts and claims): what we
     write must never start work (no loops). Decided from the event alone, before any read."""
-    if ROLE_KEY in metadata:  # everything we write carries it (dropbatch/jobstatus.py)
+    if ROLE_KEY in metadata:  # everything we write carries it (core/jobstatus.py)
         return True
     # Recognised by our marker and our own places, never by a folder's name: a user's
     # manifest or input may live in a folder called `out`. The places cover an object whose
@@ -290,16 +290,8 @@ class Intake:
         return True
 
     def _evaluate_current(self, job_id: str, bucket: str, name: str, deadline: Deadline) -> None:
-        uri = self.store.uri(bucket, name)
-        try:
-            manifest = load_manifest(self.store.read_bytes(bucket, name, MAX_MANIFEST_BYTES + 1))
-        except ManifestInvalid as exc:
-            self._invalid(job_id, *[e.model_copy(update={"uri": uri}) for e in exc.errors])
-            return
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            self._invalid(job_id, unreadable_manifest(exc, uri))  # the loader's gap, not ours
+        manifest = self._read_manifest(job_id, bucket, name)
+        if manifest is None:
             return
         problems = self._model_problems(manifest)
         if problems:
@@ -315,6 +307,7 @@ class Intake:
         try:
             resolution = resolve_inputs(manifest, present, manifest.output.prefix, MAX_INPUTS)
         except Exception as exc:  # a pattern the matcher cannot take (an invalid glob)
+            uri = self.store.uri(bucket, name)
             self._invalid(job_id, unreadable_manifest(exc, uri, field="inputs"))
             return
         if resolution.errors:
@@ -330,6 +323,34 @@ class Intake:
         if step_problems:
             self._invalid(job_id, *step_problems)
             return
+        self._probe_and_launch(job_id, bucket, name, manifest, resolution, listing, deadline)
+
+    def _read_manifest(self, job_id: str, bucket: str, name: str) -> Manifest | None:
+        """The manifest, or None when it is invalid or unreadable (the job says so then)."""
+        uri = self.store.uri(bucket, name)
+        try:
+            return load_manifest(self.store.read_bytes(bucket, name, MAX_MANIFEST_BYTES + 1))
+        except ManifestInvalid as exc:
+            self._invalid(job_id, *[e.model_copy(update={"uri": uri}) for e in exc.errors])
+            return None
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            self._invalid(job_id, unreadable_manifest(exc, uri))  # the loader's gap, not ours
+            return None
+
+    def _probe_and_launch(
+        self,
+        job_id: str,
+        bucket: str,
+        name: str,
+        manifest: Manifest,
+        resolution: Resolution,
+        listing: dict[str, tuple[int, int]],
+        deadline: Deadline,
+    ) -> None:
+        """Every input there and valid: probe them, plan, claim the outputs, launch."""
+        folder = folder_of(name)
         # Probing is where the time goes: say when it began, so a redelivery after a stopped
         # function knows (`_abandoned`).
         self.status.transact(job_id, lambda r: setattr(r, "planning_since", time.time()))

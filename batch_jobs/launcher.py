@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from dropbatch.config import Settings
-from dropbatch.status.model import EngineWait, JobRecord
+from core.config import Settings
+from core.status.model import EngineWait, JobRecord
 
 
 class LaunchError(Exception):
@@ -29,15 +29,3 @@ class Launcher(Protocol):
     def delete(self, record: JobRecord) -> None:
         """Delete the engine's job (one that never started); gone already is fine."""
         ...
-
-
-def open_launcher(settings: Settings) -> Launcher:
-    if settings.launcher == "local":
-        from batch_jobs.local_executor import LocalLauncher
-
-        return LocalLauncher()  # one per caller: its jobs run on this process
-    if settings.launcher == "batch":
-        from batch_jobs.batch_launcher import BatchLauncher
-
-        return BatchLauncher(settings)
-    raise NotImplementedError(f"launcher {settings.launcher!r} is not available")

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 
 from batch_jobs.liveness import owner_alive
-from dropbatch.logs import event
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobRecord, LeaseHolder, StitchLease
+from core.logs import event
+from core.status.base import StatusStore
+from core.status.model import JobRecord, LeaseHolder, StitchLease
 
 log = logging.getLogger("dropbatch.stitch")
 

@@ -15,7 +15,7 @@ import time
 from functools import cache
 from pathlib import Path
 
-from dropbatch.status.model import JobRecord, ProcessOwner, TaskProgress
+from core.status.model import JobRecord, ProcessOwner, TaskProgress
 
 HEARTBEAT_SECONDS = 5.0  # a running task rewrites its progress at least this often
 HEARTBEAT_TIMEOUT = 30.0  # no heartbeat for this long: the task is taken for dead

@@ -27,10 +27,10 @@ from batch_jobs.liveness import current_owner, executor_alive, owner_alive, task
 from batch_jobs.scratch import sweep_dead
 from batch_jobs.worker_memory import WorkerChoice, choose_local_workers
 from batch_jobs.workspace import work_area
-from dropbatch.config import Settings
-from dropbatch.logs import event, relay
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import (
+from core.config import Settings
+from core.logs import event, relay
+from core.status.base import StatusStore
+from core.status.model import (
     EngineEvent,
     EngineWait,
     JobRecord,
@@ -38,7 +38,7 @@ from dropbatch.status.model import (
     ProcessOwner,
     WorkersChosen,
 )
-from dropbatch.storage.base import NotFound, ObjectStore
+from core.storage.base import NotFound, ObjectStore
 
 log = logging.getLogger("dropbatch.executor")
 RESUME_SCAN = 1000  # unfinished jobs looked at when serve starts
@@ -247,6 +247,52 @@ def executor_thread_name(job_id: str) -> str:
     return f"job-{job_id}"
 
 
+def _job_executor(
+    record: JobRecord,
+    fresh: JobRecord,
+    settings: Settings,
+    store: ObjectStore,
+    status: StatusStore,
+    workers: int,
+) -> LocalExecutor:
+    """The executor for the job's `workers` tasks: retries, notifications and leases as Cloud
+    Batch and our reconciler handle them."""
+    from batch_jobs.reconcile import BatchNotification, apply_notification
+
+    assert fresh.plan is not None
+    name = f"local/{record.job_id}"
+    indices = list(range(workers))
+    # A task that ran before (a resumed job) continues its attempt count.
+    first_attempts = {
+        p.task_index: p.attempt + 1
+        for p in status.progress(record.job_id)
+        if p.task_index in indices
+    }
+
+    def notify(job_name: str, state: str, reason: str) -> None:
+        apply_notification(store, status, BatchNotification(job_name, state, reason))
+
+    def attempt_ended(index: int, attempt: int, code: int) -> None:
+        if code != 0:  # its process is gone: whatever it held is free now
+            release_task_leases(status, record.job_id, index, attempt)
+            sweep_dead()
+
+    executor = LocalExecutor(
+        job_name=name,
+        task_count=workers,
+        parallelism=workers,
+        max_retries=fresh.plan.max_retries,
+        env={**settings.to_env(), "DROPBATCH_JOB_ID": record.job_id},
+        command=task_command(settings),
+        notify=notify,
+        task_indices=indices,
+        first_attempts=first_attempts,
+        attempt_ended=attempt_ended,
+        before_task=lambda index: await_orphan(status, record.job_id, index),
+    )
+    return executor
+
+
 class LocalLauncher:
     """Launches each job once, on a background thread of this process.
 
@@ -267,11 +313,9 @@ class LocalLauncher:
     ) -> bool:
         """Run the job's unfinished tasks on this process; False if it runs already (here, or
         in another live process), True if this call started it."""
-        from batch_jobs.reconcile import BatchNotification, apply_notification
-        from dropbatch.status import open_status
-        from dropbatch.storage import open_store
+        from core.status import open_status
+        from core.storage import open_store
 
-        name = f"local/{record.job_id}"
         with self._lock:
             if record.job_id in self._jobs:
                 return False  # the same job id again: already running (Batch: ALREADY_EXISTS)
@@ -284,38 +328,10 @@ class LocalLauncher:
             assert fresh is not None and fresh.plan is not None
             choice = worker_count(fresh, settings)
             workers = choice.count
-            indices = list(range(workers))
             chosen = WorkersChosen(count=choice.count, reason=choice.reason)
             status.transact(record.job_id, lambda r: setattr(r, "workers", chosen))
             event(log, "local workers", job_id=record.job_id, workers=workers, why=choice.reason)
-            # A task that ran before (a resumed job) continues its attempt count.
-            first_attempts = {
-                p.task_index: p.attempt + 1
-                for p in status.progress(record.job_id)
-                if p.task_index in indices
-            }
-
-            def notify(job_name: str, state: str, reason: str) -> None:
-                apply_notification(store, status, BatchNotification(job_name, state, reason))
-
-            def attempt_ended(index: int, attempt: int, code: int) -> None:
-                if code != 0:  # its process is gone: whatever it held is free now
-                    release_task_leases(status, record.job_id, index, attempt)
-                    sweep_dead()
-
-            executor = LocalExecutor(
-                job_name=name,
-                task_count=workers,
-                parallelism=workers,
-                max_retries=fresh.plan.max_retries,
-                env={**settings.to_env(), "DROPBATCH_JOB_ID": record.job_id},
-                command=task_command(settings),
-                notify=notify,
-                task_indices=indices,
-                first_attempts=first_attempts,
-                attempt_ended=attempt_ended,
-                before_task=lambda index: await_orphan(status, record.job_id, index),
-            )
+            executor = _job_executor(record, fresh, settings, store, status, workers)
 
             def run() -> None:
                 executor.run()
@@ -377,7 +393,7 @@ def await_orphan(status: StatusStore, job_id: str, index: int) -> None:
 def resume_stranded(launcher: object, settings: Settings) -> list[str]:
     """Relaunch the local jobs whose executor died (a killed `dropbatch serve` or `run`): from
     their done chunks, on this process. Called when `dropbatch serve` starts."""
-    from dropbatch.status import open_status
+    from core.status import open_status
 
     if not isinstance(launcher, LocalLauncher):
         return []  # Cloud Batch runs its jobs whatever happens to this process

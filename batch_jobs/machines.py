@@ -10,9 +10,9 @@ import socket
 from pathlib import Path
 
 from batch_jobs.selfcheck import machine_facts
-from dropbatch.logs import event
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobRecord, MachineFacts
+from core.logs import event
+from core.status.base import StatusStore
+from core.status.model import JobRecord, MachineFacts
 
 log = logging.getLogger("dropbatch.task")
 

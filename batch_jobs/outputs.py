@@ -17,9 +17,9 @@ import contextlib
 import json
 
 from batch_jobs.workspace import WorkArea
-from dropbatch.domain import JobError, Plan
-from dropbatch.jobstatus import ROLE_KEY
-from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed, folder_of
+from core.domain import JobError, Plan
+from core.jobstatus import ROLE_KEY
+from core.storage.base import NotFound, ObjectInfo, ObjectStore, PreconditionFailed, folder_of
 
 CLAIM_ATTEMPTS = 5  # races with another claimant before giving up (each loser re-reads)
 
@@ -103,27 +103,9 @@ def claim_outputs(
     lost that — a manifest holding `clip.mp4` and another holding `clip.preview.jpg` refused
     each other.
     """
-    problems: list[tuple[int, JobError]] = []
-    writes: dict[str, tuple[int, str]] = {}
-    for item, field in zip(plan.items, fields, strict=True):
-        for output in (item.output, item.preview):
-            if output in writes:  # two items of this manifest (an output named like a preview)
-                problems.append(
-                    (
-                        len(writes),
-                        JobError(
-                            code="OUTPUT_TAKEN",
-                            message=f"{output} would be written by {writes[output][1]} too; "
-                            "set output_name on one",
-                            field=field,
-                            uri=store.uri(bucket, output),
-                        ),
-                    )
-                )
-            writes[output] = (len(writes), field)
-    if problems:
-        return [problem for _, problem in problems]
-
+    writes, clashes = _planned_writes(store, bucket, plan, fields)
+    if clashes:
+        return clashes
     # What already sits at the output names: one listing per output folder, not one stat per
     # output (1000 requests for a 500-input manifest).
     present = {
@@ -131,51 +113,84 @@ def claim_outputs(
         for folder in sorted({folder_of(output) for output in writes})
         for info in store.list(bucket, folder, recursive=False)
     }
+    problems: list[tuple[int, JobError]] = []
     made: list[str] = []
     try:
         for output in sorted(writes):
             order, field = writes[output]
-            existing = present.get(output)
-            if existing is not None and existing.metadata.get(ROLE_KEY) != "output":
-                problems.append(
-                    (
-                        order,
-                        JobError(
-                            code="OUTPUT_EXISTS",
-                            message=f"{output} exists and was not written by dropbatch; move "
-                            "it away or set output.prefix / output_name",
-                            field=field,
-                            uri=store.uri(bucket, output),
-                        ),
-                    )
-                )
-                continue
-            if problems:
-                holder = _holder(store, work, bucket, output, manifest)
-            else:
-                holder, created = _claim(store, work, bucket, output, manifest, job_id)
-                if created:
-                    made.append(output)
-            if holder is not None:
-                problems.append(
-                    (
-                        order,
-                        JobError(
-                            code="OUTPUT_TAKEN",
-                            message=f"{output} is the output of another manifest, "
-                            f"{store.uri(bucket, holder)}; set output_name on this input or "
-                            "output.prefix so each manifest writes its own files",
-                            field=field,
-                            uri=store.uri(bucket, output),
-                        ),
-                    )
-                )
+            problem = _claim_one(store, work, bucket, manifest, job_id, output, field,
+                                 present.get(output), bool(problems), made)  # fmt: skip
+            if problem is not None:
+                problems.append((order, problem))
     except BaseException:
         _release(store, work, made)
         raise
     if problems:
         _release(store, work, made)  # refused: hold nothing, so the other side is not blocked
     return [problem for _, problem in sorted(problems, key=lambda p: p[0])]
+
+
+def _planned_writes(
+    store: ObjectStore, bucket: str, plan: Plan, fields: list[str]
+) -> tuple[dict[str, tuple[int, str]], list[JobError]]:
+    """Every object the plan writes → (its place in plan order, its item's field); and the
+    names two items of this manifest would both write (an output named like a preview)."""
+    problems: list[JobError] = []
+    writes: dict[str, tuple[int, str]] = {}
+    for item, field in zip(plan.items, fields, strict=True):
+        for output in (item.output, item.preview):
+            if output in writes:
+                problems.append(
+                    JobError(
+                        code="OUTPUT_TAKEN",
+                        message=f"{output} would be written by {writes[output][1]} too; "
+                        "set output_name on one",
+                        field=field,
+                        uri=store.uri(bucket, output),
+                    )
+                )
+            writes[output] = (len(writes), field)
+    return writes, problems
+
+
+def _claim_one(
+    store: ObjectStore,
+    work: WorkArea,
+    bucket: str,
+    manifest: str,
+    job_id: str,
+    output: str,
+    field: str,
+    existing: ObjectInfo | None,
+    refused: bool,
+    made: list[str],
+) -> JobError | None:
+    """Claim `output` (once refused, only read who holds it); what stops it, if anything.
+    A claim this call created is appended to `made`."""
+    if existing is not None and existing.metadata.get(ROLE_KEY) != "output":
+        return JobError(
+            code="OUTPUT_EXISTS",
+            message=f"{output} exists and was not written by dropbatch; move "
+            "it away or set output.prefix / output_name",
+            field=field,
+            uri=store.uri(bucket, output),
+        )
+    if refused:
+        holder = _holder(store, work, bucket, output, manifest)
+    else:
+        holder, created = _claim(store, work, bucket, output, manifest, job_id)
+        if created:
+            made.append(output)
+    if holder is None:
+        return None
+    return JobError(
+        code="OUTPUT_TAKEN",
+        message=f"{output} is the output of another manifest, "
+        f"{store.uri(bucket, holder)}; set output_name on this input or "
+        "output.prefix so each manifest writes its own files",
+        field=field,
+        uri=store.uri(bucket, output),
+    )
 
 
 def _release(store: ObjectStore, work: WorkArea, outputs: list[str]) -> None:

@@ -10,11 +10,11 @@ from fractions import Fraction
 
 from batch_jobs.chunk_size import auto_chunk_seconds
 from batch_jobs.worker_count import LOCAL, Throughput, auto_workers, job_throughput
-from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
+from core.domain import Chunk, Plan, PlannedItem, VideoInfo
+from core.strict import Strict
 from manifests.model import ComputeOptions, Manifest
 from manifests.resolve import ResolvedItem
 from manifests.steps import input_steps
-from manifests.strict import Strict
 from processors.media.speech import AudioInfo, own_audio_skip
 from processors.registry import step_spec
 from processors.spec import Speech, StepSpec
@@ -136,44 +136,10 @@ def build_plan(
     such as lipsync, only; with several speakers, the longest of their tracks). `speed`: the
     deployment's chain speed and worker start-up, which size `compute.workers: auto`."""
     compute = manifest.compute
-    drafts = []
-    for n, (item, info) in enumerate(items):
-        steps = resolved_steps(manifest, item.overrides)
-        rate = Fraction(info.fps_num, info.fps_den)
-        before = after = 0
-        for step in steps:
-            b, a = context_frames(step["name"], step["options"], rate, (info.width, info.height))
-            before, after = before + b, after + a
-        output, preview = output_names(folder, manifest.output.prefix, item)
-        audio = item.audio
-        frames, skip, mix = None, 0.0, []
-        follows = speech_step(steps)
-        heard = speech[n] if speech else None
-        if follows is not None and heard is not None:
-            audio, _ = speech_file(item, steps)
-            speakers = speaker_files(steps)
-            if speakers:
-                # The soundtrack is the given audio, else the speakers' tracks mixed.
-                mix = [] if audio else [folder + name for name, _ in speakers]
-            elif audio is None:  # the video's own track: frame 0 is partway into it
-                skip = own_audio_skip(info.start_time, heard.start_time, rate)
-            frames = follows.speech.frames(
-                follows.options, info.frame_count, heard.duration - skip, rate
-            )
-        planned = PlannedItem(
-            index=n,
-            video=folder + item.video,
-            audio=folder + audio if audio else None,
-            output=output,
-            preview=preview,
-            info=info,
-            chain=steps,
-            encode=manifest.output.model_dump(mode="json"),
-            frames=frames,
-            audio_skip=skip,
-            mix=mix,
-        )
-        drafts.append(_Draft(planned, before, after))
+    drafts = [
+        _draft(manifest, folder, n, item, info, speech[n] if speech else None)
+        for n, (item, info) in enumerate(items)
+    ]
     # What the workers share: every item's seconds (auto chunks balance the whole job).
     job_seconds = sum(info.frame_count / info.fps for _, info in items if info.fps > 0)
 
@@ -200,6 +166,53 @@ def build_plan(
         chunk_seconds=max((chunk_seconds(d, workers) for d in drafts), default=10.0),
         workers=workers,
     )
+
+
+def _draft(
+    manifest: Manifest,
+    folder: str,
+    n: int,
+    item: ResolvedItem,
+    info: VideoInfo,
+    heard: AudioInfo | None,
+) -> _Draft:
+    """Item n planned but not yet cut into chunks: its chain, outputs, soundtrack and length,
+    and the context frames its chain reads around each chunk."""
+    steps = resolved_steps(manifest, item.overrides)
+    rate = Fraction(info.fps_num, info.fps_den)
+    before = after = 0
+    for step in steps:
+        b, a = context_frames(step["name"], step["options"], rate, (info.width, info.height))
+        before, after = before + b, after + a
+    output, preview = output_names(folder, manifest.output.prefix, item)
+    audio = item.audio
+    frames, skip, mix = None, 0.0, []
+    follows = speech_step(steps)
+    if follows is not None and heard is not None:
+        audio, _ = speech_file(item, steps)
+        speakers = speaker_files(steps)
+        if speakers:
+            # The soundtrack is the given audio, else the speakers' tracks mixed.
+            mix = [] if audio else [folder + name for name, _ in speakers]
+        elif audio is None:  # the video's own track: frame 0 is partway into it
+            skip = own_audio_skip(info.start_time, heard.start_time, rate)
+        frames = follows.speech.frames(
+            follows.options, info.frame_count, heard.duration - skip, rate
+        )
+    planned = PlannedItem(
+        index=n,
+        video=folder + item.video,
+        audio=folder + audio if audio else None,
+        output=output,
+        preview=preview,
+        info=info,
+        chain=steps,
+        encode=manifest.output.model_dump(mode="json"),
+        frames=frames,
+        audio_skip=skip,
+        mix=mix,
+    )
+    return _Draft(planned, before, after)
 
 
 def job_workers(

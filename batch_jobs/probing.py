@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from batch_jobs.plan import resolved_steps, speaker_files, speech_file, speech_step
-from dropbatch.domain import JobError, VideoInfo
-from dropbatch.storage.base import NotFound, ObjectStore
+from core.domain import JobError, VideoInfo
+from core.storage.base import NotFound, ObjectStore
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
 from processors.media.ffmpeg import MediaError, ProbeTimeout

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from batch_jobs.capacity import capacity_error
-from dropbatch.domain import JobError
-from dropbatch.jobstatus import transition
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
-from dropbatch.storage.base import ObjectStore
+from core.domain import JobError
+from core.jobstatus import transition
+from core.status.base import StatusStore
+from core.status.model import TERMINAL_STATES, JobRecord, JobState
+from core.storage.base import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -120,23 +120,26 @@ def apply_notification(
                 code="CANCELLED", message=note.reason or "the batch job was cancelled or deleted"
             ),
         )
-    elif (
-        state == "SUCCEEDED"
-        and record.plan
-        and len(record.items_stitched) == len(record.plan.items)
-    ):
+    elif state == "SUCCEEDED":
+        _batch_succeeded(store, status, record, note.job_id)
+
+
+def _batch_succeeded(
+    store: ObjectStore, status: StatusStore, record: JobRecord, job_id: str
+) -> None:
+    if record.plan and len(record.items_stitched) == len(record.plan.items):
         # Every item is stitched, but the stitcher died before it could say so (a resumed job
         # whose last stitch had finished): the job is done.
-        transition(store, status, note.job_id, JobState.SUCCEEDED)
-    elif state == "SUCCEEDED":
-        # Every task exited 0, so the last one stitched; if the record disagrees, say so.
-        transition(
-            store,
-            status,
-            note.job_id,
-            JobState.FAILED,
-            error=JobError(
-                code="STITCH_MISSING",
-                message="all tasks succeeded but the outputs were never stitched",
-            ),
-        )
+        transition(store, status, job_id, JobState.SUCCEEDED)
+        return
+    # Every task exited 0, so the last one stitched; if the record disagrees, say so.
+    transition(
+        store,
+        status,
+        job_id,
+        JobState.FAILED,
+        error=JobError(
+            code="STITCH_MISSING",
+            message="all tasks succeeded but the outputs were never stitched",
+        ),
+    )

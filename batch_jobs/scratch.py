@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from batch_jobs.liveness import process_started
-from dropbatch.logs import event
+from core.logs import event
 
 log = logging.getLogger("dropbatch.scratch")
 PREFIX = "dropbatch-task-"

@@ -25,10 +25,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from dropbatch import logs
-from dropbatch.config import Settings
-from dropbatch.logs import event
-from dropbatch.status.model import CheckReport, CheckResult, MachineFacts
+from core import logs
+from core.config import Settings
+from core.logs import event
+from core.status.model import CheckReport, CheckResult, MachineFacts
 
 log = logging.getLogger("dropbatch.selfcheck")
 
@@ -243,7 +243,7 @@ def main() -> int:
         check_id=check_id, host=socket.gethostname(), finished=True, results=results
     )
     if check_id:
-        from dropbatch.status import open_status
+        from core.status import open_status
 
         open_status(settings).put_check(report)
     else:  # by hand: the results are the output

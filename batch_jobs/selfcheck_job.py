@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 
 from batch_jobs.selfcheck import GPU_ENV, SELFCHECK_COMMANDS
-from dropbatch.config import Settings
-from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import CheckReport, JobRecord
+from core.config import Settings
+from core.domain import Chunk, Plan, PlannedItem, VideoInfo
+from core.status.base import StatusStore
+from core.status.model import CheckReport, JobRecord
 
 POLL_SECONDS = 0.5
 # After the engine says the job ended, how long a report may still take to be readable.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dropbatch.storage.base import ObjectStore
+from core.storage.base import ObjectStore
 from processors.registry import step_spec
 
 

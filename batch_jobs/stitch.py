@@ -12,13 +12,13 @@ from pathlib import Path
 
 from batch_jobs.leases import LeaseKeeper, claim_stitch, release_stitch
 from batch_jobs.workspace import WorkArea, work_area
-from dropbatch.config import Settings
-from dropbatch.domain import JobError, PlannedItem
-from dropbatch.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
-from dropbatch.logs import event
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobRecord, JobState, LeaseHolder
-from dropbatch.storage.base import NotFound, ObjectStore, PreconditionFailed
+from core.config import Settings
+from core.domain import JobError, PlannedItem
+from core.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
+from core.logs import event
+from core.status.base import StatusStore
+from core.status.model import JobRecord, JobState, LeaseHolder
+from core.storage.base import NotFound, ObjectStore, PreconditionFailed
 from processors.media.assemble import audio_offset_for, concat_and_mux, mix_tracks
 from processors.media.preview import contact_sheet, decode_jpeg
 
@@ -84,8 +84,6 @@ def stitch_item(
 ) -> None:
     bucket, job_id = record.bucket, record.job_id
     work = work_area(settings, bucket)  # the parts and tiles; the outputs go to the inbox
-    info = item.info
-    rate = Fraction(info.fps_num, info.fps_den)
     transition(
         store,
         status,
@@ -96,38 +94,9 @@ def stitch_item(
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="dropbatch-stitch-") as tmp:
         scratch = Path(tmp)
-        parts = []
-        for chunk in item.chunks:
-            name = work.part(job_id, item.index, chunk.index)
-            local = store.local_path(work.bucket, name)
-            if local is None:
-                local = scratch / f"part-{chunk.index:05d}.mp4"
-                store.download_file(work.bucket, name, local)
-            parts.append(local)
-        frames = sum(c.end_frame - c.start_frame for c in item.chunks)
-        duration = float(frames / rate)
-        audio_name = item.audio or (item.video if info.has_audio else None)
+        parts = _fetch_parts(store, work, job_id, item, scratch)
         output = scratch / "output.mp4"
-        with contextlib.ExitStack() as sources:
-            if item.mix:  # several speakers: their tracks, mixed, are the soundtrack
-                tracks = [sources.enter_context(store.media_source(bucket, n)) for n in item.mix]
-                audio_source: str | None = str(mix_tracks(tracks, scratch / "mix.wav"))
-                audio_name = None
-            else:
-                audio_source = sources.enter_context(_maybe_source(store, bucket, audio_name))
-            offset = 0.0
-            if audio_name == item.video:
-                offset = audio_offset_for(info.start_time, info.format_start_time, rate)
-            concat_and_mux(
-                parts,
-                output,
-                audio_source=audio_source,
-                audio_offset=offset,
-                duration=duration,
-                audio_bitrate=item.encode.get("audio_bitrate", "192k"),
-                # Lipsync's speech is the soundtrack of the whole output, however long.
-                pad_audio=item.frames is not None,
-            )
+        _join_parts(store, bucket, item, parts, output, scratch)
         preview = scratch / "preview.jpg"
         sheet = _preview_sheet(store, work, job_id, item.index)
         if sheet is not None:
@@ -153,6 +122,57 @@ def stitch_item(
         transition(store, status, job_id, JobState.SUCCEEDED)
     else:
         publish(store, status, job_id)
+
+
+def _fetch_parts(
+    store: ObjectStore, work: WorkArea, job_id: str, item: PlannedItem, scratch: Path
+) -> list[Path]:
+    """The item's parts in chunk order: in place when the store is a folder, else downloaded."""
+    parts = []
+    for chunk in item.chunks:
+        name = work.part(job_id, item.index, chunk.index)
+        local = store.local_path(work.bucket, name)
+        if local is None:
+            local = scratch / f"part-{chunk.index:05d}.mp4"
+            store.download_file(work.bucket, name, local)
+        parts.append(local)
+    return parts
+
+
+def _join_parts(
+    store: ObjectStore,
+    bucket: str,
+    item: PlannedItem,
+    parts: list[Path],
+    output: Path,
+    scratch: Path,
+) -> None:
+    """The parts joined into `output`, with the item's soundtrack."""
+    info = item.info
+    rate = Fraction(info.fps_num, info.fps_den)
+    frames = sum(c.end_frame - c.start_frame for c in item.chunks)
+    duration = float(frames / rate)
+    audio_name = item.audio or (item.video if info.has_audio else None)
+    with contextlib.ExitStack() as sources:
+        if item.mix:  # several speakers: their tracks, mixed, are the soundtrack
+            tracks = [sources.enter_context(store.media_source(bucket, n)) for n in item.mix]
+            audio_source: str | None = str(mix_tracks(tracks, scratch / "mix.wav"))
+            audio_name = None
+        else:
+            audio_source = sources.enter_context(_maybe_source(store, bucket, audio_name))
+        offset = 0.0
+        if audio_name == item.video:
+            offset = audio_offset_for(info.start_time, info.format_start_time, rate)
+        concat_and_mux(
+            parts,
+            output,
+            audio_source=audio_source,
+            audio_offset=offset,
+            duration=duration,
+            audio_bitrate=item.encode.get("audio_bitrate", "192k"),
+            # Lipsync's speech is the soundtrack of the whole output, however long.
+            pad_audio=item.frames is not None,
+        )
 
 
 def _preview_sheet(store: ObjectStore, work: WorkArea, job_id: str, item: int) -> bytes | None:

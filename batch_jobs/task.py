@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batch_jobs.claims import ChunkPicker, ClaimKeeper, record_done, release_claim
+from batch_jobs.claims import ChunkPicker, ClaimKeeper, Finished, record_done, release_claim
 from batch_jobs.encoder_choice import item_encoder
 from batch_jobs.liveness import HEARTBEAT_SECONDS, current_owner
 from batch_jobs.machines import record_this_machine
@@ -38,15 +38,16 @@ from batch_jobs.scratch import task_scratch
 from batch_jobs.stitch import stitch_when_ready
 from batch_jobs.worker import WorkerSetup, unstitched_items
 from batch_jobs.workspace import WorkArea, work_area
-from dropbatch import logs
-from dropbatch.config import Settings
-from dropbatch.jobstatus import ROLE_KEY, transition
-from dropbatch.logs import event
-from dropbatch.status import open_status
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import ChunkClaim, JobState, LeaseHolder, TaskProgress
-from dropbatch.storage import open_store
-from dropbatch.storage.base import NotFound, ObjectStore
+from core import logs
+from core.config import Settings
+from core.domain import Chunk, Plan, PlannedItem, VideoInfo
+from core.jobstatus import ROLE_KEY, transition
+from core.logs import event
+from core.status import open_status
+from core.status.base import StatusStore
+from core.status.model import ChunkClaim, JobRecord, JobState, LeaseHolder, TaskProgress
+from core.storage import open_store
+from core.storage.base import NotFound, ObjectStore
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
 from processors.gpu import gpu_required_here
@@ -141,14 +142,181 @@ def hold_last_frame(batches: Iterable[FrameBatch], first: int, end: int) -> Iter
         upto += n
 
 
+# -- one chunk, in stages: context → decode → run (and encode) → upload ------------------------
+# The shape of Ultralytics' BasePredictor: each stage a short function with its own inputs, so a
+# test or a benchmark can build the same context or run the same decode as a task does.
+@dataclass(frozen=True)
+class ChunkSpan:
+    """The frames one chunk decodes and keeps."""
+
+    first: int  # the first frame decoded: the chunk's start less its pre-roll
+    count: int  # frames decoded from `first`, the post-roll included
+    total: int  # the item's length out (a lipsync length policy may change it)
+    keep: tuple[int, int]  # the frames the chunk emits, [start, end)
+    holds: bool  # past the video's end (lipsync `extend`): decode to its last frame, hold it
+
+    @classmethod
+    def of(cls, item: PlannedItem, chunk: Chunk) -> ChunkSpan:
+        info = item.info
+        first = chunk.start_frame - chunk.preroll
+        count = (chunk.end_frame + chunk.postroll) - first
+        total = item.frames or info.frame_count
+        holds = first + count > info.frame_count and total > info.frame_count
+        return cls(first, count, total, (chunk.start_frame, chunk.end_frame), holds)
+
+    @property
+    def last_chunk(self) -> bool:
+        return self.keep[1] >= self.total
+
+    @property
+    def wanted(self) -> int:
+        return self.keep[1] - self.keep[0]
+
+    def read_first(self, frame_count: int) -> int:
+        return min(self.first, frame_count - 1) if self.holds else self.first
+
+    def read_count(self, frame_count: int) -> int | None:
+        """Frames to decode; None: to the end (the last chunk reads to the end: a header's
+        frame count can be one short)."""
+        if self.holds:
+            return frame_count - self.read_first(frame_count)
+        return None if self.last_chunk else self.count
+
+
+def speech_object(item: PlannedItem) -> str | None:
+    """The object whose audio the item's chain follows (lipsync), or None."""
+    follows_speech = any(step_spec(s["name"]).speech for s in item.chain)
+    return (item.audio or item.video) if follows_speech else None
+
+
+def chunk_context(
+    item: PlannedItem, model_store: str, folder: Path | None, audio: Path | str | None
+) -> ProcessorContext:
+    """What a task gives a chunk's chain: the whole video's facts, the model store, the folder
+    of the item's side inputs, and the speech the chain follows (`speech_object`'s file)."""
+    info = item.info
+    return ProcessorContext(
+        info=info,
+        rate=Fraction(info.fps_num, info.fps_den),
+        width=info.width,
+        height=info.height,
+        model_store=model_store,
+        folder=folder,
+        audio_path=audio,
+        audio_skip=item.audio_skip,
+        frames=item.frames,
+    )
+
+
+def build_chain(
+    store: ObjectStore, bucket: str, item: PlannedItem, model_store: str, folder: Path | None
+) -> tuple[Chain, float]:
+    """The context stage: the chunk's chain, and the seconds spent building it."""
+    speech = speech_object(item)
+    with store.media_source(bucket, speech) if speech else contextlib.nullcontext() as audio:
+        ctx = chunk_context(item, model_store, folder, audio)
+        building = time.perf_counter()
+        chain = Chain(item.chain, ctx)  # lipsync reads its audio features here
+        return chain, time.perf_counter() - building
+
+
+def decode(
+    source: str, info: VideoInfo, span: ChunkSpan, threads: int | None
+) -> tuple[FrameReader, Iterable[FrameBatch]]:
+    """The decode stage: the reader (to close) and the batches the chain reads."""
+    read_first = span.read_first(info.frame_count)
+    reader = FrameReader.for_video(
+        source,
+        info,
+        read_first,
+        span.read_count(info.frame_count),
+        threads=threads,
+        decode=tuple(decode_args()),
+    )
+    batches = hold_last_frame(reader, span.first, span.first + span.count) if span.holds else reader
+    return reader, batches
+
+
+def encoder_for(
+    part: Path, chain: Chain, item: PlannedItem, threads: int | None, encoder: str
+) -> FrameWriter:
+    """The encode stage's writer: the part, with the item's encoder settings."""
+    return FrameWriter(
+        part,
+        width=chain.width,
+        height=chain.height,
+        rate=Fraction(item.info.fps_num, item.info.fps_den),
+        settings=encode_settings(item.encode, threads, encoder),
+    )
+
+
+def run_chain(
+    chain: Chain,
+    batches: Iterable[FrameBatch],
+    writer: FrameWriter,
+    tap: PreviewTap,
+    reporter: ProgressReporter,
+    keep: tuple[int, int],
+) -> tuple[int, int]:
+    """The run stage: the chain over the batches, each frame it emits encoded; returns (frames
+    the chain emitted, frames written)."""
+    done = 0
+
+    def tapped(frames: Iterable[FrameBatch]) -> Iterator[FrameBatch]:
+        for batch in frames:
+            tap.see_input(batch)
+            yield batch
+
+    def emit(batch: FrameBatch) -> None:
+        nonlocal done
+        tap.see_output(batch)
+        writer.write(batch.frames)
+        done += len(batch)
+        reporter.update(done)
+
+    emitted = chain.run(tapped(batches), emit, keep=keep)
+    return emitted, done
+
+
+def check_emitted(emitted: int, span: ChunkSpan, chunk: Chunk) -> None:
+    if emitted != span.wanted and not (span.last_chunk and emitted > 0):
+        raise RuntimeError(
+            f"decoded {emitted} of {span.wanted} frames for chunk {chunk.index} "
+            f"(frames {chunk.start_frame}–{chunk.end_frame}); the video may be truncated"
+        )
+
+
+def upload_part(
+    store: ObjectStore, work: WorkArea, job_id: str, item: int, chunk: int, tap: PreviewTap,
+    part: Path,
+) -> None:  # fmt: skip
+    """The upload stage. Tiles first: a part's presence is what marks the chunk's outputs
+    complete. Both go to the work bucket, which the inbox trigger does not watch."""
+    for key, jpeg in tap.jpegs().items():
+        store.write_bytes(
+            work.bucket,
+            work.preview_tile(job_id, item, key),
+            jpeg,
+            content_type="image/jpeg",
+            metadata={ROLE_KEY: "part"},
+        )
+    store.upload_file(
+        work.bucket,
+        work.part(job_id, item, chunk),
+        part,
+        content_type="video/mp4",
+        metadata={ROLE_KEY: "part"},
+    )
+
+
 def process_chunk(
     store: ObjectStore,
     settings: Settings,
     status: StatusStore,
     job_id: str,
     bucket: str,
-    item,
-    chunk,
+    item: PlannedItem,
+    chunk: Chunk,
     reporter: ProgressReporter,
     threads: int | None,
     folder: Path | None = None,
@@ -158,104 +326,25 @@ def process_chunk(
     per-chunk setup a worker pays; models come from the process's session cache).
     `still_wanted`, asked once the part is encoded: False (another worker finished the chunk
     meanwhile) stores nothing."""
-    info = item.info
-    rate = Fraction(info.fps_num, info.fps_den)
-    first = chunk.start_frame - chunk.preroll
-    count = (chunk.end_frame + chunk.postroll) - first
-    total = item.frames or info.frame_count  # a lipsync length policy may change it
-    last_chunk = chunk.end_frame >= total
-    # Past the video's end (lipsync `extend`): decode up to its last frame, then hold it.
-    holds = first + count > info.frame_count and total > info.frame_count
-    read_first = min(first, info.frame_count - 1) if holds else first
-    follows_speech = any(step_spec(s["name"]).speech for s in item.chain)
-    speech = (item.audio or item.video) if follows_speech else None
-    with store.media_source(bucket, speech) if speech else contextlib.nullcontext() as audio:
-        ctx = ProcessorContext(
-            info=info,
-            rate=rate,
-            width=info.width,
-            height=info.height,
-            model_store=settings.model_store,
-            folder=folder,
-            audio_path=audio,
-            audio_skip=item.audio_skip,
-            frames=item.frames,
-        )
-        building = time.perf_counter()
-        chain = Chain(item.chain, ctx)  # lipsync reads its audio features here
-        chain_seconds = time.perf_counter() - building
-    wanted = chunk.end_frame - chunk.start_frame
-    tap = PreviewTap(
-        [i for i in preview_indices(total) if chunk.start_frame <= i < chunk.end_frame]
-    )
+    span = ChunkSpan.of(item, chunk)
+    chain, chain_seconds = build_chain(store, bucket, item, settings.model_store, folder)
+    tap = PreviewTap([i for i in preview_indices(span.total) if span.keep[0] <= i < span.keep[1]])
     # Before any frame is decoded: a machine that cannot follow the item's encoder fails fast.
     encoder = item_encoder(store, work_area(settings, bucket), job_id, item.index)
     with tempfile.TemporaryDirectory(prefix="dropbatch-task-") as tmp:
         part = Path(tmp) / "part.mp4"
         with store.media_source(bucket, item.video) as source:
-            # The last chunk reads to the end: a header's frame count can be one short.
-            reader = FrameReader.for_video(
-                source,
-                info,
-                read_first,
-                info.frame_count - read_first if holds else None if last_chunk else count,
-                threads=threads,
-                decode=tuple(decode_args()),
-            )
-            batches = hold_last_frame(reader, first, first + count) if holds else reader
-            writer = FrameWriter(
-                part,
-                width=chain.width,
-                height=chain.height,
-                rate=rate,
-                settings=encode_settings(item.encode, threads, encoder),
-            )
-            done = 0
-
-            def tapped(frames: Iterable[FrameBatch]) -> Iterator[FrameBatch]:
-                for batch in frames:
-                    tap.see_input(batch)
-                    yield batch
-
-            def emit(batch: FrameBatch) -> None:
-                nonlocal done
-                tap.see_output(batch)
-                writer.write(batch.frames)
-                done += len(batch)
-                reporter.update(done)
-
+            reader, batches = decode(source, item.info, span, threads)
+            writer = encoder_for(part, chain, item, threads, encoder)
             try:
-                emitted = chain.run(
-                    tapped(batches), emit, keep=(chunk.start_frame, chunk.end_frame)
-                )
+                emitted, done = run_chain(chain, batches, writer, tap, reporter, span.keep)
             finally:
                 reader.close()
             writer.close()
-        if emitted != wanted and not (last_chunk and emitted > 0):
-            raise RuntimeError(
-                f"decoded {emitted} of {wanted} frames for chunk {chunk.index} "
-                f"(frames {chunk.start_frame}–{chunk.end_frame}); the video may be truncated"
-            )
+        check_emitted(emitted, span, chunk)
         if still_wanted is not None and not still_wanted():
             return chain_seconds
-        # Tiles first: a part's presence is what marks the chunk's outputs complete. Both go
-        # to the work bucket, which the inbox trigger does not watch.
-        work = work_area(settings, bucket)
-        for key, jpeg in tap.jpegs().items():
-            store.write_bytes(
-                work.bucket,
-                work.preview_tile(job_id, item.index, key),
-                jpeg,
-                content_type="image/jpeg",
-                metadata={ROLE_KEY: "part"},
-            )
-        store.upload_file(
-            work.bucket,
-            work.part(job_id, item.index, chunk.index),
-            part,
-            content_type="video/mp4",
-            metadata={ROLE_KEY: "part"},
-        )
+        upload_part(store, work_area(settings, bucket), job_id, item.index, chunk.index, tap, part)
         reporter.update(done, force=True)
     return chain_seconds
 
@@ -299,6 +388,94 @@ def failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+# -- one worker: claim → (context → decode → run → encode → upload) → record, until done --------
+@dataclass
+class Worker:
+    """One task's state across the chunks it claims: what each stage of its loop reads."""
+
+    settings: Settings
+    store: ObjectStore
+    status: StatusStore
+    record: JobRecord
+    job_id: str
+    index: int
+    attempt: int
+    owner: str  # this worker's claim owner: host, process, a nonce
+    holder: LeaseHolder
+    reporter: ProgressReporter
+    picker: ChunkPicker
+    work: WorkArea
+    threads: int | None
+
+    @property
+    def plan(self) -> Plan:
+        assert self.record.plan is not None
+        return self.record.plan
+
+
+def plan_problem(record: JobRecord | None, job_id: str, index: int) -> int | None:
+    """The exit code when there is nothing this task may run (no plan, a bad index, a job
+    that has ended), else None."""
+    if record is None or record.plan is None:
+        event(
+            log,
+            "task failed",
+            logging.ERROR,
+            reason=f"job {job_id} has no plan in the status store",
+        )
+        return 2
+    if index < 0:
+        event(log, "task failed", logging.ERROR, reason=f"task index {index} is negative")
+        return 2
+    if record.state in (JobState.FAILED, JobState.CANCELLED, JobState.SUCCEEDED):
+        return 0  # nothing left to do for this job
+    return None
+
+
+def start_worker(
+    settings: Settings,
+    store: ObjectStore,
+    status: StatusStore,
+    record: JobRecord,
+    job_id: str,
+    index: int,
+    attempt: int,
+    task_count: int | None,
+) -> Worker:
+    """The job RUNNING, this machine's facts recorded, the worker's claim picker ready."""
+    plan = record.plan
+    assert plan is not None
+    logs.bind(job_id=job_id, task_index=index)
+    transition(store, status, job_id, JobState.RUNNING, allowed_from=frozenset({JobState.QUEUED}))
+    me = current_owner()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    holder = LeaseHolder(process=me, task_index=index, attempt=attempt)
+    progress = TaskProgress(
+        job_id=job_id, task_index=index, item=0, chunk=0, attempt=attempt, owner=me
+    )
+    reporter = ProgressReporter(status, progress)
+    threads = limit_threads(settings)
+    try:
+        record_this_machine(status, record, plan.gpu != "none")
+    except Exception as exc:  # the facts inform; the job does not depend on them
+        event(log, "machine facts not recorded", logging.WARNING, reason=failure_text(exc))
+    picker = ChunkPicker(
+        status,
+        job_id,
+        plan,
+        owner,
+        holder,
+        task_index=index,
+        task_count=task_count or plan.parallelism,
+        lease=settings.claim_lease_seconds,
+    )
+    work = work_area(settings, record.bucket)
+    return Worker(
+        settings, store, status, record, job_id, index, attempt, owner, holder, reporter,
+        picker, work, threads,
+    )  # fmt: skip
+
+
 def run_task(
     settings: Settings,
     job_id: str,
@@ -313,146 +490,152 @@ def run_task(
     workers the job runs (where this one starts in the job; default: its parallelism)."""
     store, status = open_store(settings), open_status(settings)
     record = status.get(job_id)  # the plan, read once: nothing below reads the job again
-    if record is None or record.plan is None:
-        event(
-            log,
-            "task failed",
-            logging.ERROR,
-            reason=f"job {job_id} has no plan in the status store",
-        )
-        return 2
-    if index < 0:
-        event(log, "task failed", logging.ERROR, reason=f"task index {index} is negative")
-        return 2
-    if record.state in (JobState.FAILED, JobState.CANCELLED, JobState.SUCCEEDED):
-        return 0  # nothing left to do for this job
-    plan = record.plan
-    logs.bind(job_id=job_id, task_index=index)
-    transition(store, status, job_id, JobState.RUNNING, allowed_from=frozenset({JobState.QUEUED}))
-    me = current_owner()
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    holder = LeaseHolder(process=me, task_index=index, attempt=attempt)
-    progress = TaskProgress(
-        job_id=job_id, task_index=index, item=0, chunk=0, attempt=attempt, owner=me
-    )
-    reporter = ProgressReporter(status, progress)
-    threads = limit_threads(settings)
-    gpu_asked = plan.gpu != "none"
-    try:
-        record_this_machine(status, record, gpu_asked)
-    except Exception as exc:  # the facts inform; the job does not depend on them
-        event(log, "machine facts not recorded", logging.WARNING, reason=failure_text(exc))
-    lease = settings.claim_lease_seconds
-    picker = ChunkPicker(
-        status,
-        job_id,
-        plan,
-        owner,
-        holder,
-        task_index=index,
-        task_count=task_count or plan.parallelism,
-        lease=lease,
-    )
-    work = work_area(settings, record.bucket)
+    problem = plan_problem(record, job_id, index)
+    if problem is not None:
+        return problem
+    assert record is not None
+    worker = start_worker(settings, store, status, record, job_id, index, attempt, task_count)
     # Every model this worker loads runs on the GPU when the job asks for one, or the chunk's
     # setup fails GPU_UNAVAILABLE (processors/gpu.py): never a quiet CPU run on a GPU VM.
-    with gpu_required_here(gpu_asked), reporter, WorkerSetup(store, record) as setup:
-        reporter.update(0, force=True, state="RUNNING")
-        worker_started = time.time()
-        event(log, "task started", attempt=attempt, threads=threads or 0)
-        while max_chunks is None or reporter.progress.chunks_done < max_chunks:
-            claim = picker.next()
-            if claim is None:
-                break
-            item, chunk = plan.items[claim.item], plan.items[claim.item].chunks[claim.chunk]
-            frames = chunk.end_frame - chunk.start_frame
-            logs.bind(item=claim.item, chunk=claim.chunk)
-            reporter.start_chunk(claim.item, claim.chunk, frames)
-            started, chain_seconds = time.time(), 0.0
-            try:
-                with ClaimKeeper(status, job_id, claim, lease):
-                    # Taken over from a worker that stored the part but never recorded it
-                    # (its done mark failed, or it died in between): the work is kept.
-                    stored = claim.grants > 1 and part_stored(store, work, job_id, claim)
-                    if not stored:
-                        chain_seconds = process_chunk(
-                            store,
-                            settings,
-                            status,
-                            job_id,
-                            record.bucket,
-                            item,
-                            chunk,
-                            reporter,
-                            threads,
-                            folder=setup.side_inputs(item),
-                            still_wanted=lambda c=claim: not chunk_done(status, job_id, c),
-                        )
-                    finished = record_done(status, job_id, plan, claim.item, claim.chunk)
-            except Exception as exc:
-                with contextlib.suppress(Exception):  # the lease runs out if this fails too
-                    release_claim(status, job_id, claim)  # another worker may take it now
-                failure = task_failure(exc, store.uri(work.bucket, work.job_folder(job_id)))
-                reporter.update(
-                    reporter.progress.frames_done,
-                    force=True,
-                    state="FAILED",
-                    message=failure.reason,
-                    code=failure.code,
-                    uri=failure.uri,
-                )
-                event(
-                    log,
-                    "task failed",
-                    logging.ERROR,
-                    reason=failure.reason,
-                    attempt=attempt,
-                    code=failure.code,
-                )
-                # A chain that cannot be set up (bad model, bad side image, a GPU job whose
-                # models cannot load on the GPU) or an input that is gone fails the same way on
-                # every retry: exit 2.
-                return failure.exit_code
-            if not finished.first:
-                # Another worker took the chunk over (this one was stopped past its lease) and
-                # finished it first: ours changes nothing, and what we stored goes if the item
-                # was stitched before it landed.
-                event(log, "chunk finished by another worker first", chunk=claim.chunk)
-                remove_late_parts(store, status, work, job_id, claim.item)
-                continue
-            elapsed = time.time() - started
-            reporter.update(frames, force=True, chunks_done=reporter.progress.chunks_done + 1)
-            event(
-                log,
-                "chunk finished",
-                seconds=round(elapsed, 3),
-                chain_setup_seconds=round(chain_seconds, 3),
-                fps=round(frames / max(elapsed, 1e-6), 2),
-                kept_stored_part=stored,
-            )
-            if finished.item_complete:
-                failed = stitch(
-                    store, status, settings, job_id, claim.item, owner, holder, reporter
-                )
-                if failed:
-                    return failed
-        # Every chunk is done. An item whose chunks are all done but which nobody is
-        # stitching (its stitcher died, or a worker died between its last chunk and the
-        # stitch): this worker stitches it.
-        for orphan in unstitched_items(status, job_id, holder):
-            failed = stitch(store, status, settings, job_id, orphan, owner, holder, reporter)
-            if failed:
-                return failed
-        reporter.update(reporter.progress.frames_done, force=True, state="SUCCEEDED")
-        event(
-            log,
-            "task finished",
-            chunks=reporter.progress.chunks_done,
-            seconds=round(time.time() - worker_started, 3),
-            claim_reads=picker.reads,
-            **peak_memory_mb(),
-        )
+    gpu_asked = worker.plan.gpu != "none"
+    with gpu_required_here(gpu_asked), worker.reporter, WorkerSetup(store, record) as setup:
+        return work_until_done(worker, setup, max_chunks)
+
+
+def work_until_done(worker: Worker, setup: WorkerSetup, max_chunks: int | None) -> int:
+    """Claim and process chunks until none is left (or `max_chunks`), then stitch what nobody
+    is stitching; the task's exit code."""
+    reporter = worker.reporter
+    reporter.update(0, force=True, state="RUNNING")
+    worker_started = time.time()
+    event(log, "task started", attempt=worker.attempt, threads=worker.threads or 0)
+    while max_chunks is None or reporter.progress.chunks_done < max_chunks:
+        claim = worker.picker.next()
+        if claim is None:
+            break
+        failed = do_claim(worker, setup, claim)
+        if failed:
+            return failed
+    # Every chunk is done. An item whose chunks are all done but which nobody is stitching
+    # (its stitcher died, or a worker died between its last chunk and the stitch): this
+    # worker stitches it.
+    for orphan in unstitched_items(worker.status, worker.job_id, worker.holder):
+        failed = stitch_item_of(worker, orphan)
+        if failed:
+            return failed
+    reporter.update(reporter.progress.frames_done, force=True, state="SUCCEEDED")
+    event(
+        log,
+        "task finished",
+        chunks=reporter.progress.chunks_done,
+        seconds=round(time.time() - worker_started, 3),
+        claim_reads=worker.picker.reads,
+        **peak_memory_mb(),
+    )
+    return 0
+
+
+def do_claim(worker: Worker, setup: WorkerSetup, claim: ChunkClaim) -> int:
+    """One claimed chunk: processed (or its stored part kept), recorded done, its item
+    stitched when it was the last; 0, or the task's exit code when it must stop."""
+    item = worker.plan.items[claim.item]
+    chunk = item.chunks[claim.chunk]
+    frames = chunk.end_frame - chunk.start_frame
+    logs.bind(item=claim.item, chunk=claim.chunk)
+    worker.reporter.start_chunk(claim.item, claim.chunk, frames)
+    started = time.time()
+    try:
+        stored, chain_seconds, finished = process_claimed(worker, setup, claim, item, chunk)
+    except Exception as exc:
+        return chunk_failed(worker, claim, exc)
+    if not finished.first:
+        # Another worker took the chunk over (this one was stopped past its lease) and
+        # finished it first: ours changes nothing, and what we stored goes if the item was
+        # stitched before it landed.
+        event(log, "chunk finished by another worker first", chunk=claim.chunk)
+        remove_late_parts(worker.store, worker.status, worker.work, worker.job_id, claim.item)
         return 0
+    elapsed = time.time() - started
+    progress = worker.reporter.progress
+    worker.reporter.update(frames, force=True, chunks_done=progress.chunks_done + 1)
+    event(
+        log,
+        "chunk finished",
+        seconds=round(elapsed, 3),
+        chain_setup_seconds=round(chain_seconds, 3),
+        fps=round(frames / max(elapsed, 1e-6), 2),
+        kept_stored_part=stored,
+    )
+    return stitch_item_of(worker, claim.item) if finished.item_complete else 0
+
+
+def process_claimed(
+    worker: Worker, setup: WorkerSetup, claim: ChunkClaim, item: PlannedItem, chunk: Chunk
+) -> tuple[bool, float, Finished]:
+    """The chunk under its kept claim: (its part was stored already, chain seconds, what
+    recording it done found)."""
+    status, job_id = worker.status, worker.job_id
+    chain_seconds = 0.0
+    with ClaimKeeper(status, job_id, claim, worker.settings.claim_lease_seconds):
+        # Taken over from a worker that stored the part but never recorded it (its done mark
+        # failed, or it died in between): the work is kept.
+        stored = claim.grants > 1 and part_stored(worker.store, worker.work, job_id, claim)
+        if not stored:
+            chain_seconds = process_chunk(
+                worker.store,
+                worker.settings,
+                status,
+                job_id,
+                worker.record.bucket,
+                item,
+                chunk,
+                worker.reporter,
+                worker.threads,
+                folder=setup.side_inputs(item),
+                still_wanted=lambda c=claim: not chunk_done(status, job_id, c),
+            )
+        finished = record_done(status, job_id, worker.plan, claim.item, claim.chunk)
+    return stored, chain_seconds, finished
+
+
+def chunk_failed(worker: Worker, claim: ChunkClaim, exc: Exception) -> int:
+    """The claim released, the failure in the task's progress and log; the exit code. A chain
+    that cannot be set up (bad model, bad side image, a GPU job whose models cannot load on
+    the GPU) or an input that is gone fails the same way on every retry: exit 2."""
+    with contextlib.suppress(Exception):  # the lease runs out if this fails too
+        release_claim(worker.status, worker.job_id, claim)  # another worker may take it now
+    internal = worker.store.uri(worker.work.bucket, worker.work.job_folder(worker.job_id))
+    failure = task_failure(exc, internal)
+    worker.reporter.update(
+        worker.reporter.progress.frames_done,
+        force=True,
+        state="FAILED",
+        message=failure.reason,
+        code=failure.code,
+        uri=failure.uri,
+    )
+    event(
+        log,
+        "task failed",
+        logging.ERROR,
+        reason=failure.reason,
+        attempt=worker.attempt,
+        code=failure.code,
+    )
+    return failure.exit_code
+
+
+def stitch_item_of(worker: Worker, item: int) -> int:
+    return stitch(
+        worker.store,
+        worker.status,
+        worker.settings,
+        worker.job_id,
+        item,
+        worker.owner,
+        worker.holder,
+        worker.reporter,
+    )
 
 
 def chunk_done(status: StatusStore, job_id: str, claim: ChunkClaim) -> bool:

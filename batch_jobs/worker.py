@@ -14,10 +14,10 @@ from pathlib import Path
 
 from batch_jobs.leases import holder_gone
 from batch_jobs.side_inputs import fetch_side_inputs
-from dropbatch.domain import PlannedItem
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import JobRecord, LeaseHolder
-from dropbatch.storage.base import ObjectStore, folder_of
+from core.domain import PlannedItem
+from core.status.base import StatusStore
+from core.status.model import JobRecord, LeaseHolder
+from core.storage.base import ObjectStore, folder_of
 
 
 class WorkerSetup:

@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from dropbatch.config import Settings
-from dropbatch.domain import PlannedItem
+from core.config import Settings
+from core.domain import PlannedItem
 from processors.step_costs import chain_fps
 
 # What a job may spend beyond its frames, as a share of its floor: 0.5 keeps a job near 1.5×

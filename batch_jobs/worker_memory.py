@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropbatch.config import Settings
-from dropbatch.domain import Plan
+from core.config import Settings
+from core.domain import Plan
 from processors.registry import step_spec
 from processors.spec import StepMemory
 

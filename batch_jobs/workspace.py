@@ -12,7 +12,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from dropbatch.config import Settings
+from core.config import Settings
 
 # The embedded default's work bucket: a folder inside the local store's own state folder
 # (`<local_root>/.dropbatch/work/`, or a local inbox's `<inbox>/.dropbatch/work/`), beside the

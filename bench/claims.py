@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 from batch_jobs.outputs import _claim, claim_outputs  # noqa: E402
 from batch_jobs.workspace import WorkArea  # noqa: E402
-from dropbatch.domain import Plan, PlannedItem, VideoInfo  # noqa: E402
-from dropbatch.storage.base import NotFound  # noqa: E402
-from dropbatch.storage.gcs import GcsStore  # noqa: E402
+from core.domain import Plan, PlannedItem, VideoInfo  # noqa: E402
+from core.storage.base import NotFound  # noqa: E402
+from core.storage.gcs import GcsStore  # noqa: E402
 from tests.servers import fake_gcs_server  # noqa: E402
 
 

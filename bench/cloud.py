@@ -40,6 +40,7 @@ from skimage.data import astronaut  # noqa: E402
 
 from batch_jobs.claims import next_claim  # noqa: E402
 from batch_jobs.plan import build_plan  # noqa: E402
+from batch_jobs.task import chunk_context  # noqa: E402
 from batch_jobs.worker_count import (  # noqa: E402
     DRIVER_INSTALL_SECONDS,
     IMAGE_PULL_SECONDS,
@@ -52,7 +53,6 @@ from dropbatch.cost import (  # noqa: E402
 )
 from manifests.model import ComputeOptions, Manifest  # noqa: E402
 from manifests.resolve import ResolvedItem  # noqa: E402
-from processors.base import ProcessorContext  # noqa: E402
 from processors.chain import Chain  # noqa: E402
 from processors.media.frames import EncodeSettings, FrameReader, FrameWriter  # noqa: E402
 from processors.media.probe import probe  # noqa: E402
@@ -90,10 +90,7 @@ def measure(seconds: float) -> tuple[float, float, float, float]:
             {"version": 1, "inputs": "talk.mp4", "chain": CHAIN, "compute": {"chunk_seconds": 1}}
         )
         [item] = build_plan(manifest, "", [(ResolvedItem(0, "talk.mp4", None, None), info)]).items
-        ctx = ProcessorContext(
-            info=info, rate=rate, width=info.width, height=info.height, folder=folder,
-            model_store=str(store),
-        )  # fmt: skip
+        ctx = chunk_context(item, str(store), folder, None)  # the task's own (no speech here)
         started = time.perf_counter()
         Chain(item.chain, ctx)  # the first build: fetch into the cache, imports, model load
         setup = time.perf_counter() - started

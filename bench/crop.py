@@ -47,9 +47,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from plumbing import Sample, make_clip, measure, wait_quiet  # noqa: E402
 
-from dropbatch.domain import VideoInfo  # noqa: E402
+from core.domain import VideoInfo  # noqa: E402
 from processors.base import ProcessorContext  # noqa: E402
-from processors.crop.detectors import Box, make_detector  # noqa: E402
+from processors.crop.detector_choice import make_detector  # noqa: E402
+from processors.crop.detectors import Box  # noqa: E402
 from processors.crop.options import CropOptions  # noqa: E402
 from processors.crop.processor import CropProcessor  # noqa: E402
 from processors.media.frames import FrameBatch, FrameReader  # noqa: E402

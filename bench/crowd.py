@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dropbatch.status.firestore import FirestoreStatusStore  # noqa: E402
+from core.status.firestore import FirestoreStatusStore  # noqa: E402
 from tests.crowd import CommitCounter, crowd_plan, run_crowd  # noqa: E402
 from tests.servers import firestore_emulator  # noqa: E402
 

@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dropbatch.domain import VideoInfo  # noqa: E402
+from core.domain import VideoInfo  # noqa: E402
 from processors.base import ProcessorContext  # noqa: E402
 from processors.enhance.align import aligned_crop, ffhq_matrix, restore_mask  # noqa: E402
 from processors.enhance.processor import EnhanceProcessor  # noqa: E402

@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dropbatch.domain import VideoInfo  # noqa: E402
+from core.domain import VideoInfo  # noqa: E402
 from processors.base import ProcessorContext  # noqa: E402
 from processors.chain import Chain  # noqa: E402
 from processors.lipsync.model import Wav2LipModel  # noqa: E402

@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dropbatch.domain import VideoInfo  # noqa: E402
+from core.domain import VideoInfo  # noqa: E402
 from processors.base import ProcessorContext  # noqa: E402
 from processors.faces import align_matrix  # noqa: E402
 from processors.media.frames import FrameBatch  # noqa: E402

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dropbatch.status.model import JobState  # noqa: E402
+from core.status.model import JobState  # noqa: E402
 from tests.planning_scale import make_clip, plan_inputs  # noqa: E402
 from tests.servers import fake_gcs_server  # noqa: E402
 

@@ -183,9 +183,9 @@ class Plumbing:
     root: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        from dropbatch.config import Settings
-        from dropbatch.status import open_status
-        from dropbatch.storage.local import LocalStore
+        from core.config import Settings
+        from core.status import open_status
+        from core.storage.local import LocalStore
         from processors.media.probe import probe
 
         self.root = WORK / "plumbing"
@@ -199,8 +199,8 @@ class Plumbing:
     def run(self, threads: int, attempt: int) -> tuple[Sample, Path]:
         from batch_jobs.task import ProgressReporter, process_chunk
         from batch_jobs.workspace import work_area
-        from dropbatch.domain import Chunk, PlannedItem
-        from dropbatch.status.model import TaskProgress
+        from core.domain import Chunk, PlannedItem
+        from core.status.model import TaskProgress
 
         frames = self.info.frame_count
         item = PlannedItem(
@@ -245,11 +245,11 @@ def run_job(
 ) -> JobRun:
     from batch_jobs.local_executor import LocalLauncher
     from batch_jobs.plan import build_plan
-    from dropbatch.config import Settings
-    from dropbatch.jobstatus import transition
-    from dropbatch.status import open_status
-    from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord, JobState
-    from dropbatch.storage.local import LocalStore
+    from core.config import Settings
+    from core.jobstatus import transition
+    from core.status import open_status
+    from core.status.model import LAUNCHABLE_STATES, JobRecord, JobState
+    from core.storage.local import LocalStore
     from manifests.model import MAX_INPUTS, Manifest
     from manifests.resolve import resolve_inputs
     from processors.media.probe import probe

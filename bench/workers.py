@@ -51,8 +51,8 @@ FOLDER = "in/"
 def one_chunk() -> int:
     """`python bench/workers.py --one-chunk`: a task limited to one chunk (mode b)."""
     from batch_jobs.task import run_task
-    from dropbatch import logs
-    from dropbatch.config import Settings
+    from core import logs
+    from core.config import Settings
 
     logs.setup()
     index = int(os.environ["BATCH_TASK_INDEX"])
@@ -134,11 +134,11 @@ def queue_job(root: Path, job_id: str, clip: Path, store: Path, args) -> tuple[o
     from skimage.data import astronaut
 
     from batch_jobs.plan import build_plan
-    from dropbatch.config import Settings
-    from dropbatch.jobstatus import transition
-    from dropbatch.status import open_status
-    from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord, JobState
-    from dropbatch.storage.local import LocalStore
+    from core.config import Settings
+    from core.jobstatus import transition
+    from core.status import open_status
+    from core.status.model import LAUNCHABLE_STATES, JobRecord, JobState
+    from core.storage.local import LocalStore
     from manifests.model import Manifest
     from manifests.resolve import ResolvedItem
     from processors.media.probe import probe
@@ -238,7 +238,7 @@ def main() -> None:
     if args.one_chunk:
         sys.exit(one_chunk())
 
-    from dropbatch.status.model import JobState
+    from core.status.model import JobState
     from processors.media.frames import FrameReader  # noqa: F401  (warm the import cache)
     from processors.media.probe import probe
     from tests.real_assets import asset

@@ -16,8 +16,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dropbatch.config import Settings
-from dropbatch.status.model import CheckResult
+from core.config import Settings
+from core.status.model import CheckResult
 
 # Predefined roles that hold each permission we need (basic roles included: a project's
 # Owner or Editor binding works too). Custom roles are not expanded.
@@ -342,7 +342,7 @@ class PolicyReaders:
         """`gs://B`, `projects/P/topics/T`, `projects/P`, `projects/P/serviceAccounts/E`."""
         options = {"options": {"requestedPolicyVersion": 3}}
         if key.startswith("gs://"):
-            from dropbatch.storage.gcs import GcsStore
+            from core.storage.gcs import GcsStore
 
             client = GcsStore(project=self.settings.project or None).client
             policy = client.bucket(key.removeprefix("gs://")).get_iam_policy(

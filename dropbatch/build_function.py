@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRST_PARTY = ("batch_jobs", "dropbatch", "manifests", "processors", "triggers")
+FIRST_PARTY = ("batch_jobs", "core", "dropbatch", "manifests", "processors", "triggers")
 ENTRY = "triggers.main"
 FUNCTIONS = ("on_inbox_object", "on_batch_state", "on_sweep")
 # Imported by the Functions runtime itself, not by our code; always required.

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from dropbatch.config import Settings
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import TERMINAL_STATES, CheckResult, JobRecord, JobState
-from dropbatch.storage.base import GS_SCHEME, NotFound, ObjectStore, split_gs_uri
+from core.config import Settings
+from core.status.base import StatusStore
+from core.status.model import TERMINAL_STATES, CheckResult, JobRecord, JobState
+from core.storage.base import GS_SCHEME, NotFound, ObjectStore, split_gs_uri
 
 CANARY_FOLDER = "_doctor/"
 CLIP = "clip.mp4"

@@ -26,7 +26,7 @@ from fractions import Fraction
 from batch_jobs.claims import next_claim
 from batch_jobs.cloud_batch import BOOT_DISK_GB, MACHINES
 from batch_jobs.worker_count import Throughput, job_throughput
-from dropbatch.domain import Plan, VideoInfo
+from core.domain import Plan, VideoInfo
 from manifests.model import ComputeOptions, Manifest
 
 # USD per VM hour in us-central1 (machine incl. its GPU), as listed when this was written.

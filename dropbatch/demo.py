@@ -124,9 +124,9 @@ def what_is_missing(models: DemoModels) -> list[str]:
 
 
 def run_demo(base: Path, workers: int | str = 2, seconds: float = 12.0) -> int:
-    from dropbatch.cli import run_manifest
-    from dropbatch.config import Settings
+    from core.config import Settings
     from dropbatch.inbox import LocalInbox
+    from dropbatch.local_run import run_manifest
 
     folder = base.resolve() / "inbox" / time.strftime("demo-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from dropbatch.config import Settings
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import CheckReport, CheckResult
-from dropbatch.storage.base import gs_bucket
+from core.config import Settings
+from core.status.base import StatusStore
+from core.status.model import CheckReport, CheckResult
+from core.storage.base import gs_bucket
 
 # What the canary's job depends on: a failure here would only fail it at a known stage. (The
 # self-check's findings do not stop it: the canary shows what they mean for a real job.)
@@ -72,7 +72,7 @@ def check_bucket(label: str, settings: Settings, bucket: str, gcs: bool) -> Chec
     if gcs:
         from google.api_core import exceptions
 
-        from dropbatch.storage.gcs import GcsStore
+        from core.storage.gcs import GcsStore
 
         uri = f"gs://{bucket}/"
         try:
@@ -125,7 +125,7 @@ def status_where(settings: Settings) -> str:
 def check_status(settings: Settings, check_id: str) -> tuple[CheckResult, StatusStore | None]:
     """(result, the store) — the store is None when it does not answer. The doctor's
     placeholder report is the write; reading it back is the read."""
-    from dropbatch.status import open_status
+    from core.status import open_status
 
     where = status_where(settings)
     try:
@@ -150,7 +150,7 @@ def check_status(settings: Settings, check_id: str) -> tuple[CheckResult, Status
 def check_models(settings: Settings, manifest: Path | None) -> list[CheckResult]:
     """The store answers; with a manifest, every model file it needs is there and verified,
     by the same checks as `dropbatch models check --manifest`."""
-    from dropbatch.cli import _manifest_models
+    from dropbatch.local_run import _manifest_models
     from processors.models.store import default_cache, open_model_store
 
     names = _manifest_models(manifest) if manifest else []
@@ -366,8 +366,8 @@ def run_the_canary(
 ) -> None:
     """The canary runs only on a deployment that passed the checks it depends on: a job on a
     broken one would fail at a stage the checklist above already names."""
+    from core.storage import open_store
     from dropbatch.canary import run_canary
-    from dropbatch.storage import open_store
 
     blocking = list(
         dict.fromkeys(r.name for r in checks.results if not r.ok and r.name in CANARY_NEEDS)

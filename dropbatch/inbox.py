@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropbatch.config import Settings
+from core.config import Settings
 
-STATE_DIR = ".dropbatch"  # also the local store's state folder (dropbatch.storage.local)
+STATE_DIR = ".dropbatch"  # also the local store's state folder (core.storage.local)
 MARKER = "INBOX"
 MARKER_TEXT = (
     "This folder is a dropbatch inbox. Beside this file is its store: status.sqlite (every job\n"

@@ -14,10 +14,10 @@ from cloudevents.http import CloudEvent
 if TYPE_CHECKING:
     from batch_jobs.intake import Intake
 
+from core.logs import event
+from core.storage.base import ObjectInfo
+from core.storage.local import LocalStore
 from dropbatch.inbox import LocalInbox, nested_inboxes
-from dropbatch.logs import event
-from dropbatch.storage.base import ObjectInfo
-from dropbatch.storage.local import LocalStore
 
 log = logging.getLogger("dropbatch.watcher")
 EVENT_TYPE = "google.cloud.storage.object.v1.finalized"
@@ -128,7 +128,7 @@ def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = F
     """Watch `inbox` and hand each finished object to `intake`, as the trigger would."""
     from batch_jobs.capacity import sweep_unstarted
     from batch_jobs.local_executor import resume_stranded
-    from dropbatch import logs
+    from core import logs
 
     logs.setup()
     settings = intake.settings

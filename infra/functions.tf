@@ -15,7 +15,7 @@ locals {
   repository = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}/task"
   # By digest: a tag moved mid-job would run one job's tasks on different images.
   image = var.image_digest == null ? "" : "${local.repository}@${var.image_digest}"
-  # Settings (dropbatch/config.py); the trigger passes them on to every Batch task.
+  # Settings (core/config.py); the trigger passes them on to every Batch task.
   function_env = merge({
     DROPBATCH_STORAGE                 = "gcs"
     DROPBATCH_WORK_BUCKET             = google_storage_bucket.work.name

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterable
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 
 MAX_ERRORS = 50  # reported at once; the rest are counted
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")

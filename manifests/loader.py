@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 from manifests.errors import ManifestInvalid, format_path
 from manifests.model import Manifest, manifest_model
 from manifests.yaml_reader import (

@@ -2,7 +2,7 @@
 
 Every model forbids unknown keys, so a typo (`chunk_second:`) is an error with its field path
 instead of a silently ignored setting. Paths are strings relative to the manifest's folder;
-`manifests.paths` checks that none escapes it.
+`core.paths` checks that none escapes it.
 
 The chain's steps come from the step registry (`processors/registry.py`): `ChainStep` has one
 optional field per step, typed by that step's options model, and `StepOverrides` one mapping
@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from manifests.paths import check_relative_path
-from manifests.strict import RelPath, Strict, VideoPath
+from core.paths import check_relative_path
+from core.strict import RelPath, Strict, VideoPath
 from processors import registry
 from processors.spec import StepSpec
 

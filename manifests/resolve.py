@@ -6,11 +6,11 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from dropbatch.domain import JobError
-from manifests.globs import Glob, GlobError, is_glob, parse_glob
-from manifests.model import Manifest
+from core.domain import JobError
+from core.globs import Glob, GlobError, is_glob, parse_glob
+from core.strict import Strict
+from manifests.model import InputItem, Manifest
 from manifests.steps import checked_steps
-from manifests.strict import Strict
 from processors import registry
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -87,65 +87,10 @@ def resolve_inputs(
     missing: list[JobError] = []
     errors: list[JobError] = []
     for i, item in enumerate(manifest.inputs):
-        overrides = item.overrides.model_dump(exclude_none=True)
-        try:
-            video = video_pattern(item.video)
-        except GlobError as exc:
-            errors.append(
-                JobError(
-                    code="MANIFEST_FIELD", message=f"bad glob: {exc}", field=f"inputs[{i}].video"
-                )
-            )
-            continue
-        if isinstance(video, str):
-            if video in present:
-                items.append(ResolvedItem(i, video, item.audio, item.output_name, overrides))
-            else:
-                missing.append(
-                    JobError(
-                        code="INPUT_MISSING",
-                        message=f"{video} is not in the manifest's folder yet",
-                        field=f"inputs[{i}].video",
-                    )
-                )
-        else:
-            matches = [n for n in candidates if video.match(n)]
-            if not matches:
-                missing.append(
-                    JobError(
-                        code="INPUT_MISSING",
-                        message=f"no file matches the glob {item.video} yet"
-                        + _literal_hint(item.video, present),
-                        field=f"inputs[{i}].video",
-                    )
-                )
-            if item.output_name and len(matches) > 1:
-                errors.append(
-                    JobError(
-                        code="OUTPUT_NAME_CLASH",
-                        message="output_name cannot be used with a glob matching several files",
-                        field=f"inputs[{i}].output_name",
-                    )
-                )
-            for name in matches:
-                items.append(ResolvedItem(i, name, item.audio, item.output_name, overrides))
-        if item.audio and item.audio not in present:
-            missing.append(
-                JobError(
-                    code="INPUT_MISSING",
-                    message=f"{item.audio} is not in the manifest's folder yet",
-                    field=f"inputs[{i}].audio",
-                )
-            )
+        _resolve_input(i, item, present, candidates, items, missing, errors)
     for where, rel in side_files(manifest):
         if rel not in present:
-            missing.append(
-                JobError(
-                    code="INPUT_MISSING",
-                    message=f"{rel} is not in the manifest's folder yet",
-                    field=where,
-                )
-            )
+            missing.append(_not_there_yet(rel, where))
     if len(items) > max_items:
         errors.append(
             JobError(
@@ -154,6 +99,68 @@ def resolve_inputs(
                 field="inputs",
             )
         )
+    errors += _output_name_clashes(items, output_prefix)
+    return Resolution(items, missing, errors)
+
+
+def _not_there_yet(rel: str, where: str) -> JobError:
+    return JobError(
+        code="INPUT_MISSING", message=f"{rel} is not in the manifest's folder yet", field=where
+    )
+
+
+def _resolve_input(
+    i: int,
+    item: InputItem,
+    present: set[str],
+    candidates: list[str],
+    items: list[ResolvedItem],
+    missing: list[JobError],
+    errors: list[JobError],
+) -> None:
+    """inputs[i]: its videos appended to `items`, what is not there yet to `missing`, what is
+    wrong with it to `errors`."""
+    overrides = item.overrides.model_dump(exclude_none=True)
+    try:
+        video = video_pattern(item.video)
+    except GlobError as exc:
+        errors.append(
+            JobError(code="MANIFEST_FIELD", message=f"bad glob: {exc}", field=f"inputs[{i}].video")
+        )
+        return
+    if isinstance(video, str):
+        if video in present:
+            items.append(ResolvedItem(i, video, item.audio, item.output_name, overrides))
+        else:
+            missing.append(_not_there_yet(video, f"inputs[{i}].video"))
+    else:
+        matches = [n for n in candidates if video.match(n)]
+        if not matches:
+            missing.append(
+                JobError(
+                    code="INPUT_MISSING",
+                    message=f"no file matches the glob {item.video} yet"
+                    + _literal_hint(item.video, present),
+                    field=f"inputs[{i}].video",
+                )
+            )
+        if item.output_name and len(matches) > 1:
+            errors.append(
+                JobError(
+                    code="OUTPUT_NAME_CLASH",
+                    message="output_name cannot be used with a glob matching several files",
+                    field=f"inputs[{i}].output_name",
+                )
+            )
+        for name in matches:
+            items.append(ResolvedItem(i, name, item.audio, item.output_name, overrides))
+    if item.audio and item.audio not in present:
+        missing.append(_not_there_yet(item.audio, f"inputs[{i}].audio"))
+
+
+def _output_name_clashes(items: list[ResolvedItem], output_prefix: str) -> list[JobError]:
+    """Two items that would write the same output."""
+    errors = []
     seen: dict[str, int] = {}
     for item in items:
         out = item.output_name or posixpath.splitext(posixpath.basename(item.video))[0] + ".mp4"
@@ -167,4 +174,4 @@ def resolve_inputs(
                 )
             )
         seen[out] = item.index
-    return Resolution(items, missing, errors)
+    return errors

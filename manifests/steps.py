@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from processors.registry import faces_handed_on
 
 if TYPE_CHECKING:
+    from core.strict import Strict
     from manifests.model import ManifestBase
-    from manifests.strict import Strict
     from processors.spec import StepSpec
 
 

@@ -20,7 +20,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 from manifests.errors import MAX_ERRORS, ManifestInvalid, format_path
 
 try:  # libyaml: about five times faster than the pure-Python parser

@@ -64,7 +64,7 @@ class ArcFaceRecogniser:
 
     def embed(self, rgb: np.ndarray, kps: np.ndarray) -> np.ndarray:
         """The L2-normalised embedding of the face with these landmarks in an RGB image."""
-        from processors.faces import align_matrix
+        from processors.face_align import align_matrix
 
         matrix = align_matrix(kps, self.size)
         crop = cv2.warpAffine(rgb, matrix, (self.size, self.size), borderValue=0.0)

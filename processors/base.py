@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
 from processors.media.frames import FrameBatch
 
 

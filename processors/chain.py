@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from manifests.strict import Strict
+from core.strict import Strict
 from processors.base import Processor, ProcessorContext
 from processors.media.frames import FrameBatch
 from processors.registry import step_spec

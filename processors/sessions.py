@@ -21,7 +21,7 @@ ENGINE_FOLDER = "tensorrt-engines"
 def engine_cache(cache: Path | None = None) -> Path:
     """Where TensorRT engines and timing caches live: beside the verified model copies."""
     if cache is None:
-        from processors.models.store import default_cache
+        from processors.models.cache import default_cache
 
         cache = default_cache()
     return cache / ENGINE_FOLDER

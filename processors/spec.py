@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from manifests.strict import Strict
+from core.strict import Strict
 
 if TYPE_CHECKING:
-    from dropbatch.domain import JobError
+    from core.domain import JobError
     from processors.base import Processor, ProcessorContext
     from processors.models.store import ModelStore
 
@@ -122,28 +122,6 @@ def _no_context(options: Any, rate: Fraction, frame: FrameSize | None) -> tuple[
 
 def _no_side_files(options: Any, base: str) -> list[SideFile]:
     return []
-
-
-P = TypeVar("P")
-
-
-def build_after_models(
-    step: str,
-    options: Strict,
-    ctx: ProcessorContext,
-    construct: Callable[[Any, ProcessorContext], P],
-) -> P:
-    """Build a step whose processor loads store models: the models are required first, so a
-    missing one ends the job with the store's code rather than failing inside a loader. (Not
-    part of StepSpec.build: a step that loads a model only sometimes, such as enhance's
-    detector, must not require it up front.) The processor raises StepSetupError itself."""
-    from processors.models.store import ModelStoreError, require_models
-
-    try:
-        require_models(step, options, ctx.model_store)
-    except ModelStoreError as exc:
-        raise StepSetupError(str(exc), exc.code) from None
-    return construct(options, ctx)
 
 
 def no_checks(options: Any, base: str, inputs: CheckInputs) -> list[JobError]:

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 
 from batch_jobs.claims import ChunkPicker, record_done
-from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
-from dropbatch.status.firestore import FirestoreStatusStore
-from dropbatch.status.model import JobRecord, JobState, LeaseHolder
+from core.domain import Chunk, Plan, PlannedItem, VideoInfo
+from core.status.firestore import FirestoreStatusStore
+from core.status.model import JobRecord, JobState, LeaseHolder
 
 
 class CommitCounter:

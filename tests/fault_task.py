@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dropbatch.config import Settings
-from dropbatch.status import open_status
+from core.config import Settings
+from core.status import open_status
 
 
 def main() -> int:

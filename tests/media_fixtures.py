@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from dropbatch.domain import Chunk, PlannedItem, VideoInfo
+from core.domain import Chunk, PlannedItem, VideoInfo
 from processors.chain import concat_batches
 from processors.media.frames import FrameReader
 

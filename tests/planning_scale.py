@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch_jobs.intake import Intake
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord
-from dropbatch.storage.gcs import GcsStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobRecord
+from core.storage.gcs import GcsStore
 
 
 def make_clip(path: Path) -> Path:

@@ -14,14 +14,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 import yaml
 
-from dropbatch.domain import PlannedItem
+from batch_jobs.task import chunk_context, speech_object
+from core.domain import PlannedItem
 from processors.base import ProcessorContext
 from processors.chain import Chain, concat_batches
 from processors.media.frames import FrameBatch, FrameReader
@@ -157,23 +157,10 @@ def dropbatch(*args: str, env: dict[str, str], timeout: float = 900) -> subproce
 def task_context(
     item: PlannedItem, bucket: Path, folder: Path, store: Path | str
 ) -> ProcessorContext:
-    """What a task gives its chain (batch_jobs/task.py): the whole video's facts, the
-    manifest's folder for side files, the store, the speech for lipsync (object names are
-    relative to the bucket folder)."""
-    info = item.info
-    lipsync = any(step["name"] == "lipsync" for step in item.chain)
-    speech = (item.audio or item.video) if lipsync else None
-    return ProcessorContext(
-        info=info,
-        rate=Fraction(info.fps_num, info.fps_den),
-        width=info.width,
-        height=info.height,
-        folder=folder,
-        model_store=str(store),
-        audio_path=bucket / speech if speech else None,
-        audio_skip=item.audio_skip,
-        frames=item.frames,
-    )
+    """What a task gives its chain: the task's own context builder
+    (batch_jobs.task.chunk_context), the speech object a path under the bucket folder."""
+    speech = speech_object(item)
+    return chunk_context(item, str(store), folder, bucket / speech if speech else None)
 
 
 def run_task(

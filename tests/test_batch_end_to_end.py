@@ -28,12 +28,12 @@ from batch_jobs.batch_launcher import batch_client
 from batch_jobs.capacity import queued_since
 from batch_jobs.reconcile import BatchNotification
 from batch_jobs.workspace import work_area
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobRecord, JobState
+from core.storage.gcs import GcsStore
+from core.storage.local import LocalStore
 from dropbatch.build_function import build
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.gcs import GcsStore
-from dropbatch.storage.local import LocalStore
 from dropbatch.watcher import storage_cloud_event
 from tests.batch_standin import BatchStandin, pubsub_event
 from tests.function_servers import FunctionServer, function_env

@@ -15,7 +15,7 @@ import pytest
 
 from batch_jobs.batch_launcher import batch_client
 from batch_jobs.launcher import LaunchError
-from dropbatch.config import Settings
+from core.config import Settings
 from tests.batch_standin import BatchStandin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ import json, sys
 from google.api_core import exceptions
 from google.oauth2.credentials import Credentials
 from batch_jobs.batch_launcher import batch_client
-from dropbatch.config import Settings
+from core.config import Settings
 
 client = batch_client(Settings.from_env(), credentials=Credentials(token="endpoint-test-token"))
 try:

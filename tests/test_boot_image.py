@@ -26,7 +26,7 @@ from batch_jobs.worker_count import (
     VM_BOOT_SECONDS,
     batch_throughput,
 )
-from dropbatch.config import Settings
+from core.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "infra" / "boot-image"

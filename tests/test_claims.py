@@ -10,7 +10,7 @@ import pytest
 
 from batch_jobs.chunk_size import ROLL_SHARE, auto_chunk_seconds
 from batch_jobs.claims import next_claim
-from dropbatch.status.model import ChunkClaim
+from core.status.model import ChunkClaim
 
 NOW = 1000.0
 
@@ -61,7 +61,7 @@ def test_auto_chunks_give_each_worker_several_and_keep_roll_under_five_percent(
 
 def test_an_explicit_chunk_length_wins_over_auto() -> None:
     from batch_jobs.plan import build_plan
-    from dropbatch.domain import VideoInfo
+    from core.domain import VideoInfo
     from manifests.loader import load_manifest
     from manifests.resolve import ResolvedItem
 
@@ -76,7 +76,7 @@ def test_an_explicit_chunk_length_wins_over_auto() -> None:
 
 # -- ChunkPicker: where each worker takes its chunks (real SQLite store) ------------------------
 def one_item_plan(chunks: int, workers: int):
-    from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
+    from core.domain import Chunk, Plan, PlannedItem, VideoInfo
 
     info = VideoInfo(duration=chunks, fps_num=30, fps_den=1, frame_count=30 * chunks, width=64,
                      height=64)  # fmt: skip
@@ -93,8 +93,8 @@ def one_item_plan(chunks: int, workers: int):
 
 @pytest.fixture
 def sqlite_job(tmp_path):
-    from dropbatch.status.model import JobRecord
-    from dropbatch.status.sqlite import SqliteStatusStore
+    from core.status.model import JobRecord
+    from core.status.sqlite import SqliteStatusStore
 
     status = SqliteStatusStore(tmp_path / "status.sqlite")
     status.create(JobRecord(job_id="job", bucket="b", manifest="m.yaml", manifest_generation=1,
@@ -104,7 +104,7 @@ def sqlite_job(tmp_path):
 
 def picker(status, plan, index: int, workers: int, **options):
     from batch_jobs.claims import ChunkPicker
-    from dropbatch.status.model import LeaseHolder
+    from core.status.model import LeaseHolder
 
     holder = LeaseHolder(task_index=index, attempt=0)
     return ChunkPicker(status, "job", plan, f"w{index}", holder, task_index=index,

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dropbatch.status.firestore import FirestoreStatusStore
-from dropbatch.status.model import JobRecord
+from core.status.firestore import FirestoreStatusStore
+from core.status.model import JobRecord
 from tests.crowd import CommitCounter, crowd_plan, run_crowd
 
 WORKERS = 100

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dropbatch.status.firestore import FirestoreStatusStore
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.gcs import GcsStore
+from core.status.firestore import FirestoreStatusStore
+from core.status.model import JobRecord, JobState
+from core.storage.gcs import GcsStore
 from tests.test_cli import GOOD, dropbatch
 
 

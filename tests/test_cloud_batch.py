@@ -28,10 +28,11 @@ from batch_jobs.cloud_batch import (
     request_id_for,
 )
 from batch_jobs.ids import JOB_ID_RE, job_id_for
-from batch_jobs.launcher import LaunchError, open_launcher
-from dropbatch.config import Settings
-from dropbatch.domain import Chunk, Plan, PlannedItem, VideoInfo
-from dropbatch.status.model import JobRecord
+from batch_jobs.launcher import LaunchError
+from batch_jobs.launchers import open_launcher
+from core.config import Settings
+from core.domain import Chunk, Plan, PlannedItem, VideoInfo
+from core.status.model import JobRecord
 from tests.batch_standin import BatchStandin
 
 INFO = VideoInfo(duration=95.0, fps_num=30, fps_den=1, frame_count=2850, width=1920, height=1080)

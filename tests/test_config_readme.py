@@ -1,4 +1,4 @@
-"""README's configuration table and dropbatch/config.py agree: every setting is documented
+"""README's configuration table and core/config.py agree: every setting is documented
 under its environment name and file key, with its real default."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dropbatch.config import ENV_PREFIX, Settings
+from core.config import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from batch_jobs.intake import StorageEvent
-from dropbatch.config import Settings
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobRecord, JobState
+from core.storage.local import LocalStore
 from dropbatch.samples import make_talking_video
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.local import LocalStore
 from tests.yolo_test_model import build
 
 MANIFEST = """\

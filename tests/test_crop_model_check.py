@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.status.model import JobState
 from dropbatch.samples import make_talking_video
-from dropbatch.status.model import JobState
-from processors.crop.detectors import make_detector
+from processors.crop.detector_choice import make_detector
 from processors.crop.yolo_ultralytics import check_classes, export_facts
 from processors.models.store import ModelIncompatible
 from tests.test_crop_job import record_of, submit
@@ -115,8 +115,8 @@ def test_a_job_with_the_real_yolo11n_succeeds(
 def test_a_job_with_a_face_only_yolo_fails_at_setup_without_retries(
     deployment: dict, talk: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from dropbatch.config import Settings
-    from dropbatch.status import open_status
+    from core.config import Settings
+    from core.status import open_status
     from tests.local_jobs import wait_local_job
 
     store = tmp_path / "models"

@@ -14,7 +14,7 @@ import pytest
 from media_fixtures import encode_frames
 
 from batch_jobs.plan import build_plan
-from dropbatch.domain import PlannedItem, VideoInfo
+from core.domain import PlannedItem, VideoInfo
 from dropbatch.samples import astronaut
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processors.crop.detectors import make_detector
+from processors.crop.detector_choice import make_detector
 from processors.crop.options import CropOptions
 from processors.crop.processor import crop_weights
 from processors.crop.yolo import letterbox
@@ -133,7 +133,7 @@ def test_the_ultralytics_detector_without_ultralytics_says_what_to_do(store: Pat
     code = (
         "import sys; sys.modules['ultralytics'] = None; sys.modules['torch'] = None\n"
         "from fractions import Fraction\n"
-        "from dropbatch.domain import VideoInfo\n"
+        "from core.domain import VideoInfo\n"
         "from processors.base import ProcessorContext\n"
         "from processors.chain import ChainSetupError, build_processor\n"
         "info = VideoInfo(duration=1, fps_num=30, fps_den=1, frame_count=30, width=64, height=64)\n"

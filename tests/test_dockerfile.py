@@ -19,9 +19,9 @@ from batch_jobs.cloud_batch import (
     TASK_ENTRYPOINT,
     task_environment,
 )
+from core.config import Settings
+from core.status.model import JobRecord
 from dropbatch.build_function import closure
-from dropbatch.config import Settings
-from dropbatch.status.model import JobRecord
 from tests.wheel_metadata import lock_pins
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,8 +154,8 @@ def test_settings_come_from_the_job_not_the_image(final_stage: list[tuple[str, s
     for module in (
         "batch_jobs/task.py",
         "batch_jobs/stitch.py",
-        "dropbatch/config.py",
-        "dropbatch/logs.py",
+        "core/config.py",
+        "core/logs.py",
     ):
         read.update(
             re.findall(

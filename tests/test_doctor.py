@@ -61,7 +61,7 @@ def cloud_deployment(
     monkeypatch: pytest.MonkeyPatch,
     real_asset,
 ) -> Iterator[dict]:
-    from dropbatch.storage.gcs import GcsStore
+    from core.storage.gcs import GcsStore
 
     clean_env(monkeypatch, tmp_path)
     emulators = {

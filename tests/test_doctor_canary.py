@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from core.storage.gcs import GcsStore
 from dropbatch.cli import main
-from dropbatch.storage.gcs import GcsStore
 from tests.batch_standin import BatchStandin
 from tests.function_servers import FunctionServer
 from tests.iam_standin import IamStandin
@@ -315,9 +315,9 @@ def test_ctrl_c_while_the_canary_waits_still_removes_it_and_its_batch_job(
 
 def test_gpu_unavailable_is_the_task_on_the_vm_with_the_cuda_fix() -> None:
     """The code the task gives a job on a VM whose onnxruntime has no CUDA provider."""
+    from core.domain import JobError
+    from core.status.model import JobRecord, JobState
     from dropbatch.canary import ended_result
-    from dropbatch.domain import JobError
-    from dropbatch.status.model import JobRecord, JobState
 
     manifest = "_doctor/x/canary.yaml"
     record = JobRecord(job_id="db-canary-0", bucket="inbox", manifest=manifest,
@@ -331,8 +331,8 @@ def test_gpu_unavailable_is_the_task_on_the_vm_with_the_cuda_fix() -> None:
 
 
 def test_a_gpu_job_passes_the_vm_check_only_on_machines_with_cuda_active() -> None:
+    from core.status.model import JobRecord, MachineFacts
     from dropbatch.canary import machines_result
-    from dropbatch.status.model import JobRecord, MachineFacts
 
     manifest = "_doctor/x/canary.yaml"
     record = JobRecord(job_id="db-canary-0", bucket="inbox", manifest=manifest,

@@ -20,7 +20,7 @@ import pytest
 
 from batch_jobs.encoder_choice import EncoderUnavailable, encoder_record, item_encoder
 from batch_jobs.workspace import WorkArea
-from dropbatch.storage.local import LocalStore
+from core.storage.local import LocalStore
 from processors.media import encoders, ffmpeg
 from processors.media.assemble import concat_and_mux
 from processors.media.encoders import (

@@ -13,10 +13,10 @@ import pytest
 
 from batch_jobs.intake import StorageEvent
 from batch_jobs.workspace import work_area
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobRecord, JobState
+from core.storage.local import LocalStore
 from tests.indexed_video import decoded_indices, make_indexed_video, read_index
 
 FPS = 30

@@ -23,9 +23,9 @@ import pytest
 from cloudevents.conversion import to_structured
 
 from batch_jobs.ids import job_id_for
-from dropbatch.status.firestore import FirestoreStatusStore
-from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
-from dropbatch.storage.gcs import GcsStore
+from core.status.firestore import FirestoreStatusStore
+from core.status.model import TERMINAL_STATES, JobRecord, JobState
+from core.storage.gcs import GcsStore
 from dropbatch.watcher import storage_cloud_event
 from tests.indexed_video import decoded_indices, make_indexed_video
 from tests.servers import START_TIMEOUT, free_port

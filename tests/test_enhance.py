@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
 from processors.base import ProcessorContext
 from processors.chain import concat_batches
 from processors.enhance.align import aligned_crop, ffhq_matrix, ffhq_template
@@ -318,8 +318,8 @@ def test_after_swap_the_trigger_asks_no_detector_of_enhance(
     """Enhance's analyser pack (default buffalo_l, absent from this store) is loaded only when
     no earlier step hands faces on: after swap the job runs; alone, the trigger refuses it
     naming the option."""
-    from dropbatch.status.model import JobState
-    from dropbatch.storage.local import LocalStore
+    from core.status.model import JobState
+    from core.storage.local import LocalStore
     from tests.test_trigger import deliver, put, records, wait_done
     from triggers import main as trigger_main
 

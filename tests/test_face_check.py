@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from batch_jobs.intake import StorageEvent
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobRecord, JobState
+from core.storage.local import LocalStore
 from tests.face_models import build_face_store
 
 PACK = "scrfd_500m_mbf"  # the catalog's light pack, both files pinned

@@ -15,10 +15,10 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from dropbatch.config import Settings
+from core.config import Settings
+from core.status import open_status
 from dropbatch.inbox import find_inbox
 from dropbatch.samples import make_talking_video
-from dropbatch.status import open_status
 from processors.crop.yolo_onnx import OnnxYoloDetector
 from processors.gpu import GPU_UNAVAILABLE, GpuUnavailable, gpu_required_here
 from processors.models.sessions import onnx_session

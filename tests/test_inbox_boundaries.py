@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dropbatch.storage.base import OutsideBucket
-from dropbatch.storage.local import LocalStore
+from core.storage.base import OutsideBucket
+from core.storage.local import LocalStore
 from tests.indexed_video import make_indexed_video
 from tests.test_cli import GOOD, dropbatch
 

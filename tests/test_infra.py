@@ -230,7 +230,7 @@ def test_batch_notifications_reach_the_reconcile_function(infra: dict) -> None:
 
 def test_functions_get_the_settings_the_batch_launcher_needs(infra: dict) -> None:
     from batch_jobs.cloud_batch import require_settings  # noqa: F401 (names below)
-    from dropbatch.config import Settings
+    from core.config import Settings
 
     env_text = (INFRA / "functions.tf").read_text()
     for name in (
@@ -257,7 +257,7 @@ def test_functions_get_the_settings_the_batch_launcher_needs(infra: dict) -> Non
 
 def test_every_variable_terraform_sets_on_the_functions_is_a_setting(infra: dict) -> None:
     # A misspelt name would be silently ignored by Settings.from_env: the default would win.
-    from dropbatch.config import ENV_PREFIX, Settings
+    from core.config import ENV_PREFIX, Settings
 
     set_by_infra = set(
         re.findall(r"\b(DROPBATCH_[A-Z_]+)\s*=", (INFRA / "functions.tf").read_text())
@@ -548,7 +548,7 @@ def test_each_check_fails_when_its_piece_is_removed(tmp_path: Path, mutation: st
 def test_planning_deadline_fits_inside_the_inbox_functions_timeout(infra: dict) -> None:
     """The trigger must record PLANNING_TIMEOUT before Cloud Functions stops it: the deadline
     reaches the function (with the setting's own default) and sits under its timeout."""
-    from dropbatch.config import Settings
+    from core.config import Settings
 
     with open(INFRA / "variables.tf") as handle:
         variables = {

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from batch_jobs.intake import StorageEvent
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobRecord, JobState
+from core.storage.local import LocalStore
 from tests.lipsync_fixtures import (
     beep_wav,
     face_box_at,

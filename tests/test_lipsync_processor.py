@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from batch_jobs.plan import build_plan
-from dropbatch.domain import PlannedItem, VideoInfo
+from core.domain import PlannedItem, VideoInfo
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem
 from processors.base import ProcessorContext

@@ -23,11 +23,11 @@ from skimage.data import astronaut
 from batch_jobs.intake import StorageEvent
 from batch_jobs.plan import build_plan
 from batch_jobs.probing import InputProber, ProbeCache
-from dropbatch.config import Settings
-from dropbatch.domain import PlannedItem
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.domain import PlannedItem
+from core.status import open_status
+from core.status.model import JobRecord, JobState
+from core.storage.local import LocalStore
 from manifests.loader import ManifestInvalid, load_manifest
 from manifests.resolve import ResolvedItem
 from processors.chain import concat_batches

@@ -14,8 +14,8 @@ import pytest
 
 from batch_jobs.plan import build_plan
 from batch_jobs.probing import InputProber, ProbeCache
-from dropbatch.domain import PlannedItem
-from dropbatch.storage.local import LocalStore
+from core.domain import PlannedItem
+from core.storage.local import LocalStore
 from manifests.loader import ManifestInvalid, load_manifest
 from manifests.resolve import ResolvedItem
 from processors.chain import concat_batches

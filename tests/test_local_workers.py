@@ -15,7 +15,7 @@ from batch_jobs.worker_memory import (
     plan_worker_mb,
     this_machine,
 )
-from dropbatch.config import Settings
+from core.config import Settings
 from dropbatch.cost import synthetic_plan
 from manifests.model import ComputeOptions
 from tests.indexed_video import make_indexed_video

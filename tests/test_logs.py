@@ -9,7 +9,7 @@ import logging
 import re
 from pathlib import Path
 
-from dropbatch import logs
+from core import logs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import InputItem, Manifest
 from manifests.schema import SCHEMA_FILE, manifest_schema, schema_text

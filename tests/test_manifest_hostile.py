@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.domain import JobError
+from core.globs import GlobError, parse_glob
 from dropbatch.cli import main as dropbatch_main
-from dropbatch.domain import JobError
-from manifests.globs import GlobError, parse_glob
 from manifests.loader import ManifestInvalid, load_manifest
 from manifests.resolve import resolve_inputs
 from tests.hostile_manifests import FIELD_PATH, FOLDER, MUTATIONS

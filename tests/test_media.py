@@ -29,7 +29,7 @@ from media_fixtures import (
     write_wav,
 )
 
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
 from processors.base import ProcessorContext
 from processors.chain import Chain, concat_batches
 from processors.media.assemble import audio_offset_for, concat_and_mux

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dropbatch.storage.local import LocalStore
+from core.storage.local import LocalStore
 from processors.models.store import (
     CatalogError,
     ModelCorrupt,
@@ -222,7 +222,7 @@ def test_models_check_cli_says_present_missing_and_corrupt(tmp_path: Path) -> No
 def test_trigger_rejects_a_manifest_whose_models_are_not_in_the_store(
     deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from dropbatch.status.model import JobState
+    from core.status.model import JobState
     from tests.test_trigger import deliver, put, records
     from triggers import main as trigger_main
 

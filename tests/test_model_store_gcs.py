@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dropbatch.config import Settings
-from dropbatch.status.model import JobState
-from dropbatch.storage.gcs import GcsStore
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.status.model import JobState
+from core.storage.gcs import GcsStore
+from core.storage.local import LocalStore
 from processors.models.store import (
     ModelCorrupt,
     ModelMissing,

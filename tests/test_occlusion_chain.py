@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
 from processors.base import ProcessorContext
 from processors.chain import concat_batches
 from processors.enhance.processor import EnhanceProcessor

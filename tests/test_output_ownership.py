@@ -11,11 +11,11 @@ import pytest
 from batch_jobs.intake import Intake, StorageEvent
 from batch_jobs.local_executor import LocalLauncher
 from batch_jobs.workspace import work_area
-from dropbatch.config import Settings
-from dropbatch.jobstatus import JOB_KEY, ROLE_KEY
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.jobstatus import JOB_KEY, ROLE_KEY
+from core.status import open_status
+from core.status.model import JobRecord, JobState
+from core.storage.local import LocalStore
 from tests.indexed_video import make_indexed_video
 from tests.local_jobs import wait_local_job
 

@@ -45,8 +45,8 @@ def test_an_input_deleted_after_planning_fails_at_once_naming_its_uri(tmp_path: 
 
 # A worker that does one chunk with the real task code, then dies (exit 1).
 ONE_CHUNK_THEN_DIE = (
-    "import os, sys; from batch_jobs.task import run_task; from dropbatch import logs; "
-    "from dropbatch.config import Settings; logs.setup(); "
+    "import os, sys; from batch_jobs.task import run_task; from core import logs; "
+    "from core.config import Settings; logs.setup(); "
     "run_task(Settings.from_env(), os.environ['DROPBATCH_JOB_ID'], "
     "int(os.environ['BATCH_TASK_INDEX']), 0, max_chunks=1); sys.exit(1)"
 )
@@ -71,7 +71,7 @@ def test_a_missing_object_of_the_jobs_own_is_retried_not_blamed_on_the_input() -
     """Workers race over the job's own objects (a stitch empties the parts folder another
     worker reads its encoder choice from): that absence may pass, so it is retried."""
     from batch_jobs.task import task_failure
-    from dropbatch.storage.base import NotFound
+    from core.storage.base import NotFound
 
     internal = "gs://work/inbox/jobs/db-job-1/"
     own = task_failure(NotFound(f"{internal}parts/0000/encoder.txt"), internal)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from batch_jobs.plan import build_plan, chunk_frames
-from dropbatch.domain import PlannedItem, VideoInfo
+from core.domain import PlannedItem, VideoInfo
 from dropbatch.samples import make_talking_video, subject_box
 from manifests.model import Manifest
 from manifests.resolve import ResolvedItem

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from batch_jobs.probing import InputProber, ProbeCache
-from dropbatch.status.model import JobState
-from dropbatch.storage.local import LocalStore
+from core.status.model import JobState
+from core.storage.local import LocalStore
 from manifests.loader import load_manifest
 from manifests.model import MAX_INPUTS
 from manifests.resolve import resolve_inputs

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from dropbatch.storage.ranged_http import FIRST_WINDOW, Transfer, parse_range, serve_object
+from core.storage.ranged_http import FIRST_WINDOW, Transfer, parse_range, serve_object
 
 DATA = os.urandom(3 << 20) + bytes(range(256)) * 4096  # 4 MiB
 

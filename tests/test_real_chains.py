@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobRecord, JobState
 from tests.real_chain import (
     CHAINS,
     build_real_store,
@@ -175,7 +175,7 @@ def gcs_model_store(real_store: Path, gcs_emulator: str, monkeypatch: pytest.Mon
     and (through the Job's environment) the tasks."""
     import uuid
 
-    from dropbatch.storage.gcs import GcsStore
+    from core.storage.gcs import GcsStore
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
     store = GcsStore(project="acme-video")

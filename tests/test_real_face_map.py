@@ -22,10 +22,10 @@ import pytest
 from onnx import numpy_helper
 from skimage.data import astronaut, camera
 
-from dropbatch.config import Settings
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobState
 from dropbatch.inbox import find_inbox
-from dropbatch.status import open_status
-from dropbatch.status.model import JobState
 from processors.base import ProcessorContext
 from processors.swap.options import SwapOptions
 from processors.swap.processor import SwapProcessor

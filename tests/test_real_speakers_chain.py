@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
-from dropbatch.status.model import JobState
+from core.status.model import JobState
 from tests.enhance_models import build_enhance_store
 from tests.mask_models import build_occluder, build_parser
 from tests.real_chain import (

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from batch_jobs.intake import StorageEvent
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobRecord, JobState
+from core.storage.local import LocalStore
 from tests.indexed_video import decoded_indices, make_indexed_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -387,7 +387,7 @@ def test_a_task_that_outlived_its_executor_is_waited_for_not_doubled(deployment:
     starts a task's chunk again only once the old task process is gone."""
     from batch_jobs.liveness import current_owner, process_started
     from batch_jobs.local_executor import await_orphan
-    from dropbatch.status.model import TaskProgress
+    from core.status.model import TaskProgress
     from tests.contract.test_contract_status import record as a_record
 
     status = open_status(Settings.from_env())

@@ -17,12 +17,12 @@ import pytest
 
 from batch_jobs.ids import job_id_for
 from batch_jobs.liveness import process_started
-from dropbatch.config import Settings
+from core.config import Settings
+from core.jobstatus import transition
+from core.status import open_status
+from core.status.model import JobRecord, JobState, ProcessOwner
+from core.storage.local import LocalStore
 from dropbatch.inbox import LocalInbox
-from dropbatch.jobstatus import transition
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState, ProcessOwner
-from dropbatch.storage.local import LocalStore
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = (

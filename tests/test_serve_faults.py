@@ -85,7 +85,7 @@ def test_poison_uploads_beside_a_good_one_leave_serve_serving(tmp_path: Path) ->
 
 
 def test_an_object_whose_delivery_raised_is_reported_again_a_few_times(tmp_path: Path) -> None:
-    from dropbatch.storage.local import LocalStore
+    from core.storage.local import LocalStore
     from dropbatch.watcher import MAX_DELIVERIES, FolderWatcher
 
     store = LocalStore(tmp_path)

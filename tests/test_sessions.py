@@ -10,8 +10,8 @@ import onnxruntime
 import pytest
 
 from batch_jobs.cloud_batch import MODEL_CACHE_MOUNT, task_environment
-from dropbatch.config import Settings
-from dropbatch.status.model import JobRecord
+from core.config import Settings
+from core.status.model import JobRecord
 from processors.sessions import ENGINE_FOLDER, TENSORRT, engine_cache, session_providers
 
 # ONNX Runtime's own names and parsing for TensorRT provider options (onnxruntime's

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from batch_jobs.intake import StorageEvent
-from dropbatch.cli import local_intake
-from dropbatch.config import Settings
-from dropbatch.status.model import JobState
+from core.config import Settings
+from core.status.model import JobState
+from dropbatch.local_run import local_intake
 from tests.indexed_video import make_indexed_video
 from tests.local_jobs import wait_local_job
 

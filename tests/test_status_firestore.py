@@ -10,11 +10,11 @@ import uuid
 
 import pytest
 
-from dropbatch.config import Settings
-from dropbatch.domain import JobError
-from dropbatch.status import open_status
-from dropbatch.status.firestore import FirestoreStatusStore
-from dropbatch.status.model import JobRecord, JobState, TaskProgress
+from core.config import Settings
+from core.domain import JobError
+from core.status import open_status
+from core.status.firestore import FirestoreStatusStore
+from core.status.model import JobRecord, JobState, TaskProgress
 
 PROJECT = "dropbatch-test"
 

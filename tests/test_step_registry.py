@@ -18,10 +18,10 @@ import pytest
 from pydantic import Field
 
 from batch_jobs.plan import build_plan
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
+from core.strict import RelPath, Strict
 from manifests.loader import ManifestInvalid, load_manifest
 from manifests.resolve import resolve_inputs
-from manifests.strict import RelPath, Strict
 from processors import registry
 from processors.base import PassThrough, ProcessorContext
 from processors.chain import Chain

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from dropbatch.storage.gcs import GcsStore
+from core.storage.gcs import GcsStore
 from processors.media.frames import FrameReader
 from processors.media.probe import probe
 from tests.servers import CountingRelay

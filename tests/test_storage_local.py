@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dropbatch.storage.base import PreconditionFailed
-from dropbatch.storage.local import LocalStore
+from core.storage.base import PreconditionFailed
+from core.storage.local import LocalStore
 
 BUCKET = "inbox"
 

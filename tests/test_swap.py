@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
 from processors.base import ProcessorContext
 from processors.chain import ChainSetupError, build_processor
 from processors.faces import ANNOTATION, Face

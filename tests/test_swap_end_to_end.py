@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from batch_jobs.intake import StorageEvent
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobState
+from core.storage.local import LocalStore
 from tests.face_models import FRAME_H, FRAME_W, build_face_store, frame_faces, two_people
 from tests.media_fixtures import encode_frames
 

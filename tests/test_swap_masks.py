@@ -25,7 +25,7 @@ import pytest
 import yaml
 from skimage.data import astronaut, rocket
 
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
 from manifests.loader import ManifestInvalid, load_manifest
 from processors.base import ProcessorContext
 from processors.faces import FaceAnalyser, align_matrix
@@ -298,8 +298,8 @@ def test_models_check_lists_the_occluder_and_parser_a_manifest_asks_for(
 def test_trigger_refuses_occlusion_when_the_occluder_is_not_in_the_store(
     deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from dropbatch.status.model import JobState
-    from dropbatch.storage.local import LocalStore
+    from core.status.model import JobState
+    from core.storage.local import LocalStore
     from tests.test_model_store import FILES, PACK, write_store
     from tests.test_trigger import deliver, put, records
     from triggers import main as trigger_main

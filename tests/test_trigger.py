@@ -14,10 +14,10 @@ from cloudevents.http import CloudEvent
 from flask import Flask
 from functions_framework import create_app
 
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobRecord, JobState
+from core.storage.local import LocalStore
 from dropbatch.watcher import storage_cloud_event
 from tests.indexed_video import make_indexed_video
 

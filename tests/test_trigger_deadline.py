@@ -17,10 +17,10 @@ import pytest
 from cloudevents.conversion import to_structured
 from functions_framework import create_app
 
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobRecord, JobState
-from dropbatch.storage.gcs import GcsStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobRecord, JobState
+from core.storage.gcs import GcsStore
 from dropbatch.watcher import storage_cloud_event
 from tests.indexed_video import make_indexed_video
 from tests.storage_notifications import StorageNotifications

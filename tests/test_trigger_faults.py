@@ -19,10 +19,10 @@ import yaml
 
 from batch_jobs.intake import Intake, StorageEvent
 from batch_jobs.local_executor import LocalLauncher
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobState
+from core.storage.local import LocalStore
 from tests.face_models import FRAME_H, FRAME_W, build_swapper, two_people
 from tests.indexed_video import make_indexed_video
 from tests.media_fixtures import encode_frames
@@ -231,10 +231,10 @@ def test_a_plan_firestore_cannot_hold_ends_the_job_invalid(
     import uuid
 
     from batch_jobs.containment import contain
-    from dropbatch.domain import Plan, PlannedItem, VideoInfo
-    from dropbatch.jobstatus import transition
-    from dropbatch.status.base import RecordTooLarge
-    from dropbatch.status.model import LAUNCHABLE_STATES, JobRecord
+    from core.domain import Plan, PlannedItem, VideoInfo
+    from core.jobstatus import transition
+    from core.status.base import RecordTooLarge
+    from core.status.model import LAUNCHABLE_STATES, JobRecord
 
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator)
     status = open_status(

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from batch_jobs.intake import StorageEvent
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobState
+from core.storage.local import LocalStore
 from processors.media.probe import TruncatedVideo, check_tail, probe
 
 CROP = (

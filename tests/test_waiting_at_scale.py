@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from batch_jobs.intake import Intake, StorageEvent
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.model import JobState
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.status import open_status
+from core.status.model import JobState
+from core.storage.local import LocalStore
 from tests.planning_scale import RecordingEngine
 
 FOLDERS, PER_FOLDER = 30, 10  # 300 manifests; each folder's share one video

@@ -13,7 +13,7 @@ from batch_jobs.worker_count import (
     batch_throughput,
     deployment_throughput,
 )
-from dropbatch.config import Settings
+from core.config import Settings
 from dropbatch.cost import estimate_cost, simulate, synthetic_plan
 from manifests.loader import ManifestInvalid, load_manifest
 from manifests.model import ComputeOptions

@@ -10,8 +10,8 @@ import pytest
 
 from batch_jobs.intake import is_manifest, is_own_write
 from batch_jobs.workspace import work_area
-from dropbatch.config import Settings
-from dropbatch.storage.local import LocalStore
+from core.config import Settings
+from core.storage.local import LocalStore
 
 
 def internal_names(settings: Settings, inbox: str) -> list[str]:

@@ -84,7 +84,7 @@ def crop_through_the_chain(store: Path, frame: np.ndarray) -> dict:
     """The crop step built the way a task builds it, on detector `yolo` from the store."""
     from fractions import Fraction
 
-    from dropbatch.domain import VideoInfo
+    from core.domain import VideoInfo
     from processors.base import ProcessorContext
     from processors.chain import Chain
     from processors.media.frames import FrameBatch
@@ -111,7 +111,7 @@ def crop_through_the_chain(store: Path, frame: np.ndarray) -> dict:
 def main() -> int:
     store, frames_path, out_path = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     build_model(store)
-    from processors.crop.detectors import make_detector
+    from processors.crop.detector_choice import make_detector
 
     with np.load(frames_path) as archive:
         frames = [archive[k] for k in sorted(archive.files, key=lambda k: int(k[4:]))]

@@ -17,12 +17,12 @@ from cloudevents.http import CloudEvent
 
 from batch_jobs.capacity import sweep_unstarted
 from batch_jobs.intake import Intake, StorageEvent, is_own_write
-from batch_jobs.launcher import open_launcher
+from batch_jobs.launchers import open_launcher
 from batch_jobs.reconcile import BatchNotification, apply_notification
-from dropbatch import logs
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.storage import open_store
+from core import logs
+from core.config import Settings
+from core.status import open_status
+from core.storage import open_store
 
 log = logging.getLogger("dropbatch.trigger")
 

@@ -9,7 +9,7 @@ nothing to check.
 
 from __future__ import annotations
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 
 NEEDS_ULTRALYTICS = "yolo"
 

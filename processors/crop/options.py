@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from manifests.strict import Strict
+from core.strict import Strict
 
 
 class CropOptions(Strict):

@@ -19,7 +19,8 @@ import numpy as np
 from processors.base import ProcessorContext
 from processors.crop.context import path_settings
 from processors.crop.cuts import CutDetector
-from processors.crop.detectors import Detector, DetectorSetupError, make_detector, scaled_gray
+from processors.crop.detector_choice import make_detector
+from processors.crop.detectors import Detector, DetectorSetupError, scaled_gray
 from processors.crop.options import CropOptions
 from processors.crop.path import CameraPath
 from processors.crop.speaking import SAMPLE_RATE, MouthMotion, box_scores, voiced_frames
@@ -30,7 +31,7 @@ from processors.models.store import ModelStore, ModelStoreError, weights_path
 from processors.spec import StepSetupError
 
 if TYPE_CHECKING:
-    from dropbatch.config import Settings
+    from core.config import Settings
 
 log = logging.getLogger(__name__)
 BLUR_SHRINK = 8  # the padding is blurred at 1/8 of the output size: cheap, and soft enough

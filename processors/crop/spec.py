@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 from processors.crop.options import CropOptions
 from processors.spec import CheckInputs, FrameSize, ModelNeed, StepMemory, StepSpec
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from manifests.strict import Strict
+from core.strict import Strict
 from processors.detector_options import multiple_of_largest_stride
 
 

@@ -5,11 +5,14 @@ reference is INVALID naming `chain[i].lipsync.speakers[j].reference` before any 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 from processors.lipsync.options import LipsyncOptions
-from processors.models.store import ModelStore
 from processors.swap.checks import FaceImageProblem, check_images
+
+if TYPE_CHECKING:
+    from processors.models.store import ModelStore
 
 
 def speaker_images(options: LipsyncOptions, base: str) -> list[tuple[str, str]]:

@@ -51,8 +51,8 @@ from processors.lipsync.options import LipsyncOptions
 from processors.lipsync.reach import speaker_reach
 from processors.lipsync.speakers import SpeakerAssignment, speaker_identities
 from processors.media.frames import FrameBatch
-from processors.models.store import ModelStoreError, fetch_models
-from processors.spec import StepSetupError, build_after_models
+from processors.models.store import ModelStoreError, build_after_models, fetch_models
+from processors.spec import StepSetupError
 from processors.swap.identity import IdentityError, ImageRef, identity
 from processors.swap.masks import MaskModelUnusable, Occluder
 

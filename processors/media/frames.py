@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
 from processors.media import ffmpeg
 from processors.media.encoders import X264, encoder_args
 from processors.media.ffmpeg import MediaError

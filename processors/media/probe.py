@@ -7,7 +7,7 @@ import json
 import math
 from fractions import Fraction
 
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
 from processors.media.ffmpeg import MediaError, ProbeTimeout, binary, ffprobe
 
 # Each ffprobe run's own limit (s). The packet pass reads the whole file, so it gets more.
@@ -117,6 +117,19 @@ def rate_for_every_frame(
     return max(chosen, FAST_RATES[-1])
 
 
+def _video_stream(streams: list[dict]) -> dict | None:
+    """The first video stream that is not a cover picture."""
+    return next(
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video"
+            and not (s.get("disposition") or {}).get("attached_pic")
+        ),
+        None,
+    )
+
+
 def probe(source: str, timeout: float = PROBE_SECONDS, until: float | None = None) -> VideoInfo:
     """The video's shape from its headers; each ffprobe run stops after `timeout` s and never
     runs past `until` (time.monotonic()), raising ProbeTimeout."""
@@ -134,15 +147,7 @@ def probe(source: str, timeout: float = PROBE_SECONDS, until: float | None = Non
     format_name = str(fmt.get("format_name") or "")
     is_image = format_name == "image2" or format_name.endswith("_pipe")
     streams = [] if is_image else doc.get("streams", [])
-    video = next(
-        (
-            s
-            for s in streams
-            if s.get("codec_type") == "video"
-            and not (s.get("disposition") or {}).get("attached_pic")
-        ),
-        None,
-    )
+    video = _video_stream(streams)
     if video is None:
         raise MediaError("no video stream (is this an audio file or an image?)")
     nominal = _fraction(video.get("r_frame_rate"))

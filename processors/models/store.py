@@ -19,76 +19,32 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import yaml
 
-from dropbatch.storage.local import file_lock
+from core.storage.local import file_lock
+from processors.models.cache import default_cache as default_cache
+from processors.models.errors import HELP as HELP
+from processors.models.errors import CatalogError as CatalogError
+from processors.models.errors import ModelCorrupt as ModelCorrupt
+from processors.models.errors import ModelIncompatible as ModelIncompatible
+from processors.models.errors import ModelMissing as ModelMissing
+from processors.models.errors import ModelStoreError as ModelStoreError
+from processors.spec import StepSetupError
 
 if TYPE_CHECKING:
-    from dropbatch.config import Settings
-    from dropbatch.storage.base import ObjectStore
-    from manifests.strict import Strict
+    from core.config import Settings
+    from core.storage.base import ObjectStore
+    from core.strict import Strict
+    from processors.base import ProcessorContext
     from processors.spec import ModelNeed, StepSpec
 
 STORE_CATALOG = "catalog.yaml"  # a store's own additions to the packaged catalog
-HELP = "see README, 'Filling the model store'"
-
-
-# -- errors ------------------------------------------------------------------------------------
-class ModelStoreError(Exception):
-    """A model problem a user can fix in the store; the message names the model and the store."""
-
-    code = "MODEL_STORE"
-
-
-class ModelMissing(ModelStoreError):
-    code = "MODEL_MISSING"
-
-    def __init__(self, model: str, store: str, files: list[str], any_of: bool = False) -> None:
-        expected = ("one of " if any_of else "") + ", ".join(files)
-        super().__init__(
-            f"model {model} not in the model store {store or '(none configured)'}: "
-            f"expected {expected} ({HELP})"
-        )
-        self.model = model
-        self.store = store
-        self.files = files
-
-
-class ModelCorrupt(ModelStoreError):
-    code = "MODEL_CORRUPT"
-
-    def __init__(self, model: str, store: str, file: str, reason: str) -> None:
-        super().__init__(
-            f"model {model}: {file} in the model store {store} is not the catalogued file "
-            f"({reason}); replace it ({HELP})"
-        )
-        self.model = model
-        self.store = store
-        self.file = file
-
-
-class CatalogError(ModelStoreError):
-    code = "MODEL_CATALOG"
-
-
-class ModelIncompatible(ModelStoreError):
-    """The file loads but is not the kind of model the step reads (checked by its shapes)."""
-
-    code = "MODEL_INCOMPATIBLE"
-
-    def __init__(self, file: str, expected: str, found: str, advice: str = "") -> None:
-        super().__init__(
-            f"{file} is not a model this step can use: expected {expected}, got {found}"
-            + (f"; {advice}" if advice else "")
-            + f" ({HELP})"
-        )
-        self.file = file
 
 
 # -- catalog -----------------------------------------------------------------------------------
@@ -271,7 +227,7 @@ class ObjectStoreLocation:
         self.store, self.bucket, self.prefix, self.uri = store, bucket, prefix, uri
 
     def stat(self, name: str) -> FileVersion | None:
-        from dropbatch.storage.base import NotFound
+        from core.storage.base import NotFound
 
         try:
             info = self.store.stat(self.bucket, self.prefix + name)
@@ -286,7 +242,7 @@ class ObjectStoreLocation:
         self.store.download_file(self.bucket, self.prefix + name, target)
 
     def read_text(self, name: str) -> str | None:
-        from dropbatch.storage.base import NotFound
+        from core.storage.base import NotFound
 
         try:
             return self.store.read_bytes(self.bucket, self.prefix + name).decode()
@@ -296,7 +252,7 @@ class ObjectStoreLocation:
 
 def parse_gs_uri(uri: str) -> tuple[str, str]:
     """A gs:// model store's (bucket, prefix/)."""
-    from dropbatch.storage.base import split_gs_uri
+    from core.storage.base import split_gs_uri
 
     try:
         bucket, prefix = split_gs_uri(uri)
@@ -305,16 +261,6 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return bucket, prefix
-
-
-def default_cache(settings: Settings | None = None) -> Path:
-    from dropbatch.config import Settings
-
-    settings = settings or Settings.from_env()
-    if settings.model_cache:
-        return Path(settings.model_cache)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dropbatch" / "models"
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -410,7 +356,7 @@ class ModelStore:
         folder = self.cache_dir / hashlib.sha256(self.uri.encode()).hexdigest()[:16]
         folder.mkdir(parents=True, exist_ok=True)
         stamp = folder / f"{f.name}.verified"
-        # A task killed mid-download never leaves the lock held (dropbatch.storage.local).
+        # A task killed mid-download never leaves the lock held (core.storage.local).
         with file_lock(folder / f"{f.name}.lock"):
             found = self.location.stat(f.name)
             if found is None:
@@ -474,8 +420,8 @@ def open_model_store(
     if not text:
         return None
     if text.startswith("gs://"):
-        from dropbatch.config import Settings
-        from dropbatch.storage.factory import open_store
+        from core.config import Settings
+        from core.storage.factory import open_store
 
         settings = settings or Settings.from_env()
         bucket, prefix = parse_gs_uri(text)
@@ -566,3 +512,23 @@ def fetch_models(
     opened = open_model_store(store, settings)
     assert opened is not None
     return {name: opened.fetch(name) for name in models_for_step(step, options)}
+
+
+P = TypeVar("P")
+
+
+def build_after_models(
+    step: str,
+    options: Strict,
+    ctx: ProcessorContext,
+    construct: Callable[[Any, ProcessorContext], P],
+) -> P:
+    """Build a step whose processor loads store models: the models are required first, so a
+    missing one ends the job with the store's code rather than failing inside a loader. (Not
+    part of StepSpec.build: a step that loads a model only sometimes, such as enhance's
+    detector, must not require it up front.) The processor raises StepSetupError itself."""
+    try:
+        require_models(step, options, ctx.model_store)
+    except ModelStoreError as exc:
+        raise StepSetupError(str(exc), exc.code) from None
+    return construct(options, ctx)

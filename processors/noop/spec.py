@@ -3,7 +3,7 @@ not a manifest step: the registry keeps it out of the chain a user can write."""
 
 from __future__ import annotations
 
-from manifests.strict import Strict
+from core.strict import Strict
 from processors.spec import StepSpec
 
 

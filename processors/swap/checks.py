@@ -13,15 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 from processors.media.image_header import too_many_pixels
-from processors.models.store import ModelStore, ModelStoreError
+from processors.models.errors import ModelStoreError
 from processors.scrfd import DetectorUnusable
 from processors.swap.options import SwapOptions
+
+if TYPE_CHECKING:
+    from processors.models.store import ModelStore
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from manifests.strict import RelPath, Strict
+from core.strict import RelPath, Strict
 from processors.detector_options import multiple_of_largest_stride
 
 

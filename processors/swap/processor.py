@@ -27,8 +27,8 @@ from processors.faces import (
     choose_providers,
 )
 from processors.media.frames import FrameBatch
-from processors.models.store import FetchedModel, ModelStoreError, fetch_models
-from processors.spec import StepSetupError, build_after_models
+from processors.models.store import FetchedModel, ModelStoreError, build_after_models, fetch_models
+from processors.spec import StepSetupError
 from processors.swap.identity import ImageRef, identity
 from processors.swap.masks import FaceParser, Occluder
 from processors.swap.options import SwapOptions

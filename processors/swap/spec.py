@@ -6,7 +6,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-from dropbatch.domain import JobError
+from core.domain import JobError
 from processors.spec import CheckInputs, FrameSize, ModelNeed, SideFile, StepMemory, StepSpec
 from processors.swap.options import SwapOptions
 

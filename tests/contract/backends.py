@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dropbatch.config import Settings
-from dropbatch.status import open_status
-from dropbatch.status.base import StatusStore
-from dropbatch.storage.base import ObjectStore
+from core.config import Settings
+from core.status import open_status
+from core.status.base import StatusStore
+from core.storage.base import ObjectStore
 
 
 @dataclass

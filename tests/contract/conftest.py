@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dropbatch.config import Settings
-from dropbatch.status.base import StatusStore
-from dropbatch.storage import open_store
+from core.config import Settings
+from core.status.base import StatusStore
+from core.storage import open_store
 from tests.contract.backends import StatusBackend, StorageBackend
 
 

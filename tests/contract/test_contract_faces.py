@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dropbatch.domain import VideoInfo
+from core.domain import VideoInfo
 from processors.base import ProcessorContext
 from processors.chain import concat_batches
 from processors.faces import Face, faces_of

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from dropbatch.config import Settings
-from dropbatch.domain import Chunk, JobError, Plan, PlannedItem, VideoInfo
-from dropbatch.status import open_status
-from dropbatch.status.base import JobNotFound, StatusStore
-from dropbatch.status.model import (
+from core.config import Settings
+from core.domain import Chunk, JobError, Plan, PlannedItem, VideoInfo
+from core.status import open_status
+from core.status.base import JobNotFound, StatusStore
+from core.status.model import (
     CheckReport,
     CheckResult,
     JobRecord,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dropbatch.storage.base import NotFound, PreconditionFailed
+from core.storage.base import NotFound, PreconditionFailed
 from processors.media.frames import FrameReader
 from processors.media.probe import probe
 from tests.contract.backends import StorageBackend

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from manifests.globs import GlobError, is_glob, parse_glob
+from core.globs import GlobError, is_glob, parse_glob
 
 __all__ = ["check_relative_path", "check_video_pattern", "is_glob"]
 
@@ -61,7 +61,7 @@ def check_relative_path(value: str) -> str:
 
 
 def check_video_pattern(value: str) -> str:
-    """A video path or glob: the path rules, then the glob syntax (see `manifests.globs`)."""
+    """A video path or glob: the path rules, then the glob syntax (see `core.globs`)."""
     normal = check_relative_path(value)
     if is_glob(normal):
         try:

@@ -21,14 +21,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from dropbatch.storage.base import (
+from core.storage.base import (
     NotFound,
     ObjectInfo,
     OutsideBucket,
     PreconditionFailed,
     is_hidden,
 )
-from dropbatch.storage.base import check_name as _check_name
+from core.storage.base import check_name as _check_name
 
 STATE_DIR = ".dropbatch"
 

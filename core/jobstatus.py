@@ -7,11 +7,11 @@ import logging
 import posixpath
 import time
 
-from dropbatch.domain import JobError
-from dropbatch.logs import event
-from dropbatch.status.base import StatusStore
-from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState
-from dropbatch.storage.base import ObjectStore
+from core.domain import JobError
+from core.logs import event
+from core.status.base import StatusStore
+from core.status.model import TERMINAL_STATES, JobRecord, JobState
+from core.storage.base import ObjectStore
 
 log = logging.getLogger("dropbatch.status")
 

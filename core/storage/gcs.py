@@ -23,14 +23,14 @@ from typing import Any
 from google.api_core import exceptions as google_errors
 from google.cloud import storage
 
-from dropbatch.storage.base import (
+from core.storage.base import (
     NotFound,
     ObjectInfo,
     PreconditionFailed,
     check_name,
     is_hidden,
 )
-from dropbatch.storage.ranged_http import Transfer, serve_object
+from core.storage.ranged_http import Transfer, serve_object
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 # Resumable upload / chunked download piece; a multiple of 256 KiB as the API requires.

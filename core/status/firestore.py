@@ -38,8 +38,8 @@ from google.api_core import exceptions as google_errors
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from dropbatch.status.base import JobNotFound, RecordTooLarge, StatusContention
-from dropbatch.status.model import (
+from core.status.base import JobNotFound, RecordTooLarge, StatusContention
+from core.status.model import (
     CheckReport,
     ChunkClaim,
     JobRecord,

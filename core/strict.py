@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from manifests.paths import check_relative_path, check_video_pattern
+from core.paths import check_relative_path, check_video_pattern
 
 # A path is checked (and normalised) where it is declared, so an error names the exact item
 # (`chain[0].swap.source[1]`), not the list that holds it.

@@ -1,18 +1,18 @@
 """Job status: the record model, the store interface, and its backends."""
 
-from dropbatch.config import Settings
-from dropbatch.domain import JobError
-from dropbatch.status.base import JobNotFound, StatusStore
-from dropbatch.status.model import TERMINAL_STATES, JobRecord, JobState, TaskProgress
+from core.config import Settings
+from core.domain import JobError
+from core.status.base import JobNotFound, StatusStore
+from core.status.model import TERMINAL_STATES, JobRecord, JobState, TaskProgress
 
 
 def open_status(settings: Settings) -> StatusStore:
     if settings.status == "sqlite":
-        from dropbatch.status.sqlite import SqliteStatusStore
+        from core.status.sqlite import SqliteStatusStore
 
         return SqliteStatusStore(settings.sqlite_file)
     if settings.status == "firestore":
-        from dropbatch.status.firestore import FirestoreStatusStore
+        from core.status.firestore import FirestoreStatusStore
 
         return FirestoreStatusStore(
             settings.firestore_collection,

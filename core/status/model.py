@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from dropbatch.domain import JobError, Plan
+from core.domain import JobError, Plan
 
 
 class JobState(StrEnum):

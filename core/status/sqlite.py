@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from dropbatch.status.base import JobNotFound
-from dropbatch.status.model import (
+from core.status.base import JobNotFound
+from core.status.model import (
     CheckReport,
     ChunkClaim,
     JobRecord,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from dropbatch.status.model import (
+from core.status.model import (
     CheckReport,
     ChunkClaim,
     JobRecord,

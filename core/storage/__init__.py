@@ -1,6 +1,6 @@
 """Object storage: one interface, a local-folder backend and Cloud Storage."""
 
-from dropbatch.storage.base import (
+from core.storage.base import (
     NotFound,
     ObjectInfo,
     ObjectStore,
@@ -8,7 +8,7 @@ from dropbatch.storage.base import (
     folder_of,
     join_name,
 )
-from dropbatch.storage.factory import open_store
+from core.storage.factory import open_store
 
 __all__ = [
     "NotFound",

@@ -106,6 +106,21 @@ class LipsyncProcessor:
         self.pads = options.pads
         self._det_size = options.det_size
         self._size = (ctx.width, ctx.height)
+        models = self._load_models(options, ctx)
+        self._set_up_speech(options, models, ctx)
+        self._detector: HaarFaces | ScrfdFaces | None = None
+        # Raw boxes of recent frames, per lane; a lane's box at a frame is known once the
+        # frame is `_decided` (at once for one speaker, after the track window for several).
+        self._boxes: list[dict[int, Box | str | None]] = [{} for _ in self.mels]
+        self._deciding: list[int] = []  # frames whose speakers wait for their track window
+        self._waiting: list[_Frame] = []  # frames whose smoothing window is not complete yet
+        self._ready: list[_Frame] = []  # frames with their final crops, waiting for a batch
+        self._last_seen = -1
+        self._decided = -1
+        self._bridge = True
+
+    def _load_models(self, options: LipsyncOptions, ctx: ProcessorContext) -> dict:
+        """Wav2Lip, and the occluder where this step masks faces itself."""
         store = ctx.model_store
         if not store:
             raise LipsyncSetupError("lipsync needs a model store (DROPBATCH_MODEL_STORE)")
@@ -127,6 +142,11 @@ class LipsyncProcessor:
                 self.occluder = Occluder(models[options.occluder].path, choose_providers())
             except MaskModelUnusable as exc:
                 raise LipsyncSetupError(f"lipsync.occluder: {exc}") from None
+        return models
+
+    def _set_up_speech(self, options: LipsyncOptions, models: dict, ctx: ProcessorContext) -> None:
+        """The speech each lane follows (one, or one per speaker) and where its faces come from."""
+        store = ctx.model_store
         total = self._total = ctx.frames or ctx.info.frame_count
         samples = fitted_samples(total, ctx.rate)
         self._assignment: SpeakerAssignment | None = None
@@ -155,16 +175,6 @@ class LipsyncProcessor:
                 raise LipsyncSetupError(str(exc)) from None
             own = f"SCRFD of the {self._pack[0]} pack" if self._pack else "the Haar cascade"
             log.info("lipsync faces: from an earlier step where it hands them on, else %s", own)
-        self._detector: HaarFaces | ScrfdFaces | None = None
-        # Raw boxes of recent frames, per lane; a lane's box at a frame is known once the
-        # frame is `_decided` (at once for one speaker, after the track window for several).
-        self._boxes: list[dict[int, Box | str | None]] = [{} for _ in self.mels]
-        self._deciding: list[int] = []  # frames whose speakers wait for their track window
-        self._waiting: list[_Frame] = []  # frames whose smoothing window is not complete yet
-        self._ready: list[_Frame] = []  # frames with their final crops, waiting for a batch
-        self._last_seen = -1
-        self._decided = -1
-        self._bridge = True
 
     def output_size(self) -> tuple[int, int]:
         return self._size

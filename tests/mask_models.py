@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import yaml
 from onnx import TensorProto, helper
 
 from tests.face_models import _init, _save
@@ -125,3 +126,13 @@ def build_spatial_swapper(path: Path, shift: int = 0, seed: int = 7) -> Path:
         ],
     )
     return _save(graph, path)
+
+
+def add_test_swapper(folder: Path, name: str, file: str, source: str) -> None:
+    """Lists the swapper `file` (already built in `folder`) in the store's catalog as `name`,
+    so a manifest can pick it like a packaged one."""
+    catalog = yaml.safe_load((folder / "catalog.yaml").read_text())
+    catalog["models"][name] = {
+        "step": "swap", "role": "swapper", "files": [file], "licence": "test", "source": source,
+    }  # fmt: skip
+    (folder / "catalog.yaml").write_text(yaml.safe_dump(catalog))

@@ -22,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
 from skimage.data import astronaut, rocket
 
 from core.domain import VideoInfo
@@ -40,6 +39,7 @@ from tests.mask_models import (
     MOUTH,
     PARSER_LAYOUT,
     PARSER_SIDE,
+    add_test_swapper,
     build_occluder,
     build_parser,
     build_spatial_swapper,
@@ -72,12 +72,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, real_asset) -> Path:
     build_occluder(folder / "xseg_1.onnx")
     build_parser(folder / "bisenet_resnet_34.onnx")
     build_spatial_swapper(folder / "identity_swapper.onnx", shift=0)
-    catalog = yaml.safe_load((folder / "catalog.yaml").read_text())
-    catalog["models"][IDENTITY] = {
-        "step": "swap", "role": "swapper", "files": ["identity_swapper.onnx"],
-        "licence": "test", "source": "tests/mask_models.py",
-    }  # fmt: skip
-    (folder / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    add_test_swapper(folder, IDENTITY, "identity_swapper.onnx", "tests/mask_models.py")
     return folder
 
 

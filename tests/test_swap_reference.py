@@ -16,15 +16,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
 from onnx import TensorProto, helper
-from skimage.data import astronaut
 
 from processors.faces import FaceAnalyser
 from processors.swap.paste import paste_back
 from tests.face_models import _init, _save
-from tests.real_chain import build_real_store, write_face_image
+from tests.mask_models import add_test_swapper
+from tests.real_chain import build_real_store
 from tests.test_swap_masks import clip as clip
+from tests.test_swap_masks import folder as folder
 from tests.test_swap_masks import swap
 
 SWAPPER = "channel_swapper"
@@ -74,20 +74,8 @@ def build_channel_swapper(path: Path, seed: int = 3) -> Path:
 def store(tmp_path_factory: pytest.TempPathFactory, real_asset) -> Path:
     folder = build_real_store(tmp_path_factory.mktemp("models"), real_asset)
     build_channel_swapper(folder / "channel_swapper.onnx")
-    catalog = yaml.safe_load((folder / "catalog.yaml").read_text())
-    catalog["models"][SWAPPER] = {
-        "step": "swap", "role": "swapper", "files": ["channel_swapper.onnx"],
-        "licence": "test", "source": "tests/test_swap_reference.py",
-    }  # fmt: skip
-    (folder / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    add_test_swapper(folder, SWAPPER, "channel_swapper.onnx", "tests/test_swap_reference.py")
     return folder
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("job")
-    write_face_image(path / "faces" / "astronaut.png", astronaut())
-    return path
 
 
 def insightface_swap(frame: np.ndarray, portrait: np.ndarray, store: Path, real_asset):

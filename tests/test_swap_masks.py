@@ -294,26 +294,16 @@ def test_trigger_refuses_occlusion_when_the_occluder_is_not_in_the_store(
     deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from core.status.model import JobState
-    from core.storage.local import LocalStore
-    from tests.test_model_store import FILES, PACK, write_store
-    from tests.test_trigger import deliver, put, records
-    from triggers import main as trigger_main
+    from tests.test_model_store import FILES, PACK, trigger_swap_job, write_store
 
     folder = write_store(
         tmp_path / "models", FILES, {"test_pack": PACK, "test_sw": {"files": ["a.onnx"]}}
     )
-    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(folder))
-    trigger_main.intake.cache_clear()
-    put(deployment, "s/clip.mp4", video=5)
-    put(deployment, "s/face.jpg", b"jpeg")
-    put(
-        deployment,
-        "s/job.yaml",
-        b"version: 1\ninputs: [clip.mp4]\nchain: [{swap: {source: face.jpg, analyser: test_pack,"
-        b" model: test_sw, occlusion: true, occluder: xseg_2}}]\n",
+    swap = (
+        b"{source: face.jpg, analyser: test_pack, model: test_sw, occlusion: true,"
+        b" occluder: xseg_2}"
     )
-    deliver(LocalStore(deployment["root"]), "inbox", "s/job.yaml")
-    [record] = records(deployment)
+    record = trigger_swap_job(deployment, monkeypatch, folder, swap)
     assert record.state == JobState.INVALID
     assert record.error.code == "MODEL_MISSING"
     assert "xseg_2.onnx" in record.error.message, record.error.message

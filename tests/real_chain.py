@@ -28,7 +28,7 @@ from processors.media.frames import FrameBatch, FrameReader
 from tests.enhance_models import build_enhance_store
 from tests.face_models import build_swapper
 from tests.lipsync_fixtures import make_model_store
-from tests.media_fixtures import run_in_chunks
+from tests.media_fixtures import run_chain_over, run_in_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,12 +171,7 @@ def run_task(
     frames in [keep)."""
     chain = Chain(item.chain, ctx)
     reader = FrameReader.for_video(str(source), item.info, first, count, batch_size=8)
-    out: list[FrameBatch] = []
-    try:
-        chain.run(reader, out.append, keep=keep)
-    finally:
-        reader.close()
-    return concat_batches(out)
+    return run_chain_over(chain, reader, keep)
 
 
 def chunked_and_single(

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 from core.status.model import JobState
-from dropbatch.samples import make_talking_video
 from processors.crop.detector_choice import make_detector
 from processors.crop.yolo_ultralytics import check_classes, export_facts
 from processors.models.store import ModelIncompatible
 from tests.face_models import _save
-from tests.test_crop_job import record_of, submit
+from tests.test_crop_job import record_of, submit, talking_clip
 from tests.yolo_test_model import build as build_yolo
 
 
@@ -88,9 +87,7 @@ def test_a_head_that_is_not_84_rows_is_refused_naming_file_and_shapes(
 
 @pytest.fixture(scope="module")
 def talk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("media") / "talk.mp4"
-    make_talking_video(path, duration=3, fps=10, canvas=(640, 360), subject=240, audio="tone")
-    return path
+    return talking_clip(tmp_path_factory, duration=3, fps=10)
 
 
 def test_a_job_with_the_real_yolo11n_succeeds(

@@ -16,12 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 from processors.faces import FaceAnalyser
 from processors.swap.paste import paste_back
 from tests.face_models import _init, _save
-from tests.mask_models import add_test_swapper
+from tests.mask_models import add_test_swapper, inswapper_graph
 from tests.real_chain import build_real_store
 from tests.test_swap_masks import clip as clip
 from tests.test_swap_masks import folder as folder
@@ -49,25 +49,16 @@ def build_channel_swapper(path: Path, seed: int = 3) -> Path:
         helper.make_node("Add", ["mixed", "who_c"], ["raw"]),
         helper.make_node("Clip", ["raw", "zero", "one"], ["output"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "inswapper_channel_test",
-        [
-            helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, 128, 128]),
-            helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512]),
-        ],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])],
-        [
-            _init("mix", MIX.reshape(3, 3, 1, 1)),
-            _init("tint", tint),
-            _init("scale", np.array(0.15, np.float32)),
-            _init("shape_c", np.array([1, 3, 1, 1], np.int64)),
-            _init("zero", np.array(0.0, np.float32)),
-            _init("one", np.array(1.0, np.float32)),
-            _init("emap", emap),  # last: where an inswapper carries it
-        ],
-    )
-    return _save(graph, path)
+    inits = [
+        _init("mix", MIX.reshape(3, 3, 1, 1)),
+        _init("tint", tint),
+        _init("scale", np.array(0.15, np.float32)),
+        _init("shape_c", np.array([1, 3, 1, 1], np.int64)),
+        _init("zero", np.array(0.0, np.float32)),
+        _init("one", np.array(1.0, np.float32)),
+        _init("emap", emap),  # last: where an inswapper carries it
+    ]
+    return _save(inswapper_graph(nodes, "inswapper_channel_test", inits), path)
 
 
 @pytest.fixture(scope="module")

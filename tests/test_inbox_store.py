@@ -17,6 +17,7 @@ import pytest
 
 from dropbatch.cli import main
 from tests.indexed_video import make_indexed_video
+from tests.test_cli import run_cli
 from tests.test_doctor import clean_env, doctor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,14 +38,7 @@ def command_env(extra: dict | None = None) -> dict:
 
 
 def dropbatch(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dropbatch.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=command_env(env),
-        timeout=300,
-    )
+    return run_cli(args, cwd, command_env(env))
 
 
 def inbox_with_job(tmp_path: Path, frames: int = 30) -> Path:

@@ -73,6 +73,19 @@ def outcome(exc: BaseException, manifest_uri: str) -> tuple[JobState, JobError]:
     )
 
 
+def new_record(job_id: str, version: tuple[str, str, int], uri: str) -> JobRecord:
+    """The first record of the job that the manifest version (bucket, name, generation) at
+    `uri` starts: no state past RECEIVED yet, no history."""
+    bucket, name, generation = version
+    return JobRecord(
+        job_id=job_id,
+        bucket=bucket,
+        manifest=name,
+        manifest_generation=generation,
+        manifest_uri=uri,
+    )
+
+
 def contain(
     store: ObjectStore,
     status: StatusStore,
@@ -82,7 +95,7 @@ def contain(
 ) -> None:
     """End the job for `exc`. Raises only when nothing can be recorded (the status store is
     failing too) or when the job is claimed and its launch must be retried by redelivery."""
-    bucket, name, generation = version
+    bucket, name, _ = version
     uri = store.uri(bucket, name)
     state, error = outcome(exc, uri)
     fields = {"job_id": job_id, "error": error.model_dump(exclude_none=True)}
@@ -92,15 +105,7 @@ def contain(
         event(log, "evaluation failed", logging.WARNING, **fields)
     try:
         if status.get(job_id) is None:
-            status.create(
-                JobRecord(
-                    job_id=job_id,
-                    bucket=bucket,
-                    manifest=name,
-                    manifest_generation=generation,
-                    manifest_uri=uri,
-                )
-            )
+            status.create(new_record(job_id, version, uri))
         moved = transition(
             store,
             status,

@@ -19,6 +19,7 @@ from batch_jobs.containment import (
     RETRY_DELAY_SECONDS,
     contain,
     is_transient,
+    new_record,
     unreadable_manifest,
 )
 from batch_jobs.deadline import Deadline, PlanningDeferred
@@ -220,15 +221,7 @@ class Intake:
         uri = self.store.uri(bucket, name)
         record = self.status.get(job_id)
         if record is None:
-            self.status.create(
-                JobRecord(
-                    job_id=job_id,
-                    bucket=bucket,
-                    manifest=name,
-                    manifest_generation=generation,
-                    manifest_uri=uri,
-                )
-            )
+            self.status.create(new_record(job_id, (bucket, name, generation), uri))
             record = self.status.get(job_id)
             assert record is not None
             if record.state == JobState.RECEIVED and not record.history:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from batch_jobs.capacity import capacity_error
 from core.domain import JobError
-from core.jobstatus import transition
+from core.jobstatus import fail, transition
 from core.status.base import StatusStore
 from core.status.model import TERMINAL_STATES, JobRecord, JobState
 from core.storage.base import ObjectStore
@@ -133,13 +133,5 @@ def _batch_succeeded(
         transition(store, status, job_id, JobState.SUCCEEDED)
         return
     # Every task exited 0, so the last one stitched; if the record disagrees, say so.
-    transition(
-        store,
-        status,
-        job_id,
-        JobState.FAILED,
-        error=JobError(
-            code="STITCH_MISSING",
-            message="all tasks succeeded but the outputs were never stitched",
-        ),
-    )
+    message = "all tasks succeeded but the outputs were never stitched"
+    fail(store, status, job_id, "STITCH_MISSING", message)

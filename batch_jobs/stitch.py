@@ -13,8 +13,8 @@ from pathlib import Path
 from batch_jobs.leases import LeaseKeeper, claim_stitch, release_stitch
 from batch_jobs.workspace import WorkArea, work_area
 from core.config import Settings
-from core.domain import JobError, PlannedItem
-from core.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
+from core.domain import PlannedItem
+from core.jobstatus import JOB_KEY, ROLE_KEY, fail, publish, transition
 from core.logs import event
 from core.status.base import StatusStore
 from core.status.model import JobRecord, JobState, LeaseHolder
@@ -228,17 +228,8 @@ def stitch_when_ready(
                 with LeaseKeeper(status, job_id, item_index, owner, lease):
                     stitch_item(store, status, settings, record, record.plan.items[item_index])
             except OutputConflict as exc:
-                transition(
-                    store,
-                    status,
-                    job_id,
-                    JobState.FAILED,
-                    error=JobError(
-                        code="OUTPUT_CONFLICT",
-                        message=str(exc),
-                        uri=store.uri(record.bucket, record.plan.items[item_index].output),
-                    ),
-                )
+                uri = store.uri(record.bucket, record.plan.items[item_index].output)
+                fail(store, status, job_id, "OUTPUT_CONFLICT", str(exc), uri)
             except BaseException:
                 release_stitch(status, job_id, item_index, owner)  # a retry may take over now
                 raise

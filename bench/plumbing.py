@@ -243,12 +243,13 @@ class JobRun:
 def run_job(
     clip: Path, workers: int, cores: list[int], chunk_seconds: float, preset: str, crf: int
 ) -> JobRun:
+    from batch_jobs.containment import new_record
     from batch_jobs.local_executor import LocalLauncher
     from batch_jobs.plan import build_plan
     from core.config import Settings
     from core.jobstatus import transition
     from core.status import open_status
-    from core.status.model import LAUNCHABLE_STATES, JobRecord, JobState
+    from core.status.model import LAUNCHABLE_STATES, JobState
     from core.storage.local import LocalStore
     from manifests.model import MAX_INPUTS, Manifest
     from manifests.resolve import resolve_inputs
@@ -296,15 +297,7 @@ def run_job(
 
     job_id = f"bench-{workers}w"
     name = f"{folder}bench.yaml"
-    status.create(
-        JobRecord(
-            job_id=job_id,
-            bucket=BUCKET,
-            manifest=name,
-            manifest_generation=1,
-            manifest_uri=store.uri(BUCKET, name),
-        )
-    )
+    status.create(new_record(job_id, (BUCKET, name, 1), store.uri(BUCKET, name)))
     transition(store, status, job_id, JobState.RECEIVED)
     transition(
         store, status, job_id, JobState.QUEUED,

@@ -133,11 +133,12 @@ def queue_job(root: Path, job_id: str, clip: Path, store: Path, args) -> tuple[o
     """A queued job in a local deployment under `root`, planned as the trigger plans it."""
     from skimage.data import astronaut
 
+    from batch_jobs.containment import new_record
     from batch_jobs.plan import build_plan
     from core.config import Settings
     from core.jobstatus import transition
     from core.status import open_status
-    from core.status.model import LAUNCHABLE_STATES, JobRecord, JobState
+    from core.status.model import LAUNCHABLE_STATES, JobState
     from core.storage.local import LocalStore
     from manifests.model import Manifest
     from manifests.resolve import ResolvedItem
@@ -168,15 +169,7 @@ def queue_job(root: Path, job_id: str, clip: Path, store: Path, args) -> tuple[o
     settings = Settings(local_root=root, model_store=str(store), model_cache=str(root / "cache"))
     local, status = LocalStore(root), open_status(settings)
     name = f"{FOLDER}bench.yaml"
-    status.create(
-        JobRecord(
-            job_id=job_id,
-            bucket=BUCKET,
-            manifest=name,
-            manifest_generation=1,
-            manifest_uri=local.uri(BUCKET, name),
-        )
-    )
+    status.create(new_record(job_id, (BUCKET, name, 1), local.uri(BUCKET, name)))
     transition(local, status, job_id, JobState.RECEIVED)
     transition(
         local, status, job_id, JobState.QUEUED, allowed_from=LAUNCHABLE_STATES,

@@ -81,3 +81,13 @@ def transition(
         )
         publish(store, status, job_id)
     return moved
+
+
+def fail(
+    store: ObjectStore, status: StatusStore, job_id: str, code: str, message: str,
+    uri: str | None = None,
+) -> bool:  # fmt: skip
+    """Move the job to FAILED with the error `code`, `message` (at `uri`) if its state allows;
+    True if it moved."""
+    error = JobError(code=code, message=message, uri=uri)
+    return transition(store, status, job_id, JobState.FAILED, error=error)

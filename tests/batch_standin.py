@@ -116,27 +116,26 @@ class BatchStandin:
 
     # -- server --------------------------------------------------------------------------
     def start(self) -> str:
-        handlers = {
-            "CreateJob": grpc.unary_unary_rpc_method_handler(
-                self.create_job,
-                request_deserializer=batch_v1.CreateJobRequest.deserialize,
-                response_serializer=batch_v1.Job.serialize,
-            ),
-            "GetJob": grpc.unary_unary_rpc_method_handler(
-                self.get_job,
-                request_deserializer=batch_v1.GetJobRequest.deserialize,
-                response_serializer=batch_v1.Job.serialize,
-            ),
-            "ListTasks": grpc.unary_unary_rpc_method_handler(
+        # Each method: its handler, its request type, how its response is written.
+        methods = {
+            "CreateJob": (self.create_job, batch_v1.CreateJobRequest, batch_v1.Job.serialize),
+            "GetJob": (self.get_job, batch_v1.GetJobRequest, batch_v1.Job.serialize),
+            "ListTasks": (
                 self.list_tasks,
-                request_deserializer=batch_v1.ListTasksRequest.deserialize,
-                response_serializer=batch_v1.ListTasksResponse.serialize,
+                batch_v1.ListTasksRequest,
+                batch_v1.ListTasksResponse.serialize,
             ),
-            "DeleteJob": grpc.unary_unary_rpc_method_handler(
+            "DeleteJob": (
                 self.delete_job,
-                request_deserializer=batch_v1.DeleteJobRequest.deserialize,
-                response_serializer=operations_pb2.Operation.SerializeToString,
+                batch_v1.DeleteJobRequest,
+                operations_pb2.Operation.SerializeToString,
             ),
+        }
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                behavior, request_deserializer=request.deserialize, response_serializer=write
+            )
+            for name, (behavior, request, write) in methods.items()
         }
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         self._server.add_generic_rpc_handlers(

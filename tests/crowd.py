@@ -64,23 +64,45 @@ class CommitCounter:
         return best, where
 
 
+def even_chunks(count: int, size: int, frames: int | None = None, roll: int = 0) -> list[Chunk]:
+    """`count` chunks of `size` frames (the last cut at `frames` if given), each decoding `roll`
+    frames either side of its own (none before the first)."""
+    return [
+        Chunk(
+            index=c,
+            start_frame=c * size,
+            end_frame=(c + 1) * size if frames is None else min((c + 1) * size, frames),
+            preroll=roll if c else 0,
+            postroll=roll,
+        )
+        for c in range(count)
+    ]
+
+
+def named_item(
+    index: int, stem: str, folder: str, out: str, info: VideoInfo, chunks: list[Chunk],
+    preview: str = ".preview.jpg", **fields: object,
+) -> PlannedItem:  # fmt: skip
+    """The item reading `folder + stem + ".mp4"`, writing that name under `out` (the preview
+    with the suffix `preview`); `fields`: the rest of PlannedItem."""
+    return PlannedItem(
+        index=index,
+        video=f"{folder}{stem}.mp4",
+        output=f"{out}{stem}.mp4",
+        preview=f"{out}{stem}{preview}",
+        info=info,
+        chunks=chunks,
+        **fields,
+    )
+
+
 def crowd_plan(items: int, chunks_per_item: int, workers: int) -> Plan:
     frames = 30 * chunks_per_item
     info = VideoInfo(duration=chunks_per_item, fps_num=30, fps_den=1, frame_count=frames,
                      width=64, height=64)  # fmt: skip
     return Plan(
         items=[
-            PlannedItem(
-                index=i,
-                video=f"in-{i}.mp4",
-                output=f"out/in-{i}.mp4",
-                preview=f"out/in-{i}.jpg",
-                info=info,
-                chunks=[
-                    Chunk(index=c, start_frame=c * 30, end_frame=(c + 1) * 30)
-                    for c in range(chunks_per_item)
-                ],
-            )
+            named_item(i, f"in-{i}", "", "out/", info, even_chunks(chunks_per_item, 30), ".jpg")
             for i in range(items)
         ],
         max_parallel_tasks=workers,

@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.face_models import _save
+
 SIZE = 512
 MIX = np.array([[1.3, 0.1, -0.1], [0.0, 1.1, 0.2], [-0.2, 0.1, 1.2]], np.float32)
 LIFT = np.array([0.15, -0.05, 0.1], np.float32)
@@ -99,12 +101,7 @@ def build_restorer(
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, [batch, 3, SIZE, SIZE])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path)
 
 
 def build_enhance_store(

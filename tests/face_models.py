@@ -257,41 +257,48 @@ def two_people(astronaut: bool = True, cameraman: bool = True) -> np.ndarray:
     return frame
 
 
+def pins(folder: Path, *names: str) -> dict:
+    """A catalog entry's pins (sha256 and size) of the files `names` in `folder`."""
+    return {
+        "sha256": {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names},
+        "size": {n: (folder / n).stat().st_size for n in names},
+    }
+
+
+def write_catalog(folder: Path, pack: str, det_rec: tuple[str, str], **about: str) -> None:
+    """The store's catalog.yaml: the analyser pack `pack` (its detector and recognizer files)
+    and test_swapper.onnx as test_swapper, each pinned to the files in `folder` and carrying
+    the fields `about` (licence, source)."""
+    det, rec = det_rec
+    models = {
+        pack: {
+            "step": "swap",
+            "role": "analyser",
+            "files": [det, rec],
+            "modules": {det: "detection", rec: "recognition"},
+            **pins(folder, det, rec),
+            **about,
+        },
+        "test_swapper": {
+            "step": "swap",
+            "role": "swapper",
+            "files": ["test_swapper.onnx"],
+            **pins(folder, "test_swapper.onnx"),
+            **about,
+        },
+    }
+    (folder / "catalog.yaml").write_text(yaml.safe_dump({"models": models}))
+
+
 def build_face_store(folder: Path, det_size: int = 640, swapper: dict | None = None) -> Path:
     """A model store holding the three test models under test names, with a catalog.yaml;
     `swapper`: build_swapper's variations for the swapper file."""
-    files = {
-        "test_det.onnx": build_detector(folder / "test_det.onnx", list(frame_faces()), det_size),
-        "test_rec.onnx": build_recognizer(folder / "test_rec.onnx"),
-        "test_swapper.onnx": build_swapper(folder / "test_swapper.onnx", **(swapper or {})),
-    }
+    build_detector(folder / "test_det.onnx", list(frame_faces()), det_size)
+    build_recognizer(folder / "test_rec.onnx")
+    build_swapper(folder / "test_swapper.onnx", **(swapper or {}))
 
-    def pins(names: list[str]) -> dict:
-        return {
-            "sha256": {n: hashlib.sha256(files[n].read_bytes()).hexdigest() for n in names},
-            "size": {n: files[n].stat().st_size for n in names},
-        }
-
-    catalog = {
-        "models": {
-            "test_faces": {
-                "step": "swap",
-                "role": "analyser",
-                "files": ["test_det.onnx", "test_rec.onnx"],
-                "modules": {"test_det.onnx": "detection", "test_rec.onnx": "recognition"},
-                **pins(["test_det.onnx", "test_rec.onnx"]),
-                "licence": "test",
-                "source": "tests/face_models.py",
-            },
-            "test_swapper": {
-                "step": "swap",
-                "role": "swapper",
-                "files": ["test_swapper.onnx"],
-                **pins(["test_swapper.onnx"]),
-                "licence": "test",
-                "source": "tests/face_models.py",
-            },
-        }
-    }
-    (folder / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    write_catalog(
+        folder, "test_faces", ("test_det.onnx", "test_rec.onnx"),
+        licence="test", source="tests/face_models.py",
+    )  # fmt: skip
     return folder

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -134,6 +135,14 @@ def make_model_store(folder: Path, *, convs: int = 0) -> Path:
     shutil.copy(folder / "wav2lip_gan_96.onnx", folder / "wav2lip_96.onnx")
     build_test_model(folder / "wav2lip_gan.onnx", convs=convs)
     shutil.copy(folder / "wav2lip_gan.onnx", folder / "wav2lip.onnx")
+    return folder
+
+
+def add_light_pack(folder: Path, real_asset: Callable[[str], Path]) -> Path:
+    """The real light analyser pack's files (SCRFD-500m, ArcFace MBF: the names the catalog's
+    light pack lists) copied into the store `folder`."""
+    for name in ("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx"):
+        shutil.copy(real_asset(name), folder / name)
     return folder
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
+import yaml
 from onnx import TensorProto, helper
 
 from tests.face_models import _init, _save
@@ -106,22 +108,40 @@ def build_spatial_swapper(path: Path, shift: int = 0, seed: int = 7) -> Path:
         helper.make_node("Mul", ["s_mean", "zero"], ["nothing"]),
         helper.make_node("Add", ["moved", "nothing"], ["output"]),
     ]
-    graph = helper.make_graph(
+    inits = [
+        _init("pads", np.array([0, 0, 0, shift, 0, 0, 0, 0], np.int64)),
+        _init("pad_value", np.array(0.0, np.float32)),
+        _init("starts", np.array([0], np.int64)),
+        _init("ends", np.array([128], np.int64)),
+        _init("axes", np.array([3], np.int64)),
+        _init("zero", np.array(0.0, np.float32)),
+        _init("emap", emap),  # last: where an inswapper carries it
+    ]
+    return _save(inswapper_graph(nodes, "inswapper_spatial_test", inits), path)
+
+
+def inswapper_graph(
+    nodes: list[onnx.NodeProto], name: str, inits: list[onnx.TensorProto]
+) -> onnx.GraphProto:
+    """inswapper_128's signature around `nodes`: target [1,3,128,128] and source [1,512] in,
+    output [1,3,128,128] out."""
+    return helper.make_graph(
         nodes,
-        "inswapper_spatial_test",
+        name,
         [
             helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, 128, 128]),
             helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512]),
         ],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])],
-        [
-            _init("pads", np.array([0, 0, 0, shift, 0, 0, 0, 0], np.int64)),
-            _init("pad_value", np.array(0.0, np.float32)),
-            _init("starts", np.array([0], np.int64)),
-            _init("ends", np.array([128], np.int64)),
-            _init("axes", np.array([3], np.int64)),
-            _init("zero", np.array(0.0, np.float32)),
-            _init("emap", emap),  # last: where an inswapper carries it
-        ],
+        inits,
     )
-    return _save(graph, path)
+
+
+def add_test_swapper(folder: Path, name: str, file: str, source: str) -> None:
+    """Lists the swapper `file` (already built in `folder`) in the store's catalog as `name`,
+    so a manifest can pick it like a packaged one."""
+    catalog = yaml.safe_load((folder / "catalog.yaml").read_text())
+    catalog["models"][name] = {
+        "step": "swap", "role": "swapper", "files": [file], "licence": "test", "source": source,
+    }  # fmt: skip
+    (folder / "catalog.yaml").write_text(yaml.safe_dump(catalog))

@@ -25,8 +25,8 @@ from typing import TypeVar
 import numpy as np
 
 from core.domain import Chunk, PlannedItem, VideoInfo
-from processors.chain import concat_batches
-from processors.media.frames import FrameReader
+from processors.chain import Chain, concat_batches
+from processors.media.frames import FrameBatch, FrameReader
 
 T = TypeVar("T")
 
@@ -315,6 +315,17 @@ def decode_all(source: Path | str, info: VideoInfo) -> np.ndarray:
         return concat_batches(list(reader)).frames
     finally:
         reader.close()
+
+
+def run_chain_over(chain: Chain, reader: FrameReader, keep: tuple[int, int]) -> FrameBatch:
+    """The frames in [keep) of `chain` run over what `reader` decodes, as one batch; the reader
+    is closed whatever happens."""
+    out: list[FrameBatch] = []
+    try:
+        chain.run(reader, out.append, keep=keep)
+    finally:
+        reader.close()
+    return concat_batches(out)
 
 
 def run_in_chunks(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from processors.media.frames import FrameBatch, FrameReader
 from tests.enhance_models import build_enhance_store
 from tests.face_models import build_swapper
 from tests.lipsync_fixtures import make_model_store
-from tests.media_fixtures import run_in_chunks
+from tests.media_fixtures import run_chain_over, run_in_chunks
+from tests.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,14 +144,7 @@ def cli_env(store: Path, cache: Path) -> dict[str, str]:
 
 def dropbatch(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     """The `dropbatch` command, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "dropbatch.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+    return run_cli(args, ROOT, env, timeout)
 
 
 def task_context(
@@ -171,12 +164,7 @@ def run_task(
     frames in [keep)."""
     chain = Chain(item.chain, ctx)
     reader = FrameReader.for_video(str(source), item.info, first, count, batch_size=8)
-    out: list[FrameBatch] = []
-    try:
-        chain.run(reader, out.append, keep=keep)
-    finally:
-        reader.close()
-    return concat_batches(out)
+    return run_chain_over(chain, reader, keep)
 
 
 def chunked_and_single(

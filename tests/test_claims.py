@@ -76,18 +76,12 @@ def test_an_explicit_chunk_length_wins_over_auto() -> None:
 
 # -- ChunkPicker: where each worker takes its chunks (real SQLite store) ------------------------
 def one_item_plan(chunks: int, workers: int):
-    from core.domain import Chunk, Plan, PlannedItem, VideoInfo
+    from core.domain import Plan, VideoInfo
+    from tests.crowd import even_chunks, named_item
 
     info = VideoInfo(duration=chunks, fps_num=30, fps_den=1, frame_count=30 * chunks, width=64,
                      height=64)  # fmt: skip
-    item = PlannedItem(
-        index=0,
-        video="a.mp4",
-        output="out/a.mp4",
-        preview="out/a.jpg",
-        info=info,
-        chunks=[Chunk(index=c, start_frame=30 * c, end_frame=30 * (c + 1)) for c in range(chunks)],
-    )
+    item = named_item(0, "a", "", "out/", info, even_chunks(chunks, 30), ".jpg")
     return Plan(items=[item], max_parallel_tasks=workers)
 
 

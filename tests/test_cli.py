@@ -17,16 +17,22 @@ GOOD = (
 )
 
 
-def dropbatch(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+def run_cli(
+    args: tuple[str, ...], cwd: Path, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`dropbatch ARGS` as a user runs it, in `cwd` with exactly `env`; its output as text."""
     return subprocess.run(
         [sys.executable, "-m", "dropbatch.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        env=full_env,
-        timeout=300,
+        env=env,
+        timeout=timeout,
     )
+
+
+def dropbatch(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_cli(args, cwd, {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
 def test_validate_reports_every_error_with_its_field(tmp_path: Path) -> None:

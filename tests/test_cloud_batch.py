@@ -31,9 +31,10 @@ from batch_jobs.ids import JOB_ID_RE, job_id_for
 from batch_jobs.launcher import LaunchError
 from batch_jobs.launchers import open_launcher
 from core.config import Settings
-from core.domain import Chunk, Plan, PlannedItem, VideoInfo
+from core.domain import Plan, VideoInfo
 from core.status.model import JobRecord
 from tests.batch_standin import BatchStandin
+from tests.crowd import even_chunks, named_item
 
 INFO = VideoInfo(duration=95.0, fps_num=30, fps_den=1, frame_count=2850, width=1920, height=1080)
 
@@ -49,14 +50,14 @@ def record_with(
     bucket: str = "acme.inbox",
 ) -> JobRecord:
     items = [
-        PlannedItem(
-            index=n,
-            video=f"campaign-7/clips/{'long-name-' * 8}{n:04d}.mp4",
-            output=f"campaign-7/out/{'long-name-' * 8}{n:04d}.mp4",
-            preview=f"campaign-7/out/{'long-name-' * 8}{n:04d}.preview.jpg",
-            info=INFO,
+        named_item(
+            n,
+            f"{'long-name-' * 8}{n:04d}",
+            "campaign-7/clips/",
+            "campaign-7/out/",
+            INFO,
+            even_chunks(c, 300),
             chain=[{"name": "crop", "options": {"aspect": "9:16"}}],
-            chunks=[Chunk(index=i, start_frame=i * 300, end_frame=(i + 1) * 300) for i in range(c)],
         )
         for n, c in enumerate(chunks_per_item)
     ]

@@ -4,6 +4,7 @@ pulled by simulated workers, priced at the machine's rate."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,14 +59,8 @@ def test_workers_pull_chunks_and_vms_stop_when_none_is_left() -> None:
 
 
 def test_with_no_overheads_vm_time_is_the_floor_plus_the_rolls() -> None:
-    free = Throughput(
-        frames_per_second=30.0,
-        vm_startup_seconds=0,
-        worker_setup_seconds=0,
-        chunk_overhead_seconds=0,
-        stitch_seconds=0,
-        stitch_seconds_per_video_second=0,
-    )
+    free = replace(SPEED, frames_per_second=30.0, vm_startup_seconds=0, worker_setup_seconds=0,
+                   chunk_overhead_seconds=0)  # fmt: skip
     compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=3)
     bare = simulate(synthetic_plan(compute, 60), free)
     assert bare.vm_seconds == pytest.approx(bare.floor_seconds) == pytest.approx(60)

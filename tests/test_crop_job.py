@@ -30,8 +30,15 @@ compute: {gpu: none, chunk_seconds: 2, max_parallel_tasks: 2}
 
 @pytest.fixture(scope="module")
 def talk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("media") / "talk.mp4"
-    make_talking_video(path, duration=5, fps=15, canvas=(640, 360), subject=240, audio="tone")
+    return talking_clip(tmp_path_factory, duration=5, fps=15)
+
+
+def talking_clip(factory: pytest.TempPathFactory, duration: float, fps: int) -> Path:
+    """A 640×360 clip of one talking subject (240 px) with a tone, under a fresh folder."""
+    path = factory.mktemp("media") / "talk.mp4"
+    make_talking_video(
+        path, duration=duration, fps=fps, canvas=(640, 360), subject=240, audio="tone"
+    )
     return path
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from core.status.model import JobState
-from dropbatch.samples import make_talking_video
 from processors.crop.detector_choice import make_detector
 from processors.crop.yolo_ultralytics import check_classes, export_facts
 from processors.models.store import ModelIncompatible
-from tests.test_crop_job import record_of, submit
+from tests.face_models import _save
+from tests.test_crop_job import record_of, submit, talking_clip
 from tests.yolo_test_model import build as build_yolo
 
 
@@ -26,7 +26,6 @@ def build_head(path: Path, rows: int | str, anchors: int | str, produced: tuple[
     really returns (rows, anchors). The output's shape is computed at run time, so onnxruntime
     reports the declared shape (a symbolic one stays symbolic); its values follow the input's
     mean, so it depends on the image the way a real head does."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [
@@ -49,12 +48,7 @@ def build_head(path: Path, rows: int | str, anchors: int | str, produced: tuple[
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, rows, anchors])],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path)
 
 
 BAD_HEADS = {
@@ -93,9 +87,7 @@ def test_a_head_that_is_not_84_rows_is_refused_naming_file_and_shapes(
 
 @pytest.fixture(scope="module")
 def talk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("media") / "talk.mp4"
-    make_talking_video(path, duration=3, fps=10, canvas=(640, 360), subject=240, audio="tone")
-    return path
+    return talking_clip(tmp_path_factory, duration=3, fps=10)
 
 
 def test_a_job_with_the_real_yolo11n_succeeds(

@@ -23,7 +23,7 @@ from processors.chain import Chain, concat_batches
 from processors.crop.cuts import CutDetector
 from processors.media.frames import FrameBatch, FrameReader
 from processors.media.probe import probe
-from tests.media_fixtures import run_in_chunks
+from tests.media_fixtures import run_chain_over, run_in_chunks
 from tests.yolo_test_model import build as build_test_yolo
 
 CANVAS = (640, 360)
@@ -109,13 +109,9 @@ def run_crop(
         start_time=info.start_time, first=first, count=count, batch_size=6,
     )  # fmt: skip
     keep = keep or (0, info.frame_count)
-    out: list[FrameBatch] = []
-    try:
-        chain.run(reader, out.append, keep=keep)
-    finally:
-        reader.close()
+    frames = run_chain_over(chain, reader, keep)
     windows = chain.processors[0].windows
-    return concat_batches(out), {i: windows[i] for i in range(*keep)}
+    return frames, {i: windows[i] for i in range(*keep)}
 
 
 def inside(box: Box, window: tuple[int, int, int, int]) -> bool:

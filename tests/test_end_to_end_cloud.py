@@ -89,6 +89,13 @@ class Deployment:
             time.sleep(0.5)
         raise AssertionError(f"job {job_id} not finished after {timeout} s: {record}")
 
+    def run_manifest(self, name: str) -> JobRecord:
+        """MANIFEST uploaded as `name` and its event posted: the job's record once it ends."""
+        self.upload(name, data=MANIFEST.encode())
+        assert self.post_event(name) == 200
+        generation = self.store.stat(self.bucket, name).generation
+        return self.wait_terminal(job_id_for(self.bucket, name, generation))
+
     def function_log(self) -> list[dict]:
         entries = []
         for line in self.log.read_text().splitlines():
@@ -158,10 +165,7 @@ def test_upload_to_the_bucket_ends_stitched_in_the_bucket_and_succeeded_in_fires
     started = time.monotonic()
     cloud.upload("c1/clip.mp4", clip)
     assert cloud.post_event("c1/clip.mp4") == 200
-    cloud.upload("c1/job.yaml", data=MANIFEST.encode())
-    assert cloud.post_event("c1/job.yaml") == 200
-    generation = cloud.store.stat(cloud.bucket, "c1/job.yaml").generation
-    record = cloud.wait_terminal(job_id_for(cloud.bucket, "c1/job.yaml", generation))
+    record = cloud.run_manifest("c1/job.yaml")
     print(f"\nend to end on the emulators: {time.monotonic() - started:.1f} s")
 
     assert record.state == JobState.SUCCEEDED, record.error
@@ -243,10 +247,7 @@ def test_the_same_event_posted_twenty_times_creates_one_job(cloud: Deployment, c
 
 def test_an_unreadable_video_ends_invalid_naming_its_gs_uri(cloud: Deployment) -> None:
     cloud.upload("c3/clip.mp4", data=b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
-    cloud.upload("c3/job.yaml", data=MANIFEST.encode())
-    assert cloud.post_event("c3/job.yaml") == 200
-    generation = cloud.store.stat(cloud.bucket, "c3/job.yaml").generation
-    record = cloud.wait_terminal(job_id_for(cloud.bucket, "c3/job.yaml", generation))
+    record = cloud.run_manifest("c3/job.yaml")
     assert record.state == JobState.INVALID
     assert record.error is not None and record.error.code == "INPUT_UNREADABLE"
     assert record.error.uri == f"gs://{cloud.bucket}/c3/clip.mp4"
@@ -260,10 +261,7 @@ def test_a_users_object_at_the_output_name_is_never_overwritten(
 ) -> None:
     cloud.upload("c4/clip.mp4", clip)
     cloud.upload("c4/out/clip.mp4", data=b"the user's own edit")
-    cloud.upload("c4/job.yaml", data=MANIFEST.encode())
-    assert cloud.post_event("c4/job.yaml") == 200
-    generation = cloud.store.stat(cloud.bucket, "c4/job.yaml").generation
-    record = cloud.wait_terminal(job_id_for(cloud.bucket, "c4/job.yaml", generation))
+    record = cloud.run_manifest("c4/job.yaml")
     # Refused by the trigger, before any task (the stitch still checks, for an object that
     # appears while the job runs).
     assert record.state == JobState.INVALID

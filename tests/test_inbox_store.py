@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
 from dropbatch.cli import main
 from tests.indexed_video import make_indexed_video
+from tests.test_cli import run_cli
 from tests.test_doctor import clean_env, doctor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,14 +38,7 @@ def command_env(extra: dict | None = None) -> dict:
 
 
 def dropbatch(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dropbatch.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=command_env(env),
-        timeout=300,
-    )
+    return run_cli(args, cwd, command_env(env))
 
 
 def inbox_with_job(tmp_path: Path, frames: int = 30) -> Path:
@@ -67,6 +62,35 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
         time.sleep(0.2)
 
 
+def gated_env(gate: Path) -> dict[str, str]:
+    """The environment whose job tasks wait for the file `gate` before they run."""
+    return {
+        "DROPBATCH_TASK_COMMAND": f"{sys.executable} {ROOT / 'tests' / 'gated_task.py'}",
+        "TASK_GATE": str(gate),
+    }
+
+
+def cli_process(args: list[str], cwd: Path, env: dict[str, str], **popen: Any) -> subprocess.Popen:
+    """`dropbatch ARGS` started in `cwd` with `env` over the test environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dropbatch.cli", *args], cwd=cwd, env=command_env(env), **popen
+    )
+
+
+def start_serve(folder: Path, env: dict[str, str], **popen: Any) -> subprocess.Popen:
+    """`dropbatch serve` on the inbox under `folder`, quiet, polling every 0.2 s."""
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    return cli_process(
+        ["serve", "--inbox", "inbox", "--poll", "0.2"], folder, env, **quiet, **popen
+    )
+
+
+def start_run(manifest: Path, cwd: Path, env: dict[str, str], err: IO[str]) -> subprocess.Popen:
+    """`dropbatch run --quiet MANIFEST` in `cwd`: its report piped as text, its log to `err`."""
+    args = ["run", "--quiet", str(manifest)]
+    return cli_process(args, cwd, env, stdout=subprocess.PIPE, stderr=err, text=True)
+
+
 def mirror_state(manifest: Path) -> str:
     try:
         return mirror(manifest)["state"]
@@ -77,29 +101,13 @@ def mirror_state(manifest: Path) -> str:
 def test_run_follows_the_job_serve_is_running_on_the_same_manifest(tmp_path: Path) -> None:
     manifest = inbox_with_job(tmp_path, frames=60)
     gate = tmp_path / "gate"  # the job's tasks wait for it: run meets the job while it runs
-    env = {
-        "DROPBATCH_TASK_COMMAND": f"{sys.executable} {ROOT / 'tests' / 'gated_task.py'}",
-        "TASK_GATE": str(gate),
-    }
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "dropbatch.cli", "serve", "--inbox", "inbox", "--poll", "0.2"],
-        cwd=tmp_path,
-        env=command_env(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    env = gated_env(gate)
+    serve = start_serve(tmp_path, env)
     run_err = tmp_path / "run.err"
     try:
         wait_for(lambda: mirror_state(manifest) in ACTIVE, 120, "serve to start the job")
         with run_err.open("w") as err:
-            run = subprocess.Popen(
-                [sys.executable, "-m", "dropbatch.cli", "run", "--quiet", str(manifest)],
-                cwd=tmp_path / "inbox" / "job",
-                env=command_env(env),
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
+            run = start_run(manifest, tmp_path / "inbox" / "job", env, err)
             try:
                 wait_for(lambda: "following it" in run_err.read_text(), 60, "run to follow it")
             except AssertionError:
@@ -127,30 +135,17 @@ def test_run_continues_the_job_it_follows_when_the_serve_running_it_is_killed(
 ) -> None:
     manifest = inbox_with_job(tmp_path)
     gate = tmp_path / "gate"
-    env = {
-        "DROPBATCH_TASK_COMMAND": f"{sys.executable} {ROOT / 'tests' / 'gated_task.py'}",
-        "TASK_GATE": str(gate),
-    }
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "dropbatch.cli", "serve", "--inbox", "inbox", "--poll", "0.2"],
-        cwd=tmp_path,
-        env=command_env(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    env = gated_env(gate)
+    serve = start_serve(
+        tmp_path,
+        env,
         start_new_session=True,  # its own process group: its tasks die with it below
     )
     run_err = tmp_path / "run.err"
     try:
         wait_for(lambda: mirror_state(manifest) in ACTIVE, 120, "serve to start the job")
         with run_err.open("w") as err:
-            run = subprocess.Popen(
-                [sys.executable, "-m", "dropbatch.cli", "run", "--quiet", str(manifest)],
-                cwd=tmp_path,
-                env=command_env(env),
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
+            run = start_run(manifest, tmp_path, env, err)
             try:
                 wait_for(lambda: "following it" in run_err.read_text(), 60, "run to follow it")
                 os.killpg(serve.pid, signal.SIGKILL)  # serve and the tasks it started

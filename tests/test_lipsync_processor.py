@@ -32,7 +32,7 @@ from tests.lipsync_fixtures import (
     speech_wav,
 )
 from tests.media_fixtures import decode_all as decode_video
-from tests.media_fixtures import run_in_chunks
+from tests.media_fixtures import run_chain_over, run_in_chunks
 
 FPS = 25
 NO_FACE = frozenset(range(60, 66)) | frozenset(range(95, 103))  # one stretch spans a seam
@@ -101,12 +101,7 @@ def run_chain(
         count=count,
         batch_size=6,
     )
-    out: list[FrameBatch] = []
-    try:
-        chain.run(reader, out.append, keep=keep)
-    finally:
-        reader.close()
-    return concat_batches(out)
+    return run_chain_over(chain, reader, keep)
 
 
 def decode_all(material: dict) -> np.ndarray:

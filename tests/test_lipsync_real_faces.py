@@ -7,7 +7,6 @@ chunked output still equals a one-task run."""
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +23,7 @@ from processors.lipsync.faces import face_shape, placed
 from processors.lipsync.options import LipsyncOptions
 from processors.lipsync.processor import LipsyncProcessor
 from processors.media.frames import FrameBatch
-from tests.lipsync_fixtures import make_model_store, speech_wav
+from tests.lipsync_fixtures import add_light_pack, make_model_store, speech_wav
 
 FPS = Fraction(24000, 1001)
 FRAMES = 36  # 1.5 s
@@ -52,10 +51,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, real_asset) -> Path:
     """Test Wav2Lip plus the real light pack's files (the catalog knows them)."""
     folder = tmp_path_factory.mktemp("models")
     make_model_store(folder)
-    files = {n: real_asset(n) for n in ("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx")}
-    for name, path in files.items():
-        shutil.copy(path, folder / name)
-    return folder
+    return add_light_pack(folder, real_asset)
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,13 @@ def planned(
     material: dict, speakers: list[tuple[str, str]], extra: str = "", before: str = ""
 ) -> PlannedItem:
     """The item as the trigger plans it: the real prober on the material's folder."""
-    manifest = load_manifest(manifest_text(speakers, extra, before=before).encode())
+    return plan_text(material, manifest_text(speakers, extra, before=before))
+
+
+def plan_text(material: dict, text: str) -> PlannedItem:
+    """The manifest `text` over the material's two.mp4, planned as the trigger plans it (the
+    real prober on the material's folder)."""
+    manifest = load_manifest(text.encode())
     folder: Path = material["folder"]
     prober = InputProber(LocalStore(folder.parent), ProbeCache(8), folder.name, "", 1)
     item = ResolvedItem(0, "two.mp4", None, None)

@@ -7,21 +7,15 @@ single_face.mp4 guest), their reference images taken from other moments of their
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from batch_jobs.plan import build_plan
-from batch_jobs.probing import InputProber, ProbeCache
 from core.domain import PlannedItem
-from core.storage.local import LocalStore
 from manifests.loader import ManifestInvalid, load_manifest
-from manifests.resolve import ResolvedItem
 from processors.chain import concat_batches
 from tests.media_fixtures import decode_all, run_in_chunks
 from tests.real_chain import ANALYSER, run_task, task_context
-from tests.test_lipsync_speakers import LEFT, RIGHT, material, planned, run_whole
+from tests.test_lipsync_speakers import LEFT, RIGHT, material, plan_text, planned, run_whole
 
 __all__ = ["material"]  # the module's fixture, used here
 SAY = "length_policy: pad, batch_size: 8, det_size: 320"
@@ -34,13 +28,7 @@ def planned_one(material: dict, options: str) -> PlannedItem:
         "output: {preset: ultrafast, crf: 18}\n"
         "compute: {gpu: none, chunk_seconds: 1.0, max_parallel_tasks: 2, max_retries: 0}\n"
     )
-    manifest = load_manifest(text.encode())
-    folder: Path = material["folder"]
-    prober = InputProber(LocalStore(folder.parent), ProbeCache(8), folder.name, "", 1)
-    item = ResolvedItem(0, "two.mp4", None, None)
-    speech, errors = prober.speech(manifest, [(item, material["info"])])
-    assert not errors, errors
-    return build_plan(manifest, "", [(item, material["info"])], speech).items[0]
+    return plan_text(material, text)
 
 
 def test_the_face_matching_the_reference_speaks_and_the_other_is_left_alone(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.status.model import JobRecord
 from core.storage.local import LocalStore
 from processors.models.store import (
     CatalogError,
@@ -219,25 +220,35 @@ def test_models_check_cli_says_present_missing_and_corrupt(tmp_path: Path) -> No
     assert out.returncode == 1
 
 
-def test_trigger_rejects_a_manifest_whose_models_are_not_in_the_store(
-    deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    from core.status.model import JobState
+def trigger_swap_job(
+    deployment: dict, monkeypatch: pytest.MonkeyPatch, store: Path, swap: bytes
+) -> JobRecord:
+    """The trigger, its model store `store`, given a clip, a face and a manifest whose one step
+    is swap with options `swap` (flow YAML); the one job record it wrote."""
     from tests.test_trigger import deliver, put, records
     from triggers import main as trigger_main
 
-    folder = write_store(tmp_path / "models", FILES, {"test_pack": PACK})
-    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(folder))
+    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(store))
     trigger_main.intake.cache_clear()
     put(deployment, "s/clip.mp4", video=5)
     put(deployment, "s/face.jpg", b"jpeg")
     put(
         deployment,
         "s/job.yaml",
-        b"version: 1\ninputs: [clip.mp4]\nchain: [{swap: {source: face.jpg}}]\n",
+        b"version: 1\ninputs: [clip.mp4]\nchain: [{swap: " + swap + b"}]\n",
     )
     deliver(LocalStore(deployment["root"]), "inbox", "s/job.yaml")
     [record] = records(deployment)
+    return record
+
+
+def test_trigger_rejects_a_manifest_whose_models_are_not_in_the_store(
+    deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from core.status.model import JobState
+
+    folder = write_store(tmp_path / "models", FILES, {"test_pack": PACK})
+    record = trigger_swap_job(deployment, monkeypatch, folder, b"{source: face.jpg}")
     assert record.state == JobState.INVALID
     assert record.error.code == "MODEL_MISSING"
     assert record.error.field == "chain[0].swap.analyser"  # buffalo_l is the missing one

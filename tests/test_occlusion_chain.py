@@ -18,7 +18,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from skimage.data import astronaut
 
 from core.domain import VideoInfo
 from processors.base import ProcessorContext
@@ -31,9 +30,10 @@ from processors.media.frames import FrameBatch
 from processors.models.store import models_for_step
 from tests.lipsync_fixtures import speech_wav
 from tests.mask_models import COVER_MARGIN, build_occluder
-from tests.real_chain import build_real_store, write_face_image
+from tests.real_chain import build_real_store
 from tests.test_swap_masks import HEIGHT, WIDTH, swap, with_hand
 from tests.test_swap_masks import clip as clip
+from tests.test_swap_masks import folder as folder
 
 FPS = Fraction(24)
 
@@ -45,13 +45,6 @@ def store(tmp_path_factory: pytest.TempPathFactory, real_asset) -> Path:
     folder = build_real_store(tmp_path_factory.mktemp("models"), real_asset)
     build_occluder(folder / "xseg_1.onnx")
     return folder
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("job")
-    write_face_image(path / "faces" / "astronaut.png", astronaut())
-    return path
 
 
 @pytest.fixture(scope="module")

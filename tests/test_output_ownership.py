@@ -14,6 +14,7 @@ from batch_jobs.workspace import work_area
 from core.config import Settings
 from core.jobstatus import JOB_KEY, ROLE_KEY
 from core.status import open_status
+from core.status.base import StatusStore
 from core.status.model import JobRecord, JobState
 from core.storage.local import LocalStore
 from tests.indexed_video import make_indexed_video
@@ -47,6 +48,15 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("media") / "clip.mp4"
     make_indexed_video(path, 20, audio=False, preset="ultrafast")
     return path
+
+
+def counting_intake(
+    deployment: dict,
+) -> tuple[Settings, LocalStore, StatusStore, CountingEngine, Intake]:
+    """The trigger's intake over the deployment's inbox and status, with the counting engine."""
+    settings = Settings.from_env()
+    store, status, engine = LocalStore(deployment["root"]), open_status(settings), CountingEngine()
+    return settings, store, status, engine, Intake(settings, store, status, engine)
 
 
 def drop(deployment: dict, name: str, data: bytes) -> StorageEvent:
@@ -87,9 +97,7 @@ def test_two_manifests_writing_one_output_the_second_is_refused_naming_both(
 def test_of_two_manifests_evaluated_at_once_exactly_one_launches(
     deployment: dict, video: Path
 ) -> None:
-    settings = Settings.from_env()
-    store, status, engine = LocalStore(deployment["root"]), open_status(settings), CountingEngine()
-    intake = Intake(settings, store, status, engine)
+    _, _, status, engine, intake = counting_intake(deployment)
     drop(deployment, "c/clip.mp4", video.read_bytes())
     events = [drop(deployment, f"c/m{i}.yaml", crop(f"{i + 1}:1").encode()) for i in range(4)]
     barrier = threading.Barrier(len(events))
@@ -110,9 +118,7 @@ def test_of_two_manifests_evaluated_at_once_exactly_one_launches(
 
 
 def test_a_deleted_manifest_frees_its_output_names(deployment: dict, video: Path) -> None:
-    settings = Settings.from_env()
-    store, status, engine = LocalStore(deployment["root"]), open_status(settings), CountingEngine()
-    intake = Intake(settings, store, status, engine)
+    settings, store, status, _, intake = counting_intake(deployment)
     drop(deployment, "c/clip.mp4", video.read_bytes())
     intake.handle(drop(deployment, "c/old.yaml", crop("1:1").encode()))
     store.delete("inbox", "c/old.yaml")
@@ -125,9 +131,7 @@ def test_a_deleted_manifest_frees_its_output_names(deployment: dict, video: Path
 def test_a_users_file_at_the_output_name_is_refused_not_overwritten(
     deployment: dict, video: Path
 ) -> None:
-    settings = Settings.from_env()
-    store, status, engine = LocalStore(deployment["root"]), open_status(settings), CountingEngine()
-    intake = Intake(settings, store, status, engine)
+    _, store, status, engine, intake = counting_intake(deployment)
     drop(deployment, "c/clip.mp4", video.read_bytes())
     drop(deployment, "c/results/clip.mp4", b"the user's own file")
     [job] = intake.handle(drop(deployment, "c/m.yaml", crop("1:1", prefix="results/").encode()))
@@ -138,9 +142,7 @@ def test_a_users_file_at_the_output_name_is_refused_not_overwritten(
 
 
 def test_a_manifest_in_a_folder_named_out_is_seen(deployment: dict, video: Path) -> None:
-    settings = Settings.from_env()
-    store, status, engine = LocalStore(deployment["root"]), open_status(settings), CountingEngine()
-    intake = Intake(settings, store, status, engine)
+    _, _, status, _, intake = counting_intake(deployment)
     drop(deployment, "c/out/clip.mp4", video.read_bytes())
     [job] = intake.handle(drop(deployment, "c/out/job.yaml", crop("1:1").encode()))
     assert status.get(job).state == JobState.QUEUED
@@ -150,9 +152,7 @@ def test_a_manifest_in_a_folder_named_out_is_seen(deployment: dict, video: Path)
 def test_an_input_under_out_is_found_when_the_outputs_go_elsewhere(
     deployment: dict, video: Path
 ) -> None:
-    settings = Settings.from_env()
-    store, status, engine = LocalStore(deployment["root"]), open_status(settings), CountingEngine()
-    intake = Intake(settings, store, status, engine)
+    _, _, status, _, intake = counting_intake(deployment)
     manifest = crop("1:1", video="out/clip.mp4", prefix="results/").encode()
     [job] = intake.handle(drop(deployment, "c/job.yaml", manifest))
     assert status.get(job).state == JobState.WAITING_FOR_INPUTS
@@ -166,9 +166,7 @@ def test_an_input_under_out_is_found_when_the_outputs_go_elsewhere(
 def test_what_we_write_under_the_output_prefix_starts_nothing(
     deployment: dict, video: Path
 ) -> None:
-    settings = Settings.from_env()
-    store, status, engine = LocalStore(deployment["root"]), open_status(settings), CountingEngine()
-    intake = Intake(settings, store, status, engine)
+    _, store, status, _, intake = counting_intake(deployment)
     # A manifest waiting for `clip.mp4`, and our output named like it lands in its out/.
     [job] = intake.handle(drop(deployment, "c/job.yaml", crop("1:1", video='"**/*.mp4"').encode()))
     ours = store.write_bytes(

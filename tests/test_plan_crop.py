@@ -21,7 +21,7 @@ from processors.crop.options import CropOptions
 from processors.crop.processor import CropProcessor
 from processors.media.frames import FrameBatch, FrameReader
 from processors.media.probe import probe
-from tests.media_fixtures import decode_all, run_in_chunks
+from tests.media_fixtures import decode_all, run_chain_over, run_in_chunks
 
 
 def video_info(
@@ -184,12 +184,7 @@ def run_chain(
     rate = Fraction(info.fps_num, info.fps_den)
     chain = Chain(item.chain, context(info, rate))
     reader = FrameReader.for_video(str(source), info, first, count, batch_size=5)
-    out: list[FrameBatch] = []
-    try:
-        chain.run(reader, out.append, keep=keep)
-    finally:
-        reader.close()
-    return concat_batches(out)
+    return run_chain_over(chain, reader, keep)
 
 
 def window_position(frame: np.ndarray, crop: np.ndarray) -> tuple[int, int]:

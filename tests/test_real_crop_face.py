@@ -9,19 +9,17 @@ landmarks (eyes, nose, mouth corners) in the window and at least 75 % of the box
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from processors.base import ProcessorContext
 from processors.crop.options import CropOptions
 from processors.crop.processor import CropProcessor
 from processors.faces import FaceAnalyser
 from processors.media.frames import FrameReader
-from processors.media.probe import probe
 from tests.real_chain import YOLO, build_real_store
+from tests.test_real_crop_reframe import clip_context
 
 INSIDE_RATE = 0.99
 BOX_SHARE = 0.75
@@ -33,14 +31,7 @@ def test_yolo11n_keeps_the_face_in_the_9_16_window_on_the_pexels_clip(
 ) -> None:
     clip = real_asset("pexels.mp4")
     store = build_real_store(tmp_path / "models", real_asset)
-    info = probe(str(clip))
-    ctx = ProcessorContext(
-        info=info,
-        rate=Fraction(info.fps_num, info.fps_den),
-        width=info.width,
-        height=info.height,
-        model_store=str(store),
-    )
+    info, ctx = clip_context(clip, model_store=str(store))
     crop = CropProcessor(CropOptions(aspect="9:16", detector="yolo-onnx", model=YOLO), ctx)
     faces = FaceAnalyser(real_asset("scrfd_500m_bnkps.onnx"), None, det_size=320)
     found: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> largest face's box, kps

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from skimage.data import coffee
 
+from core.domain import VideoInfo
 from processors.base import ProcessorContext
 from processors.crop.options import CropOptions
 from processors.crop.processor import CropProcessor
@@ -26,18 +27,20 @@ from tests.reframe_fixtures import HALF, turns_clip
 HOLD_RATE = 0.9
 
 
+def clip_context(clip: Path, **context: object) -> tuple[VideoInfo, ProcessorContext]:
+    """The probed clip, and the context a task gives its chain over the whole of it."""
+    info = probe(str(clip))
+    rate = Fraction(info.fps_num, info.fps_den)
+    return info, ProcessorContext(
+        info=info, rate=rate, width=info.width, height=info.height, **context
+    )
+
+
 def crop_run(
     clip: Path, options: CropOptions, first: int = 0, stop: int | None = None, **context
 ) -> tuple[CropProcessor, dict[int, np.ndarray]]:
     """The crop over frames [first, stop) of `clip`, as a task runs its chunk with context."""
-    info = probe(str(clip))
-    ctx = ProcessorContext(
-        info=info,
-        rate=Fraction(info.fps_num, info.fps_den),
-        width=info.width,
-        height=info.height,
-        **context,
-    )
+    info, ctx = clip_context(clip, **context)
     crop = CropProcessor(options, ctx)
     count = None if stop is None else stop - first
     out: dict[int, np.ndarray] = {}

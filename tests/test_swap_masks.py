@@ -22,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
 from skimage.data import astronaut, rocket
 
 from core.domain import VideoInfo
@@ -40,6 +39,7 @@ from tests.mask_models import (
     MOUTH,
     PARSER_LAYOUT,
     PARSER_SIDE,
+    add_test_swapper,
     build_occluder,
     build_parser,
     build_spatial_swapper,
@@ -72,12 +72,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, real_asset) -> Path:
     build_occluder(folder / "xseg_1.onnx")
     build_parser(folder / "bisenet_resnet_34.onnx")
     build_spatial_swapper(folder / "identity_swapper.onnx", shift=0)
-    catalog = yaml.safe_load((folder / "catalog.yaml").read_text())
-    catalog["models"][IDENTITY] = {
-        "step": "swap", "role": "swapper", "files": ["identity_swapper.onnx"],
-        "licence": "test", "source": "tests/mask_models.py",
-    }  # fmt: skip
-    (folder / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    add_test_swapper(folder, IDENTITY, "identity_swapper.onnx", "tests/mask_models.py")
     return folder
 
 
@@ -299,26 +294,16 @@ def test_trigger_refuses_occlusion_when_the_occluder_is_not_in_the_store(
     deployment: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from core.status.model import JobState
-    from core.storage.local import LocalStore
-    from tests.test_model_store import FILES, PACK, write_store
-    from tests.test_trigger import deliver, put, records
-    from triggers import main as trigger_main
+    from tests.test_model_store import FILES, PACK, trigger_swap_job, write_store
 
     folder = write_store(
         tmp_path / "models", FILES, {"test_pack": PACK, "test_sw": {"files": ["a.onnx"]}}
     )
-    monkeypatch.setenv("DROPBATCH_MODEL_STORE", str(folder))
-    trigger_main.intake.cache_clear()
-    put(deployment, "s/clip.mp4", video=5)
-    put(deployment, "s/face.jpg", b"jpeg")
-    put(
-        deployment,
-        "s/job.yaml",
-        b"version: 1\ninputs: [clip.mp4]\nchain: [{swap: {source: face.jpg, analyser: test_pack,"
-        b" model: test_sw, occlusion: true, occluder: xseg_2}}]\n",
+    swap = (
+        b"{source: face.jpg, analyser: test_pack, model: test_sw, occlusion: true,"
+        b" occluder: xseg_2}"
     )
-    deliver(LocalStore(deployment["root"]), "inbox", "s/job.yaml")
-    [record] = records(deployment)
+    record = trigger_swap_job(deployment, monkeypatch, folder, swap)
     assert record.state == JobState.INVALID
     assert record.error.code == "MODEL_MISSING"
     assert "xseg_2.onnx" in record.error.message, record.error.message

@@ -16,15 +16,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import yaml
-from onnx import TensorProto, helper
-from skimage.data import astronaut
+from onnx import helper
 
 from processors.faces import FaceAnalyser
 from processors.swap.paste import paste_back
 from tests.face_models import _init, _save
-from tests.real_chain import build_real_store, write_face_image
+from tests.mask_models import add_test_swapper, inswapper_graph
+from tests.real_chain import build_real_store
 from tests.test_swap_masks import clip as clip
+from tests.test_swap_masks import folder as folder
 from tests.test_swap_masks import swap
 
 SWAPPER = "channel_swapper"
@@ -49,45 +49,24 @@ def build_channel_swapper(path: Path, seed: int = 3) -> Path:
         helper.make_node("Add", ["mixed", "who_c"], ["raw"]),
         helper.make_node("Clip", ["raw", "zero", "one"], ["output"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "inswapper_channel_test",
-        [
-            helper.make_tensor_value_info("target", TensorProto.FLOAT, [1, 3, 128, 128]),
-            helper.make_tensor_value_info("source", TensorProto.FLOAT, [1, 512]),
-        ],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 128, 128])],
-        [
-            _init("mix", MIX.reshape(3, 3, 1, 1)),
-            _init("tint", tint),
-            _init("scale", np.array(0.15, np.float32)),
-            _init("shape_c", np.array([1, 3, 1, 1], np.int64)),
-            _init("zero", np.array(0.0, np.float32)),
-            _init("one", np.array(1.0, np.float32)),
-            _init("emap", emap),  # last: where an inswapper carries it
-        ],
-    )
-    return _save(graph, path)
+    inits = [
+        _init("mix", MIX.reshape(3, 3, 1, 1)),
+        _init("tint", tint),
+        _init("scale", np.array(0.15, np.float32)),
+        _init("shape_c", np.array([1, 3, 1, 1], np.int64)),
+        _init("zero", np.array(0.0, np.float32)),
+        _init("one", np.array(1.0, np.float32)),
+        _init("emap", emap),  # last: where an inswapper carries it
+    ]
+    return _save(inswapper_graph(nodes, "inswapper_channel_test", inits), path)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, real_asset) -> Path:
     folder = build_real_store(tmp_path_factory.mktemp("models"), real_asset)
     build_channel_swapper(folder / "channel_swapper.onnx")
-    catalog = yaml.safe_load((folder / "catalog.yaml").read_text())
-    catalog["models"][SWAPPER] = {
-        "step": "swap", "role": "swapper", "files": ["channel_swapper.onnx"],
-        "licence": "test", "source": "tests/test_swap_reference.py",
-    }  # fmt: skip
-    (folder / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    add_test_swapper(folder, SWAPPER, "channel_swapper.onnx", "tests/test_swap_reference.py")
     return folder
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("job")
-    write_face_image(path / "faces" / "astronaut.png", astronaut())
-    return path
 
 
 def insightface_swap(frame: np.ndarray, portrait: np.ndarray, store: Path, real_asset):

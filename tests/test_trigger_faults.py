@@ -6,7 +6,6 @@ RECEIVED."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import subprocess
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-import yaml
 
 from batch_jobs.intake import Intake, StorageEvent
 from batch_jobs.local_executor import LocalLauncher
@@ -23,7 +21,7 @@ from core.config import Settings
 from core.status import open_status
 from core.status.model import JobState
 from core.storage.local import LocalStore
-from tests.face_models import FRAME_H, FRAME_W, build_swapper, two_people
+from tests.face_models import FRAME_H, FRAME_W, build_swapper, two_people, write_catalog
 from tests.indexed_video import make_indexed_video
 from tests.media_fixtures import encode_frames
 
@@ -54,30 +52,7 @@ def garbage_model_store(folder: Path, detector: str = "html") -> Path:
         (folder / "broken_det.onnx").write_bytes((folder / "test_swapper.onnx").read_bytes())
     (folder / "broken_rec.onnx").write_bytes(b"\x08\x07" + os.urandom(2000))
 
-    def pins(*names: str) -> dict:
-        return {
-            "sha256": {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names},
-            "size": {n: (folder / n).stat().st_size for n in names},
-        }
-
-    catalog = {
-        "models": {
-            "broken_faces": {
-                "step": "swap",
-                "role": "analyser",
-                "files": ["broken_det.onnx", "broken_rec.onnx"],
-                "modules": {"broken_det.onnx": "detection", "broken_rec.onnx": "recognition"},
-                **pins("broken_det.onnx", "broken_rec.onnx"),
-            },
-            "test_swapper": {
-                "step": "swap",
-                "role": "swapper",
-                "files": ["test_swapper.onnx"],
-                **pins("test_swapper.onnx"),
-            },
-        }
-    }
-    (folder / "catalog.yaml").write_text(yaml.safe_dump(catalog))
+    write_catalog(folder, "broken_faces", ("broken_det.onnx", "broken_rec.onnx"))
     return folder
 
 

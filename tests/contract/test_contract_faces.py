@@ -30,7 +30,7 @@ from processors.media.frames import FrameBatch
 from processors.swap.options import SwapOptions
 from processors.swap.processor import SwapProcessor
 from tests.face_models import build_face_store, two_people
-from tests.lipsync_fixtures import make_model_store, speech_wav
+from tests.lipsync_fixtures import add_light_pack, make_model_store, speech_wav
 
 FPS = 25
 FRAMES = 30
@@ -93,10 +93,7 @@ def real_pack_store(folder: Path, real_asset) -> Path:
     batch-dim outputs, ArcFace MBF): the files the catalog's light pack names."""
     store = build_face_store(folder)
     make_model_store(store)
-    files = {n: real_asset(n) for n in ("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx")}
-    for name, path in files.items():
-        shutil.copy(path, store / name)
-    return store
+    return add_light_pack(store, real_asset)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from core.config import Settings
-from core.domain import Chunk, JobError, Plan, PlannedItem, VideoInfo
+from core.domain import JobError, Plan, VideoInfo
 from core.status import open_status
 from core.status.base import JobNotFound, StatusStore
 from core.status.model import (
@@ -28,6 +28,7 @@ from core.status.model import (
     TaskProgress,
 )
 from tests.contract.backends import StatusBackend
+from tests.crowd import even_chunks, named_item
 
 PROCESSES = 4
 APPENDS_PER_PROCESS = 15
@@ -95,24 +96,15 @@ def test_a_plan_with_hundreds_of_inputs_round_trips(status: StatusStore) -> None
     info = VideoInfo(duration=600.0, fps_num=30000, fps_den=1001, frame_count=17982, width=1920,
                      height=1080, has_audio=True, codec="h264")  # fmt: skip
     items = [
-        PlannedItem(
-            index=i,
-            video=f"c7/clips/take-{i:03d}.mp4",
-            output=f"c7/out/take-{i:03d}.mp4",
-            preview=f"c7/out/take-{i:03d}.preview.jpg",
-            info=info,
+        named_item(
+            i,
+            f"take-{i:03d}",
+            "c7/clips/",
+            "c7/out/",
+            info,
+            even_chunks(60, 300, 17982, roll=15),
             chain=[{"crop": {"aspect": "9:16", "smoothing_seconds": 0.5}}],
             encode={"crf": 20, "preset": "medium"},
-            chunks=[
-                Chunk(
-                    index=c,
-                    start_frame=c * 300,
-                    end_frame=min((c + 1) * 300, 17982),
-                    preroll=15 if c else 0,
-                    postroll=15,
-                )
-                for c in range(60)
-            ],
         )
         for i in range(500)
     ]
@@ -442,9 +434,13 @@ def test_by_state_returns_every_match_oldest_first(status: StatusStore) -> None:
     count = 230
     for i in range(count):
         assert status.create(
-            record(f"w{i:03d}", manifest=f"big/m{i:03d}.yaml", created_at=1000.0 + i,
-                   state=JobState.WAITING_FOR_INPUTS)
-        )  # fmt: skip
+            record(
+                f"w{i:03d}",
+                manifest=f"big/m{i:03d}.yaml",
+                created_at=1000.0 + i,
+                state=JobState.WAITING_FOR_INPUTS,
+            )
+        )
     found = status.by_state([JobState.WAITING_FOR_INPUTS], bucket="inbox", folders=["big/"])
     assert ids(found) == [f"w{i:03d}" for i in range(count)]
 

@@ -184,9 +184,15 @@ class ChunkSpan:
 
 
 def speech_object(item: PlannedItem) -> str | None:
-    """The object whose audio the item's chain follows (lipsync), or None."""
-    follows_speech = any(step_spec(s["name"]).speech for s in item.chain)
-    return (item.audio or item.video) if follows_speech else None
+    """The object whose audio the item's chain follows (lipsync) or listens to (crop's
+    speaker framing): the item's speech file, else the video's own track; None when no step
+    hears anything, or when only listeners would hear a video that has no audio."""
+    specs = [(step_spec(s["name"]), s.get("options", {})) for s in item.chain]
+    if any(spec.speech for spec, _ in specs):
+        return item.audio or item.video
+    if any(spec.listens(spec.parse(options)) for spec, options in specs):
+        return item.audio or (item.video if item.info.has_audio else None)
+    return None
 
 
 def chunk_context(

@@ -128,6 +128,10 @@ def no_checks(options: Any, base: str, inputs: CheckInputs) -> list[JobError]:
     return []
 
 
+def _deaf(options: Any) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class StepSpec:
     """One chain step. Every callable takes the step's typed options (an instance of
@@ -143,6 +147,9 @@ class StepSpec:
     - `processor`: "module:function" taking (options, ProcessorContext) and returning the
       Processor, raising StepSetupError when it cannot.
     - `speech`: set by a step that follows speech (see `Speech`).
+    - `listens(options)`: it reads the item's audio without following it (the output's length
+      stays the video's): crop's `subject: speaker` hears who talks. The task hands it the
+      speech a later step follows, else the video's own track.
     - `hands_on_faces`: its output batches carry the faces it found (processors/faces.py),
       so later steps need not detect them again.
     - `catalog`: the YAML file of the models this step brings to the catalog, if any.
@@ -157,6 +164,7 @@ class StepSpec:
     side_files: Callable[[Any, str], list[SideFile]] = _no_side_files
     checks: Callable[[Any, str, CheckInputs], list[JobError]] = no_checks
     speech: Speech | None = None
+    listens: Callable[[Any], bool] = _deaf
     hands_on_faces: bool = False
     catalog: Path | None = None
     memory: StepMemory = StepMemory()

@@ -174,3 +174,34 @@ def test_camera_auto_on_real_footage_holds_still_pieces_without_motion(
             found = faces.detect(frames[i])
             x, _, w, _ = auto.windows[i]
             assert found and ((found[0].kps[:, 0] >= x) & (found[0].kps[:, 0] <= x + w)).all()
+
+
+@pytest.mark.slow
+def test_a_crop_only_chain_hears_the_videos_own_track_through_the_task(
+    real_asset, tmp_path: Path
+) -> None:
+    """The planner → task → crop seam for a chain with no lipsync: the item planned the real
+    way, its context built by the task's own builder, gives speaker framing the video's own
+    track, so the crop decides by voice as it does when handed the audio directly (without
+    it, crop falls back to mouth movement alone and says so)."""
+    from batch_jobs.plan import build_plan
+    from manifests.model import Manifest
+    from manifests.resolve import ResolvedItem
+    from processors.chain import Chain
+    from tests.real_chain import task_context
+
+    clip, _ = turns_clip(tmp_path / "turns.mp4", real_asset)
+    crop = {"aspect": "9:16", "subject": "speaker"}
+    manifest = Manifest.model_validate(
+        {"version": 1, "inputs": "turns.mp4", "chain": [{"crop": crop}],
+         "compute": {"gpu": "none"}}
+    )  # fmt: skip
+    info = probe(str(clip))
+    item = build_plan(manifest, "", [(ResolvedItem(0, "turns.mp4", None, None), info)]).items[0]
+    ctx = task_context(item, tmp_path, tmp_path, "")
+    assert ctx.audio_path == tmp_path / "turns.mp4"  # the video's own track
+    [built] = Chain(item.chain, ctx).processors
+    assert isinstance(built, CropProcessor)
+    direct, _ = crop_run(clip, CropOptions(**crop), audio_path=str(clip))
+    assert built._voiced is not None and direct._voiced is not None
+    assert np.array_equal(built._voiced, direct._voiced)

@@ -159,8 +159,8 @@ def speech_activity(ctx: ProcessorContext) -> np.ndarray | None:
     said in the log) when no audio reaches the step."""
     if ctx.audio_path is None:
         log.warning(
-            "crop subject speaker: no audio reaches this step (a chain with lipsync passes "
-            "its speech); the speaker is whoever's mouth moves most"
+            "crop subject speaker: no audio reaches this step (the video has no audio track "
+            "and no speech file is given); the speaker is whoever's mouth moves most"
         )
         return None
     from processors.lipsync.audio import decode_speech

@@ -38,6 +38,8 @@ SPEC = StepSpec(
     models=models,
     context=context,
     checks=checks,
+    # Speaker framing hears voice activity in the item's audio (processors/crop/speaking.py).
+    listens=lambda options: options.subject == "speaker",
     catalog=Path(__file__).with_name("models.yaml"),
     # Measured with YOLO11n (bench/worker_memory.py); the OpenCV detectors take ~300 MB less.
     memory=StepMemory(base_mb=330.0, per_megapixel_mb=225.0),

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -122,6 +124,9 @@ class Canary:
     folder: str
     out: TextIO
     gpu: str = "none"  # what the canary's manifest asks for (compute.gpu)
+    # Set by Ctrl-C while the canary follows its job: the wait ends between two polls, never
+    # inside a storage or status call, so the clean-up that follows starts from a sound state.
+    interrupted: threading.Event = field(default_factory=threading.Event)
     uploaded_at: float = 0.0
     record: JobRecord | None = None
 
@@ -186,7 +191,7 @@ def batch_events(settings: Settings, batch_job: str | None) -> tuple[str, list[s
     try:
         from batch_jobs.batch_launcher import batch_client
 
-        job = batch_client(settings).get_job(name=batch_job)
+        job = batch_client(settings).get_job(name=batch_job, timeout=30)
     except Exception as exc:  # the events are a help, not the verdict
         return "", [f"(Batch's events unreadable: {type(exc).__name__}: {exc})"]
     return job.status.state.name, [e.description for e in job.status.status_events if e.description]
@@ -199,7 +204,7 @@ def cancel_batch_job(settings: Settings, batch_job: str | None) -> bool:
     from batch_jobs.batch_launcher import batch_client
 
     try:
-        batch_client(settings).delete_job(name=batch_job)
+        batch_client(settings).delete_job(name=batch_job, timeout=60)  # never hang the clean-up
     except Exception:
         return False
     return True
@@ -234,7 +239,10 @@ def follow(
             if time.monotonic() > stage_deadline:
                 add(stalled_result(canary, record, mirror, stage, time.time() - stage_started))
                 return False
-            time.sleep(POLL_SECONDS)
+            if canary.interrupted.wait(POLL_SECONDS):
+                detail = f"interrupted (Ctrl-C) before {STAGE_NAMES[stage]}"
+                add(CheckResult(name="canary", ok=False, detail=detail))
+                return False
     record = canary.read_record()
     assert record is not None
     machines = machines_result(record, canary.gpu)
@@ -386,6 +394,21 @@ def clean_up(canary: Canary) -> CheckResult:
     )
 
 
+@contextlib.contextmanager
+def interrupt_sets(flag: threading.Event) -> Iterator[None]:
+    """While the canary follows its job, Ctrl-C sets `flag` instead of raising wherever the
+    main thread is (inside a gRPC call an interrupt can leave a client unusable, and the
+    clean-up needs it); outside, and in other threads, Ctrl-C is left as it was."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_canary(
     settings: Settings,
     store: ObjectStore,
@@ -420,7 +443,8 @@ def run_canary(
             detail = f"{type(exc).__name__}: {exc}"
             add(CheckResult(name="canary upload", ok=False, detail=detail, fix=fix))
             return False
-        ok = follow(canary, add, stage_timeout, timeout)
+        with interrupt_sets(canary.interrupted):
+            ok = follow(canary, add, stage_timeout, timeout)
     finally:
         # Also on Ctrl-C: nothing of the canary stays in the inbox, no VM starts for it later.
         add(clean_up(canary))

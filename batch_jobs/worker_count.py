@@ -61,6 +61,9 @@ class Throughput:
     stitch_seconds: float = 10.0  # download the parts, concatenate by stream copy, upload
     stitch_seconds_per_video_second: float = 0.02
     preemptions_per_vm_hour: float = 0.0  # Spot: the chance rate a VM is taken back
+    # Workers of the warm pool free for the job (batch_jobs/pool_rules.py): up already, their
+    # models loaded, so the first `warm_workers` start nothing.
+    warm_workers: int = 0
 
     @property
     def start_seconds(self) -> float:
@@ -125,7 +128,7 @@ def auto_workers(
     budget = OVERHEAD_SHARE * floor_seconds
 
     def fits(n: int) -> bool:
-        return n * speed.start_seconds + beyond_frames(n) <= budget
+        return max(0, n - speed.warm_workers) * speed.start_seconds + beyond_frames(n) <= budget
 
     # More workers never cost less (more start-ups, never fewer chunks), so the answer is
     # found by bisection: a few plans cut even when max_parallel_tasks is 1000.

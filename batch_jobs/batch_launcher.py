@@ -18,7 +18,7 @@ from google.cloud import batch_v1
 from google.cloud.batch_v1.services.batch_service.transports import BatchServiceGrpcTransport
 
 from batch_jobs.cloud_batch import build_job, job_name, job_parent, request_id_for
-from batch_jobs.launcher import LaunchError
+from batch_jobs.launcher import Capacity, LaunchError
 from core.config import Settings
 from core.logs import event
 from core.status.model import EngineEvent, EngineWait, JobRecord
@@ -75,8 +75,14 @@ class BatchLauncher:
         self.settings = settings
         self.client = client or batch_client(settings)
 
+    pools = True  # it launches warm-pool capacity (batch_jobs/pool_capacity.py)
+
     def launch(self, record: JobRecord, settings: Settings) -> str:
         return self.submit(record.job_id, build_job(record, settings), settings)
+
+    def launch_capacity(self, record: JobRecord, settings: Settings, capacity: Capacity) -> str:
+        """Pool capacity launched for `record`'s job: a Batch job of its own id."""
+        return self.submit(capacity.name, build_job(record, settings, capacity), settings)
 
     def submit(self, job_id: str, job: batch_v1.Job, settings: Settings) -> str:
         """Create `job` as `job_id` (idempotent, see the module doc); its full name."""

@@ -176,14 +176,19 @@ def renew_claim(
     return still_ours
 
 
-def finish_claim(status: StatusStore, job_id: str, item: int, chunk: int) -> bool:
-    """Mark the chunk done: its entry in the job's done-set. True if this call marked it,
-    False if it was done already (a worker that lost the chunk to a takeover and finished
-    it anyway, second): a set, so the second finisher changes nothing."""
+def finish_claim(
+    status: StatusStore, job_id: str, item: int, chunk: int, seconds: float = 0.0
+) -> bool:
+    """Mark the chunk done: its entry in the job's done-set, with the worker `seconds` it took
+    (the job's VM-seconds are their sum). True if this call marked it, False if it was done
+    already (a worker that lost the chunk to a takeover and finished it anyway, second): a
+    set, so the second finisher changes nothing."""
 
     def mutate(claim: ChunkClaim) -> bool:
         first = not claim.done
         claim.done = True
+        if first:
+            claim.seconds = round(seconds, 3)
         return first
 
     _, first = status.transact_claim(job_id, item, chunk, mutate)
@@ -208,13 +213,15 @@ def persist(what: str, write: Callable[[], T], give_up_after: float = DONE_RETRY
     raise AssertionError("unreachable")
 
 
-def record_done(status: StatusStore, job_id: str, plan: Plan, item: int, chunk: int) -> Finished:
+def record_done(
+    status: StatusStore, job_id: str, plan: Plan, item: int, chunk: int, seconds: float = 0.0
+) -> Finished:
     """Mark the chunk done (retried until it lands, `persist`), then count the item's done
     chunks: whether this worker was the first to finish the chunk and whether the item is now
     complete. Of two workers finishing an item's last chunks at once, the later count sees
     both (each counts after its own mark), so one of them, or both, stitches it; the stitch
     lease lets one do it."""
-    first = persist("chunk done mark", lambda: finish_claim(status, job_id, item, chunk))
+    first = persist("chunk done mark", lambda: finish_claim(status, job_id, item, chunk, seconds))
     done = persist("chunk done count", lambda: status.count_done(job_id, item))
     return Finished(first=first, item_complete=done >= len(plan.items[item].chunks))
 
@@ -247,6 +254,22 @@ def release_claim(status: StatusStore, job_id: str, claim: ChunkClaim) -> None:
             stored.expires_at = 0.0
 
     status.transact_claim(job_id, claim.item, claim.chunk, mutate)
+
+
+def fail_claim(status: StatusStore, job_id: str, claim: ChunkClaim, reason: str) -> int:
+    """Give up our claim as `release_claim` does, counting the failure on the chunk's own
+    claim (the warm pool fails a job on these counts, whichever worker ran the chunk); the
+    chunk's failures so far."""
+
+    def mutate(stored: ChunkClaim) -> int:
+        if stored.owner == claim.owner and not stored.done:
+            stored.expires_at = 0.0
+            stored.failures += 1
+            stored.last_failure = reason[:1000]
+        return stored.failures
+
+    _, failures = status.transact_claim(job_id, claim.item, claim.chunk, mutate)
+    return failures
 
 
 def start_position(task_index: int, task_count: int, chunks: int) -> int:
@@ -289,7 +312,9 @@ class ChunkPicker:
         self._dead = dead_for(holder)
         self._waiting = False
 
-    def next(self) -> ChunkClaim | None:
+    def next(self, wait: bool = True) -> ChunkClaim | None:
+        """`wait` False: None at once when every chunk left is held by another worker (a
+        warm-pool worker has other jobs to look at, batch_jobs/pool.py)."""
         fresh = False  # the view was read since the last lost race
         while self.order:
             now = time.time()
@@ -301,7 +326,7 @@ class ChunkPicker:
                     self._refresh()
                     fresh, self.losses = True, 0
                     continue
-                if self._all_done():
+                if self._all_done() or not wait:
                     return None
                 self._wait(now)  # every chunk left is held by another worker
                 fresh = False

@@ -16,7 +16,8 @@ from google.cloud import batch_v1
 from google.protobuf import duration_pb2
 
 from batch_jobs.ids import JOB_ID_RE
-from batch_jobs.launcher import LaunchError
+from batch_jobs.launcher import Capacity, LaunchError
+from batch_jobs.pool_rules import ENGINE_ENV, POOL_ENV, POOL_WORKER_SECONDS
 from core.config import Settings
 from core.domain import Plan
 from core.status.model import JobRecord
@@ -30,6 +31,9 @@ TASK_COMMANDS = ("-m", "batch_jobs.task")
 SPOT_PREEMPTED = 50001  # Batch: the Spot VM running the task was preempted
 TASK_FAILED_RETRYABLE = 1  # batch_jobs.task: this attempt failed, another may not
 RETRY_EXIT_CODES = (SPOT_PREEMPTED, TASK_FAILED_RETRYABLE)
+
+
+POOL_COMMANDS = ("-m", "batch_jobs.pool")
 
 
 @dataclass(frozen=True)
@@ -174,16 +178,20 @@ def prepare_script(boot_image: str, driver_on_image: bool) -> str:
     return "\n".join(lines)
 
 
-def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
+def build_job(
+    record: JobRecord, settings: Settings, capacity: Capacity | None = None
+) -> batch_v1.Job:
+    """The job's own Batch job, or (`capacity`) warm-pool capacity launched for it: that
+    many workers of its pool, which serve other jobs too (batch_jobs/pool.py)."""
     require_settings(settings)
     plan = record.plan
     if plan is None:
         raise LaunchError(f"job {record.job_id} has no plan")
     if not JOB_ID_RE.match(record.job_id):
         raise LaunchError(f"job id {record.job_id!r} does not fit Cloud Batch's id rule")
-    workers = plan.parallelism
+    workers = capacity.workers if capacity else plan.parallelism
     machine = MACHINES[plan.gpu]
-    task = task_spec(record, settings, plan, machine)
+    task = task_spec(record, settings, plan, machine, capacity)
     # One task per worker, all at once (min(max_parallel_tasks, chunks)); the workers pull the
     # chunks; one task per VM (one GPU each).
     group = batch_v1.TaskGroup()
@@ -193,7 +201,7 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
     group.task_count_per_node = 1
 
     instance = instance_policy(settings, plan, machine)
-    labels = job_labels(record, settings)
+    labels = job_labels(record, settings, capacity)
     allocation = batch_v1.AllocationPolicy()
     allocation.instances = [instance]
     allocation.location = batch_v1.AllocationPolicy.LocationPolicy(
@@ -218,13 +226,17 @@ def build_job(record: JobRecord, settings: Settings) -> batch_v1.Job:
 
 
 def task_spec(
-    record: JobRecord, settings: Settings, plan: Plan, machine: MachineShape
+    record: JobRecord,
+    settings: Settings,
+    plan: Plan,
+    machine: MachineShape,
+    capacity: Capacity | None = None,
 ) -> batch_v1.TaskSpec:
     # What each task runs: the image's own command, with our settings as environment.
     container = batch_v1.Runnable.Container()
     container.image_uri = settings.image
     container.entrypoint = TASK_ENTRYPOINT
-    container.commands = list(TASK_COMMANDS)
+    container.commands = list(POOL_COMMANDS if capacity else TASK_COMMANDS)
     container.volumes = [f"{MODEL_CACHE_HOST}:{MODEL_CACHE_MOUNT}"]
     driver_on_image = bool(machine.accelerator) and settings.gpu_driver_preinstalled
     if driver_on_image:
@@ -241,11 +253,16 @@ def task_spec(
 
     task = batch_v1.TaskSpec()
     task.runnables = [prepare, runnable]
-    task.environment = batch_v1.Environment(variables=task_environment(record, settings))
+    env = task_environment(record, settings)
+    if capacity:
+        env.update({POOL_ENV: capacity.pool, ENGINE_ENV: capacity.name})
+    task.environment = batch_v1.Environment(variables=env)
     task.compute_resource = batch_v1.ComputeResource(
         cpu_milli=machine.cpu_milli, memory_mib=machine.memory_mib
     )
-    task.max_run_duration = duration_pb2.Duration(seconds=max_run_seconds(plan))
+    # A pool worker serves job after job: it takes no new one past POOL_WORKER_SECONDS.
+    run_for = max_run_seconds(plan) + (POOL_WORKER_SECONDS if capacity else 0)
+    task.max_run_duration = duration_pb2.Duration(seconds=run_for)
     # Retries: a preempted Spot VM (50001) or a failed attempt (1), at most max_retries times.
     task.max_retry_count = plan.max_retries
     retry = batch_v1.LifecyclePolicy()
@@ -285,12 +302,19 @@ def instance_policy(
     return instance
 
 
-def job_labels(record: JobRecord, settings: Settings) -> dict[str, str]:
+def job_labels(
+    record: JobRecord, settings: Settings, capacity: Capacity | None = None
+) -> dict[str, str]:
     labels = {
         "app": "dropbatch",
         "dropbatch-job": label_value(record.job_id),
         "dropbatch-inbox": label_value(record.bucket),
     }
+    if capacity:
+        # Pool capacity: its VMs serve whichever jobs of the pool come; `dropbatch-job` names
+        # the job it was launched for, and billing reports group the pool's VMs by these.
+        labels["dropbatch-role"] = "pool-capacity"
+        labels["dropbatch-pool"] = label_value(capacity.pool)
     if digest := image_digest(settings.image):
         # Which build ran, findable from the job and its logs (the runnable's image_uri holds
         # the whole digest; a label value holds its first 56 hex digits).

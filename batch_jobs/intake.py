@@ -27,6 +27,8 @@ from batch_jobs.ids import job_id_for
 from batch_jobs.launcher import Launcher
 from batch_jobs.outputs import claim_outputs
 from batch_jobs.plan import build_plan
+from batch_jobs.pool_capacity import launch_capacity, pooled
+from batch_jobs.pool_rules import pool_key
 from batch_jobs.probing import PLANNING_TIMEOUT, PROBE_CACHE_SIZE, InputProber, ProbeCache
 from batch_jobs.worker_count import deployment_throughput
 from batch_jobs.workspace import INBOX_WORK_PREFIX, work_area
@@ -493,6 +495,8 @@ class Intake:
 
     def _launch(self, job_id: str, plan) -> None:
         total = sum(len(item.chunks) for item in plan.items)
+        # On a warm pool the job is findable by the pool's free workers from here on.
+        pool = pool_key(self.settings.image, plan.gpu, plan.spot) if self._pooled() else ""
         claimed = transition(
             self.store,
             self.status,
@@ -502,6 +506,7 @@ class Intake:
             plan=plan,
             chunks_total=total,
             waiting_for=[],
+            pool=pool,
         )
         if not claimed:
             return  # a concurrent delivery won the claim and launches
@@ -519,7 +524,14 @@ class Intake:
         """Hand the claimed job to the engine and record the engine's job name."""
         record = self.status.get(job_id)
         assert record is not None
-        batch_job = self.launcher.launch(record, self.settings)
+        if record.pool:  # capacity for what the warm pool lacks, if anything
+            batch_job = launch_capacity(self.status, self.launcher, self.settings, record)
+            if batch_job is None:
+                event(log, "job queued on the warm pool", job_id=job_id, pool=record.pool)
+                publish(self.store, self.status, job_id)
+                return
+        else:
+            batch_job = self.launcher.launch(record, self.settings)
 
         def record_name(r: JobRecord) -> bool:
             first = r.batch_job is None
@@ -540,6 +552,9 @@ class Intake:
                 tasks=workers,
                 chunks=record.chunks_total,
             )
+
+    def _pooled(self) -> bool:
+        return pooled(self.launcher, self.settings)
 
     # -- outcomes ------------------------------------------------------------------------
     def _invalid(self, job_id: str, *errors: JobError) -> None:

@@ -1,6 +1,7 @@
 """The warm pool's decisions, as pure functions: which job a free worker takes next, and how
 much capacity a new job needs. The worker (batch_jobs/pool.py), the trigger
-(batch_jobs/intake.py) and the simulation (bench/cloud.py) all decide with these.
+(batch_jobs/pool_capacity.py) and the simulation (bench/cloud.py) all decide with these; the
+module is light (no media or model imports), so the trigger's cold start stays short.
 
 Rules (docs/decisions/0119-warm-pool-of-workers.md):
 
@@ -19,6 +20,46 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from batch_jobs.liveness import HEARTBEAT_TIMEOUT
+from core.config import Settings
+from core.status.model import JobRecord, PoolWorker
+
+POOL_ENV = "DROPBATCH_POOL"  # the pool a capacity task serves (its image and machine kind)
+ENGINE_ENV = "DROPBATCH_ENGINE_JOB"  # the capacity job (or local launch) it runs in
+# A pool worker takes no new chunk after this long up; Batch's max_run_duration for a capacity
+# task is this plus its first job's own bound.
+POOL_WORKER_SECONDS = 12 * 3600
+BUSY_STATES = frozenset({"busy", "finishing"})
+LIVE_STATES = BUSY_STATES | {"idle"}
+
+
+def pool_key(image: str, gpu: str, spot: bool) -> str:
+    """Workers of one pool can run each other's jobs: the same task image, the same machine
+    kind (GPU, Spot or standard). Locally: this machine's packages."""
+    return f"{image or 'local'}|{gpu}|{'spot' if spot else 'standard'}"
+
+
+def record_pool(settings: Settings, record: JobRecord) -> str:
+    assert record.plan is not None
+    return pool_key(settings.image, record.plan.gpu, record.plan.spot)
+
+
+def worker_alive(worker: PoolWorker, now: float, starting_grace: float) -> bool:
+    """Up (a heartbeat within HEARTBEAT_TIMEOUT) or launched and still within its start-up."""
+    if worker.state == "starting":
+        return now - worker.launched_at < starting_grace
+    return worker.state in LIVE_STATES and now - worker.updated_at < HEARTBEAT_TIMEOUT
+
+
+def starting_grace(settings: Settings) -> float:
+    """How long a launched worker counts as coming before its first heartbeat: three of its
+    VM's start-ups (Batch's provisioning varies) and a minute; locally a minute."""
+    if settings.launcher == "local":
+        return 60.0
+    from batch_jobs.worker_count import batch_throughput
+
+    return 3 * batch_throughput(settings).start_seconds + 60.0
 
 
 @dataclass(frozen=True)

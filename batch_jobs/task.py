@@ -30,7 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from batch_jobs.claims import ChunkPicker, ClaimKeeper, Finished, record_done, release_claim
+from batch_jobs.claims import (
+    ChunkPicker,
+    ClaimKeeper,
+    Finished,
+    fail_claim,
+    record_done,
+    release_claim,
+)
 from batch_jobs.encoder_choice import item_encoder
 from batch_jobs.liveness import HEARTBEAT_SECONDS, current_owner
 from batch_jobs.machines import record_this_machine
@@ -41,7 +48,7 @@ from batch_jobs.workspace import WorkArea, work_area
 from core import logs
 from core.config import Settings
 from core.domain import Chunk, Plan, PlannedItem, VideoInfo
-from core.jobstatus import ROLE_KEY, transition
+from core.jobstatus import ROLE_KEY, fail, transition
 from core.logs import event
 from core.status import open_status
 from core.status.base import StatusStore
@@ -50,7 +57,7 @@ from core.storage import open_store
 from core.storage.base import NotFound, ObjectStore
 from processors.base import ProcessorContext
 from processors.chain import Chain, ChainSetupError
-from processors.gpu import gpu_required_here
+from processors.gpu import GPU_UNAVAILABLE, gpu_required_here
 from processors.media.encoders import X264, decode_args
 from processors.media.frames import EncodeSettings, FrameBatch, FrameReader, FrameWriter
 from processors.media.preview import PreviewTap, preview_indices
@@ -412,6 +419,9 @@ class Worker:
     picker: ChunkPicker
     work: WorkArea
     threads: int | None
+    # A warm-pool worker (batch_jobs/pool.py): a failed chunk is counted on its claim and
+    # fails the job past max_retries; the worker goes on with other chunks.
+    pooled: bool = False
 
     @property
     def plan(self) -> Plan:
@@ -582,6 +592,7 @@ def process_claimed(
     recording it done found)."""
     status, job_id = worker.status, worker.job_id
     chain_seconds = 0.0
+    started = time.time()
     with ClaimKeeper(status, job_id, claim, worker.settings.claim_lease_seconds):
         # Taken over from a worker that stored the part but never recorded it (its done mark
         # failed, or it died in between): the work is kept.
@@ -600,7 +611,8 @@ def process_claimed(
                 folder=setup.side_inputs(item),
                 still_wanted=lambda c=claim: not chunk_done(status, job_id, c),
             )
-        finished = record_done(status, job_id, worker.plan, claim.item, claim.chunk)
+        took = time.time() - started
+        finished = record_done(status, job_id, worker.plan, claim.item, claim.chunk, took)
     return stored, chain_seconds, finished
 
 
@@ -608,10 +620,12 @@ def chunk_failed(worker: Worker, claim: ChunkClaim, exc: Exception) -> int:
     """The claim released, the failure in the task's progress and log; the exit code. A chain
     that cannot be set up (bad model, bad side image, a GPU job whose models cannot load on
     the GPU) or an input that is gone fails the same way on every retry: exit 2."""
-    with contextlib.suppress(Exception):  # the lease runs out if this fails too
-        release_claim(worker.status, worker.job_id, claim)  # another worker may take it now
     internal = worker.store.uri(worker.work.bucket, worker.work.job_folder(worker.job_id))
     failure = task_failure(exc, internal)
+    if worker.pooled:
+        return pooled_chunk_failed(worker, claim, failure)
+    with contextlib.suppress(Exception):  # the lease runs out if this fails too
+        release_claim(worker.status, worker.job_id, claim)  # another worker may take it now
     worker.reporter.update(
         worker.reporter.progress.frames_done,
         force=True,
@@ -631,8 +645,44 @@ def chunk_failed(worker: Worker, claim: ChunkClaim, exc: Exception) -> int:
     return failure.exit_code
 
 
+def pooled_chunk_failed(worker: Worker, claim: ChunkClaim, failure: TaskFailure) -> int:
+    """A warm-pool worker's failed chunk: the failure counted on the chunk's claim (which
+    frees it for the next try, by any worker); the job FAILED once the chunk has failed
+    max_retries + 1 times, or at once when no retry can help (exit 2: a chain that cannot be
+    set up, an input gone). 0: the worker goes on; 2 only when this machine cannot run a GPU
+    job at all (GPU_UNAVAILABLE), so it takes no other job's chunks either."""
+    failures = 0
+    with contextlib.suppress(Exception):  # the lease runs out if this fails too
+        failures = fail_claim(worker.status, worker.job_id, claim, failure.reason)
+    tries = worker.plan.max_retries + 1
+    event(
+        log,
+        "chunk failed",
+        logging.ERROR,
+        reason=failure.reason,
+        code=failure.code,
+        failures=failures,
+        tries=tries,
+    )
+    if failure.exit_code == 2 or failures >= tries:
+        message = failure.reason
+        if failure.exit_code != 2:
+            message = (
+                f"chunk {claim.chunk} of item {claim.item} failed {failures} times "
+                f"(max_retries {worker.plan.max_retries}): {failure.reason}"
+            )
+        fail(
+            worker.store, worker.status, worker.job_id, failure.code or "TASKS_FAILED", message,
+            failure.uri or None,
+        )  # fmt: skip
+    return 2 if failure.code == GPU_UNAVAILABLE else 0
+
+
 def stitch_item_of(worker: Worker, item: int) -> int:
-    return stitch(
+    """Stitch the item; 0 or the task's exit code. A warm-pool worker goes on either way: a
+    stitch no retry can help (its input gone) fails the job, naming it; any other failure
+    leaves the stitch lease to run out, and a worker takes the item over."""
+    code = stitch(
         worker.store,
         worker.status,
         worker.settings,
@@ -642,6 +692,13 @@ def stitch_item_of(worker: Worker, item: int) -> int:
         worker.holder,
         worker.reporter,
     )
+    if worker.pooled and code == 2:
+        said = worker.reporter.progress
+        fail(
+            worker.store, worker.status, worker.job_id, said.code or "STITCH_FAILED",
+            said.message or f"item {item} could not be stitched", said.uri or None,
+        )  # fmt: skip
+    return 0 if worker.pooled else code
 
 
 def chunk_done(status: StatusStore, job_id: str, claim: ChunkClaim) -> bool:

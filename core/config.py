@@ -81,6 +81,14 @@ class Settings(BaseModel):
     # Lease on a chunk a worker processes (renewed every third of it while it works): a worker
     # stopped or silently gone loses its chunk to another once it runs out.
     claim_lease_seconds: float = Field(default=60.0, gt=0)
+    # The warm pool (docs/decisions/0119-warm-pool-of-workers.md): a Cloud Batch worker (and
+    # `dropbatch serve`'s) whose job has no chunk left stays up this long, models loaded,
+    # taking chunks of any job on the same image and machine kind; the trigger launches VMs
+    # only for what the free workers do not cover. 0: every job runs on its own workers.
+    warm_minutes: float = Field(default=5.0, ge=0)
+    # At most this many pool workers live at once in the deployment (capacity launched past
+    # it waits for the live ones to take the job).
+    pool_max_workers: int = Field(default=20, ge=1)
     # Local executor: at most this many tasks at a time on this machine; auto: the job's, at
     # most what this machine's cores and available memory hold (batch_jobs/worker_memory.py).
     local_workers: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"

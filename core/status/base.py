@@ -10,6 +10,7 @@ from core.status.model import (
     ChunkClaim,
     JobRecord,
     JobState,
+    PoolWorker,
     TaskProgress,
 )
 
@@ -96,6 +97,14 @@ class StatusStore(Protocol):
         ...
 
     def put_progress(self, progress: TaskProgress) -> None: ...
+
+    def put_worker(self, worker: PoolWorker) -> None:
+        """Write (or replace) a warm-pool worker's document."""
+        ...
+
+    def pool_workers(self, pool: str | None = None) -> list[PoolWorker]:
+        """The pool's workers (None: every pool's), every state, by worker id."""
+        ...
 
     def progress(self, job_id: str) -> list[TaskProgress]: ...
 

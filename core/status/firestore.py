@@ -16,7 +16,8 @@ Layout, under `<collection>/<job_id>`:
   guards.
 
 Self-check reports (`dropbatch doctor`) live beside it in `<collection>_checks/<check_id>`, so
-the job queries never meet them.
+the job queries never meet them; the warm pool's workers in `<collection>_workers/<id>`
+(one small document each, written by its worker every few seconds at most).
 
 `transact` is a read-modify-write in a Firestore transaction that also *creates*
 `revisions/<n+1>`. Creating a document that exists fails the whole commit, so of two writers
@@ -44,6 +45,7 @@ from core.status.model import (
     ChunkClaim,
     JobRecord,
     JobState,
+    PoolWorker,
     TaskProgress,
 )
 
@@ -98,6 +100,7 @@ class FirestoreStatusStore:
         self.client = client or firestore.Client(project=project or None, database=database)
         self.jobs = self.client.collection(collection)
         self.checks = self.client.collection(f"{collection}_checks")
+        self.workers = self.client.collection(f"{collection}_workers")
         self._written: dict[tuple[str, int], tuple[float, str]] = {}
         self._written_lock = threading.Lock()
 
@@ -298,6 +301,19 @@ class FirestoreStatusStore:
     def progress(self, job_id: str) -> list[TaskProgress]:
         tasks = self._ref(job_id).collection("tasks").order_by("task_index")
         return [TaskProgress.model_validate(s.to_dict()) for s in tasks.stream()]
+
+    # -- the warm pool's workers: one small document each, `<collection>_workers/<id>` --------
+    def put_worker(self, worker: PoolWorker) -> None:
+        self.workers.document(worker.worker_id).set(worker.model_dump(mode="json"))
+
+    def pool_workers(self, pool: str | None = None) -> list[PoolWorker]:
+        query = (
+            self.workers
+            if pool is None
+            else self.workers.where(filter=FieldFilter("pool", "==", pool))
+        )
+        found = [PoolWorker.model_validate(s.to_dict()) for s in query.stream()]
+        return sorted(found, key=lambda w: w.worker_id)
 
     # -- self-checks ---------------------------------------------------------------------
     def put_check(self, report: CheckReport) -> None:

@@ -76,6 +76,11 @@ class ChunkClaim(BaseModel):
     holder: LeaseHolder | None = None
     done: bool = False
     grants: int = 0  # how many times it was claimed: 1, plus one per takeover
+    # Warm pool (batch_jobs/pool.py): how many times processing it failed, and the last
+    # reason; past the job's max_retries the job fails, whichever worker ran it.
+    failures: int = 0
+    last_failure: str = ""
+    seconds: float = 0.0  # worker seconds the finished chunk took (its job's VM-seconds)
 
 
 class EngineEvent(BaseModel):
@@ -177,6 +182,10 @@ class JobRecord(BaseModel):
     # The machines its workers ran on, each recorded once by its first worker.
     machines: list[MachineFacts] = Field(default_factory=list)
     workers: WorkersChosen | None = None  # the local executor's last choice
+    # The warm pool this job runs on ('' : its own workers, launched for it alone) and the
+    # capacity launched when it arrived (0: warm workers took it; batch_jobs/pool.py).
+    pool: str = ""
+    capacity_launched: int = 0
     revision: int = 0
 
     @property
@@ -215,6 +224,28 @@ class JobRecord(BaseModel):
             ),
             "machines": [m.model_dump() for m in self.machines],
         }
+
+
+class PoolWorker(BaseModel):
+    """A worker of the warm pool (batch_jobs/pool.py), one document each: what the trigger
+    counts before it launches capacity and what a free worker weighs jobs by. Written by its
+    worker on every change and as its heartbeat; written `starting` by the launcher for each
+    worker it launches, until that worker's first beat."""
+
+    worker_id: str  # `<engine job>-<task index>`: a retried task keeps its document
+    pool: str  # the image and machine kind it runs (batch_jobs/pool.pool_key)
+    engine_job: str  # the capacity job (Cloud Batch) or local launch it runs in
+    state: str = "starting"  # starting | busy | finishing | idle | exiting | gone
+    job_id: str = ""  # the job it works on now (or last)
+    item: int | None = None  # the chunk it holds now, if any
+    chunk: int | None = None
+    owner: str = ""  # its claim owner id (what its claims' `owner` says)
+    launched_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)  # the heartbeat
+    busy_seconds: float = 0.0  # seconds spent on chunks and stitches, every job together
+    idle_seconds: float = 0.0  # seconds up with nothing to do: the deployment's warm cost
+    jobs: int = 0  # jobs it worked on
+    process: ProcessOwner | None = None
 
 
 class TaskProgress(BaseModel):

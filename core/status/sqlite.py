@@ -19,6 +19,7 @@ from core.status.model import (
     ChunkClaim,
     JobRecord,
     JobState,
+    PoolWorker,
     TaskProgress,
 )
 
@@ -52,6 +53,11 @@ CREATE TABLE IF NOT EXISTS claims (
     chunk INTEGER NOT NULL,
     doc TEXT NOT NULL,
     PRIMARY KEY (job_id, item, chunk)
+);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    doc TEXT NOT NULL
 );
 """
 
@@ -240,6 +246,21 @@ class SqliteStatusStore:
                 "SELECT doc FROM tasks WHERE job_id = ? ORDER BY task_index", (job_id,)
             ).fetchall()
         return [TaskProgress.model_validate_json(r[0]) for r in rows]
+
+    def put_worker(self, worker: PoolWorker) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO workers VALUES (?, ?, ?)",
+                (worker.worker_id, worker.pool, worker.model_dump_json()),
+            )
+
+    def pool_workers(self, pool: str | None = None) -> list[PoolWorker]:
+        where, args = ("WHERE pool = ? ", (pool,)) if pool is not None else ("", ())
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT doc FROM workers {where}ORDER BY worker_id", args
+            ).fetchall()
+        return [PoolWorker.model_validate_json(r[0]) for r in rows]
 
     def put_check(self, report: CheckReport) -> None:
         with self._connect() as conn:

@@ -1,0 +1,105 @@
+"""Capacity, not jobs: what the trigger launches for a job when the deployment keeps a warm
+pool (`warm_minutes` > 0 and a launcher that pools: Cloud Batch, `dropbatch serve`).
+
+The job is recorded QUEUED with its pool first (so a free worker finds it from then on); then
+the pool's workers are counted from their documents (batch_jobs/pool.py): live ones that are
+idle or finishing their job's last chunks are free for it, and so are launched ones still
+starting beyond what the jobs already waiting expect of them. Capacity is launched only for
+the shortfall (batch_jobs/pool_rules.shortfall), within `pool_max_workers`; each launched
+worker gets a `starting` document at once, so the next upload of a burst counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from batch_jobs.launcher import Capacity, Launcher
+from batch_jobs.pool_rules import record_pool, shortfall, starting_grace, worker_alive
+from core.config import Settings
+from core.logs import event
+from core.status.base import StatusStore
+from core.status.model import JobRecord, JobState, PoolWorker
+
+log = logging.getLogger("dropbatch.pool")
+
+
+def pooled(launcher: Launcher, settings: Settings) -> bool:
+    """Does this deployment run jobs on a warm pool?"""
+    return settings.warm_minutes > 0 and bool(getattr(launcher, "pools", False))
+
+
+@dataclass(frozen=True)
+class PoolCount:
+    live: int  # up, or launched and still starting
+    free: int  # of those, what a new job may count on
+
+
+def count_pool(status: StatusStore, settings: Settings, pool: str, job_id: str) -> PoolCount:
+    """The pool's workers as the trigger counts them for `job_id` (the module doc)."""
+    now = time.time()
+    grace = starting_grace(settings)
+    alive = [w for w in status.pool_workers(pool) if worker_alive(w, now, grace)]
+    free_now = sum(1 for w in alive if w.state in ("idle", "finishing"))
+    starting = sum(1 for w in alive if w.state == "starting")
+    waiting = sum(
+        r.plan.parallelism
+        for r in status.by_state([JobState.QUEUED])
+        if r.pool == pool and r.job_id != job_id and r.plan is not None
+    )
+    return PoolCount(live=len(alive), free=free_now + max(0, starting - waiting))
+
+
+def capacity_name(job_id: str, attempt: int = 0) -> str:
+    """The engine job for capacity launched for `job_id`: the job's own id the first time
+    (Batch's notifications then name the job), `-p<n>` after when the sweep relaunches."""
+    return job_id if attempt == 0 else f"{job_id[:58]}-p{attempt}"
+
+
+def launch_capacity(
+    status: StatusStore, launcher: Launcher, settings: Settings, record: JobRecord, attempt: int = 0
+) -> str | None:
+    """Launch what `record`'s job lacks; the engine's name, or None when the pool covers it."""
+    assert record.plan is not None
+    pool = record_pool(settings, record)
+    count = count_pool(status, settings, pool, record.job_id)
+    wanted = record.plan.parallelism
+    workers = shortfall(wanted, count.free, count.live, settings.pool_max_workers)
+    event(
+        log,
+        "pool counted",
+        job_id=record.job_id,
+        wanted=wanted,
+        free=count.free,
+        live=count.live,
+        cap=settings.pool_max_workers,
+        launching=workers,
+    )
+    if workers <= 0:
+        return None
+    capacity = Capacity(capacity_name(record.job_id, attempt), pool, workers)
+    # Counted by the next trigger from now on: a burst of uploads does not launch for the same
+    # free worker twice.
+    for index in range(workers):
+        status.put_worker(
+            PoolWorker(
+                worker_id=f"{capacity.name}-{index}",
+                pool=pool,
+                engine_job=capacity.name,
+                job_id=record.job_id,
+            )
+        )
+    try:
+        name = launcher.launch_capacity(record, settings, capacity)
+    except Exception:
+        for index in range(workers):  # never coming: not counted any more
+            status.put_worker(
+                PoolWorker(
+                    worker_id=f"{capacity.name}-{index}", pool=pool, engine_job=capacity.name,
+                    state="gone",
+                )
+            )  # fmt: skip
+        raise
+    status.transact(record.job_id, lambda r: setattr(r, "capacity_launched", workers))
+    return name

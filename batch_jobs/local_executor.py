@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from batch_jobs.launcher import Capacity
 from batch_jobs.leases import release_task_leases
 from batch_jobs.liveness import current_owner, executor_alive, owner_alive, task_alive
+from batch_jobs.pool_rules import ENGINE_ENV, POOL_ENV
 from batch_jobs.scratch import sweep_dead
 from batch_jobs.worker_memory import WorkerChoice, choose_local_workers
 from batch_jobs.workspace import work_area
@@ -41,6 +43,7 @@ from core.status.model import (
 from core.storage.base import NotFound, ObjectStore
 
 log = logging.getLogger("dropbatch.executor")
+POOL_OPEN_STATES = [JobState.QUEUED, JobState.RUNNING, JobState.STITCHING]
 RESUME_SCAN = 1000  # unfinished jobs looked at when serve starts
 
 Notify = Callable[[str, str, str], None]  # (job_name, new_state, reason)
@@ -300,9 +303,71 @@ class LocalLauncher:
     own `open_launcher`): two intakes in one process never share jobs or settings.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pools: bool = False) -> None:
         self._jobs: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        # `dropbatch serve` keeps a warm pool (warm_minutes): its workers are processes of
+        # this one that outlive their first job (batch_jobs/pool.py); `dropbatch run` does not.
+        self.pools = pools
+        self._pool: list[subprocess.Popen] = []
+        self._pool_threads: list[threading.Thread] = []
+        self._settings: Settings | None = None  # the settings its pool was launched with
+
+    def launch_capacity(self, record: JobRecord, settings: Settings, capacity: Capacity) -> str:
+        """`capacity.workers` pool worker processes, each looking at `record`'s job first."""
+        from batch_jobs.pool_capacity import release_workers
+        from core.status import open_status
+
+        status = open_status(settings)
+        self._settings = settings
+        for index in range(capacity.workers):
+            env = {
+                **os.environ,
+                **settings.to_env(),
+                "DROPBATCH_JOB_ID": record.job_id,
+                POOL_ENV: capacity.pool,
+                ENGINE_ENV: capacity.name,
+                "BATCH_TASK_INDEX": str(index),
+                "BATCH_TASK_COUNT": str(capacity.workers),
+                "BATCH_TASK_RETRY_ATTEMPT": "0",
+            }
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "batch_jobs.pool"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            worker_id = f"{capacity.name}-{index}"
+
+            def follow(proc: subprocess.Popen = proc, worker_id: str = worker_id) -> None:
+                assert proc.stderr is not None
+                for line in proc.stderr:  # its logs (JSON lines) pass through to ours
+                    relay(line)
+                code = proc.wait()
+                if code != 0:  # whatever it held is free now, and it is not counted any more
+                    freed = release_workers(status, capacity.name, worker_id)
+                    event(log, "pool worker ended", logging.WARNING, worker=worker_id,
+                          exit_code=code, chunks_released=freed)  # fmt: skip
+                sweep_dead()
+
+            thread = threading.Thread(target=follow, name=f"pool-{worker_id}", daemon=True)
+            thread.start()
+            with self._lock:
+                self._pool.append(proc)
+                self._pool_threads.append(thread)
+        return f"local-pool/{capacity.name}"
+
+    def stop_pool(self, timeout: float = 30.0) -> None:
+        """Stop this process's pool workers (serve is stopping): SIGTERM, which each turns
+        into a clean exit; its held chunk is taken over when its lease runs out."""
+        with self._lock:
+            procs, threads = list(self._pool), list(self._pool_threads)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for thread in threads:
+            thread.join(timeout)
 
     def launch(self, record: JobRecord, settings: Settings) -> str:
         self.start(record, settings)
@@ -378,6 +443,27 @@ class LocalLauncher:
     def wait_all(self, timeout: float | None = None) -> None:
         for thread in list(self._jobs.values()):
             thread.join(timeout)
+        if self.pools:
+            self._wait_pooled(timeout)
+
+    def _wait_pooled(self, timeout: float | None) -> None:
+        """Until every job of this process's pool has ended (or its workers are all gone),
+        then the pool stops: `serve --once` leaves nothing running."""
+        from core.status import open_status
+
+        settings = self._settings
+        if settings is None:
+            return
+        status = open_status(settings)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            with self._lock:
+                alive = any(p.poll() is None for p in self._pool)
+            open_jobs = [r for r in status.by_state(POOL_OPEN_STATES) if r.pool]
+            if not alive or not open_jobs:
+                break
+            time.sleep(0.5)
+        self.stop_pool()
 
 
 ORPHAN_CHECK_SECONDS = 0.5

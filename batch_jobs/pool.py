@@ -269,7 +269,9 @@ def take_one(run: PoolWorkerRun, record: JobRecord, loads: list[JobLoad]) -> int
     left = next((load.claimable for load in loads if load.job_id == record.job_id), 0)
     # The job's last free chunk: this worker will be free soon, and a new job may count on it.
     state = "finishing" if left <= 1 else "busy"
-    run.member.set(state, job_id=record.job_id, item=claim.item, chunk=claim.chunk)
+    run.member.set(
+        state, job_id=record.job_id, item=claim.item, chunk=claim.chunk, owner=worker.owner
+    )
     logs.bind(job_id=record.job_id)
     return do_claim(worker, setup, claim)
 

@@ -20,7 +20,7 @@ from batch_jobs.pool_rules import record_pool, shortfall, starting_grace, worker
 from core.config import Settings
 from core.logs import event
 from core.status.base import StatusStore
-from core.status.model import JobRecord, JobState, PoolWorker
+from core.status.model import ChunkClaim, JobRecord, JobState, PoolWorker
 
 log = logging.getLogger("dropbatch.pool")
 
@@ -36,10 +36,11 @@ class PoolCount:
     free: int  # of those, what a new job may count on
 
 
-def count_pool(status: StatusStore, settings: Settings, pool: str, job_id: str) -> PoolCount:
-    """The pool's workers as the trigger counts them for `job_id` (the module doc)."""
+def count_pool(status: StatusStore, pool: str, job_id: str, starting_grace: float) -> PoolCount:
+    """The pool's workers as the trigger counts them for `job_id` (the module doc); launched
+    ones count while within `starting_grace` of their launch."""
     now = time.time()
-    grace = starting_grace(settings)
+    grace = starting_grace
     alive = [w for w in status.pool_workers(pool) if worker_alive(w, now, grace)]
     free_now = sum(1 for w in alive if w.state in ("idle", "finishing"))
     starting = sum(1 for w in alive if w.state == "starting")
@@ -63,7 +64,7 @@ def launch_capacity(
     """Launch what `record`'s job lacks; the engine's name, or None when the pool covers it."""
     assert record.plan is not None
     pool = record_pool(settings, record)
-    count = count_pool(status, settings, pool, record.job_id)
+    count = count_pool(status, pool, record.job_id, starting_grace(settings))
     wanted = record.plan.parallelism
     workers = shortfall(wanted, count.free, count.live, settings.pool_max_workers)
     event(
@@ -101,5 +102,68 @@ def launch_capacity(
                 )
             )  # fmt: skip
         raise
-    status.transact(record.job_id, lambda r: setattr(r, "capacity_launched", workers))
+
+    def note(r: JobRecord) -> None:
+        r.capacity_launched = r.capacity_launched or workers
+        if name not in r.capacity_jobs:
+            r.capacity_jobs.append(name)
+
+    status.transact(record.job_id, note)
     return name
+
+
+POOL_OPEN_STATES = [JobState.QUEUED, JobState.RUNNING, JobState.STITCHING]
+
+
+def sweep_pool(status: StatusStore, launcher: Launcher, settings: Settings) -> list[str]:
+    """Open warm-pool jobs with none of their pool's workers alive get capacity again: a
+    serve restarted after its workers died with it, capacity that failed or was preempted
+    whole, workers that all exited. The ids of the jobs it launched for."""
+    if not pooled(launcher, settings):
+        return []
+    now, grace = time.time(), starting_grace(settings)
+    alive: dict[str, bool] = {}
+    launched = []
+    for record in status.by_state(POOL_OPEN_STATES):
+        if not record.pool or record.plan is None:
+            continue
+        if record.pool not in alive:
+            alive[record.pool] = any(
+                worker_alive(w, now, grace) for w in status.pool_workers(record.pool)
+            )
+        if alive[record.pool]:
+            continue
+        attempt = len(record.capacity_jobs)
+        if launch_capacity(status, launcher, settings, record, attempt) is not None:
+            event(log, "pool capacity relaunched", job_id=record.job_id, attempt=attempt)
+            alive[record.pool] = True  # what it launched serves the pool's other jobs too
+            launched.append(record.job_id)
+    return launched
+
+
+def release_workers(status: StatusStore, engine_job: str, worker_id: str | None = None) -> int:
+    """A capacity job (or one local pool process, `worker_id`) that failed, was preempted or
+    was stopped: the chunks its workers held are free at once, not when their leases run
+    out, and its workers are not counted any more. Returns how many chunks were freed."""
+    freed = 0
+    for worker in status.pool_workers():
+        if worker.engine_job != engine_job or worker.state == "gone":
+            continue
+        if worker_id is not None and worker.worker_id != worker_id:
+            continue
+        if worker.job_id and worker.item is not None and worker.chunk is not None:
+            owner = worker.owner
+
+            def mutate(claim: ChunkClaim, owner: str = owner) -> bool:
+                if claim.owner != owner or claim.done or not owner:
+                    return False
+                claim.expires_at = 0.0
+                return True
+
+            _, released = status.transact_claim(worker.job_id, worker.item, worker.chunk, mutate)
+            freed += int(released)
+        worker.state, worker.item, worker.chunk = "gone", None, None
+        status.put_worker(worker)
+    if freed:
+        event(log, "pool chunks released", engine_job=engine_job, chunks=freed)
+    return freed

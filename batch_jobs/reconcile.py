@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from batch_jobs.capacity import capacity_error
+from batch_jobs.pool_capacity import count_pool, release_workers
 from core.domain import JobError
 from core.jobstatus import fail, transition
 from core.status.base import StatusStore
@@ -83,10 +84,17 @@ def apply_notification(
     note: BatchNotification,
     engine_reason: EngineReason | None = None,
 ) -> None:
+    state = note.new_state.upper()
+    if state in ("FAILED", "CANCELLED", "DELETION_IN_PROGRESS"):
+        # Warm-pool capacity gone (a failed or preempted VM, a deleted job): the chunks its
+        # workers held are free at once. Nothing when it was a job's own Batch job.
+        release_workers(status, note.job_id)
     record = status.get(note.job_id)
     if record is None or record.state in TERMINAL_STATES:
         return  # not ours, or settled: late and out-of-order notifications change nothing
-    state = note.new_state.upper()
+    if record.pool:
+        _capacity_state(store, status, note, record, engine_reason)
+        return
     if state in ("FAILED", "CANCELLED", "DELETION_IN_PROGRESS"):
         note = BatchNotification(
             note.job_name, note.new_state, ending_reason(status, note, engine_reason), note.job_uid
@@ -135,3 +143,31 @@ def _batch_succeeded(
     # Every task exited 0, so the last one stitched; if the record disagrees, say so.
     message = "all tasks succeeded but the outputs were never stitched"
     fail(store, status, job_id, "STITCH_MISSING", message)
+
+
+def _capacity_state(
+    store: ObjectStore,
+    status: StatusStore,
+    note: BatchNotification,
+    record: JobRecord,
+    engine_reason: EngineReason | None,
+) -> None:
+    """Capacity launched for a warm-pool job: its state is not the job's (the pool's workers
+    run it, and it may end before or after the job). Only capacity that failed with none of
+    the pool's workers left and nothing of the job done fails the job, with the engine's
+    reason: nothing else is coming for it (an image that cannot be pulled, a GPU that
+    cannot be had)."""
+    if note.new_state.upper() != "FAILED" or status.count_done(record.job_id) > 0:
+        return
+    if count_pool(status, record.pool, record.job_id, starting_grace=0.0).live > 0:
+        return
+    reason = ending_reason(status, note, engine_reason)
+    code, uri = failure_code(status, note.job_id)
+    message = f"the pool capacity launched for it failed: {reason or 'no reason given'}"
+    transition(
+        store,
+        status,
+        note.job_id,
+        JobState.FAILED,
+        error=JobError(code=code, message=message, uri=uri),
+    )

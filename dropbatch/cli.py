@@ -375,7 +375,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _inbox_settings(inbox)
     if args.workers:
         settings = settings.model_copy(update={"local_workers": args.workers})
-    serve(folder, local_intake(settings), poll_seconds=args.poll, once=args.once)
+    serve(folder, local_intake(settings, pools=True), poll_seconds=args.poll, once=args.once)
     return EXIT_OK
 
 

@@ -34,15 +34,17 @@ def _inbox_settings(inbox: LocalInbox, **overrides: object) -> Settings:
     return settings_for(inbox, Settings.from_env(os.environ), **overrides)
 
 
-def local_intake(settings: Settings):
+def local_intake(settings: Settings, pools: bool = False):
     """The trigger's intake built from `settings` alone, with a local launcher of its own:
-    nothing goes through this process's environment (tasks get theirs from the launcher)."""
+    nothing goes through this process's environment (tasks get theirs from the launcher).
+    `pools`: its jobs run on a warm pool of worker processes kept `warm_minutes` between
+    jobs (`dropbatch serve`); else each job on its own workers (`dropbatch run`)."""
     from batch_jobs.intake import Intake
     from batch_jobs.local_executor import LocalLauncher
     from core.status import open_status
     from core.storage import open_store
 
-    return Intake(settings, open_store(settings), open_status(settings), LocalLauncher())
+    return Intake(settings, open_store(settings), open_status(settings), LocalLauncher(pools=pools))
 
 
 def run_manifest(manifest: Path, workers: int | str | None, again: bool, quiet: bool) -> int:

@@ -128,6 +128,7 @@ def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = F
     """Watch `inbox` and hand each finished object to `intake`, as the trigger would."""
     from batch_jobs.capacity import sweep_unstarted
     from batch_jobs.local_executor import resume_stranded
+    from batch_jobs.pool_capacity import sweep_pool
     from core import logs
 
     logs.setup()
@@ -167,6 +168,12 @@ def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = F
                 sweep_unstarted(intake.store, intake.status, intake.launcher, settings)
             except Exception as exc:
                 _logged("sweep failed", exc)
+            try:  # warm-pool jobs no live worker serves (this serve restarted, say)
+                for job_id in sweep_pool(intake.status, intake.launcher, settings):
+                    if scans == 0:
+                        print(f"dropbatch: resuming job {job_id}", flush=True)
+            except Exception as exc:
+                _logged("pool sweep failed", exc)
             scans += 1
             if once and scans >= 2:
                 break
@@ -175,3 +182,7 @@ def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = F
             intake.launcher.wait_all()  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         print("dropbatch: stopped", flush=True)
+    finally:
+        stop = getattr(intake.launcher, "stop_pool", None)
+        if stop is not None:  # the warm pool's workers end with the serve that started them
+            stop()

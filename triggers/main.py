@@ -18,6 +18,7 @@ from cloudevents.http import CloudEvent
 from batch_jobs.capacity import sweep_unstarted
 from batch_jobs.intake import Intake, StorageEvent, is_own_write
 from batch_jobs.launchers import open_launcher
+from batch_jobs.pool_capacity import sweep_pool
 from batch_jobs.reconcile import BatchNotification, apply_notification
 from core import logs
 from core.config import Settings
@@ -70,4 +71,5 @@ def on_sweep(cloud_event: CloudEvent) -> None:
     current = intake()
     jobs = current.sweep_expired()
     unstarted = sweep_unstarted(current.store, current.status, current.launcher, current.settings)
-    logs.event(log, "sweep", expired=jobs, no_capacity=unstarted)
+    relaunched = sweep_pool(current.status, current.launcher, current.settings)
+    logs.event(log, "sweep", expired=jobs, no_capacity=unstarted, pool_relaunched=relaunched)

@@ -186,6 +186,7 @@ class JobRecord(BaseModel):
     # capacity launched when it arrived (0: warm workers took it; batch_jobs/pool.py).
     pool: str = ""
     capacity_launched: int = 0
+    capacity_jobs: list[str] = Field(default_factory=list)  # the engine's names, in order
     revision: int = 0
 
     @property

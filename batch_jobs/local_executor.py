@@ -419,6 +419,8 @@ class LocalLauncher:
         thread = self._jobs.get(record.job_id)
         if record.state != JobState.QUEUED or (thread is not None and thread.is_alive()):
             return None
+        if record.pool:  # the warm pool's workers take it; with none alive the pool sweep
+            return None  # launches them again (batch_jobs/pool_capacity.sweep_pool)
         owner = record.executor
         if owner is not None and owner_alive(owner) is not False:
             said = f"its executor (pid {owner.pid} on {owner.host}) has not started its tasks"

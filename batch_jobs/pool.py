@@ -273,7 +273,10 @@ def take_one(run: PoolWorkerRun, record: JobRecord, loads: list[JobLoad]) -> int
         state, job_id=record.job_id, item=claim.item, chunk=claim.chunk, owner=worker.owner
     )
     logs.bind(job_id=record.job_id)
-    return do_claim(worker, setup, claim)
+    code = do_claim(worker, setup, claim)
+    # Free again: a trigger counting the pool from now on may count on this worker.
+    run.member.set("idle", item=None, chunk=None)
+    return code
 
 
 def stitch_orphans(run: PoolWorkerRun, records: dict[str, JobRecord]) -> int:

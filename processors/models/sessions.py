@@ -12,12 +12,15 @@ or TensorRT active: ONNX Runtime would otherwise fall back to the CPU with only 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.logs import event
 from processors.gpu import (
     CUDA,
     GPU_PROVIDERS,
@@ -27,6 +30,8 @@ from processors.gpu import (
     onnx_fell_back,
 )
 from processors.sessions import session_providers
+
+log = logging.getLogger("dropbatch.models")
 
 _sessions: dict[tuple, Any] = {}
 _lock = threading.Lock()
@@ -72,8 +77,18 @@ def onnx_session(
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if log_severity is not None:
                 options.log_severity_level = log_severity
+            loading = time.perf_counter()
             session = _create(ort, path, options, providers, on_gpu)
             _sessions[key] = session
+            # Once per file and process: a warm-pool worker logs it once however many jobs
+            # it serves (tests count these).
+            event(
+                log,
+                "model loaded",
+                model=Path(path).name,
+                seconds=round(time.perf_counter() - loading, 3),
+                process=os.getpid(),
+            )
     if on_gpu:  # a new session, or one this process opened before the GPU was required
         reason = onnx_fell_back(ort, session)
         if reason:

@@ -1,0 +1,197 @@
+"""The warm pool on one machine: `dropbatch serve` keeps its workers, with their loaded models,
+between jobs (batch_jobs/pool.py), launches workers only for what the free ones do not cover
+(batch_jobs/pool_capacity.py), and its workers exit once the warm time passes idle.
+
+Real serve processes, real footage, the real YOLO11n file; the counts come from the logs the
+workers and the trigger write."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings
+from core.status import open_status
+from tests.real_chain import cli_env, trim
+
+ROOT = Path(__file__).resolve().parent.parent
+YOLO_CROP = (
+    "version: 1\ninputs: [clip.mp4]\n"
+    'chain: [{crop: {aspect: "9:16", detector: yolo-onnx, model: yolo11n, detect_every: 4}}]\n'
+    "output: {preset: ultrafast}\ncompute: {chunk_seconds: 1, gpu: none}\n"
+)
+HAAR_CROP = (
+    'version: 1\ninputs: [clip.mp4]\nchain: [{crop: {aspect: "1:1"}}]\n'
+    "output: {preset: ultrafast}\ncompute: {chunk_seconds: 1, gpu: none}\n"
+)
+
+
+@pytest.fixture(scope="module")
+def footage(real_asset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trim(real_asset("pexels.mp4"), tmp_path_factory.mktemp("pool") / "clip.mp4", 1.0, 2.0)
+
+
+@pytest.fixture(scope="module")
+def yolo_store(real_asset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store with the real YOLO11n file (the packaged catalog knows it)."""
+    store = tmp_path_factory.mktemp("pool-models")
+    (store / "yolo11n.onnx").symlink_to(real_asset("yolo11n.onnx"))
+    return store
+
+
+def start_serve(inbox: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dropbatch.cli",
+            "--log-format",
+            "json",
+            "serve",
+            "--inbox",
+            str(inbox),
+            "--poll",
+            "0.2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def entries(log: Path) -> list[dict]:
+    found = []
+    for line in log.read_text().splitlines():
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            continue
+    return found
+
+
+def said(log: Path, message: str) -> list[dict]:
+    return [e for e in entries(log) if e.get("message") == message]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def state_of(folder: Path) -> str:
+    try:
+        return json.loads((folder / "manifest.status.json").read_text())["state"]
+    except (OSError, ValueError):
+        return ""
+
+
+def drop(inbox: Path, name: str, clip: Path, manifest: str) -> Path:
+    folder = inbox / name
+    folder.mkdir(parents=True)
+    shutil.copy(clip, folder / "clip.mp4")
+    (folder / "manifest.yaml").write_text(manifest)
+    return folder
+
+
+def finished(folder: Path, timeout: float = 240) -> str:
+    wait_for(
+        lambda: state_of(folder) in ("SUCCEEDED", "FAILED", "INVALID"), timeout, f"{folder.name}"
+    )
+    return state_of(folder)
+
+
+def serve_env(tmp: Path, store: Path, warm_minutes: float) -> dict[str, str]:
+    env = cli_env(store, tmp / "cache")
+    env["DROPBATCH_WARM_MINUTES"] = str(warm_minutes)
+    return env
+
+
+def test_serve_keeps_its_workers_warm_and_loads_each_model_once_for_a_folder_of_uploads(
+    tmp_path: Path, footage: Path, yolo_store: Path
+) -> None:
+    """Three uploads dropped one after another, each after the last finished: the workers
+    launched for the first (one per chunk on this machine) serve all three; YOLO11n is loaded
+    once per worker process, all for the first job, none for the later two, which launch
+    nothing."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    log = tmp_path / "serve.log"
+    proc = start_serve(inbox, serve_env(tmp_path, yolo_store, warm_minutes=1.0), log)
+    jobs = []
+    try:
+        for n in range(3):
+            folder = drop(inbox, f"upload-{n}", footage, YOLO_CROP)
+            assert finished(folder) == "SUCCEEDED", (folder / "manifest.status.json").read_text()
+            summary = json.loads((folder / "manifest.status.json").read_text())
+            assert summary["outputs"]
+            jobs.append(summary["job_id"])
+    finally:
+        stop(proc)
+    started = said(log, "pool worker started")
+    counted = said(log, "pool counted")
+    assert [e["job_id"] for e in counted] == jobs
+    assert counted[0]["launching"] == len(started) >= 1
+    assert [e["launching"] for e in counted[1:]] == [0, 0], counted
+    loads = said(log, "model loaded")
+    assert [e["model"] for e in loads] == ["yolo11n.onnx"] * len(started), loads
+    assert {e["job_id"] for e in loads} == {jobs[0]}
+    assert len({e["process"] for e in loads}) == len(started)
+    # Every later job ran on those same workers.
+    ran = {(e["job_id"], e["pool_worker"]) for e in said(log, "chunk finished")}
+    assert {job for job, _ in ran} == set(jobs)
+    assert {w for _, w in ran} <= {e["pool_worker"] for e in started}
+    status = open_status(Settings(local_state=inbox / ".dropbatch"))
+    workers = status.pool_workers()
+    assert sorted(w.worker_id for w in workers) == sorted(e["pool_worker"] for e in started)
+    assert all(w.state == "gone" and w.busy_seconds > 0 for w in workers), workers
+    assert sum(w.jobs for w in workers) >= 3
+
+
+def test_warm_workers_exit_after_the_warm_time_and_the_next_upload_launches_again(
+    tmp_path: Path, footage: Path, yolo_store: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    log = tmp_path / "serve.log"
+    warm = 0.1  # six seconds
+    proc = start_serve(inbox, serve_env(tmp_path, yolo_store, warm_minutes=warm), log)
+    try:
+        first = drop(inbox, "first", footage, HAAR_CROP)
+        assert finished(first) == "SUCCEEDED"
+        ended = time.monotonic()
+        exits = wait_for(lambda: said(log, "pool worker exits"), 60, "the warm worker to exit")
+        waited = time.monotonic() - ended
+        assert exits[0]["idle_seconds"] >= warm * 60
+        assert waited < warm * 60 + 30  # it does not linger either
+        second = drop(inbox, "second", footage, HAAR_CROP)
+        assert finished(second) == "SUCCEEDED"
+    finally:
+        stop(proc)
+    first_count, second_count = (e["launching"] for e in said(log, "pool counted"))
+    assert first_count >= 1 and second_count >= 1  # nobody was left to take the second
+    assert len(said(log, "pool worker started")) == first_count + second_count

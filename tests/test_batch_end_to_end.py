@@ -48,6 +48,7 @@ MANIFEST = (
 )
 FRAMES = 75  # 2.5 s at 30 fps: 3 chunks
 WAIT_SECONDS = 15  # input_wait_seconds on the emulators: long enough to see a manifest wait
+POOL_WARM_MINUTES = 0.15  # with "pool": nine seconds of warm time
 QUEUED_TIMEOUT = 30.0  # s, with "queued_timeout": long enough for a sweep tick inside it
 
 
@@ -92,7 +93,8 @@ EMULATOR_HOSTS = ("STORAGE_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")
 def cloud(
     deployment: dict, built_function: Path, monkeypatch: pytest.MonkeyPatch, request
 ) -> Iterator[dict]:
-    """The built functions and the Batch stand-in. Indirect params (a tuple): "hold" keeps jobs
+    """The built functions and the Batch stand-in. Indirect params (a tuple): "pool" runs jobs on
+    the warm pool (warm_minutes POOL_WARM_MINUTES), else each on its own Batch job; "hold" keeps jobs
     waiting for VMs until `standin.release`; "queued_timeout" gives up on an unstarted job
     after QUEUED_TIMEOUT s; "emulators" puts the inbox and work buckets on
     fake-gcs-server and the status on the Firestore emulator instead of the local backends;
@@ -107,6 +109,9 @@ def cloud(
         "DROPBATCH_IMAGE": "us-central1-docker.pkg.dev/acme-video/dropbatch/task:test",
         "DROPBATCH_JOB_SERVICE_ACCOUNT": "dropbatch-job@acme-video.iam.gserviceaccount.com",
         "DROPBATCH_NOTIFICATION_TOPIC": "projects/acme-video/topics/dropbatch-batch-state",
+        # Each job on Batch jobs of its own, as with warm_minutes 0; the warm pool's own
+        # tests (tests/test_pool_cloud.py) ask for the pool ("pool").
+        "DROPBATCH_WARM_MINUTES": str(POOL_WARM_MINUTES if "pool" in options else 0),
     }
     if "emulators" in options:
         notifications = StorageNotifications(request.getfixturevalue("gcs_emulator"))

@@ -118,6 +118,7 @@ def deployment(
         "DROPBATCH_JOB_SERVICE_ACCOUNT": JOB,
         "DROPBATCH_NOTIFICATION_TOPIC": TOPIC,
         "DROPBATCH_IAM_EMULATOR_HOST": iam.host,
+        "DROPBATCH_WARM_MINUTES": "0",  # the canary's job on a Batch job of its own
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -3,8 +3,8 @@ pool (`warm_minutes` > 0 and a launcher that pools: Cloud Batch, `dropbatch serv
 
 The job is recorded QUEUED with its pool first (so a free worker finds it from then on); then
 the pool's workers are counted from their documents (batch_jobs/pool.py): live ones that are
-idle or finishing their job's last chunks are free for it, and so are launched ones still
-starting beyond what the jobs already waiting expect of them. Capacity is launched only for
+idle or finishing their job's last chunks, and launched ones still starting, less what the
+jobs queued before it and not started yet wait for, are free for it. Capacity is launched only for
 the shortfall (batch_jobs/pool_rules.shortfall), within `pool_max_workers`; each launched
 worker gets a `starting` document at once, so the next upload of a burst counts it.
 """
@@ -49,7 +49,9 @@ def count_pool(status: StatusStore, pool: str, job_id: str, starting_grace: floa
         for r in status.by_state([JobState.QUEUED])
         if r.pool == pool and r.job_id != job_id and r.plan is not None
     )
-    return PoolCount(live=len(alive), free=free_now + max(0, starting - waiting))
+    # Jobs queued before this one and not yet started hold on to free workers as well as to
+    # starting ones: the same free worker is not counted for every upload of a burst.
+    return PoolCount(live=len(alive), free=max(0, free_now + starting - waiting))
 
 
 def capacity_name(job_id: str, attempt: int = 0) -> str:

@@ -74,6 +74,19 @@ def test_with_no_overheads_vm_time_is_the_floor_plus_the_rolls() -> None:
     assert rolled.floor_seconds == pytest.approx(60)
 
 
+def test_the_worker_that_finishes_an_items_last_chunk_stitches_it() -> None:
+    # Two workers, a 300-frame chunk and a 150-frame one: the short one (claimed last) ends
+    # first; the item is complete only when the long one ends, and its worker stitches then.
+    compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=2, workers=2)
+    plan = synthetic_plan(compute, 15)
+    assert [c.end_frame - c.start_frame for c in plan.items[0].chunks] == [300, 150]
+    sim = simulate(plan, replace(SPEED, stitch_seconds=10.0))
+    # Ready at 360; chunk 0 ends at 360 + 2 + 20 = 382, chunk 1 at 372.
+    assert sim.timeline == [(pytest.approx(392.0), "w0 stitched item 0")]
+    assert sim.wall_seconds == pytest.approx(392.0)
+    assert sim.vm_seconds == pytest.approx(392.0 + 372.0)
+
+
 def test_preempted_chunks_are_taken_over_and_every_chunk_is_done_once() -> None:
     compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=5, workers=5)
     plan = synthetic_plan(compute, 600)

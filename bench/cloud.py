@@ -41,6 +41,7 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -64,6 +65,7 @@ from dropbatch.cost import (  # noqa: E402
 )
 from dropbatch.pool_cost import (  # noqa: E402
     POOL_CAP,
+    Planner,
     PoolRun,
     Upload,
     per_job_vms,
@@ -238,9 +240,17 @@ def pool_scenarios(chain: Path, startup: float, cap: int) -> str:
         f"{provisioning} ${hourly:.3f}/VM-h"
     )
 
-    def pool(warm_minutes: float, **kw: object) -> PoolRun:
-        return simulate_pool(BURST, kw.pop("speed", speed), plan, warm_seconds=warm_minutes * 60,
-                             cap=kw.pop("cap", cap), **kw)  # type: ignore[arg-type]  # fmt: skip
+    def pool(
+        warm_minutes: float,
+        figures: Throughput = speed,
+        chunks: Planner = plan,
+        live_cap: int = cap,
+        **rules: Any,
+    ) -> PoolRun:
+        """The burst on a pool keeping idle workers `warm_minutes`."""
+        return simulate_pool(
+            BURST, figures, chunks, warm_seconds=warm_minutes * 60, cap=live_cap, **rules
+        )
 
     runs = [per_job_vms(BURST, speed, plan)] + [pool(w) for w in WARM_MINUTES]
     alone = [per_job_vms(ALONE, speed, plan)] + [
@@ -273,14 +283,22 @@ def pool_scenarios(chain: Path, startup: float, cap: int) -> str:
         print(f"{label:32}" + "".join(f"{c:>16}" for c in cells))
     boot = Throughput(frames_per_second=0, vm_startup_seconds=VM_BOOT_SECONDS)
     print("levers within the rules (warm 5):")
-    print(f"  boot image (start-up {VM_BOOT_SECONDS:g} s): {summary(pool(5, speed=boot))}")
+    print(f"  boot image (start-up {VM_BOOT_SECONDS:g} s): {summary(pool(5, boot))}")
     print(f"  planner not told the free workers: {summary(pool(5, plan_with_free=False))}")
     for other in (10, 40):
-        print(f"  cap {other}: {summary(pool(5, cap=other))}")
+        print(f"  cap {other}: {summary(pool(5, live_cap=other))}")
     print("rule changes (not the issue's rules; for comparison):")
     print(f"  free only if free before a new VM is ready: {summary(pool(5, free_rule='soon'))}")
-    print(f"  that + boot image: {summary(pool(5, speed=boot, free_rule='soon'))}")
-    print(f"  that + boot image + warm 1 min: {summary(pool(1, speed=boot, free_rule='soon'))}")
+    print(f"  that + boot image: {summary(pool(5, boot, free_rule='soon'))}")
+    print(f"  that + boot image + warm 1 min: {summary(pool(1, boot, free_rule='soon'))}")
+    print("another start (warm 5, the issue's rules): 6 workers idle at the first upload")
+    print(f"  pool already warm: {summary(pool(5, idle_at_start=6))}")
+    thirty = manifest.model_copy(
+        update={"compute": manifest.compute.model_copy(update={"chunk_seconds": 30})}
+    )
+    short = pool(5, chunks=planner(manifest=thirty), idle_at_start=6)
+    floor_s = first.chunk_seconds
+    print(f"  that + compute.chunk_seconds: 30 (auto: {floor_s:g} s): {summary(short)}")
     # What no rule can beat: a 1-minute upload on a worker idle when it arrives (one chunk:
     # the planner's shortest for this chain holds the whole minute).
     warm = Throughput(frames_per_second=0, vm_startup_seconds=0, worker_setup_seconds=0)

@@ -177,7 +177,7 @@ class _Job:
 class _Worker:
     name: str
     started: float  # its VM's start
-    launched_for: _Job
+    launched_for: _Job | None  # None: up before the first upload
     ready: bool = False
     job: _Job | None = None  # the job it is on (or was last on)
     item: int | None = None  # the item it last worked on (the claim rule's preference)
@@ -202,13 +202,16 @@ def simulate_pool(
     cap: int = POOL_CAP,
     plan_with_free: bool = True,
     free_rule: FreeRule = "stated",
+    idle_at_start: int = 0,
     lease_seconds: float = CLAIM_LEASE_SECONDS,
 ) -> PoolRun:
     """The uploads run on one warm pool (see the module doc). `speed`: the deployment's
     figures (VM start-up, worker setup, chunk and stitch costs; `frames_per_second` 0: each
     job's chain speed from the step-cost table). `plan_with_free` False plans every job as if
     no worker were free (the planner's `warm_workers` left at 0), to show what that input buys.
-    `free_rule`: which workers count as free for a new job (`FreeRule`)."""
+    `free_rule`: which workers count as free for a new job (`FreeRule`). `idle_at_start`:
+    workers already up and idle at the first upload (a pool warm from earlier work; their
+    time before it is not counted)."""
     events: list[tuple[float, int, int, object]] = []
     order = 0
     workers: list[_Worker] = []
@@ -293,6 +296,7 @@ def simulate_pool(
             return  # a stale wake-up: another job's arrival woke it and it took work then
         if not worker.ready:  # start-up and setup: billed to the job it was launched for
             worker.ready = True
+            assert worker.launched_for is not None  # workers up at the start are ready
             worker.launched_for.run.vm_seconds += now - worker.started
         if worker.holding is not None:  # its chunk has ended
             job, item_index = worker.holding
@@ -353,6 +357,11 @@ def simulate_pool(
         worker.idle_since = None
         end_vm(worker, now)
 
+    start = min((u.at for u in uploads), default=0.0)
+    for _ in range(idle_at_start):
+        worker = _Worker(f"w{len(workers)}", start, None, ready=True, idle_since=start)
+        workers.append(worker)
+        push(start + warm_seconds, _EXPIRE, (worker, start))
     for upload in sorted(uploads, key=lambda u: u.at):
         push(upload.at, _ARRIVE, upload)
     while events:
@@ -365,4 +374,4 @@ def simulate_pool(
         else:
             worker, since = what  # type: ignore[misc]
             expire(worker, since, now)
-    return PoolRun(runs, vm_seconds, idle, len(workers), peak, timeline)
+    return PoolRun(runs, vm_seconds, idle, len(workers) - idle_at_start, peak, timeline)

@@ -109,3 +109,15 @@ def test_the_planner_is_told_the_free_workers() -> None:
     # Ten workers on 30 chunks of 10 s against three on three chunks of 100 s.
     assert told.wait_seconds == pytest.approx(3 * (2 + 300 / 15) + 5)
     assert unaware.jobs[1].wait_seconds == pytest.approx(2 + 3000 / 15 + 5)
+
+
+def test_workers_idle_at_the_start_take_the_first_job_and_their_wait_is_the_deployments() -> None:
+    plan = planner(ComputeOptions(chunk_seconds=10, max_parallel_tasks=2, workers=2))
+    pool = simulate_pool([Upload(0.0, 20.0)], SPEED, plan, warm_seconds=120, idle_at_start=3)
+    [job] = pool.jobs
+    assert (job.free, job.launched, pool.vms_started) == (3, 0, 0)
+    chunk = 2.0 + 300 / 15
+    assert job.wait_seconds == pytest.approx(chunk + 5.0)
+    # Two take a chunk each; the third waits out its warm time, the two theirs after the job.
+    assert pool.idle_seconds == pytest.approx(120 + 120 + 120)
+    assert pool.vm_seconds == pytest.approx(job.vm_seconds + pool.idle_seconds)

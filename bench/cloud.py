@@ -64,10 +64,11 @@ from dropbatch.cost import (  # noqa: E402
     synthetic_plan,
 )
 from dropbatch.pool_cost import (  # noqa: E402
+    ALONE,
+    BURST,
     POOL_CAP,
     Planner,
     PoolRun,
-    Upload,
     per_job_vms,
     planner,
     simulate_pool,
@@ -95,10 +96,6 @@ CHAIN = [
     {"swap": {"analyser": ANALYSER, "model": SWAPPER, "source": "astronaut.png", "det_size": 320}},
 ]
 MINUTES = (1, 10, 60)
-# The pool scenarios (issue 22): 20 one-minute uploads 30 s apart, then a 10-minute one 30 s
-# after the last; and one 1-minute upload alone.
-BURST = [Upload(30.0 * n, 60.0) for n in range(20)] + [Upload(20 * 30.0, 600.0)]
-ALONE = [Upload(0.0, 60.0)]
 WARM_MINUTES = (5, 15)
 
 

@@ -54,6 +54,12 @@ class Upload:
     video_seconds: float
 
 
+# Issue 22's scenarios (bench/cloud.py, README's cost table): 20 one-minute uploads 30 s
+# apart, then a 10-minute one 30 s after the last; and one 1-minute upload alone.
+BURST = [Upload(30.0 * n, 60.0) for n in range(20)] + [Upload(20 * 30.0, 600.0)]
+ALONE = [Upload(0.0, 60.0)]
+
+
 # Which workers count as free for a new job. "stated": the rule of issue 22 (idle and
 # finishing workers, and starting VMs beyond what the waiting jobs want). "soon", a proposed
 # change: only those free before a VM launched now would be ready, and the waiting jobs'

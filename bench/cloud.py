@@ -1,7 +1,8 @@
 """Cloud Batch, simulated: what one job costs and how long it waits, against the GPU-time floor.
 
     python bench/cloud.py [--gpu-factor 10] [--preemptions-per-hour 0.1] [--runs 20]
-                          [--workers auto|N] [--driver-in-image]
+                          [--workers auto|N] [--driver-in-image] [--measured S,F,P]
+                          [--chain bench/chains/full.yaml] [--pool-cap 20]
 
 First it measures, once, on this machine, the real-model chain (crop with YOLO11n `yolo-onnx`
 → swap with the real SCRFD-500m/ArcFace analyser and the test swapper, tests/real_chain.py) on

@@ -9,15 +9,15 @@ pool's rules from `batch_jobs/pool_rules.py` (imported, not copied):
   no claimable chunk left ("finishing"), and VMs still starting that the jobs already waiting
   do not need. A starting VM counts as free only beyond what the waiting jobs want: each job
   with claimable chunks wants min(its planned workers − the workers on it, its claimable
-  chunks), and starting VMs go to those wants first. The trigger launches
-  `shortfall(wanted, free, live, cap)` VMs.
+  chunks), and starting VMs go to those wants first (`free_rule` "soon" is a proposed
+  change, for comparison). The trigger launches `shortfall(wanted, free, live, cap)` VMs.
 - A VM pays its start-up and its worker's setup once per life, not per job; that time is
   billed to the job it was launched for.
 - After every chunk (and when it is ready, and when a job arrives while it is idle) a worker
   takes the job `pick_job` names (fewest workers, stay on ties, then oldest) and within it
   the chunk `next_claim` names; a chunk costs the per-chunk fixed cost and its frames at the
   job's chain speed, whichever job the worker came from (same chain here: the models are
-  loaded once per VM). The worker that takes an item's last chunk stitches it, as in
+  loaded once per VM). The worker that ends an item's last chunk stitches it, as in
   `simulate()`.
 - A worker with nothing to claim stays up `warm_seconds`, billed to the deployment (not to a
   job), then its VM goes. With `warm_seconds` 0 and jobs that never overlap, each job runs

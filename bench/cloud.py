@@ -1,7 +1,8 @@
 """Cloud Batch, simulated: what one job costs and how long it waits, against the GPU-time floor.
 
     python bench/cloud.py [--gpu-factor 10] [--preemptions-per-hour 0.1] [--runs 20]
-                          [--workers auto|N] [--driver-in-image]
+                          [--workers auto|N] [--driver-in-image] [--measured S,F,P]
+                          [--chain bench/chains/full.yaml] [--pool-cap 20]
 
 First it measures, once, on this machine, the real-model chain (crop with YOLO11n `yolo-onnx`
 → swap with the real SCRFD-500m/ArcFace analyser and the test swapper, tests/real_chain.py) on
@@ -19,8 +20,17 @@ rule; each VM pays the documented start-up; Spot preemptions arrive at the given
 the per-chunk fixed cost and the setup are taken as measured (they are decode/encode starts,
 uploads and model loads, not GPU work). Sources for every figure: bench/RESULTS.md.
 
-The line before the last: the 10-minute video with `workers: 10`. Last line: `cloud: X× floor
-at 10 min, Y× at 60 min, 10 min video in Z min` (default `compute`).
+Then the warm pool of issue 22 (dropbatch/pool_cost.py), on the figures `dropbatch cost` uses
+(the chain's speed from the step-cost table, `--chain`, default bench/chains/full.yaml; the
+documented start-up, 17 s setup, 2.6 s per chunk; no preemptions): a burst of 20 one-minute
+1080p30 uploads 30 s apart, then a 10-minute one 30 s after the last, and one 1-minute upload
+alone, each on VMs of its own (today) and on a pool that keeps idle workers 5 or 15 minutes;
+then the levers the pool's rules allow, and rule changes for comparison, each on a line.
+`--measured` skips the measurement: the rest runs in seconds.
+
+The line before the last: `cloud: X× floor at 10 min, Y× at 60 min, 10 min video in Z min`
+(default `compute`). Last line: `pool: burst X× floor, p50 Y min; 10 min video in Z min at W×
+floor` (warm 5 minutes, the documented start-up).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,12 +56,25 @@ from batch_jobs.worker_count import (  # noqa: E402
     DRIVER_INSTALL_SECONDS,
     IMAGE_PULL_SECONDS,
     VM_BOOT_SECONDS,
+    job_throughput,
 )
 from dropbatch.cost import (  # noqa: E402
     Throughput,
     estimate,
+    hourly_rate,
     synthetic_plan,
 )
+from dropbatch.pool_cost import (  # noqa: E402
+    ALONE,
+    BURST,
+    POOL_CAP,
+    Planner,
+    PoolRun,
+    per_job_vms,
+    planner,
+    simulate_pool,
+)
+from manifests.loader import load_manifest  # noqa: E402
 from manifests.model import ComputeOptions, Manifest  # noqa: E402
 from manifests.resolve import ResolvedItem  # noqa: E402
 from processors.chain import Chain  # noqa: E402
@@ -73,6 +97,7 @@ CHAIN = [
     {"swap": {"analyser": ANALYSER, "model": SWAPPER, "source": "astronaut.png", "det_size": 320}},
 ]
 MINUTES = (1, 10, 60)
+WARM_MINUTES = (5, 15)
 
 
 def measure(seconds: float) -> tuple[float, float, float, float]:
@@ -140,6 +165,12 @@ def main() -> None:
     )
     parser.add_argument("--workers", default="auto", help="compute.workers (default: auto)")
     parser.add_argument(
+        "--chain",
+        default=str(ROOT / "bench" / "chains" / "full.yaml"),
+        help="manifest whose chain and compute the pool scenarios run (default: the full chain)",
+    )
+    parser.add_argument("--pool-cap", type=int, default=POOL_CAP, help="live workers at most")
+    parser.add_argument(
         "--measured",
         help="SETUP,FIXED,PER_FRAME seconds from an earlier run, instead of measuring again",
     )
@@ -181,9 +212,114 @@ def main() -> None:
     # The same job with ten workers asked for: the wait the issue's 6-minute target is about.
     ten = run(compute.model_copy(update={"workers": 10}), 10, speed, args.runs)
     print(f"workers: 10: 10 min video in {ten[1] / 60:.1f} min at {ten[0]:.1f}× floor")
+    pool = pool_scenarios(Path(args.chain), startup, args.pool_cap)
     print(
         f"cloud: {found[10][0]:.1f}× floor at 10 min, {found[60][0]:.1f}× at 60 min, "
         f"10 min video in {found[10][1] / 60:.1f} min"
+    )
+    print(pool)
+
+
+def pool_scenarios(chain: Path, startup: float, cap: int) -> str:
+    """Print the pool scenarios side by side, the levers and the rule changes; return the
+    `pool:` line (warm 5 minutes, this start-up, the issue's rules)."""
+    manifest = load_manifest(chain.read_bytes())
+    plan = planner(manifest=manifest)
+    # `dropbatch cost`'s figures: the chain's own speed from the step-cost table (0), the
+    # documented start-up, setup, chunk and stitch costs; no preemptions.
+    speed = Throughput(frames_per_second=0, vm_startup_seconds=startup)
+    _, provisioning, hourly = hourly_rate(manifest.compute)
+    first = plan(ALONE[0], speed)
+    fps = job_throughput(speed, first.gpu, first.items).frames_per_second
+    print(
+        f"pool (issue 22, simulated): 20 × 1 min 1080p30 uploads 30 s apart, then 10 min 30 s "
+        f"after the last; {chain.name} at {fps:.1f} fps (step-cost table); VM start-up "
+        f"{startup:.0f} s + setup {speed.worker_setup_seconds:g} s once per VM; cap {cap}; "
+        f"{provisioning} ${hourly:.3f}/VM-h"
+    )
+
+    def pool(
+        warm_minutes: float,
+        figures: Throughput = speed,
+        chunks: Planner = plan,
+        live_cap: int = cap,
+        **rules: Any,
+    ) -> PoolRun:
+        """The burst on a pool keeping idle workers `warm_minutes`."""
+        return simulate_pool(
+            BURST, figures, chunks, warm_seconds=warm_minutes * 60, cap=live_cap, **rules
+        )
+
+    runs = [per_job_vms(BURST, speed, plan)] + [pool(w) for w in WARM_MINUTES]
+    alone = [per_job_vms(ALONE, speed, plan)] + [
+        simulate_pool(ALONE, speed, plan, warm_seconds=w * 60, cap=cap) for w in WARM_MINUTES
+    ]
+    names = ["per-job VMs"] + [f"pool warm {w}" for w in WARM_MINUTES]
+
+    def hours(r: PoolRun, digits: int) -> str:
+        return f"{r.vm_seconds / 3600:.{digits}f} ({r.idle_seconds / 3600:.{digits}f})"
+
+    rows: list[tuple[str, list[str]]] = [
+        ("burst: USD", [f"${r.vm_seconds / 3600 * hourly:.2f}" for r in runs]),
+        ("burst: VM-hours (idle warm)", [hours(r, 2) for r in runs]),
+        ("burst: × floor", [f"{r.ratio:.2f}×" for r in runs]),
+        ("burst: VMs started", [f"{r.vms_started}" for r in runs]),
+        ("burst: upload→output p50", [f"{r.wait_quantile(0.5) / 60:.1f} min" for r in runs]),
+        ("burst: upload→output p95", [f"{r.wait_quantile(0.95) / 60:.1f} min" for r in runs]),
+        ("10 min video: upload→output", [f"{r.jobs[-1].wait_seconds / 60:.1f} min" for r in runs]),
+        ("10 min video: × its floor", [f"{r.jobs[-1].ratio:.2f}×" for r in runs]),
+        (
+            "10 min video: workers (free)",
+            [f"{r.jobs[-1].workers} ({r.jobs[-1].free})" for r in runs],
+        ),
+        ("one 1 min upload: USD", [f"${r.vm_seconds / 3600 * hourly:.3f}" for r in alone]),
+        ("one 1 min upload: VM-h (idle)", [hours(r, 3) for r in alone]),
+        ("one 1 min upload: × floor", [f"{r.ratio:.2f}×" for r in alone]),
+    ]
+    print(f"{'':32}" + "".join(f"{n:>16}" for n in names))
+    for label, cells in rows:
+        print(f"{label:32}" + "".join(f"{c:>16}" for c in cells))
+    boot = Throughput(frames_per_second=0, vm_startup_seconds=VM_BOOT_SECONDS)
+    print("levers within the rules (warm 5):")
+    print(f"  boot image (start-up {VM_BOOT_SECONDS:g} s): {summary(pool(5, boot))}")
+    print(f"  planner not told the free workers: {summary(pool(5, plan_with_free=False))}")
+    for other in (10, 40):
+        print(f"  cap {other}: {summary(pool(5, live_cap=other))}")
+    print("rule changes (not the issue's rules; for comparison):")
+    print(f"  free only if free before a new VM is ready: {summary(pool(5, free_rule='soon'))}")
+    print(f"  that + boot image: {summary(pool(5, boot, free_rule='soon'))}")
+    print(f"  that + boot image + warm 1 min: {summary(pool(1, boot, free_rule='soon'))}")
+    print("another start (warm 5, the issue's rules): 6 workers idle at the first upload")
+    print(f"  pool already warm: {summary(pool(5, idle_at_start=6))}")
+    thirty = manifest.model_copy(
+        update={"compute": manifest.compute.model_copy(update={"chunk_seconds": 30})}
+    )
+    short = pool(5, chunks=planner(manifest=thirty), idle_at_start=6)
+    floor_s = first.chunk_seconds
+    print(f"  that + compute.chunk_seconds: 30 (auto: {floor_s:g} s): {summary(short)}")
+    # What no rule can beat: a 1-minute upload on a worker idle when it arrives (one chunk:
+    # the planner's shortest for this chain holds the whole minute).
+    warm = Throughput(frames_per_second=0, vm_startup_seconds=0, worker_setup_seconds=0)
+    least = simulate_pool(ALONE, warm, plan, warm_seconds=0).jobs[0]
+    print(
+        f"bound: the least wait for a 1 min upload (a worker idle when it arrives, {least.chunks} "
+        f"chunk(s)): {least.wait_seconds / 60:.2f} min"
+    )
+    five = runs[1]
+    return (
+        f"pool: burst {five.ratio:.1f}× floor, p50 {five.wait_quantile(0.5) / 60:.1f} min; "
+        f"10 min video in {five.jobs[-1].wait_seconds / 60:.1f} min at {five.jobs[-1].ratio:.1f}× "
+        "floor"
+    )
+
+
+def summary(run: PoolRun) -> str:
+    """One pool run on one line: the burst's × floor and waits, the 10-minute video's."""
+    long = run.jobs[-1]
+    return (
+        f"burst {run.ratio:.2f}× floor ({run.idle_seconds / 3600:.2f} VM-h idle warm), "
+        f"p50 {run.wait_quantile(0.5) / 60:.1f} min, p95 {run.wait_quantile(0.95) / 60:.1f} min; "
+        f"10 min video in {long.wait_seconds / 60:.1f} min at {long.ratio:.2f}× floor"
     )
 
 

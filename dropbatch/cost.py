@@ -139,9 +139,10 @@ def simulate(
     vm_seconds = wall = 0.0
     vms = preemptions = 0
     timeline: list[tuple[float, str]] = []
-    # Events: (time, order, worker name, VM start, preemption time). A worker is asked for
-    # its next chunk at `time`; its VM started at `VM start` and is taken back at `preempt`.
-    events: list[tuple[float, int, str, float, float]] = []
+    # Events: (time, order, worker name, VM start, preemption time, item of the chunk it
+    # just finished or None). A worker is asked for its next chunk at `time`; its VM started
+    # at `VM start` and is taken back at `preempt`.
+    events: list[tuple[float, int, str, float, float, int | None]] = []
     order = 0
 
     def start_vm(at: float, name: str) -> None:
@@ -150,17 +151,27 @@ def simulate(
         preempt = at + rng.expovariate(rate) if rate > 0 else math.inf
         ready = at + speed.vm_startup_seconds + speed.worker_setup_seconds
         order += 1
-        heapq.heappush(events, (ready, order, name, at, preempt))
+        heapq.heappush(events, (ready, order, name, at, preempt, None))
 
     for w in range(workers):
         start_vm(0.0, f"w{w}")
     while events:
-        now, _, name, started, preempt = heapq.heappop(events)
+        now, _, name, started, preempt, finished = heapq.heappop(events)
         if now >= preempt:  # taken back before (or while) setting up: Batch retries the task
             preemptions += 1
             vm_seconds += preempt - started
             start_vm(preempt, name)
             continue
+        if finished is not None:
+            left[finished] -= 1
+            if left[finished] == 0:  # this worker completed the item's set: it stitches
+                item = items[finished]
+                end = now + speed.stitch_seconds
+                end += item.info.duration * speed.stitch_seconds_per_video_second
+                timeline.append((end, f"{name} stitched item {finished}"))
+                order += 1
+                heapq.heappush(events, (end, order, name, started, preempt, None))
+                continue
         pick = claim_rule(claims, now, prefer_item=None)
         if pick is None:  # nothing claimable: the worker's work is over, its VM goes away
             vm_seconds += now - started
@@ -179,12 +190,8 @@ def simulate(
             start_vm(preempt, name)
             continue
         by_key[(pick.item, pick.chunk)].done = True
-        left[pick.item] -= 1
-        if left[pick.item] == 0:  # this worker completed the item's set: it stitches
-            end += speed.stitch_seconds + item.info.duration * speed.stitch_seconds_per_video_second
-            timeline.append((end, f"{name} stitched item {pick.item}"))
         order += 1
-        heapq.heappush(events, (end, order, name, started, preempt))
+        heapq.heappush(events, (end, order, name, started, preempt, pick.item))
 
     frames_out = sum(c.end_frame - c.start_frame for i in plan.items for c in i.chunks)
     return Simulation(

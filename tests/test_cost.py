@@ -74,6 +74,19 @@ def test_with_no_overheads_vm_time_is_the_floor_plus_the_rolls() -> None:
     assert rolled.floor_seconds == pytest.approx(60)
 
 
+def test_the_worker_that_finishes_an_items_last_chunk_stitches_it() -> None:
+    # Two workers, a 300-frame chunk and a 150-frame one: the short one (claimed last) ends
+    # first; the item is complete only when the long one ends, and its worker stitches then.
+    compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=2, workers=2)
+    plan = synthetic_plan(compute, 15)
+    assert [c.end_frame - c.start_frame for c in plan.items[0].chunks] == [300, 150]
+    sim = simulate(plan, replace(SPEED, stitch_seconds=10.0))
+    # Ready at 360; chunk 0 ends at 360 + 2 + 20 = 382, chunk 1 at 372.
+    assert sim.timeline == [(pytest.approx(392.0), "w0 stitched item 0")]
+    assert sim.wall_seconds == pytest.approx(392.0)
+    assert sim.vm_seconds == pytest.approx(392.0 + 372.0)
+
+
 def test_preempted_chunks_are_taken_over_and_every_chunk_is_done_once() -> None:
     compute = ComputeOptions(chunk_seconds=10, max_parallel_tasks=5, workers=5)
     plan = synthetic_plan(compute, 600)
@@ -205,3 +218,36 @@ def test_a_manifests_chain_context_is_priced(capsys: pytest.CaptureFixture[str])
         manifest.compute, 600, manifest=manifest, throughput=Throughput(frames_per_second=0)
     )
     assert f"= ${quoted.usd:.2f} ({quoted.ratio:.1f}×" in capsys.readouterr().out
+
+
+def test_readme_cost_tables_pool_rows_are_what_the_pool_model_says() -> None:
+    from dropbatch.cost import hourly_rate
+    from dropbatch.pool_cost import ALONE, BURST, per_job_vms, planner, simulate_pool
+
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(
+        r"^\| (20 × 1 min, then 10 min|1 min alone): (per-job VMs|pool warm \d+) \| auto "
+        r"\| (\d+) \| (\d+) \| (?:p50 )?~(\d+) min(?:; 10 min ~(\d+) min)? \| ([\d.]+) "
+        r"\| ([\d.]+)× \| \$([\d.]+) \| \$([\d.]+) \|$",
+        readme,
+        re.M,
+    )
+    assert len(rows) == 5
+    full = load_manifest((ROOT / "bench" / "chains" / "full.yaml").read_bytes())
+    plan, speed = planner(manifest=full), Throughput(frames_per_second=0)
+    spot = hourly_rate(full.compute)[2]
+    standard = hourly_rate(full.compute.model_copy(update={"spot": False}))[2]
+    for scenario, how, chunks, vms, p50, long, hours, ratio, usd, usd_standard in rows:
+        uploads = BURST if scenario.startswith("20") else ALONE
+        if how == "per-job VMs":
+            run = per_job_vms(uploads, speed, plan)
+        else:
+            minutes = int(how.removeprefix("pool warm "))
+            run = simulate_pool(uploads, speed, plan, warm_seconds=minutes * 60)
+        assert (sum(j.chunks for j in run.jobs), run.vms_started) == (int(chunks), int(vms))
+        assert round(run.wait_quantile(0.5) / 60) == int(p50)
+        if long:
+            assert round(run.jobs[-1].wait_seconds / 60) == int(long)
+        assert (f"{run.vm_seconds / 3600:.2f}", f"{run.ratio:.1f}") == (hours, ratio)
+        assert f"{run.vm_seconds / 3600 * spot:.2f}" == usd
+        assert f"{run.vm_seconds / 3600 * standard:.2f}" == usd_standard

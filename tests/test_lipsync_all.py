@@ -9,6 +9,7 @@ the same frames without it, and its test XSeg (a pixel is covered where it is bl
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,8 +28,9 @@ from processors.lipsync.processor import LipsyncProcessor
 from processors.media.frames import FrameBatch
 from processors.swap.options import SwapOptions
 from processors.swap.processor import SwapProcessor
+from tests.lipsync_fixtures import build_test_model
 from tests.media_fixtures import decode_all, run_in_chunks
-from tests.real_chain import ANALYSER, SWAPPER, run_task, task_context
+from tests.real_chain import ANALYSER, SWAPPER, build_real_store, run_task, task_context
 from tests.test_lipsync_speakers import HALF, LEFT, RIGHT, material, plan_text, run_whole
 from tests.test_occlusion_chain import held, speech, store, unoccluded
 from tests.test_swap_masks import HEIGHT, WIDTH, clip, folder
@@ -39,11 +41,11 @@ EVERY = slice(None)
 SYNCED = 5000  # pixels of a half that differ where its face was synced (as test_lipsync_target)
 
 
-def planned_one(material: dict, options: str, before: str = "") -> PlannedItem:
+def planned_one(material: dict, options: str, before: str = "", batch: int = 8) -> PlannedItem:
     text = (
         f"version: 1\ninputs: [two.mp4]\nchain:\n{before}"
-        f"  - lipsync: {{audio: guest.wav, length_policy: pad, batch_size: 8, det_size: 320"
-        f"{options}}}\n"
+        f"  - lipsync: {{audio: guest.wav, length_policy: pad, batch_size: {batch}, "
+        f"det_size: 320{options}}}\n"
         "output: {preset: ultrafast, crf: 18}\n"
         "compute: {gpu: none, chunk_seconds: 1.0, max_parallel_tasks: 2, max_retries: 0}\n"
     )
@@ -118,6 +120,27 @@ def test_each_face_is_smoothed_on_its_own_and_a_missed_frame_is_bridged(
     # A face found in the middle frame only is synced there too (no vote between faces).
     alone = [w[1:] for w in window[:2]] + [window[2]] + [w[1:] for w in window[3:]]
     assert len(smooth_all(alone, 2)) == 2
+
+
+def test_batch_size_bounds_faces_a_call_and_one_face_per_call_still_syncs_every_face(
+    material: dict, every, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_asset,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    item, whole = every
+    source = decode_all(material["files"]["two.mp4"], item.info)
+    # Three faces a call: a frame's two faces are split between calls, the frames the same.
+    odd = planned_one(material, ", target: all", batch=3)
+    assert np.array_equal(run_whole(material, odd).frames, whole.frames)
+    # An export that fails a call of two (its batch declared open): one face per call.
+    monkeypatch.setenv("DROPBATCH_MODEL_CACHE", str(tmp_path / "model-cache"))
+    single = build_real_store(tmp_path / "single", real_asset)
+    build_test_model(single / "wav2lip_gan_96.onnx", names=("source", "target"), one_only=True)
+    ctx = task_context(item, material["folder"], material["folder"], single)
+    with caplog.at_level(logging.INFO, logger="dropbatch.lipsync"):
+        out = run_task(item, material["files"]["two.mp4"], ctx, 0, None, (0, len(source)))
+    assert "one face per call" in caplog.text
+    assert np.array_equal(out.frames, whole.frames)
+    assert min(moved(out.frames, source, LEFT), moved(out.frames, source, RIGHT)) > SYNCED
 
 
 # Swap puts the astronaut on every face; its analysis hands both faces on to lipsync.

@@ -61,7 +61,8 @@ def load_table(path: Path = TABLE_PATH) -> CostTable:
 def step_faces(name: str, options: Mapping, expected_faces: int = EXPECTED_FACES) -> int:
     """How many faces a step works on in a frame, from its options: swap's `target`
     (`largest` and `reference`: one; `all`: the expected faces; a `face_map`: its entries),
-    enhance's `target` (default all), lipsync's speakers (one without)."""
+    enhance's `target` (default all), lipsync's speakers (else one, or the expected faces with
+    `target: all`)."""
     if name == "swap":
         if options.get("face_map"):
             return len(options["face_map"])
@@ -69,7 +70,9 @@ def step_faces(name: str, options: Mapping, expected_faces: int = EXPECTED_FACES
     if name == "enhance":
         return expected_faces if options.get("target", "all") == "all" else 1
     if name == "lipsync":
-        return max(1, len(options.get("speakers") or []))
+        if options.get("speakers"):
+            return len(options["speakers"])
+        return expected_faces if options.get("target", "largest") == "all" else 1
     return 0
 
 

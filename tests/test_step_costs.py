@@ -88,6 +88,18 @@ def test_faces_and_frame_size_set_the_cost() -> None:
     assert chain_step_ms(every, size, "l4")["swap"] == one  # one face expected by default
     assert chain_step_ms(every, size, "l4", expected_faces=3)["swap"] == one + 2 * face
     assert chain_step_ms(mapped, size, "l4")["swap"] == one + 2 * face
+    # Lipsync as swap: `target: all` syncs every face expected, speakers one face each.
+    lips = load_table().kinds["l4"]["lipsync"].face_ms
+    lip = {t: [{"name": "lipsync", "options": {"target": t}}] for t in ("largest", "all")}
+    lip_one = chain_step_ms(lip["largest"], size, "l4")["lipsync"]
+    assert chain_step_ms(lip["largest"], size, "l4", expected_faces=3)["lipsync"] == lip_one
+    assert chain_step_ms(lip["all"], size, "l4", expected_faces=3)["lipsync"] == pytest.approx(
+        lip_one + 2 * lips
+    )
+    talks = [{"name": "lipsync", "options": {"speakers": [{}, {}]}}]
+    assert chain_step_ms(talks, size, "l4", expected_faces=3)["lipsync"] == pytest.approx(
+        lip_one + lips
+    )
     # Encode sees the frame after crop: a 9:16 window of 1080p has under a third its pixels.
     bare = chain_step_ms([], size, "l4")["encode"]
     cropped = chain_step_ms([{"name": "crop", "options": {"aspect": "9:16"}}], size, "l4")

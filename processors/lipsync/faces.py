@@ -3,8 +3,10 @@
 Faces come from the swap step's analysis when the chain has one (the face contract of
 processors/faces.py: one list of `Face` per frame, no second detection pass); otherwise from
 the SCRFD detector of an analyser pack when the model store holds one; otherwise from OpenCV's
-frontal-face Haar cascade, which ships inside the opencv wheel (no weights to fetch). One face
-per frame is synced: the largest, since the audio is one speaker's.
+frontal-face Haar cascade, which ships inside the opencv wheel (no weights to fetch). With
+`target: largest` one face per frame is synced, the largest, since the audio is one speaker's;
+with `target: all` every face is, each smoothed over the neighbouring frames' boxes of the same
+face (`smooth_all`).
 
 A face travels as one flat tuple — its box, then its five landmarks — so smoothing and
 interpolation move the landmarks with the box, and the blend mask follows them.
@@ -61,13 +63,17 @@ def largest(boxes: Sequence[Box]) -> Box | None:
     return max(boxes, key=_area) if boxes else None
 
 
+def shapes_from_faces(faces: Sequence[FrameFaces]) -> list[list[Box]]:
+    """Every face (box and landmarks) per frame from an earlier step's faces."""
+    return [
+        [face_shape(face.box, face.kps, BOX_LANDMARKS) for face in frame_faces]
+        for frame_faces in faces
+    ]
+
+
 def boxes_from_faces(faces: Sequence[FrameFaces]) -> list[Box | None]:
     """The largest face (box and landmarks) per frame from an earlier step's faces."""
-    out: list[Box | None] = []
-    for frame_faces in faces:
-        shapes = [face_shape(face.box, face.kps, BOX_LANDMARKS) for face in frame_faces]
-        out.append(largest(shapes))
-    return out
+    return [largest(shapes) for shapes in shapes_from_faces(faces)]
 
 
 def pack_detector(store: str | Path | None) -> tuple[str, Path] | None:
@@ -95,9 +101,13 @@ class ScrfdFaces:
             detector, None, det_size=det_size, providers=choose_providers()
         )
 
+    def all(self, frame: np.ndarray) -> list[Box]:
+        """Every face found, largest first."""
+        return [face_shape(f.box, f.kps, BOX_LANDMARKS) for f in self._analyser.detect(frame)]
+
     def largest(self, frame: np.ndarray) -> Box | None:
-        faces = self._analyser.detect(frame)  # largest first
-        return face_shape(faces[0].box, faces[0].kps, BOX_LANDMARKS) if faces else None
+        faces = self.all(frame)  # largest first
+        return faces[0] if faces else None
 
 
 class HaarFaces:
@@ -110,6 +120,10 @@ class HaarFaces:
             raise RuntimeError(f"cannot load {path}")
 
     def largest(self, frame: np.ndarray) -> Box | None:
+        return largest(self.all(frame))
+
+    def all(self, frame: np.ndarray) -> list[Box]:
+        """Every face the cascade finds, its box reaching the chin."""
         height = frame.shape[0]
         gray, scale = scaled_gray(frame)
         found = self._cascade.detectMultiScale(
@@ -120,7 +134,7 @@ class HaarFaces:
             x, y, w, h = (float(v) / scale for v in (x, y, w, h))
             box = (x, y, x + w, min(float(height), y + h * (1 + HAAR_CHIN)))
             boxes.append(face_shape(box, None, HAAR_LANDMARKS))
-        return largest(boxes)
+        return boxes
 
 
 def interpolate(before: Box | None, after: Box | None, t: float) -> Box | None:
@@ -170,6 +184,38 @@ def smooth(window: Sequence[Box | None], centre: int, bridge: bool = True) -> Bo
         middle = bridging[-1]
     anchor = max(present, key=lambda b: (len(support(b)), b is middle))
     return tuple(float(v) for v in np.mean(np.array(support(anchor)), axis=0))  # type: ignore[return-value]
+
+
+def _same_face(box: Box, others: Sequence[Box]) -> Box | None:
+    """The box of `others` that overlaps `box` most, if it shows the same face."""
+    best = max(others, key=lambda b: iou(b, box), default=None)
+    return best if best is not None and iou(best, box) >= SAME_FACE_IOU else None
+
+
+def smooth_all(window: Sequence[Sequence[Box]], centre: int, bridge: bool = True) -> list[Box]:
+    """Every face of the centre frame of `window` (each frame's boxes), each smoothed as
+    `smooth` smooths the one face, over the boxes of the other frames that show the same face
+    (the one overlapping it most, at least SAME_FACE_IOU). With `bridge`, a face the centre
+    frame misses but the frames on both sides of it show gets a box too (a detector miss).
+
+    There is no vote between faces: every face found is synced, so a face seen in one frame
+    only is synced in that frame (with `target: largest` its neighbours would outvote it).
+    """
+    seeds = list(window[centre])
+    if bridge:
+        later = window[centre + 1 :]
+        for boxes in reversed(window[:centre]):  # the nearest frame's box of a face first
+            for box in boxes:
+                missed = _same_face(box, seeds) is None
+                if missed and any(_same_face(box, after) is not None for after in later):
+                    seeds.append(box)
+    found: list[Box] = []
+    for seed in seeds:
+        track = [_same_face(seed, boxes) for boxes in window]
+        box = smooth(track, centre, bridge=bridge)
+        if box is not None:
+            found.append(box)
+    return found
 
 
 def crop_box(

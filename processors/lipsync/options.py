@@ -56,11 +56,12 @@ class LipsyncOptions(Strict):
         ge=1,
         le=10,
         description="Detect faces on every k-th frame and interpolate between (own detection "
-        "only; faces from a swap step are used on every frame).",
+        "of the largest face only; faces from a swap step are used on every frame).",
     )
-    target: Literal["largest", "reference"] = Field(
+    target: Literal["largest", "all", "reference"] = Field(
         default="largest",
-        description="Which face speaks the one audio: the largest of each frame, or the face "
+        description="Which face speaks the one audio: the largest of each frame, every face "
+        "of each frame (`all`: a crowd, a choir, everyone dubbed with one track), or the face "
         "matching `reference` (ArcFace, `analyser`; the others are left untouched). With "
         "`speakers` each speaker's reference decides instead.",
     )
@@ -113,6 +114,16 @@ class LipsyncOptions(Strict):
         if self.target == "reference" and self.speakers:
             raise ValueError(
                 "give either `target: reference` or `speakers` (each speaker has a reference)"
+            )
+        if self.target == "all" and self.speakers:
+            raise ValueError(
+                "give either `target: all` or `speakers` (each speaker's face follows their "
+                "own audio)"
+            )
+        if self.target == "all" and self.detect_every > 1:
+            raise ValueError(
+                "`detect_every` applies to the largest face; with `target: all` every face is "
+                "found on every frame, so leave it at 1"
             )
         if self.target == "reference" and self.detect_every > 1:
             raise ValueError(

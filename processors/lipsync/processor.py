@@ -11,6 +11,10 @@ passes through byte for byte.
 With `speakers`, each frame's faces are matched to the speakers (processors/lipsync/speakers.py)
 and every speaker is a lane of its own: its face's boxes are smoothed like the one face above,
 and its crop gets the mel window of its own speech. Faces matching no speaker pass untouched.
+
+With `target: all` every face of a frame follows the one speech (one lane): each face's box is
+smoothed over the same face's boxes in the neighbouring frames (faces.smooth_all), from the
+earlier step's faces or our own detection of every face.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ from processors.lipsync.faces import (
     interpolate,
     pack_detector,
     placed,
+    shapes_from_faces,
     smooth,
+    smooth_all,
 )
 from processors.lipsync.features import MelFeatures, fitted_samples, speaker_features
 from processors.lipsync.model import FACE_SIZE, ModelUnusable, Wav2LipModel
@@ -112,6 +118,8 @@ class LipsyncProcessor:
         # Raw boxes of recent frames, per lane; a lane's box at a frame is known once the
         # frame is `_decided` (at once for one speaker, after the track window for several).
         self._boxes: list[dict[int, Box | str | None]] = [{} for _ in self.mels]
+        # With `target: all`: every face's raw box of recent frames (the one lane's).
+        self._every_face: dict[int, list[Box]] | None = {} if options.target == "all" else None
         self._deciding: list[int] = []  # frames whose speakers wait for their track window
         self._waiting: list[_Frame] = []  # frames whose smoothing window is not complete yet
         self._ready: list[_Frame] = []  # frames with their final crops, waiting for a batch
@@ -174,7 +182,11 @@ class LipsyncProcessor:
             except ModelStoreError as exc:
                 raise LipsyncSetupError(str(exc)) from None
             own = f"SCRFD of the {self._pack[0]} pack" if self._pack else "the Haar cascade"
-            log.info("lipsync faces: from an earlier step where it hands them on, else %s", own)
+            log.info(
+                "lipsync faces (%s): from an earlier step where it hands them on, else %s",
+                "every face" if options.target == "all" else "the largest",
+                own,
+            )
 
     def output_size(self) -> tuple[int, int]:
         return self._size
@@ -263,20 +275,33 @@ class LipsyncProcessor:
         self._assignment.drop_before(self._decided + 1 - speaker_reach())
 
     # -- faces ----------------------------------------------------------------------------
+    def _own_detector(self) -> HaarFaces | ScrfdFaces:
+        if self._detector is None:
+            self._detector = (
+                ScrfdFaces(self._pack[1], self._det_size) if self._pack else HaarFaces()
+            )
+        return self._detector
+
     def _raw_boxes(self, batch: FrameBatch) -> list[Box | str | None]:
         faces = faces_of(batch)
         # The swap step already carried its misses; its "no face" is a decision, not a miss.
         self._bridge = faces is None
         if faces is not None:
             return list(boxes_from_faces(faces))
-        if self._detector is None:
-            self._detector = (
-                ScrfdFaces(self._pack[1], self._det_size) if self._pack else HaarFaces()
-            )
+        detector = self._own_detector()
         return [
-            self._detector.largest(frame) if index % self.every == 0 else _UNDETECTED
+            detector.largest(frame) if index % self.every == 0 else _UNDETECTED
             for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True)
         ]
+
+    def _all_boxes(self, batch: FrameBatch) -> list[list[Box]]:
+        """Every face of each frame (`target: all`; detect_every is 1, the options say so)."""
+        faces = faces_of(batch)
+        self._bridge = faces is None
+        if faces is not None:
+            return shapes_from_faces(faces)
+        detector = self._own_detector()
+        return [detector.all(frame) for frame in batch.frames]
 
     def _keyframe(self, k: int) -> Box | str | None:
         boxes = self._boxes[0]
@@ -311,6 +336,15 @@ class LipsyncProcessor:
     def _settle(self, frame: _Frame) -> None:
         lo, hi = frame.index - self.radius, frame.index + self.radius
         height, width = frame.pixels.shape[:2]
+        if self._every_face is not None:
+            seen = [i for i in range(lo, hi + 1) if i in self._every_face]
+            window = [self._every_face[i] for i in seen]
+            for box in smooth_all(window, seen.index(frame.index), bridge=self._bridge):
+                found = placed(box, self.pads, width, height)
+                if found is not None:
+                    frame.faces.append((0, *found))
+            self._ready.append(frame)
+            return
         for lane, boxes in enumerate(self._boxes):
             indices = [i for i in range(lo, hi + 1) if i in boxes]
             box = smooth(
@@ -336,7 +370,7 @@ class LipsyncProcessor:
                 break
         del self._waiting[:keep]
         oldest = self._waiting[0].index if self._waiting else self._decided + 1
-        for boxes in self._boxes:
+        for boxes in [*self._boxes, self._every_face or {}]:
             for i in [i for i in boxes if i < oldest - self._settle_reach]:
                 del boxes[i]
 
@@ -415,6 +449,9 @@ class LipsyncProcessor:
             ):
                 self._assignment.add(index, faces)
                 self._deciding.append(index)
+        elif self._every_face is not None:
+            for index, boxes in zip(batch.indices.tolist(), self._all_boxes(batch), strict=True):
+                self._every_face[index] = boxes
         else:
             for index, box in zip(batch.indices.tolist(), self._raw_boxes(batch), strict=True):
                 self._boxes[0][index] = box

@@ -12,7 +12,7 @@ import json
 import logging
 import posixpath
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from batch_jobs.containment import (
     EVALUATE_ATTEMPTS,
@@ -27,10 +27,10 @@ from batch_jobs.ids import job_id_for
 from batch_jobs.launcher import Launcher
 from batch_jobs.outputs import claim_outputs
 from batch_jobs.plan import build_plan
-from batch_jobs.pool_capacity import launch_capacity, pooled
-from batch_jobs.pool_rules import pool_key
+from batch_jobs.pool_capacity import count_pool, launch_capacity, pooled
+from batch_jobs.pool_rules import pool_key, starting_grace
 from batch_jobs.probing import PLANNING_TIMEOUT, PROBE_CACHE_SIZE, InputProber, ProbeCache
-from batch_jobs.worker_count import deployment_throughput
+from batch_jobs.worker_count import Throughput, deployment_throughput
 from batch_jobs.workspace import INBOX_WORK_PREFIX, work_area
 from core.config import Settings
 from core.domain import JobError, Plan
@@ -368,7 +368,7 @@ class Intake:
         if errors:
             self._invalid(job_id, *errors)
             return
-        plan = build_plan(manifest, folder, probed, speech, deployment_throughput(self.settings))
+        plan = build_plan(manifest, folder, probed, speech, self._throughput(manifest, job_id))
         outside = self._outputs_outside(bucket, plan)
         if outside:
             self._invalid(job_id, *outside)
@@ -555,6 +555,16 @@ class Intake:
 
     def _pooled(self) -> bool:
         return pooled(self.launcher, self.settings)
+
+    def _throughput(self, manifest: Manifest, job_id: str) -> Throughput:
+        """What the planner sizes the job with: the deployment's figures and, on a warm pool,
+        the workers free for it, which start nothing (`workers: auto` may spread it over them)."""
+        speed = deployment_throughput(self.settings)
+        if not self._pooled():
+            return speed
+        pool = pool_key(self.settings.image, manifest.compute.gpu, manifest.compute.spot)
+        free = count_pool(self.status, pool, job_id, starting_grace(self.settings)).free
+        return replace(speed, warm_workers=free)
 
     # -- outcomes ------------------------------------------------------------------------
     def _invalid(self, job_id: str, *errors: JobError) -> None:

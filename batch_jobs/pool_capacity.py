@@ -16,7 +16,13 @@ import time
 from dataclasses import dataclass
 
 from batch_jobs.launcher import Capacity, Launcher
-from batch_jobs.pool_rules import record_pool, shortfall, starting_grace, worker_alive
+from batch_jobs.pool_rules import (
+    free_workers,
+    record_pool,
+    shortfall,
+    starting_grace,
+    worker_alive,
+)
 from core.config import Settings
 from core.logs import event
 from core.status.base import StatusStore
@@ -42,16 +48,15 @@ def count_pool(status: StatusStore, pool: str, job_id: str, starting_grace: floa
     now = time.time()
     grace = starting_grace
     alive = [w for w in status.pool_workers(pool) if worker_alive(w, now, grace)]
-    free_now = sum(1 for w in alive if w.state in ("idle", "finishing"))
+    idle = sum(1 for w in alive if w.state == "idle")
+    finishing = sum(1 for w in alive if w.state == "finishing")
     starting = sum(1 for w in alive if w.state == "starting")
     waiting = sum(
         r.plan.parallelism
         for r in status.by_state([JobState.QUEUED])
         if r.pool == pool and r.job_id != job_id and r.plan is not None
     )
-    # Jobs queued before this one and not yet started hold on to free workers as well as to
-    # starting ones: the same free worker is not counted for every upload of a burst.
-    return PoolCount(live=len(alive), free=max(0, free_now + starting - waiting))
+    return PoolCount(live=len(alive), free=free_workers(idle, finishing, starting, waiting))
 
 
 def capacity_name(job_id: str, attempt: int = 0) -> str:

@@ -84,6 +84,13 @@ def pick_job(loads: Sequence[JobLoad], current: str | None = None) -> str | None
     return best.job_id
 
 
+def free_workers(idle: int, finishing: int, starting: int, waiting: int) -> int:
+    """Workers a new job may count on: those idle, those on their job's last chunks, and those
+    launched and still starting, less what the jobs already waiting for workers want (they
+    were counted first: one free worker is not counted for every upload of a burst)."""
+    return max(0, idle + finishing + starting - waiting)
+
+
 def shortfall(wanted: int, available: int, live: int, cap: int) -> int:
     """Workers to launch for a new job: what it wants beyond the free workers (`available`),
     within what the cap leaves beside the `live` ones (starting ones included)."""

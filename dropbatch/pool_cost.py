@@ -5,12 +5,13 @@ The same model as `dropbatch/cost.py` (its `simulate()` is the per-job baseline)
 pool's rules from `batch_jobs/pool_rules.py` (imported, not copied):
 
 - Each upload is a job planned at arrival by the real planner (`planner`), told how many
-  workers are free for it (`Throughput.warm_workers`): those up and idle, those on a job with
-  no claimable chunk left ("finishing"), and VMs still starting that the jobs already waiting
-  do not need. A starting VM counts as free only beyond what the waiting jobs want: each job
+  workers are free for it (`Throughput.warm_workers`), by the pool's own rule
+  (`pool_rules.free_workers`): those up and idle, those on a job with no claimable chunk left
+  ("finishing") and VMs still starting, less what the jobs already waiting want (each job
   with claimable chunks wants min(its planned workers − the workers on it, its claimable
-  chunks), and starting VMs go to those wants first (`free_rule` "soon" is a proposed
-  change, for comparison). The trigger launches `shortfall(wanted, free, live, cap)` VMs.
+  chunks); the trigger counts the jobs queued and not started yet, which is the same while a
+  job's workers start together). `free_rule` "soon" is a proposed change, for comparison.
+  The trigger launches `shortfall(wanted, free, live, cap)` VMs.
 - A VM pays its start-up and its worker's setup once per life, not per job; that time is
   billed to the job it was launched for.
 - After every chunk (and when it is ready, and when a job arrives while it is idle) a worker
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from batch_jobs.claims import claimable, next_claim
-from batch_jobs.pool_rules import JobLoad, pick_job, shortfall
+from batch_jobs.pool_rules import JobLoad, free_workers, pick_job, shortfall
 from batch_jobs.worker_count import Throughput, job_throughput
 from core.domain import Plan
 from dropbatch.cost import CLAIM_LEASE_SECONDS, SimClaim, simulate, synthetic_plan
@@ -243,9 +244,8 @@ def simulate_pool(
         idle_now = [w for w in live() if w.ready and not w.busy]
         finishing = [w for w in live() if w.busy and w.job is not None and not w.job.claimable(now)]
         starting = [w for w in live() if not w.ready]
-        if free_rule == "stated":
-            # Finishing workers count whole; starting VMs go first to the waiting jobs.
-            return len(idle_now) + len(finishing) + max(0, len(starting) - wants)
+        if free_rule == "stated":  # the pool's own rule
+            return free_workers(len(idle_now), len(finishing), len(starting), wants)
         # "soon": a busy or starting worker counts only if it is free before a VM launched
         # now would be ready, and the waiting jobs get those first.
         soon = [w for w in finishing + starting if w.free_at <= now + speed.start_seconds]

@@ -93,10 +93,10 @@ EMULATOR_HOSTS = ("STORAGE_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")
 def cloud(
     deployment: dict, built_function: Path, monkeypatch: pytest.MonkeyPatch, request
 ) -> Iterator[dict]:
-    """The built functions and the Batch stand-in. Indirect params (a tuple): "pool" runs jobs on
-    the warm pool (warm_minutes POOL_WARM_MINUTES), else each on its own Batch job; "hold" keeps jobs
-    waiting for VMs until `standin.release`; "queued_timeout" gives up on an unstarted job
-    after QUEUED_TIMEOUT s; "emulators" puts the inbox and work buckets on
+    """The built functions and the Batch stand-in. Indirect params (a tuple): "pool" runs jobs
+    on the warm pool (warm_minutes POOL_WARM_MINUTES), else each on its own Batch job; "hold"
+    keeps jobs waiting for VMs until `standin.release`; "queued_timeout" gives up on an
+    unstarted job after QUEUED_TIMEOUT s; "emulators" puts the inbox and work buckets on
     fake-gcs-server and the status on the Firestore emulator instead of the local backends;
     storage then notifies `on_inbox_object` of every object finalized in the inbox, as a
     storage trigger does (tests/storage_notifications.py), and `on_sweep` is served too."""

@@ -52,16 +52,6 @@ class PoolCost:
             f"idle share {self.idle_share:.0%}"
         )
 
-    def as_json(self) -> dict:
-        return {
-            "pool": self.pool,
-            "live": self.live,
-            "gone": self.gone,
-            "busy_seconds": round(self.busy_seconds, 3),
-            "idle_seconds": round(self.idle_seconds, 3),
-            "idle_share": round(self.idle_share, 4),
-        }
-
 
 def pool_costs(
     workers: Iterable[PoolWorker], alive: Callable[[PoolWorker], bool]

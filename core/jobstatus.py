@@ -10,6 +10,7 @@ import time
 from core.domain import JobError
 from core.logs import event
 from core.status.base import StatusStore
+from core.status.costs import vm_time
 from core.status.model import TERMINAL_STATES, JobRecord, JobState
 from core.storage.base import ObjectStore
 
@@ -30,7 +31,12 @@ def publish(store: ObjectStore, status: StatusStore, job_id: str) -> JobRecord |
         record = status.get(job_id)
         if record is None:
             return None
-        summary = record.summary(status.count_done(job_id))
+        # VM-seconds only once the job has ended: they are a read of every claim, too much
+        # for each of the job's state changes and stitched items, and final only then.
+        vm_seconds = (
+            vm_time(status.claims(job_id)).seconds if record.state in TERMINAL_STATES else None
+        )
+        summary = record.summary(status.count_done(job_id), vm_seconds)
         body = json.dumps(summary, indent=2, sort_keys=True) + "\n"
         store.write_bytes(
             record.bucket,

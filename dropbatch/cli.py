@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core.config import ConfigFileError, Settings, load_settings
 from core.status.base import StatusStore
+from core.status.costs import pool_costs, vm_time
 from core.status.model import TERMINAL_STATES, JobRecord, JobState
 from core.storage.base import split_gs_uri
 from dropbatch.inbox import (
@@ -307,8 +308,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.watch:
         watch(status, record.job_id)
         record = status.get(record.job_id) or record
+    vm = vm_time(status.claims(record.job_id))  # the job's VM-seconds, so far
     if args.json:
-        print(json.dumps(record.summary(status.count_done(record.job_id)), indent=2))
+        print(json.dumps(record.summary(status.count_done(record.job_id), vm.seconds), indent=2))
         return EXIT_OK
     done = status.done_counts(record.job_id)
     print(progress_line(record, sum(done.values())))
@@ -335,6 +337,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for machine in record.machines:  # what the workers ran on, as each machine's first saw it
         print(f"  machine {machine.line()}")
+    print(f"  {vm.line()}")
+    if record.pool:  # its workers' warm time is the pool's, in `dropbatch jobs --costs`
+        print(f"  pool: {record.pool}, capacity launched: {record.capacity_launched}")
     return report(record)
 
 
@@ -354,9 +359,27 @@ def print_jobs(found: list[tuple[StatusStore, JobRecord]], as_json: bool = False
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    found = [(store, record) for store in _stores_here() for record in store.recent(args.limit)]
+    stores = _stores_here()
+    found = [(store, record) for store in stores for record in store.recent(args.limit)]
     found.sort(key=lambda pair: pair[1].created_at, reverse=True)
-    return print_jobs(found[: args.limit])
+    code = print_jobs(found[: args.limit])
+    if args.costs:
+        print_pool_costs(stores)
+    return code
+
+
+def print_pool_costs(stores: list[StatusStore]) -> None:
+    """Each warm pool's workers and their busy and idle seconds: the idle ones are the
+    deployment's warm cost, which no job's VM time includes."""
+    from batch_jobs.pool_rules import starting_grace, worker_alive
+
+    now, grace = time.time(), starting_grace(load_settings())
+    workers = [w for store in stores for w in store.pool_workers()]
+    costs = pool_costs(workers, lambda w: worker_alive(w, now, grace))
+    if not costs:
+        print("no warm pool workers in this status store")
+    for cost in costs:
+        print(cost.line())
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -579,6 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("jobs", help="recent jobs")
     p.add_argument("--limit", type=limit_argument, default=20, help=f"1 to {MAX_LIST}")
+    p.add_argument(
+        "--costs", action="store_true", help="then each warm pool's busy and idle worker seconds"
+    )
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("demo", help="make a sample video, drop it in a local inbox, run it")

@@ -201,9 +201,10 @@ class JobRecord(BaseModel):
         self.state = state
         self.history.append(StateChange(state=state, at=at))
 
-    def summary(self, chunks_done: int) -> dict:
+    def summary(self, chunks_done: int, vm_seconds: float | None = None) -> dict:
         """What `<manifest-stem>.status.json` mirrors for people who only have gsutil;
-        `chunks_done` from the claims (`StatusStore.done_counts`)."""
+        `chunks_done` from the claims (`StatusStore.done_counts`), `vm_seconds` the sum of
+        their worker seconds (core/status/costs.vm_time) where the caller read them."""
         return {
             "job_id": self.job_id,
             "state": self.state.value,
@@ -224,6 +225,12 @@ class JobRecord(BaseModel):
                 else {}
             ),
             "machines": [m.model_dump() for m in self.machines],
+            **({"vm_seconds": vm_seconds} if vm_seconds is not None else {}),
+            **(
+                {"pool": self.pool, "capacity_launched": self.capacity_launched}
+                if self.pool
+                else {}
+            ),
         }
 
 

@@ -24,6 +24,7 @@ from core.status.model import (
     JobState,
     LeaseHolder,
     MachineFacts,
+    PoolWorker,
     ProcessOwner,
     TaskProgress,
 )
@@ -581,3 +582,48 @@ def test_the_open_claims_and_the_done_counts_are_read_from_the_claims(
     assert status.done_counts("job-1") == {0: 1, 2: 1, 3: 1}
     assert [status.count_done("job-1", i) for i in range(4)] == [1, 0, 1, 1]
     assert status.count_done("job-1") == 3 and status.count_done("job-2") == 0
+
+
+# -- what runs cost: chunk seconds on the claims, the warm pool's worker documents -------------
+
+
+def test_the_seconds_of_finished_chunks_are_kept_on_their_claims_and_sum_to_the_vm_time(
+    status: StatusStore,
+) -> None:
+    from batch_jobs.claims import claim_chunk, finish_claim
+    from core.status.costs import vm_time
+
+    status.create(record())
+    for chunk in range(3):
+        assert claim_chunk(status, "job-1", 0, chunk, f"w{chunk}", None, 300)
+    finish_claim(status, "job-1", 0, 0, 12.25)
+    finish_claim(status, "job-1", 0, 1, 7.5)
+    finish_claim(status, "job-1", 0, 1, 99.0)  # a second finisher: the first one's seconds stay
+    assert [c.seconds for c in status.claims("job-1")] == [12.25, 7.5, 0.0]
+    spent = vm_time(status.claims("job-1"))
+    assert (spent.seconds, spent.chunks) == (19.75, 2)  # the open chunk counts nothing yet
+
+
+def test_pool_worker_documents_round_trip_by_pool_and_are_replaced_whole(
+    status: StatusStore,
+) -> None:
+    owner = ProcessOwner(host="vm-1", pid=42, started="boot:7")
+    warm = PoolWorker(
+        worker_id="cap-1-0", pool="img|T4|spot", engine_job="jobs/cap-1", state="idle",
+        job_id="job-1", owner="vm-1:42:ab", launched_at=1000.0, updated_at=1010.0,
+        busy_seconds=8.5, idle_seconds=1.25, jobs=1, process=owner,
+    )  # fmt: skip
+    status.put_worker(warm.model_copy(update={"worker_id": "cap-1-1"}))
+    status.put_worker(warm)
+    status.put_worker(PoolWorker(worker_id="cap-2-0", pool="local|none|standard", engine_job="x"))
+    assert status.pool_workers("img|T4|spot") == [
+        warm,
+        warm.model_copy(update={"worker_id": "cap-1-1"}),
+    ]
+    assert [w.worker_id for w in status.pool_workers()] == ["cap-1-0", "cap-1-1", "cap-2-0"]
+    assert status.pool_workers("nobody") == []
+    gone = warm.model_copy(
+        update={"state": "gone", "job_id": "job-2", "idle_seconds": 61.0, "updated_at": 1070.0}
+    )
+    status.put_worker(gone)
+    assert status.pool_workers("img|T4|spot")[0] == gone

@@ -183,8 +183,12 @@ class PoolWorkerRun:
     def forget(self, open_jobs: dict[str, JobRecord]) -> None:
         """Jobs that ended: their side inputs go."""
         for job_id in [j for j in self.jobs if j not in open_jobs]:
-            _, setup = self.jobs.pop(job_id)
+            worker, setup = self.jobs.pop(job_id)
             setup.__exit__(None, None, None)
+            progress = worker.reporter.progress
+            if progress.state == "RUNNING":  # this worker is done with it, as a task would be
+                with contextlib.suppress(Exception):
+                    worker.reporter.update(progress.frames_done, force=True, state="SUCCEEDED")
 
 
 def run_pool_worker(

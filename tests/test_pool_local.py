@@ -195,3 +195,55 @@ def test_warm_workers_exit_after_the_warm_time_and_the_next_upload_launches_agai
     first_count, second_count = (e["launching"] for e in said(log, "pool counted"))
     assert first_count >= 1 and second_count >= 1  # nobody was left to take the second
     assert len(said(log, "pool worker started")) == first_count + second_count
+
+
+def block_part(inbox: Path, job_id: str, item: int, chunk: int) -> None:
+    """A folder where the chunk's part is to be stored: storing it fails, on every try and on
+    every worker (a stand-in for a store that keeps refusing one object)."""
+    from batch_jobs.workspace import work_area
+    from core.storage.local import LocalStore
+    from dropbatch.inbox import LocalInbox, settings_for
+
+    settings = settings_for(LocalInbox(inbox), Settings())
+    work = work_area(settings, inbox.name)
+    store = LocalStore(settings.local_root, settings.local_state_dir)
+    store._path(work.bucket, work.part(job_id, item, chunk)).mkdir(parents=True)
+
+
+def test_a_chunk_that_keeps_failing_fails_its_own_job_only(
+    tmp_path: Path, footage: Path, yolo_store: Path
+) -> None:
+    """Two uploads on the same warm workers; one job's second chunk cannot be stored. That
+    chunk fails on every try, whichever worker takes it: after max_retries + 1 failures,
+    counted on the chunk's claim, that job is FAILED with the reason; the other job, and the
+    workers, go on."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    manifest = HAAR_CROP.replace("gpu: none}", "gpu: none, max_retries: 1}")
+    log = tmp_path / "serve.log"
+    proc = start_serve(inbox, serve_env(tmp_path, yolo_store, warm_minutes=0.2), log)
+    try:
+        broken = drop(inbox, "broken", footage, manifest)
+        # Queued: its workers are still starting (a second or more of imports and model
+        # checks) when its second chunk's part is made unstorable.
+        wait_for(lambda: state_of(broken), 30, "the job to be queued")
+        job_id = json.loads((broken / "manifest.status.json").read_text())["job_id"]
+        block_part(inbox, job_id, 0, 1)
+        good = drop(inbox, "good", footage, manifest)
+        assert finished(broken) == "FAILED"
+        assert finished(good) == "SUCCEEDED", (good / "manifest.status.json").read_text()
+
+        def all_exited() -> bool:  # no worker died of it: each runs to its warm time's end
+            started = {e["pool_worker"] for e in said(log, "pool worker started")}
+            return started == {e["pool_worker"] for e in said(log, "pool worker exits")}
+
+        wait_for(all_exited, 90, "every worker to reach the end of its warm time")
+    finally:
+        stop(proc)
+    error = json.loads((broken / "manifest.status.json").read_text())["error"]
+    assert error["code"] == "TASKS_FAILED"
+    assert "failed 2 times (max_retries 1)" in error["message"], error
+    assert "part-00001.mp4" in error["message"]  # the chunk's own reason
+    status = open_status(Settings(local_state=inbox / ".dropbatch"))
+    failing = [c for c in status.claims(job_id) if c.failures]
+    assert [c.failures for c in failing] == [2] and not failing[0].done

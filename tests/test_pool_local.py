@@ -247,3 +247,37 @@ def test_a_chunk_that_keeps_failing_fails_its_own_job_only(
     status = open_status(Settings(local_state=inbox / ".dropbatch"))
     failing = [c for c in status.claims(job_id) if c.failures]
     assert [c.failures for c in failing] == [2] and not failing[0].done
+
+
+def test_a_short_job_behind_a_long_one_gets_a_fair_share_of_the_busy_workers(
+    tmp_path: Path, yolo_store: Path
+) -> None:
+    """The cap leaves no room for new workers: a short job arriving while a long one holds
+    every worker is served by those workers after their current chunk (the fewest-workers
+    rule), not after the long job's last chunk is claimed (oldest first would be)."""
+    from tests.indexed_video import make_indexed_video
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    long_clip, short_clip = tmp_path / "long.mp4", tmp_path / "short.mp4"
+    make_indexed_video(long_clip, 30 * 20, audio=False, preset="ultrafast")  # 20 chunks
+    make_indexed_video(short_clip, 30 * 2, audio=False, preset="ultrafast")  # 2 chunks
+    env = serve_env(tmp_path, yolo_store, warm_minutes=0.2)
+    env["DROPBATCH_POOL_MAX_WORKERS"] = "2"
+    env["DROPBATCH_LOCAL_WORKERS"] = "2"
+    log = tmp_path / "serve.log"
+    proc = start_serve(inbox, env, log)
+    status = open_status(Settings(local_state=inbox / ".dropbatch"))
+    try:
+        long = drop(inbox, "long", long_clip, HAAR_CROP)
+        wait_for(lambda: len(said(log, "chunk finished")) >= 2, 120, "the long job under way")
+        short = drop(inbox, "short", short_clip, HAAR_CROP)
+        assert finished(short) == "SUCCEEDED"
+        long_id = json.loads((long / "manifest.status.json").read_text())["job_id"]
+        done_then = status.count_done(long_id)
+        assert finished(long) == "SUCCEEDED"
+    finally:
+        stop(proc)
+    assert done_then <= 12, f"the short job waited for {done_then} of the long job's 20 chunks"
+    counted = said(log, "pool counted")
+    assert [e["launching"] for e in counted] == [2, 0]  # the cap: the short job launched none

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 
 import pytest
 from google.cloud import batch_v1
@@ -19,6 +17,7 @@ from core.config import Settings
 from core.status import open_status
 from core.status.model import JobRecord, JobState, PoolWorker
 from tests.indexed_video import decoded_indices
+from tests.polling import wait_for
 from tests.test_batch_end_to_end import (  # noqa: F401  (fixtures)
     FRAMES,
     MANIFEST,
@@ -31,16 +30,6 @@ from tests.test_batch_end_to_end import (  # noqa: F401  (fixtures)
 
 POOLED = [("emulators", "pool")]
 FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.INVALID)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def the_job(folder: str) -> JobRecord | None:

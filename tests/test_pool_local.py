@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from core.config import Settings
 from core.status import open_status
+from tests.polling import wait_for
 from tests.real_chain import cli_env, trim
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,16 +91,6 @@ def entries(log: Path) -> list[dict]:
 
 def said(log: Path, message: str) -> list[dict]:
     return [e for e in entries(log) if e.get("message") == message]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def state_of(folder: Path) -> str:

@@ -23,6 +23,7 @@ from core.status import open_status
 from core.status.model import JobRecord, JobState
 from core.storage.local import LocalStore
 from tests.indexed_video import decoded_indices, make_indexed_video
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULT_TASK = f"{sys.executable} {ROOT / 'tests' / 'fault_task.py'}"
@@ -244,16 +245,6 @@ def start_serve(inbox: Path, env: dict[str, str], log: Path) -> subprocess.Popen
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: tasks die with it below
         )
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_a_restarted_serve_resumes_the_job_its_predecessor_left(

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TextIO
 
 from core.config import Settings
+from core.domain import JobError
+from core.jobstatus import transition
 from core.status.base import StatusStore
 from core.status.model import TERMINAL_STATES, CheckResult, JobRecord, JobState
 from core.storage.base import GS_SCHEME, NotFound, ObjectStore, split_gs_uri
@@ -350,7 +352,14 @@ def clean_up(canary: Canary) -> CheckResult:
 
     record = canary.read_record()
     running = record is not None and record.state not in TERMINAL_STATES
-    if running and record is not None and cancel_batch_job(canary.settings, record.batch_job):
+    if running and record is not None and record.pool:
+        # On a warm pool the Batch job is capacity other jobs may be using: the canary's job
+        # is cancelled in its record, and the pool's workers leave it (batch_jobs/pool.py).
+        transition(
+            canary.store, canary.status, record.job_id, JobState.CANCELLED,
+            error=JobError(code="CANCELLED", message="the canary was stopped before it ended"),
+        )  # fmt: skip
+    elif running and record is not None and cancel_batch_job(canary.settings, record.batch_job):
         # on_batch_state writes CANCELLED and the status file: remove after, not before.
         deadline = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < deadline:

@@ -94,8 +94,10 @@ def deployment(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[dict]:
-    """The whole deployment on the stand-ins; indirect param "hold": Batch never starts VMs."""
+    """The whole deployment on the stand-ins; indirect param "hold": Batch never starts VMs;
+    "pool": jobs run on the warm pool (nine seconds of warm time), else each on its own."""
     hold = getattr(request, "param", "") == "hold"
+    pool = getattr(request, "param", "") == "pool"
     for key in [k for k in os.environ if k.startswith("DROPBATCH_")]:
         monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
@@ -118,7 +120,7 @@ def deployment(
         "DROPBATCH_JOB_SERVICE_ACCOUNT": JOB,
         "DROPBATCH_NOTIFICATION_TOPIC": TOPIC,
         "DROPBATCH_IAM_EMULATOR_HOST": iam.host,
-        "DROPBATCH_WARM_MINUTES": "0",  # the canary's job on a Batch job of its own
+        "DROPBATCH_WARM_MINUTES": "0.15" if pool else "0",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -185,6 +187,7 @@ def leftovers(deployment: dict) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("deployment", ["", "pool"], indirect=True)
 def test_the_canary_passes_every_stage_and_leaves_nothing_behind(
     deployment: dict, capsys: pytest.CaptureFixture
 ) -> None:

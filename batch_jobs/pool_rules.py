@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from batch_jobs.liveness import HEARTBEAT_TIMEOUT
+from batch_jobs.liveness import HEARTBEAT_TIMEOUT, owner_alive
 from core.config import Settings
 from core.status.model import JobRecord, PoolWorker
 
@@ -46,9 +46,12 @@ def record_pool(settings: Settings, record: JobRecord) -> str:
 
 
 def worker_alive(worker: PoolWorker, now: float, starting_grace: float) -> bool:
-    """Up (a heartbeat within HEARTBEAT_TIMEOUT) or launched and still within its start-up."""
+    """Up (a heartbeat within HEARTBEAT_TIMEOUT, and where it runs on this machine, its process
+    there) or launched and still within its start-up."""
     if worker.state == "starting":
         return now - worker.launched_at < starting_grace
+    if worker.process is not None and owner_alive(worker.process) is False:
+        return False  # on this machine, and its process is gone (a killed serve, say)
     return worker.state in LIVE_STATES and now - worker.updated_at < HEARTBEAT_TIMEOUT
 
 

@@ -170,8 +170,7 @@ def serve(inbox: Path, intake: Intake, poll_seconds: float = 1.0, once: bool = F
                 _logged("sweep failed", exc)
             try:  # warm-pool jobs no live worker serves (this serve restarted, say)
                 for job_id in sweep_pool(intake.status, intake.launcher, settings):
-                    if scans == 0:
-                        print(f"dropbatch: resuming job {job_id}", flush=True)
+                    print(f"dropbatch: resuming job {job_id}", flush=True)
             except Exception as exc:
                 _logged("pool sweep failed", exc)
             scans += 1

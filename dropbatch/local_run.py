@@ -109,6 +109,14 @@ def _joined_line(existing: JobRecord) -> str:
     )
 
 
+def pool_stranded(intake: Intake, record: JobRecord) -> bool:
+    """No worker of the job's warm pool is alive (or starting): nothing will run it."""
+    from batch_jobs.pool_rules import starting_grace, worker_alive
+
+    now, grace = time.time(), starting_grace(intake.settings)
+    return not any(worker_alive(w, now, grace) for w in intake.status.pool_workers(record.pool))
+
+
 def continue_stranded(intake: Intake, job_id: str) -> None:
     """A followed job whose executor died (the `serve` that ran it was stopped) continues on
     this process from its done chunks, as the next `serve` would resume it."""
@@ -117,10 +125,16 @@ def continue_stranded(intake: Intake, job_id: str) -> None:
     record = intake.status.get(job_id)
     if record is None or record.state in TERMINAL_STATES or record.plan is None:
         return
-    if not (record.batch_job or "").startswith("local/"):
-        return
-    if executor_alive(record, intake.status.progress(job_id)):
-        return
+    if record.pool:
+        if not pool_stranded(intake, record):
+            return
+        # The serve whose warm pool ran it is gone: this process runs it on workers of its
+        # own from its done chunks, as a job launched without the pool.
+        record, _ = intake.status.transact(job_id, lambda r: setattr(r, "pool", ""))
+    elif not (record.batch_job or "").startswith("local/") or executor_alive(
+        record, intake.status.progress(job_id)
+    ):
+        return  # not a local job, or its executor still runs it
     if intake.launcher.start(record, intake.settings, replacing=record.executor):
         print(f"dropbatch: the process running job {job_id} is gone; continuing it here",
               file=sys.stderr)  # fmt: skip

@@ -38,8 +38,9 @@ def pooled(launcher: Launcher, settings: Settings) -> bool:
 
 @dataclass(frozen=True)
 class PoolCount:
-    live: int  # up, or launched and still starting
-    free: int  # of those, what a new job may count on
+    live: int  # up, or launched and still starting, in every pool (the cap is the deployment's)
+    free: int  # of the job's own pool, what a new job may count on
+    own: int  # alive in the job's own pool
 
 
 def count_pool(status: StatusStore, pool: str, job_id: str, starting_grace: float) -> PoolCount:
@@ -47,7 +48,8 @@ def count_pool(status: StatusStore, pool: str, job_id: str, starting_grace: floa
     ones count while within `starting_grace` of their launch."""
     now = time.time()
     grace = starting_grace
-    alive = [w for w in status.pool_workers(pool) if worker_alive(w, now, grace)]
+    everyone = [w for w in status.pool_workers() if worker_alive(w, now, grace)]
+    alive = [w for w in everyone if w.pool == pool]
     idle = sum(1 for w in alive if w.state == "idle")
     finishing = sum(1 for w in alive if w.state == "finishing")
     starting = sum(1 for w in alive if w.state == "starting")
@@ -56,7 +58,8 @@ def count_pool(status: StatusStore, pool: str, job_id: str, starting_grace: floa
         for r in status.by_state([JobState.QUEUED])
         if r.pool == pool and r.job_id != job_id and r.plan is not None
     )
-    return PoolCount(live=len(alive), free=free_workers(idle, finishing, starting, waiting))
+    free = free_workers(idle, finishing, starting, waiting)
+    return PoolCount(live=len(everyone), free=free, own=len(alive))
 
 
 def capacity_name(job_id: str, attempt: int = 0) -> str:

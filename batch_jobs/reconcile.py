@@ -159,7 +159,7 @@ def _capacity_state(
     cannot be had)."""
     if note.new_state.upper() != "FAILED" or status.count_done(record.job_id) > 0:
         return
-    if count_pool(status, record.pool, record.job_id, starting_grace=0.0).live > 0:
+    if count_pool(status, record.pool, record.job_id, starting_grace=0.0).own > 0:
         return
     reason = ending_reason(status, note, engine_reason)
     code, uri = failure_code(status, note.job_id)

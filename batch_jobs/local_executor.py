@@ -320,6 +320,10 @@ class LocalLauncher:
 
         status = open_status(settings)
         self._settings = settings
+        # This process runs the job's (pool) workers: what `dropbatch status` and a following
+        # `run` check, as for a job's own executor.
+        me = current_owner()
+        status.transact(record.job_id, lambda r: setattr(r, "executor", me))
         for index in range(capacity.workers):
             env = {
                 **os.environ,

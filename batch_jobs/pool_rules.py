@@ -34,10 +34,13 @@ BUSY_STATES = frozenset({"busy", "finishing"})
 LIVE_STATES = BUSY_STATES | {"idle"}
 
 
+LOCAL_POOL = "local|"  # how the key of a pool with no task image (this machine's) begins
+
+
 def pool_key(image: str, gpu: str, spot: bool) -> str:
     """Workers of one pool can run each other's jobs: the same task image, the same machine
     kind (GPU, Spot or standard). Locally: this machine's packages."""
-    return f"{image or 'local'}|{gpu}|{'spot' if spot else 'standard'}"
+    return f"{image or LOCAL_POOL[:-1]}|{gpu}|{'spot' if spot else 'standard'}"
 
 
 def record_pool(settings: Settings, record: JobRecord) -> str:

@@ -273,12 +273,20 @@ def find_jobs(query: StatusQuery) -> list[tuple[StatusStore, JobRecord]]:
     return sorted(found, key=lambda pair: pair[1].created_at, reverse=True)
 
 
-def stalled_line(record: JobRecord, tasks: list) -> str:
-    """A local job whose executor is gone stays RUNNING until a serve resumes it: say so."""
+def stalled_line(record: JobRecord, tasks: list, workers: list | None = None) -> str:
+    """A local job whose executor is gone (or, on serve's warm pool, whose pool has no live
+    worker) stays RUNNING until a serve resumes it: say so."""
     from batch_jobs.liveness import executor_alive
+    from batch_jobs.pool_rules import LOCAL_POOL, worker_alive
 
-    local = (record.batch_job or "").startswith("local/")
-    if record.state in TERMINAL_STATES or not local or executor_alive(record, tasks):
+    if record.state in TERMINAL_STATES:
+        return ""
+    if record.pool:
+        now = time.time()
+        local_pool = record.pool.startswith(LOCAL_POOL)
+        if not local_pool or any(worker_alive(w, now, 60.0) for w in workers or []):
+            return ""
+    elif not (record.batch_job or "").startswith("local/") or executor_alive(record, tasks):
         return ""
     return (
         "  stalled: the process that ran its tasks is gone; "
@@ -316,7 +324,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(progress_line(record, sum(done.values())))
     if record.workers is not None:  # how many the local executor started, and why
         print(f"  workers: {record.workers.reason}")
-    stalled = stalled_line(record, status.progress(record.job_id))
+    workers = status.pool_workers(record.pool) if record.pool else []
+    stalled = stalled_line(record, status.progress(record.job_id), workers)
     if stalled:
         print(stalled)
     waiting = capacity_line(record, status.progress(record.job_id))

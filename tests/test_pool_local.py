@@ -271,3 +271,48 @@ def test_a_short_job_behind_a_long_one_gets_a_fair_share_of_the_busy_workers(
     assert done_then <= 12, f"the short job waited for {done_then} of the long job's 20 chunks"
     counted = said(log, "pool counted")
     assert [e["launching"] for e in counted] == [2, 0]  # the cap: the short job launched none
+
+
+def test_a_restarted_serve_resumes_its_pool_job_from_the_chunks_done(
+    tmp_path: Path, yolo_store: Path
+) -> None:
+    """serve killed mid-job with its pool workers (one process group): `dropbatch status` says
+    the job is stalled; the next serve launches workers for it again, which do only the chunks
+    not done; the output is every frame once, stitched once."""
+    from tests.indexed_video import decoded_indices, make_indexed_video
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    clip = tmp_path / "clip.mp4"
+    make_indexed_video(clip, 30 * 8, audio=False, preset="ultrafast")
+    env = serve_env(tmp_path, yolo_store, warm_minutes=0.2)
+    log = tmp_path / "serve.log"
+    first = start_serve(inbox, env, log)
+    status = open_status(Settings(local_state=inbox / ".dropbatch"))
+    folder = drop(inbox, "job", clip, HAAR_CROP)
+    try:
+        job_id = wait_for(lambda: json.loads((folder / "manifest.status.json").read_text())
+                          ["job_id"] if state_of(folder) else "", 60, "the job")  # fmt: skip
+        wait_for(lambda: 2 <= status.count_done(job_id) < 6, 120, "the job half done")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # serve and its pool workers
+        first.wait(30)
+    done_before = {c.chunk for c in status.claims(job_id) if c.done}
+    shown = subprocess.run(
+        [sys.executable, "-m", "dropbatch.cli", "status", job_id],
+        env=env, cwd=inbox, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "RUNNING" in shown.stdout and "stalled:" in shown.stdout, shown
+    second = start_serve(inbox, env, tmp_path / "serve2.log")
+    try:
+        assert finished(folder) == "SUCCEEDED", (folder / "manifest.status.json").read_text()
+    finally:
+        stop(second)
+    [relaunched] = said(tmp_path / "serve2.log", "pool capacity relaunched")
+    assert relaunched["job_id"] == job_id
+    claims = {c.chunk: c for c in status.claims(job_id)}
+    assert all(claims[c].grants == 1 for c in done_before)  # nothing done was done again
+    record = status.get(job_id)
+    assert record is not None and len(record.stitch_claims) == 1
+    out = inbox / "job" / "out" / "clip.mp4"
+    assert decoded_indices(out) == list(range(30 * 8))

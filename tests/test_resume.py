@@ -257,6 +257,9 @@ def test_a_restarted_serve_resumes_the_job_its_predecessor_left(
         **os.environ,
         "DROPBATCH_TASK_COMMAND": FAULT_TASK,
         "FAULT_PLAN": "{}",
+        # The job's own workers, wrapped by the fault task that logs each attempt; serve's
+        # warm pool resumes the same way (tests/test_pool_local.py).
+        "DROPBATCH_WARM_MINUTES": "0",
         "TMPDIR": str(scratch),
         "PYTHONPATH": str(ROOT),
     }

@@ -134,7 +134,7 @@ def job_loads(
     now = time.time()
     records = {r.job_id: r for r in status.by_state(OPEN_STATES) if r.pool == pool and r.plan}
     on_job: dict[str, int] = {}
-    for w in status.pool_workers(pool):
+    for w in status.pool_workers(pool, present=True):
         if w.state in BUSY_STATES and worker_alive(w, now, starting_grace):
             on_job[w.job_id] = on_job.get(w.job_id, 0) + 1
     dead = dead_for(holder)
@@ -208,7 +208,9 @@ def run_pool_worker(
     )  # fmt: skip
     with contextlib.suppress(Exception):  # keep the launch time the launcher wrote
         doc.launched_at = next(
-            w.launched_at for w in status.pool_workers(pool) if w.worker_id == worker_id
+            w.launched_at
+            for w in status.pool_workers(pool, present=True)
+            if w.worker_id == worker_id
         )
     run = PoolWorkerRun(
         settings, store, status, PoolMember(status, doc), pool, progress_index(worker_id),

@@ -48,7 +48,7 @@ def count_pool(status: StatusStore, pool: str, job_id: str, starting_grace: floa
     ones count while within `starting_grace` of their launch."""
     now = time.time()
     grace = starting_grace
-    everyone = [w for w in status.pool_workers() if worker_alive(w, now, grace)]
+    everyone = [w for w in status.pool_workers(present=True) if worker_alive(w, now, grace)]
     alive = [w for w in everyone if w.pool == pool]
     idle = sum(1 for w in alive if w.state == "idle")
     finishing = sum(1 for w in alive if w.state == "finishing")
@@ -139,7 +139,7 @@ def sweep_pool(status: StatusStore, launcher: Launcher, settings: Settings) -> l
             continue
         if record.pool not in alive:
             alive[record.pool] = any(
-                worker_alive(w, now, grace) for w in status.pool_workers(record.pool)
+                worker_alive(w, now, grace) for w in status.pool_workers(record.pool, present=True)
             )
         if alive[record.pool]:
             continue
@@ -156,7 +156,7 @@ def release_workers(status: StatusStore, engine_job: str, worker_id: str | None 
     was stopped: the chunks its workers held are free at once, not when their leases run
     out, and its workers are not counted any more. Returns how many chunks were freed."""
     freed = 0
-    for worker in status.pool_workers():
+    for worker in status.pool_workers(present=True):
         if worker.engine_job != engine_job or worker.state == "gone":
             continue
         if worker_id is not None and worker.worker_id != worker_id:

@@ -324,7 +324,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(progress_line(record, sum(done.values())))
     if record.workers is not None:  # how many the local executor started, and why
         print(f"  workers: {record.workers.reason}")
-    workers = status.pool_workers(record.pool) if record.pool else []
+    workers = status.pool_workers(record.pool, present=True) if record.pool else []
     stalled = stalled_line(record, status.progress(record.job_id), workers)
     if stalled:
         print(stalled)

@@ -114,7 +114,9 @@ def pool_stranded(intake: Intake, record: JobRecord) -> bool:
     from batch_jobs.pool_rules import starting_grace, worker_alive
 
     now, grace = time.time(), starting_grace(intake.settings)
-    return not any(worker_alive(w, now, grace) for w in intake.status.pool_workers(record.pool))
+    return not any(
+        worker_alive(w, now, grace) for w in intake.status.pool_workers(record.pool, present=True)
+    )
 
 
 def continue_stranded(intake: Intake, job_id: str) -> None:

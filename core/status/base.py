@@ -102,8 +102,9 @@ class StatusStore(Protocol):
         """Write (or replace) a warm-pool worker's document."""
         ...
 
-    def pool_workers(self, pool: str | None = None) -> list[PoolWorker]:
-        """The pool's workers (None: every pool's), every state, by worker id."""
+    def pool_workers(self, pool: str | None = None, *, present: bool = False) -> list[PoolWorker]:
+        """The pool's workers (None: every pool's), by worker id; `present`: only those not
+        `gone` (what counting the pool reads: gone ones stay for the cost report)."""
         ...
 
     def progress(self, job_id: str) -> list[TaskProgress]: ...

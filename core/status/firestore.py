@@ -87,6 +87,10 @@ def _decode(fields: dict[str, Any]) -> JobRecord:
     return JobRecord.model_validate_json(zlib.decompress(fields["record"]))
 
 
+# Every state of a pool worker but `gone` (core.status.model.PoolWorker.state).
+PRESENT_WORKER_STATES = ("starting", "busy", "finishing", "idle", "exiting")
+
+
 class FirestoreStatusStore:
     def __init__(
         self,
@@ -306,12 +310,12 @@ class FirestoreStatusStore:
     def put_worker(self, worker: PoolWorker) -> None:
         self.workers.document(worker.worker_id).set(worker.model_dump(mode="json"))
 
-    def pool_workers(self, pool: str | None = None) -> list[PoolWorker]:
-        query = (
-            self.workers
-            if pool is None
-            else self.workers.where(filter=FieldFilter("pool", "==", pool))
-        )
+    def pool_workers(self, pool: str | None = None, *, present: bool = False) -> list[PoolWorker]:
+        query: Any = self.workers
+        if pool is not None:
+            query = query.where(filter=FieldFilter("pool", "==", pool))
+        if present:  # equality filters only: served by single-field indexes, no composite one
+            query = query.where(filter=FieldFilter("state", "in", list(PRESENT_WORKER_STATES)))
         found = [PoolWorker.model_validate(s.to_dict()) for s in query.stream()]
         return sorted(found, key=lambda w: w.worker_id)
 

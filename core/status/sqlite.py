@@ -254,8 +254,13 @@ class SqliteStatusStore:
                 (worker.worker_id, worker.pool, worker.model_dump_json()),
             )
 
-    def pool_workers(self, pool: str | None = None) -> list[PoolWorker]:
-        where, args = ("WHERE pool = ? ", (pool,)) if pool is not None else ("", ())
+    def pool_workers(self, pool: str | None = None, *, present: bool = False) -> list[PoolWorker]:
+        terms, args = [], []
+        if pool is not None:
+            terms, args = ["pool = ?"], [pool]
+        if present:
+            terms.append("json_extract(doc, '$.state') != 'gone'")
+        where = f"WHERE {' AND '.join(terms)} " if terms else ""
         with self._connect() as conn:
             rows = conn.execute(
                 f"SELECT doc FROM workers {where}ORDER BY worker_id", args

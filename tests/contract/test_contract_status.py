@@ -627,3 +627,7 @@ def test_pool_worker_documents_round_trip_by_pool_and_are_replaced_whole(
     )
     status.put_worker(gone)
     assert status.pool_workers("img|T4|spot")[0] == gone
+    # What counting the pool reads: every state but gone, in one pool or in all.
+    present = warm.model_copy(update={"worker_id": "cap-1-1"})
+    assert status.pool_workers("img|T4|spot", present=True) == [present]
+    assert [w.worker_id for w in status.pool_workers(present=True)] == ["cap-1-1", "cap-2-0"]

@@ -40,6 +40,11 @@ locals {
     # starts ends instead of waiting forever.
     DROPBATCH_TRIGGER_DEADLINE_SECONDS = tostring(var.trigger_deadline_seconds)
     DROPBATCH_QUEUED_TIMEOUT_MINUTES   = tostring(var.queued_timeout_minutes)
+    }, {
+    # The warm pool (docs/decisions/0119-warm-pool-of-workers.md): workers stay up this long
+    # after their job and take other jobs' chunks; Batch jobs are capacity for the shortfall.
+    DROPBATCH_WARM_MINUTES     = tostring(var.warm_minutes)
+    DROPBATCH_POOL_MAX_WORKERS = tostring(var.pool_max_workers)
   })
   # The inbox trigger is stopped at this (the most an event-driven function gets); planning
   # must end before it, with time left to record why (trigger_deadline_seconds).

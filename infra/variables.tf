@@ -148,3 +148,25 @@ variable "queued_timeout_minutes" {
     error_message = "queued_timeout_minutes must be a positive number of minutes."
   }
 }
+
+variable "warm_minutes" {
+  description = "Warm pool: a worker whose job has no chunk left stays up this long, models loaded, taking chunks of any job on the same image and machine kind; the trigger launches VMs only for what free workers do not cover. 0: every job on Batch jobs of its own."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.warm_minutes >= 0
+    error_message = "warm_minutes must be 0 (no pool) or a positive number of minutes."
+  }
+}
+
+variable "pool_max_workers" {
+  description = "At most this many warm-pool workers (one VM each) live at once in the deployment."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.pool_max_workers >= 1
+    error_message = "pool_max_workers must be at least 1."
+  }
+}

@@ -317,6 +317,7 @@ def lipsync_all(tmp: Path) -> tuple[Panel, Panel]:
     from tests.test_lipsync_speakers import FRAMES, HALF, run_whole
 
     folder = tmp / "speakers"
+    folder.mkdir()
     clip = two_face_clip(folder / "two.mp4", asset, FRAMES)
     files = {"two.mp4": clip, **reference_images(folder, asset), **speech_tracks(folder)}
     write_face_image(folder / "faces" / "astronaut.png", astronaut())

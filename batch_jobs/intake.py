@@ -228,7 +228,7 @@ class Intake:
             assert record is not None
             if record.state == JobState.RECEIVED and not record.history:
                 transition(self.store, self.status, job_id, JobState.RECEIVED)
-        if record.state in ENGINE_STATES and record.batch_job is None:
+        if record.state in ENGINE_STATES and record.batch_job is None and not record.pool_counted:
             # Claimed but no engine job recorded: the delivery that claimed it died before
             # recording one (its job may be running already), or is launching right now.
             # Launching is idempotent per job id (Batch: same job id and request id,

@@ -88,6 +88,7 @@ def launch_capacity(
         launching=workers,
     )
     if workers <= 0:
+        status.transact(record.job_id, lambda r: setattr(r, "pool_counted", True))
         return None
     capacity = Capacity(capacity_name(record.job_id, attempt), pool, workers)
     # Counted by the next trigger from now on: a burst of uploads does not launch for the same
@@ -114,6 +115,7 @@ def launch_capacity(
         raise
 
     def note(r: JobRecord) -> None:
+        r.pool_counted = True
         r.capacity_launched = r.capacity_launched or workers
         if name not in r.capacity_jobs:
             r.capacity_jobs.append(name)

@@ -16,6 +16,7 @@ from google.cloud import batch_v1
 from core.config import Settings
 from core.status import open_status
 from core.status.model import JobRecord, JobState, PoolWorker
+from dropbatch.watcher import storage_cloud_event
 from tests.indexed_video import decoded_indices
 from tests.polling import wait_for
 from tests.test_batch_end_to_end import (  # noqa: F401  (fixtures)
@@ -25,6 +26,7 @@ from tests.test_batch_end_to_end import (  # noqa: F401  (fixtures)
     built_function,
     cloud,
     download,
+    post_twenty_times,
     upload,
 )
 
@@ -75,6 +77,10 @@ def test_a_second_job_runs_on_the_first_jobs_warm_workers_and_launches_no_capaci
     assert group.task_count == 2 == first.capacity_launched
     assert list(group.task_spec.runnables[-1].container.commands) == ["-m", "batch_jobs.pool"]
     submit(cloud, "second")  # within the warm time of the first job's workers
+    # Eventarc delivers at least once: twenty more deliveries of its manifest count nothing
+    # again and launch nothing.
+    again = storage_cloud_event(cloud["store"].stat(cloud["bucket"], "second/job.yaml"))
+    assert set(post_twenty_times(cloud, again)) == {200}
     second = ended("second")
     assert second.state == JobState.SUCCEEDED, second.error
     assert_frame_exact(cloud, "second")

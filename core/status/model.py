@@ -187,6 +187,9 @@ class JobRecord(BaseModel):
     pool: str = ""
     capacity_launched: int = 0
     capacity_jobs: list[str] = Field(default_factory=list)  # the engine's names, in order
+    # The trigger counted the pool for it and launched what it lacked (possibly nothing): a
+    # redelivered event does not count (and launch) again.
+    pool_counted: bool = False
     revision: int = 0
 
     @property

@@ -58,6 +58,7 @@ log = logging.getLogger("dropbatch.pool")
 
 OPEN_STATES = [JobState.QUEUED, JobState.RUNNING, JobState.STITCHING]
 IDLE_POLL_SECONDS = 2.0  # a worker with nothing to claim looks again this often
+LOOK_TRIES = 10  # looks at the pool's jobs failing in a row before the worker gives up
 WRITE_INTERVAL = 1.0  # Firestore sustains about one write a second per document
 
 
@@ -231,8 +232,18 @@ def serve_pool(run: PoolWorkerRun) -> int:
     """The loop: the fairest job's next chunk, or orphaned stitches, or a wait; the exit code."""
     idle_since: float | None = None
     up_since = time.time()
+    troubles = 0
     while time.time() - up_since < POOL_WORKER_SECONDS:
-        loads, records = job_loads(run.status, run.pool, run.holder, run.starting_grace)
+        try:
+            loads, records = job_loads(run.status, run.pool, run.holder, run.starting_grace)
+        except Exception as exc:  # the store unreachable for a moment: look again shortly
+            troubles += 1
+            event(log, "pool look failed", logging.WARNING, reason=str(exc), tries=troubles)
+            if troubles >= LOOK_TRIES:
+                raise  # exit 1: Batch retries the task, the local launcher frees its chunk
+            time.sleep(IDLE_POLL_SECONDS * troubles)
+            continue
+        troubles = 0
         run.forget(records)
         pick = pick_job(loads, run.current)
         if pick is not None:

@@ -48,7 +48,7 @@ MANIFEST = (
 )
 FRAMES = 75  # 2.5 s at 30 fps: 3 chunks
 WAIT_SECONDS = 15  # input_wait_seconds on the emulators: long enough to see a manifest wait
-POOL_WARM_MINUTES = 0.15  # with "pool": nine seconds of warm time
+POOL_WARM_MINUTES = 0.25  # with "pool": fifteen seconds of warm time
 QUEUED_TIMEOUT = 30.0  # s, with "queued_timeout": long enough for a sweep tick inside it
 
 

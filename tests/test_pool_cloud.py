@@ -2,7 +2,7 @@
 """The warm pool on the cloud path: the built functions (functions-framework), Cloud Storage on
 fake-gcs-server, Firestore on its emulator, and the Batch stand-in running each capacity job's
 own command (`python -m batch_jobs.pool`) and environment as its "VMs"
-(tests/test_batch_end_to_end.py's `cloud` fixture with "emulators" and "pool": nine seconds of
+(tests/test_batch_end_to_end.py's `cloud` fixture with "emulators" and "pool": fifteen seconds of
 warm time). What a real VM adds — its boot, its GPU — is not here."""
 
 from __future__ import annotations
@@ -65,9 +65,14 @@ def test_a_second_job_runs_on_the_first_jobs_warm_workers_and_launches_no_capaci
     cloud: dict,
 ) -> None:
     standin = cloud["standin"]
+    # The second upload's video goes up first (a video alone starts nothing): its manifest
+    # can then follow the first job's end at once, well within the warm time, on a loaded
+    # machine too.
+    assert upload(cloud, "second/clip.mp4", frames=FRAMES) == 200
     submit(cloud, "first")
     first = ended("first")
     assert first.state == JobState.SUCCEEDED, first.error
+    assert upload(cloud, "second/job.yaml", MANIFEST.encode()) == 200
     assert_frame_exact(cloud, "first")
     # No warm worker when it arrived: capacity for what it wants (workers: 2), labelled as
     # pool capacity, running the pool worker.
@@ -76,7 +81,6 @@ def test_a_second_job_runs_on_the_first_jobs_warm_workers_and_launches_no_capaci
     [group] = launch.job.task_groups
     assert group.task_count == 2 == first.capacity_launched
     assert list(group.task_spec.runnables[-1].container.commands) == ["-m", "batch_jobs.pool"]
-    submit(cloud, "second")  # within the warm time of the first job's workers
     # Eventarc delivers at least once: twenty more deliveries of its manifest count nothing
     # again and launch nothing.
     again = storage_cloud_event(cloud["store"].stat(cloud["bucket"], "second/job.yaml"))

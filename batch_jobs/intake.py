@@ -38,7 +38,7 @@ from core.jobstatus import JOB_KEY, ROLE_KEY, publish, transition
 from core.logs import event
 from core.paths import is_glob
 from core.status.base import StatusStore
-from core.status.model import LAUNCHABLE_STATES, JobRecord, JobState
+from core.status.model import ENGINE_STATES, LAUNCHABLE_STATES, JobRecord, JobState
 from core.storage.base import NotFound, ObjectStore, OutsideBucket, folder_of
 from manifests.loader import MAX_MANIFEST_BYTES, ManifestInvalid, load_manifest
 from manifests.model import MAX_INPUTS, Manifest
@@ -56,7 +56,6 @@ log = logging.getLogger("dropbatch.intake")
 
 MAX_IMAGE_BYTES = 50 << 20  # a face image larger than this is not read whole by the trigger
 # Claimed states in which an engine job should exist.
-ENGINE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.STITCHING})
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from core.config import Settings
 from core.logs import event, relay
 from core.status.base import StatusStore
 from core.status.model import (
+    ENGINE_STATES,
     EngineEvent,
     EngineWait,
     JobRecord,
@@ -43,7 +44,6 @@ from core.status.model import (
 from core.storage.base import NotFound, ObjectStore
 
 log = logging.getLogger("dropbatch.executor")
-POOL_OPEN_STATES = [JobState.QUEUED, JobState.RUNNING, JobState.STITCHING]
 RESUME_SCAN = 1000  # unfinished jobs looked at when serve starts
 
 Notify = Callable[[str, str, str], None]  # (job_name, new_state, reason)
@@ -465,7 +465,7 @@ class LocalLauncher:
         while deadline is None or time.monotonic() < deadline:
             with self._lock:
                 alive = any(p.poll() is None for p in self._pool)
-            open_jobs = [r for r in status.by_state(POOL_OPEN_STATES) if r.pool]
+            open_jobs = [r for r in status.by_state(list(ENGINE_STATES)) if r.pool]
             if not alive or not open_jobs:
                 break
             time.sleep(0.5)

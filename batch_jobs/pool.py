@@ -49,14 +49,13 @@ from core.config import Settings
 from core.logs import event
 from core.status import open_status
 from core.status.base import StatusStore
-from core.status.model import JobRecord, JobState, LeaseHolder, PoolWorker
+from core.status.model import ENGINE_STATES, JobRecord, LeaseHolder, PoolWorker
 from core.storage import open_store
 from core.storage.base import ObjectStore
 from processors.gpu import gpu_required_here
 
 log = logging.getLogger("dropbatch.pool")
 
-OPEN_STATES = [JobState.QUEUED, JobState.RUNNING, JobState.STITCHING]
 IDLE_POLL_SECONDS = 2.0  # a worker with nothing to claim looks again this often
 LOOK_TRIES = 10  # looks at the pool's jobs failing in a row before the worker gives up
 WRITE_INTERVAL = 1.0  # Firestore sustains about one write a second per document
@@ -133,7 +132,9 @@ def job_loads(
     """Every open job of the pool as a free worker weighs it: chunks it could claim now
     (never claimed, lease run out, holder dead) and live workers on it."""
     now = time.time()
-    records = {r.job_id: r for r in status.by_state(OPEN_STATES) if r.pool == pool and r.plan}
+    records = {
+        r.job_id: r for r in status.by_state(list(ENGINE_STATES)) if r.pool == pool and r.plan
+    }
     on_job: dict[str, int] = {}
     for w in status.pool_workers(pool, present=True):
         if w.state in BUSY_STATES and worker_alive(w, now, starting_grace):

@@ -26,7 +26,7 @@ from batch_jobs.pool_rules import (
 from core.config import Settings
 from core.logs import event
 from core.status.base import StatusStore
-from core.status.model import ChunkClaim, JobRecord, JobState, PoolWorker
+from core.status.model import ENGINE_STATES, ChunkClaim, JobRecord, JobState, PoolWorker
 
 log = logging.getLogger("dropbatch.pool")
 
@@ -124,9 +124,6 @@ def launch_capacity(
     return name
 
 
-POOL_OPEN_STATES = [JobState.QUEUED, JobState.RUNNING, JobState.STITCHING]
-
-
 def sweep_pool(status: StatusStore, launcher: Launcher, settings: Settings) -> list[str]:
     """Open warm-pool jobs with none of their pool's workers alive get capacity again: a
     serve restarted after its workers died with it, capacity that failed or was preempted
@@ -136,7 +133,7 @@ def sweep_pool(status: StatusStore, launcher: Launcher, settings: Settings) -> l
     now, grace = time.time(), starting_grace(settings)
     alive: dict[str, bool] = {}
     launched = []
-    for record in status.by_state(POOL_OPEN_STATES):
+    for record in status.by_state(list(ENGINE_STATES)):
         if not record.pool or record.plan is None:
             continue
         if record.pool not in alive:

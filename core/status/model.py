@@ -33,6 +33,8 @@ TERMINAL_STATES = frozenset(
 )
 # States from which an incoming event may still (re)evaluate the manifest and launch.
 LAUNCHABLE_STATES = frozenset({JobState.RECEIVED, JobState.WAITING_FOR_INPUTS})
+# Handed to the engine and not ended: what workers (a warm pool's included) may still work on.
+ENGINE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.STITCHING})
 
 
 class StateChange(BaseModel):

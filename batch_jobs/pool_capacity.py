@@ -62,6 +62,14 @@ def count_pool(status: StatusStore, pool: str, job_id: str, starting_grace: floa
     return PoolCount(live=len(everyone), free=free, own=len(alive))
 
 
+def pool_alive(status: StatusStore, pool: str, starting_grace: float) -> bool:
+    """Is any worker of the pool up, or launched and within `starting_grace` of its launch?"""
+    now = time.time()
+    return any(
+        worker_alive(w, now, starting_grace) for w in status.pool_workers(pool, present=True)
+    )
+
+
 def capacity_name(job_id: str, attempt: int = 0) -> str:
     """The engine job for capacity launched for `job_id`: the job's own id the first time
     (Batch's notifications then name the job), `-p<n>` after when the sweep relaunches."""
@@ -130,16 +138,14 @@ def sweep_pool(status: StatusStore, launcher: Launcher, settings: Settings) -> l
     whole, workers that all exited. The ids of the jobs it launched for."""
     if not pooled(launcher, settings):
         return []
-    now, grace = time.time(), starting_grace(settings)
+    grace = starting_grace(settings)
     alive: dict[str, bool] = {}
     launched = []
     for record in status.by_state(list(ENGINE_STATES)):
         if not record.pool or record.plan is None:
             continue
         if record.pool not in alive:
-            alive[record.pool] = any(
-                worker_alive(w, now, grace) for w in status.pool_workers(record.pool, present=True)
-            )
+            alive[record.pool] = pool_alive(status, record.pool, grace)
         if alive[record.pool]:
             continue
         attempt = len(record.capacity_jobs)

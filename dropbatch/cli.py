@@ -273,18 +273,27 @@ def find_jobs(query: StatusQuery) -> list[tuple[StatusStore, JobRecord]]:
     return sorted(found, key=lambda pair: pair[1].created_at, reverse=True)
 
 
-def stalled_line(record: JobRecord, tasks: list, workers: list | None = None) -> str:
+def local_pool_alive(status: StatusStore, record: JobRecord) -> bool:
+    """Does a worker of the local warm pool the job runs on live (False: none, or no local
+    pool)? Read only for such a job."""
+    from batch_jobs.pool_capacity import pool_alive
+    from batch_jobs.pool_rules import LOCAL_POOL, starting_grace
+
+    if not record.pool.startswith(LOCAL_POOL):
+        return False
+    return pool_alive(status, record.pool, starting_grace(Settings(launcher="local")))
+
+
+def stalled_line(record: JobRecord, tasks: list, pool_alive: bool = False) -> str:
     """A local job whose executor is gone (or, on serve's warm pool, whose pool has no live
-    worker) stays RUNNING until a serve resumes it: say so."""
+    worker: `pool_alive` False) stays RUNNING until a serve resumes it: say so."""
     from batch_jobs.liveness import executor_alive
-    from batch_jobs.pool_rules import LOCAL_POOL, worker_alive
+    from batch_jobs.pool_rules import LOCAL_POOL
 
     if record.state in TERMINAL_STATES:
         return ""
     if record.pool:
-        now = time.time()
-        local_pool = record.pool.startswith(LOCAL_POOL)
-        if not local_pool or any(worker_alive(w, now, 60.0) for w in workers or []):
+        if not record.pool.startswith(LOCAL_POOL) or pool_alive:
             return ""
     elif not (record.batch_job or "").startswith("local/") or executor_alive(record, tasks):
         return ""
@@ -324,8 +333,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(progress_line(record, sum(done.values())))
     if record.workers is not None:  # how many the local executor started, and why
         print(f"  workers: {record.workers.reason}")
-    workers = status.pool_workers(record.pool, present=True) if record.pool else []
-    stalled = stalled_line(record, status.progress(record.job_id), workers)
+    stalled = stalled_line(record, status.progress(record.job_id), local_pool_alive(status, record))
     if stalled:
         print(stalled)
     waiting = capacity_line(record, status.progress(record.job_id))

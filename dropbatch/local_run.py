@@ -111,12 +111,10 @@ def _joined_line(existing: JobRecord) -> str:
 
 def pool_stranded(intake: Intake, record: JobRecord) -> bool:
     """No worker of the job's warm pool is alive (or starting): nothing will run it."""
-    from batch_jobs.pool_rules import starting_grace, worker_alive
+    from batch_jobs.pool_capacity import pool_alive
+    from batch_jobs.pool_rules import starting_grace
 
-    now, grace = time.time(), starting_grace(intake.settings)
-    return not any(
-        worker_alive(w, now, grace) for w in intake.status.pool_workers(record.pool, present=True)
-    )
+    return not pool_alive(intake.status, record.pool, starting_grace(intake.settings))
 
 
 def continue_stranded(intake: Intake, job_id: str) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,15 @@ from core.status import open_status
 from core.status.model import JobRecord, JobState
 from core.storage.local import LocalStore
 from tests.indexed_video import decoded_indices, make_indexed_video
-from tests.polling import wait_for
+from tests.polling import wait_for as poll_until
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# Looking every 50 ms: the half-done window these tests catch is short.
+wait_for = partial(poll_until, every=0.05)
+
+
 FAULT_TASK = f"{sys.executable} {ROOT / 'tests' / 'fault_task.py'}"
 FPS = 30
 

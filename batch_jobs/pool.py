@@ -31,6 +31,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from batch_jobs.claims import claimable, dead_for
+from batch_jobs.leases import Renewer
 from batch_jobs.liveness import HEARTBEAT_SECONDS, current_owner
 from batch_jobs.pool_rules import (
     BUSY_STATES,
@@ -70,16 +71,18 @@ def progress_index(worker_id: str) -> int:
 # -- this worker's document: state, heartbeat, busy and idle seconds ---------------------------
 class PoolMember:
     """Writes this worker's `PoolWorker` document: at every state change (at most one write
-    a second) and every HEARTBEAT_SECONDS from a thread, adding the time since the last write
-    to its busy or idle seconds."""
+    a second) and every HEARTBEAT_SECONDS from a thread (`leases.Renewer`), adding the time
+    since the last write to its busy or idle seconds."""
 
     def __init__(self, status: StatusStore, doc: PoolWorker) -> None:
         self.status, self.doc = status, doc
         self._lock = threading.Lock()
         self._since = time.time()
         self._written = 0.0
-        self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, name="pool-heartbeat", daemon=True)
+        # A Renewer ticks every third of its "lease": every HEARTBEAT_SECONDS here.
+        self._beat = Renewer(
+            self._heartbeat, 3 * HEARTBEAT_SECONDS, "pool-heartbeat", "pool heartbeat failed"
+        )
 
     def set(self, state: str, job_id: str | None = None, **fields: object) -> None:
         with self._lock:
@@ -105,22 +108,18 @@ class PoolMember:
         self.status.put_worker(self.doc)
         self._written = time.time()
 
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                with self._lock:
-                    if time.time() - self._written >= HEARTBEAT_SECONDS:
-                        self._write(self.doc.state)
-            except Exception as exc:  # a missed beat is not fatal; the next one may land
-                event(log, "pool heartbeat failed", logging.WARNING, reason=str(exc))
+    def _heartbeat(self) -> bool:
+        with self._lock:
+            if time.time() - self._written >= HEARTBEAT_SECONDS:
+                self._write(self.doc.state)
+        return True  # beat until the worker stops
 
     def __enter__(self) -> PoolMember:
-        self._beat.start()
+        self._beat.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._beat.join()
+        self._beat.__exit__(*exc)
         with contextlib.suppress(Exception):
             self.set("gone", item=None, chunk=None)
 

@@ -82,6 +82,8 @@ def launch_capacity(
     """Launch what `record`'s job lacks; the engine's name, or None when the pool covers it."""
     assert record.plan is not None
     pool = record_pool(settings, record)
+    # Counted again after the planner's count (intake._throughput): only a count made once the
+    # job is recorded QUEUED closes the race with a worker's last look before it exits.
     count = count_pool(status, pool, record.job_id, starting_grace(settings))
     wanted = record.plan.parallelism
     workers = shortfall(wanted, count.free, count.live, settings.pool_max_workers)
